@@ -1,0 +1,227 @@
+"""Model bundles: a folder with `bundle.json` and the regressor weights in safetensors.
+
+    my-model/
+      bundle.json             format version, emotions, encoder + regressor specs,
+                              input normalisation, training metrics, data provenance
+      regressors.safetensors  the RegressorBank's stacked parameters
+
+The encoder's own weights are not copied: `bundle.json` names them by hub id + revision
+(or a local folder). Loading checks everything it can before any weight is used and turns
+each problem into one `BundleError` sentence that names the file: no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from model.config import from_dict, to_dict
+from model.errors import BundleError, ConfigError
+from model.specs import EncoderSpec, RegressorSpec
+
+if TYPE_CHECKING:
+    from model.regressor import RegressorBank
+
+FORMAT = "emomon-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "bundle.json"
+WEIGHTS = "regressors.safetensors"
+
+
+@dataclass
+class Bundle:
+    """Everything needed to turn encoder features into emotion shares."""
+
+    emotions: tuple[str, ...]
+    encoder: EncoderSpec
+    regressor: RegressorSpec
+    input_dim: int  # D: the encoder's feature size
+    mixed_layers: int  # K for encoder.layer = "weighted", else 0
+    norm_mean: list[float]  # per input dimension, from the training data
+    norm_std: list[float]
+    bank: RegressorBank
+    metrics: dict[str, Any] = field(default_factory=dict)  # evaluation results
+    provenance: dict[str, Any] = field(default_factory=dict)  # data, command, versions
+
+    @property
+    def n_models(self) -> int:
+        return len(self.emotions) if self.regressor.head == "per_emotion" else 1
+
+    @property
+    def out_dim(self) -> int:
+        return 1 if self.regressor.head == "per_emotion" else len(self.emotions)
+
+
+def new_bank(
+    regressor: RegressorSpec, emotions: tuple[str, ...], input_dim: int, mixed_layers: int = 0
+) -> RegressorBank:
+    """A freshly initialised bank with the layout a bundle of these emotions expects."""
+    from model.regressor import RegressorBank
+
+    per_emotion = regressor.head == "per_emotion"
+    return RegressorBank(
+        regressor,
+        input_dim,
+        n_models=len(emotions) if per_emotion else 1,
+        out_dim=1 if per_emotion else len(emotions),
+        mixed_layers=mixed_layers,
+    )
+
+
+def save_bundle(bundle: Bundle, path: str | Path) -> Path:
+    """Write `bundle` to the folder `path` (created if needed); returns the folder."""
+    from safetensors.torch import save_file
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {n: p.detach().cpu().contiguous() for n, p in bundle.bank.state_dict().items()}
+    save_file(tensors, folder / WEIGHTS, metadata={"format": FORMAT})
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "emotions": list(bundle.emotions),
+        "encoder": to_dict(bundle.encoder),
+        "regressor": to_dict(bundle.regressor),
+        "input_dim": bundle.input_dim,
+        "mixed_layers": bundle.mixed_layers,
+        "normalization": {"mean": list(bundle.norm_mean), "std": list(bundle.norm_std)},
+        "weights": {"file": WEIGHTS, "sha256": _sha256(folder / WEIGHTS)},
+        "metrics": bundle.metrics,
+        "provenance": bundle.provenance,
+    }
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(folder / MANIFEST)  # never leave a half-written manifest behind
+    return folder
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read and validate the bundle folder `path`; every problem is one BundleError sentence."""
+    folder = Path(path)
+    if not folder.exists():
+        raise BundleError(f"Model bundle '{folder}' does not exist.")
+    if not folder.is_dir():
+        raise BundleError(f"Model bundle '{folder}' is not a folder (expected {MANIFEST} and {WEIGHTS} inside).")
+    manifest_path = folder / MANIFEST
+    m = _read_manifest(manifest_path)
+    where = str(manifest_path)
+
+    def need(key: str, kind: type | tuple[type, ...]) -> Any:
+        if key not in m:
+            raise BundleError(f"{where} has no '{key}' entry.")
+        if not isinstance(m[key], kind) or isinstance(m[key], bool):
+            raise BundleError(f"{where}: '{key}' has the wrong type ({type(m[key]).__name__}).")
+        return m[key]
+
+    emotions = tuple(need("emotions", list))
+    if not emotions or not all(isinstance(e, str) and e for e in emotions):
+        raise BundleError(f"{where}: 'emotions' must be a non-empty list of names.")
+    if len(set(emotions)) != len(emotions):
+        raise BundleError(f"{where}: 'emotions' lists a name twice.")
+    try:
+        encoder = from_dict(EncoderSpec, need("encoder", dict), f"{MANIFEST}: encoder")
+        regressor = from_dict(RegressorSpec, need("regressor", dict), f"{MANIFEST}: regressor")
+    except ConfigError as e:
+        raise BundleError(f"{folder}: {e}") from e
+    input_dim, mixed = need("input_dim", int), need("mixed_layers", int)
+    if input_dim < 1 or mixed < 0 or (mixed > 0) != (encoder.layer == "weighted"):
+        raise BundleError(f"{where}: input_dim / mixed_layers do not fit the encoder's layer setting.")
+    norm = need("normalization", dict)
+    mean, std = norm.get("mean"), norm.get("std")
+    for name, stats in (("mean", mean), ("std", std)):
+        if not isinstance(stats, list) or len(stats) != input_dim:
+            raise BundleError(f"{where}: normalization.{name} must list {input_dim} numbers (one per input dimension).")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in stats):
+            raise BundleError(f"{where}: normalization.{name} holds a value that is not a finite number.")
+    if min(std) <= 0:
+        raise BundleError(f"{where}: normalization.std must be positive.")
+
+    weights = need("weights", dict)
+    bundle = Bundle(
+        emotions=emotions,
+        encoder=encoder,
+        regressor=regressor,
+        input_dim=input_dim,
+        mixed_layers=mixed,
+        norm_mean=[float(v) for v in mean],
+        norm_std=[float(v) for v in std],
+        bank=None,  # type: ignore[arg-type]  # filled below, once the weights check out
+        metrics=m.get("metrics", {}),
+        provenance=m.get("provenance", {}),
+    )
+    bundle.bank = _load_weights(folder / str(weights.get("file", WEIGHTS)), weights.get("sha256"), bundle)
+    return bundle
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise BundleError(f"Model bundle '{path.parent}' has no {MANIFEST}.")
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}).") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path} cannot be read: {e}.") from e
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise BundleError(f'{path} is not an emomon model bundle (no "format": "{FORMAT}").')
+    version = m.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{path} has format version {version!r}, which this emomon does not read "
+            f"(it reads version {FORMAT_VERSION}); update emomon or re-export the bundle."
+        )
+    return m
+
+
+def _load_weights(path: Path, sha256: Any, bundle: Bundle) -> RegressorBank:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise BundleError(f"Model bundle '{path.parent}' has no weights file {path.name}.")
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise BundleError(f"Weights file {path} is truncated or not a safetensors file ({e}).") from e
+    if sha256 is not None and _sha256(path) != sha256:
+        raise BundleError(f"Weights file {path} is corrupt: its SHA-256 differs from the one in {MANIFEST}.")
+    bank = new_bank(bundle.regressor, bundle.emotions, bundle.input_dim, bundle.mixed_layers)
+    expected = bank.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        what = f"lacks tensor '{missing[0]}'" if missing else f"has an unknown tensor '{unexpected[0]}'"
+        raise BundleError(f"Weights file {path} {what}: it does not match the regressor in {MANIFEST}.")
+    first = next(iter(expected))
+    if tensors[first].shape[0] != expected[first].shape[0]:
+        raise BundleError(
+            f"Weights file {path} holds {tensors[first].shape[0]} regressors but {MANIFEST} lists "
+            f"{len(bundle.emotions)} emotions for its '{bundle.regressor.head}' head."
+        )
+    if bundle.out_dim > 1:
+        last = f"ff__{len(bundle.regressor.ff)}__bias"
+        if tensors[last].shape[-1] != len(bundle.emotions):
+            raise BundleError(
+                f"Weights file {path} gives {tensors[last].shape[-1]} outputs, but {MANIFEST} "
+                f"lists {len(bundle.emotions)} emotions."
+            )
+    for name, ref in expected.items():
+        if tensors[name].shape != ref.shape or tensors[name].dtype != ref.dtype:
+            raise BundleError(
+                f"Weights file {path}: tensor '{name}' has shape {tuple(tensors[name].shape)} "
+                f"({tensors[name].dtype}), but {MANIFEST} implies {tuple(ref.shape)} ({ref.dtype})."
+            )
+    bank.load_state_dict(tensors)
+    return bank.eval()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,265 @@
+"""Speech encoders: waveform segments in, padded frame embeddings plus true lengths out.
+
+Two kinds behind one interface (`Encoder.encode(segments) -> Embeddings`):
+
+- `SSLEncoder`: any HuBERT / wav2vec 2.0 / WavLM checkpoint through transformers, by hub
+  id or local folder. The paper uses the last layer of HuBERT-Large.
+- `EgemapsEncoder`: openSMILE's eGeMAPSv02 low-level descriptors (25 values every 10 ms),
+  cheap on a CPU and fully offline; the bundled default model uses it.
+
+Feature padding and masking, as in the paper: waveforms are never padded into one
+another's results. Layer-norm encoders (HuBERT-Large, wav2vec2-large-lv60, WavLM) take an
+attention mask, so segments of any lengths share one forward pass. Group-norm encoders
+(HuBERT-Base, wav2vec2-base) normalise each channel over the whole input in their first
+convolution, so padding would change every frame: they batch only segments of equal
+length. The tests hold both rules to "alone == inside a batch".
+
+torch and transformers are imported inside the functions that need them, so that
+`emomon --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from model.audio import SAMPLE_RATE
+from model.errors import ConfigError, EncoderLoadError
+from model.specs import EncoderSpec
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("emomon")
+
+SSL_MODEL_TYPES = ("hubert", "wav2vec2", "wavlm", "data2vec-audio")
+EGEMAPS_DIM = 25  # eGeMAPSv02 low-level descriptors
+EGEMAPS_HOP_S = 0.010
+
+
+@dataclass
+class Embeddings:
+    """A batch of frame embeddings. Frames at or past a segment's length are zero."""
+
+    features: torch.Tensor  # (B, T, D), or (B, K, T, D) for layer="weighted"; float32
+    lengths: torch.Tensor  # (B,) int64: true frame counts
+    frame_hop_s: float  # seconds between frames
+
+    def segment(self, i: int) -> torch.Tensor:
+        """Segment i's real frames: (T_i, D) or (K, T_i, D)."""
+        return self.features[i, ..., : int(self.lengths[i]), :]
+
+
+class Encoder(Protocol):
+    spec: EncoderSpec
+    dim: int  # D
+    num_layers: int  # K: hidden states stacked for layer="weighted" (1 otherwise)
+    frame_hop_s: float
+    device: torch.device
+
+    def encode(self, segments: Sequence[np.ndarray]) -> Embeddings: ...
+
+
+def resolve_device(device: str) -> torch.device:
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"Setting device = '{device}' asks for CUDA, but no CUDA GPU is available.")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"Setting device = '{device}' is not a device (use auto, cpu or cuda).") from e
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    import torch
+
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in table:
+        raise ConfigError(f"Setting dtype = '{dtype}' is not one of {', '.join(table)}.")
+    return table[dtype]
+
+
+def pad_sequences(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[(T_i, ...)] -> zero-padded (B, T_max, ...) and lengths (B,)."""
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+
+    lengths = torch.tensor([s.shape[0] for s in seqs], dtype=torch.long)
+    return pad_sequence(list(seqs), batch_first=True), lengths
+
+
+def load_encoder(spec: EncoderSpec, device: str = "auto", dtype: str = "float32") -> Encoder:
+    """Build the encoder `spec` describes on `device` in `dtype`."""
+    if spec.kind == "egemaps":
+        return EgemapsEncoder(spec)
+    return SSLEncoder(spec, device, dtype)
+
+
+class SSLEncoder:
+    """A transformers speech encoder (HuBERT, wav2vec 2.0, WavLM) by hub id or local folder."""
+
+    def __init__(self, spec: EncoderSpec, device: str = "auto", dtype: str = "float32") -> None:
+        import torch
+
+        self.spec = spec
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        self.model, self.normalize_waveform = _load_ssl(spec)
+        self.model.to(self.device, self.dtype).eval()
+        cfg = self.model.config
+        self.dim = cfg.hidden_size
+        self.num_layers = cfg.num_hidden_layers + 1 if spec.layer == "weighted" else 1
+        if isinstance(spec.layer, int) and spec.layer > cfg.num_hidden_layers:
+            raise ConfigError(
+                f"Setting encoder.layer = {spec.layer} is out of range: "
+                f"'{spec.name}' has hidden states 0 to {cfg.num_hidden_layers}."
+            )
+        self.frame_hop_s = float(np.prod(cfg.conv_stride)) / SAMPLE_RATE
+        # Layer-norm feature encoders are exact under padding with an attention mask;
+        # group-norm ones are not (see the module docstring).
+        self.pads_exactly = cfg.feat_extract_norm == "layer"
+        self.revision = getattr(cfg, "_commit_hash", None) or spec.revision
+        self._torch = torch
+
+    def frames(self, n_samples: int) -> int:
+        """Frames the encoder outputs for a segment of n_samples."""
+        return int(self.model._get_feat_extract_output_lengths(n_samples))
+
+    def batches(self, sizes: Sequence[int]) -> list[list[int]]:
+        """Group segment indices into forward passes that give exactly the lone result."""
+        if self.pads_exactly:
+            return [list(range(len(sizes)))]
+        groups: dict[int, list[int]] = {}
+        for i, n in enumerate(sizes):
+            groups.setdefault(n, []).append(i)
+        return list(groups.values())
+
+    def forward(self, wave: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """One forward pass: wave (B, N) -> (B, T, D) or (B, K, T, D), in the model's dtype."""
+        want_all = self.spec.layer != "last"
+        out = self.model(wave, attention_mask=attention_mask, output_hidden_states=want_all, return_dict=True)
+        if self.spec.layer == "last":
+            return out.last_hidden_state
+        if self.spec.layer == "weighted":
+            return self._torch.stack(out.hidden_states, dim=1)
+        return out.hidden_states[self.spec.layer]
+
+    def encode(self, segments: Sequence[np.ndarray]) -> Embeddings:
+        torch = self._torch
+        waves = [torch.as_tensor(np.asarray(s, dtype=np.float32)) for s in segments]
+        if self.normalize_waveform:  # per segment, over its own samples only
+            waves = [(w - w.mean()) / torch.sqrt(w.var(correction=0) + 1e-7) for w in waves]
+        per_segment: list[torch.Tensor | None] = [None] * len(waves)
+        with torch.inference_mode():
+            for idx in self.batches([len(w) for w in waves]):
+                wave, n = pad_sequences([waves[i] for i in idx])  # (b, N), (b,)
+                mask = None
+                if len(idx) > 1 and self.pads_exactly:
+                    mask = (torch.arange(wave.shape[1])[None, :] < n[:, None]).long()
+                    mask = mask.to(self.device)
+                hidden = self.forward(wave.to(self.device, self.dtype), mask).float()
+                frames = self.model._get_feat_extract_output_lengths(n)
+                for j, i in enumerate(idx):
+                    per_segment[i] = hidden[j, ..., : int(frames[j]), :]
+        if self.spec.layer == "weighted":  # (K, T, D) -> pad along T
+            feats, lengths = pad_sequences([s.transpose(0, 1) for s in per_segment])
+            feats = feats.transpose(1, 2)  # (B, K, T, D)
+        else:
+            feats, lengths = pad_sequences(per_segment)  # (B, T, D)
+        return Embeddings(feats, lengths.to(self.device), self.frame_hop_s)
+
+
+def _load_ssl(spec: EncoderSpec):
+    """Load the transformers model and whether it expects zero-mean unit-variance input."""
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar per load is noise in a live terminal
+
+    config = _from_pretrained(AutoConfig, spec)
+    if config.model_type not in SSL_MODEL_TYPES:
+        raise EncoderLoadError(
+            f"Encoder '{spec.name}' is a '{config.model_type}' model; emomon takes {', '.join(SSL_MODEL_TYPES)}."
+        )
+    model = _from_pretrained(AutoModel, spec, config=config)
+    try:
+        extractor = _from_pretrained(AutoFeatureExtractor, spec)
+        normalize = bool(getattr(extractor, "do_normalize", False))
+    except EncoderLoadError:
+        # No preprocessor_config.json: fairseq's rule is that layer-norm models were
+        # trained on normalised waveforms and group-norm ones on raw ones.
+        normalize = config.feat_extract_norm == "layer"
+        log.info("encoder %s has no feature-extractor config; normalize=%s", spec.name, normalize)
+    return model, normalize
+
+
+def _from_pretrained(loader, spec: EncoderSpec, **kwargs):
+    """`loader.from_pretrained` from a local folder or the local cache first, the hub last.
+
+    Trying the cache first keeps a machine with no network from waiting through the hub
+    client's retries when the weights are already there.
+    """
+    from pathlib import Path
+
+    kwargs.update(revision=spec.revision, trust_remote_code=False)
+    local = Path(spec.name).is_dir()
+    try:
+        return loader.from_pretrained(spec.name, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as e:
+        if local:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise EncoderLoadError(
+                f"Encoder folder '{spec.name}' cannot be loaded as a transformers model: {first}"
+            ) from e
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # its per-retry warnings are noise next to our sentence
+    try:
+        return loader.from_pretrained(spec.name, **kwargs)
+    except (OSError, ValueError) as e:
+        raise EncoderLoadError(
+            f"Encoder '{spec.name}' (revision '{spec.revision}') is neither a local folder nor in "
+            "the local Hugging Face cache, and could not be downloaded: download it on a "
+            "connected machine (hf download) and set the encoder name to its local folder."
+        ) from e
+    finally:
+        hub_log.setLevel(level)
+
+
+class EgemapsEncoder:
+    """openSMILE eGeMAPSv02 low-level descriptors: 25 values every 10 ms, on the CPU."""
+
+    def __init__(self, spec: EncoderSpec | None = None) -> None:
+        try:
+            import opensmile
+        except ImportError as e:
+            raise EncoderLoadError("The eGeMAPS encoder needs the 'opensmile' package: pip install opensmile.") from e
+        import torch
+
+        self.spec = spec or EncoderSpec(kind="egemaps", name="eGeMAPSv02")
+        self.smile = opensmile.Smile(
+            feature_set=opensmile.FeatureSet.eGeMAPSv02,
+            feature_level=opensmile.FeatureLevel.LowLevelDescriptors,
+        )
+        self.dim = EGEMAPS_DIM
+        self.num_layers = 1
+        self.frame_hop_s = EGEMAPS_HOP_S
+        self.device = torch.device("cpu")
+        self.revision = f"opensmile-{opensmile.__version__}"
+
+    def encode(self, segments: Sequence[np.ndarray]) -> Embeddings:
+        import torch
+
+        feats = []
+        for s in segments:  # openSMILE is a C library that takes one signal per call
+            lld = self.smile.process_signal(np.asarray(s, dtype=np.float32), SAMPLE_RATE)
+            feats.append(torch.tensor(lld.to_numpy(dtype=np.float32)))
+        padded, lengths = pad_sequences(feats)
+        return Embeddings(padded, lengths, self.frame_hop_s)

@@ -1,0 +1,22 @@
+"""Errors meant for the person running emomon.
+
+Every `EmomonError` carries one clear sentence that names the file or setting at fault
+and what is wrong with it. The command line prints that sentence and exits non-zero;
+anything else that escapes is a bug and keeps its traceback.
+"""
+
+
+class EmomonError(Exception):
+    """An error whose message is fit to show to the user as it is."""
+
+
+class ConfigError(EmomonError):
+    """A setting in config.toml (or a dict standing in for it) is unknown or of the wrong type."""
+
+
+class EncoderLoadError(EmomonError):
+    """The speech encoder's weights or configuration could not be loaded."""
+
+
+class BundleError(EmomonError):
+    """A model bundle folder is missing, incomplete, corrupt or inconsistent."""

@@ -1,0 +1,128 @@
+"""Predictor: speech segments (float32 mono 16 kHz) in, emotion shares per segment out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from model.audio import MIN_SEGMENT_S, MIN_SEGMENT_SAMPLES, SAMPLE_RATE
+from model.bundle import Bundle, load_bundle
+from model.encoder import Encoder, load_encoder, resolve_device
+from model.errors import BundleError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class Prediction:
+    """One segment's result."""
+
+    shares: dict[str, float]  # emotion -> predicted share of listeners, in bundle order
+    attention: np.ndarray | None  # (M, T') Architecture-2 weights over the segment; rows sum to 1
+    attention_hop_s: float  # seconds between attention frames (2 encoder frames)
+    duration_s: float
+    encoder_ms: float  # wall time of the encoder call this segment was part of
+    regressor_ms: float  # wall time of the regressor call this segment was part of
+    batch_size: int  # segments in those calls
+
+    @property
+    def top_emotion(self) -> str:
+        return max(self.shares, key=self.shares.__getitem__)
+
+
+class Predictor:
+    """An encoder plus a bundle's regressor bank on one device."""
+
+    def __init__(self, bundle: Bundle, encoder: Encoder, device: str = "auto") -> None:
+        import torch
+
+        if encoder.dim != bundle.input_dim:
+            raise BundleError(
+                f"The bundle's regressors take {bundle.input_dim}-dimensional features, but encoder "
+                f"'{encoder.spec.name}' gives {encoder.dim}."
+            )
+        self.bundle, self.encoder = bundle, encoder
+        self.device = resolve_device(device)
+        self.emotions = bundle.emotions
+        self.bank = bundle.bank.to(self.device).eval()
+        self._mean = torch.tensor(bundle.norm_mean, device=self.device)  # (D,)
+        self._std = torch.tensor(bundle.norm_std, device=self.device)  # (D,)
+        self._torch = torch
+
+    @classmethod
+    def from_bundle(
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        dtype: str = "float32",
+        encoder_name: str | None = None,
+    ) -> Predictor:
+        """Load a bundle and its encoder. `encoder_name` points an SSL bundle at a local copy."""
+        from dataclasses import replace
+
+        bundle = load_bundle(path)
+        spec = bundle.encoder if encoder_name is None else replace(bundle.encoder, name=encoder_name)
+        return cls(bundle, load_encoder(spec, device, dtype), device)
+
+    def regress(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Normalised features (B, T, D) or (B, K, T, D) -> shares (B, E), attention (B, M, T')."""
+        torch = self._torch
+        features = features.to(self.device)
+        lengths = lengths.to(self.device)
+        valid = torch.arange(features.shape[-2], device=self.device)[:, None] < lengths[:, None, None]
+        if features.dim() == 4:
+            valid = valid[:, None]  # (B, 1, T, 1)
+        x = (features - self._mean) / self._std * valid  # padded frames stay exactly zero
+        with torch.inference_mode():
+            return self.bank(x, lengths)
+
+    def predict(self, segments: Sequence[np.ndarray]) -> list[Prediction]:
+        """Emotion shares for each segment, batched where that gives the lone result."""
+        if not segments:
+            return []
+        for i, s in enumerate(segments):
+            _check_segment(i, s)
+        t0 = time.perf_counter()
+        emb = self.encoder.encode(segments)
+        self._sync()
+        t1 = time.perf_counter()
+        shares, attn = self.regress(emb.features, emb.lengths)
+        shares, attn = shares.float().cpu().numpy(), None if attn is None else attn.float().cpu()
+        t2 = time.perf_counter()
+        pooled = (emb.lengths // 2).clamp(min=1).cpu()
+        out = []
+        for i, s in enumerate(segments):
+            out.append(
+                Prediction(
+                    shares={e: float(v) for e, v in zip(self.emotions, shares[i])},
+                    attention=None if attn is None else attn[i, :, : int(pooled[i])].numpy(),
+                    attention_hop_s=2 * emb.frame_hop_s,
+                    duration_s=len(s) / SAMPLE_RATE,
+                    encoder_ms=(t1 - t0) * 1e3,
+                    regressor_ms=(t2 - t1) * 1e3,
+                    batch_size=len(segments),
+                )
+            )
+        return out
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            self._torch.cuda.synchronize(self.device)
+
+
+def _check_segment(i: int, s: np.ndarray) -> None:
+    a = np.asarray(s)
+    if a.ndim != 1 or not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(
+            f"Segment {i} must be a 1-D float array of 16 kHz mono samples, not {a.dtype} with shape {a.shape}."
+        )
+    if len(a) < MIN_SEGMENT_SAMPLES:
+        raise ValueError(f"Segment {i} lasts {len(a) / SAMPLE_RATE:.3f} s; the model needs at least {MIN_SEGMENT_S} s.")
+    if not np.isfinite(a).all():
+        raise ValueError(f"Segment {i} contains NaN or infinite samples.")

@@ -1,0 +1,1 @@
+"""emomon's live monitor: capture, VAD segmentation, inference worker, dashboard, CSV log."""

@@ -1,0 +1,142 @@
+"""Shared fixtures: tiny encoders saved to temp folders, real Emo-DB clips, small bundles."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.audio import SAMPLE_RATE
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+EMODB = SHARED / "data" / "emodb"
+EMOTIONS9 = (
+    "Anger",
+    "Boredom",
+    "Calmness",
+    "Concentration",
+    "Determination",
+    "Excitement",
+    "Interest",
+    "Sadness",
+    "Tiredness",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not EMODB.is_dir():
+        raise pytest.UsageError(f"Emo-DB is missing at {EMODB}: the tests need ../shared/data/emodb.")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def load_clip(name: str) -> np.ndarray:
+    """An Emo-DB file as float32 mono 16 kHz."""
+    import soundfile as sf
+    import soxr
+
+    audio, sr = sf.read(EMODB / "wav" / name, dtype="float32")
+    return soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def emodb_rows() -> list[dict[str, str]]:
+    with (EMODB / "labels.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def clips() -> list[np.ndarray]:
+    """Three real utterances of different lengths: anger 2.0 s, sadness 1.3 s, neutral 0.7 s.
+
+    Every file of this Emo-DB copy is cut to exactly 2.0 s, so two are shortened here.
+    """
+    seconds = {"03a01Wa.wav": 2.0, "03a02Ta.wav": 1.3, "03a01Nc.wav": 0.7}
+    return [load_clip(n)[: int(s * SAMPLE_RATE)] for n, s in seconds.items()]
+
+
+def save_tiny_ssl(folder: Path, kind: str = "hubert", norm: str = "layer", seed: int = 0) -> Path:
+    """A tiny HuBERT / wav2vec 2.0 with random weights, saved the way the hub stores one."""
+    import torch
+    from transformers import (
+        HubertConfig,
+        HubertModel,
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2Model,
+    )
+
+    Config, Model = {"hubert": (HubertConfig, HubertModel), "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model)}[kind]
+    cfg = Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        feat_extract_norm=norm,
+        do_stable_layer_norm=norm == "layer",
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )
+    torch.manual_seed(seed)
+    Model(cfg).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(do_normalize=norm == "layer", return_attention_mask=norm == "layer").save_pretrained(
+        folder
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_hubert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Large-style (layer norm, attention mask) tiny HuBERT."""
+    return save_tiny_ssl(tmp_path_factory.mktemp("hubert_layer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_hubert_group(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Base-style (group norm) tiny HuBERT."""
+    return save_tiny_ssl(tmp_path_factory.mktemp("hubert_group"), norm="group")
+
+
+@pytest.fixture(scope="session")
+def tiny_wav2vec2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_ssl(tmp_path_factory.mktemp("wav2vec2"), kind="wav2vec2")
+
+
+TINY_REGRESSOR = dict(conv_channels=(24, 16, 12), lstm_hidden=16, ff_dims=(12, 8, 6))
+
+
+def make_bundle(encoder, emotions=EMOTIONS9, seed: int = 0, **regressor):
+    """A randomly initialised bundle for `encoder` with tiny regressors."""
+    import torch
+
+    from model.bundle import Bundle, new_bank
+    from model.specs import RegressorSpec
+
+    spec = RegressorSpec(**{**TINY_REGRESSOR, **regressor})
+    mixed = encoder.num_layers if encoder.spec.layer == "weighted" else 0
+    torch.manual_seed(seed)
+    gen = np.random.default_rng(seed)
+    return Bundle(
+        emotions=tuple(emotions),
+        encoder=encoder.spec,
+        regressor=spec,
+        input_dim=encoder.dim,
+        mixed_layers=mixed,
+        norm_mean=gen.normal(0, 0.1, encoder.dim).tolist(),
+        norm_std=gen.uniform(0.5, 2.0, encoder.dim).tolist(),
+        bank=new_bank(spec, tuple(emotions), encoder.dim, mixed).eval(),
+        metrics={"note": "random weights for tests"},
+        provenance={"made_by": "tests"},
+    )

@@ -1,0 +1,76 @@
+"""config.toml maps onto frozen dataclasses; unknown keys and wrong types fail with one sentence."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model.config import Config, from_dict, load_config, to_dict
+from model.errors import ConfigError
+from model.specs import EncoderSpec, RegressorSpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_config_matches_the_defaults() -> None:
+    assert load_config(REPO / "config.toml") == Config()
+    assert Config().encoder.name == "facebook/hubert-large-ll60k" and Config().encoder.layer == "last"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[encoder]\nlayre = 3\n", "Unknown setting 'encoder.layre'"),
+        ("[encoder]\nlayer = -1\n", "layer must be 'last', 'weighted' or an index >= 0"),
+        ("[encoder]\nlayer = 'first'\n", "'encoder.layer' must be 'last' or 'weighted' or an integer"),
+        ("[regressor]\narch = 3\n", "'regressor.arch' must be 1 or 2, not 3"),
+        ("[regressor]\nconv_channels = [64, 'x']\n", "'regressor.conv_channels[1]' must be an integer"),
+        ("[regressor]\nlstm_hidden = 1.5\n", "'regressor.lstm_hidden' must be an integer"),
+        ("[runtime]\ndtype = 'float64'\n", "'runtime.dtype' must be 'float32' or 'float16' or 'bfloat16'"),
+        ("[runtim]\n", "unknown table [runtim]"),
+        ("runtime = 3\n", "'runtime' must be a table"),
+        ("[encoder\n", "is not valid TOML"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert message in str(err.value)
+    assert str(tmp_path / "c.toml") in str(err.value)
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_partial_tables_keep_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[encoder]\nlayer = 12\n[regressor]\nconv_channels = [64, 32]\n"))
+    assert cfg.encoder == EncoderSpec(layer=12)
+    assert cfg.regressor.conv_channels == (64, 32) and cfg.regressor.lstm_hidden == 512
+
+
+def test_to_dict_inverts_from_dict() -> None:
+    spec = RegressorSpec(arch=1, ff_dims=(32, 8))
+    assert from_dict(RegressorSpec, to_dict(spec), "regressor") == spec
+    assert to_dict(spec)["ff_dims"] == [32, 8]
+
+
+def test_booleans_are_not_integers() -> None:
+    with pytest.raises(ConfigError, match="'regressor.kernel_size' must be an integer, not True"):
+        from_dict(RegressorSpec, {"kernel_size": True}, "regressor")
+
+
+def test_reading_config_does_not_import_torch() -> None:
+    code = "import sys; from model.config import load_config; load_config('config.toml'); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

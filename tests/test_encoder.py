@@ -1,0 +1,146 @@
+"""Encoders: the real transformers loading path on tiny saved models, and eGeMAPS on Emo-DB."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.encoder import EGEMAPS_DIM, SSLEncoder, load_encoder
+from model.errors import ConfigError, EncoderLoadError
+from model.specs import EncoderSpec
+from tests.conftest import load_clip
+
+
+def test_loads_tiny_hubert_from_a_local_folder(tiny_hubert: Path, clips) -> None:
+    enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), device="cpu")
+    assert isinstance(enc, SSLEncoder)
+    assert enc.dim == 32 and enc.frame_hop_s == pytest.approx(0.02)
+    assert enc.normalize_waveform  # read from the saved preprocessor_config.json
+    emb = enc.encode(clips)
+    assert emb.features.shape[0] == 3 and emb.features.shape[2] == 32
+    for i, clip in enumerate(clips):  # one frame per 20 ms of audio
+        assert int(emb.lengths[i]) == enc.frames(len(clip))
+        assert abs(int(emb.lengths[i]) - len(clip) / 320) <= 2
+        assert emb.features[i, int(emb.lengths[i]) :].abs().sum() == 0  # zero padding
+
+
+@pytest.mark.parametrize("fixture", ["tiny_hubert", "tiny_hubert_group", "tiny_wav2vec2"])
+def test_segment_alone_equals_segment_in_a_batch(fixture: str, request, clips) -> None:
+    folder = request.getfixturevalue(fixture)
+    enc = load_encoder(EncoderSpec(name=str(folder)), device="cpu")
+    together = enc.encode(clips)
+    for i, clip in enumerate(clips):
+        alone = enc.encode([clip]).features[0]
+        assert alone.shape == together.segment(i).shape
+        assert torch.allclose(alone, together.segment(i), atol=1e-4, rtol=1e-4)
+
+
+def test_group_norm_encoder_is_not_batched_across_lengths(tiny_hubert_group: Path, clips) -> None:
+    """Why group-norm encoders batch only equal lengths: padding would change their output."""
+    enc = load_encoder(EncoderSpec(name=str(tiny_hubert_group)), device="cpu")
+    assert not enc.pads_exactly
+    assert enc.batches([100, 200, 100]) == [[0, 2], [1]]
+    short, long = clips[2], clips[0]
+    padded = torch.zeros(1, len(long))
+    padded[0, : len(short)] = torch.from_numpy(short)
+    mask = (torch.arange(len(long)) < len(short)).long()[None]
+    with torch.inference_mode():
+        leaky = enc.forward(padded, mask)[0, : enc.frames(len(short))]
+        alone = enc.forward(torch.from_numpy(short)[None], None)[0]
+    assert (leaky - alone).abs().max() > 1e-3
+
+
+def test_layer_choice(tiny_hubert: Path, clips) -> None:
+    last = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu").encode(clips[:2])
+    top = load_encoder(EncoderSpec(name=str(tiny_hubert), layer=2), "cpu").encode(clips[:2])
+    first = load_encoder(EncoderSpec(name=str(tiny_hubert), layer=0), "cpu").encode(clips[:2])
+    mixed_enc = load_encoder(EncoderSpec(name=str(tiny_hubert), layer="weighted"), "cpu")
+    mixed = mixed_enc.encode(clips[:2])
+    # "last" is last_hidden_state: layer 2's output, after the final LayerNorm that
+    # stable-layer-norm (Large-style) models apply; transformers' versions differ on
+    # whether hidden_states[-1] is taken before or after it.
+    final_norm = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu").model.encoder.layer_norm
+    with torch.no_grad():
+        normed = final_norm(top.features) * (top.features.abs().sum(-1, keepdim=True) > 0)
+    assert torch.allclose(normed, last.features, atol=1e-5) or torch.allclose(top.features, last.features)
+    assert not torch.allclose(first.features, top.features)
+    assert mixed_enc.num_layers == 3 and mixed.features.shape[1] == 3  # (B, K, T, D)
+    assert torch.allclose(mixed.features[:, 2], top.features, atol=1e-5)
+    assert torch.allclose(mixed.features[:, 0], first.features, atol=1e-5)
+
+
+def test_layer_out_of_range_is_one_clear_sentence(tiny_hubert: Path) -> None:
+    with pytest.raises(ConfigError, match="encoder.layer = 7 is out of range"):
+        load_encoder(EncoderSpec(name=str(tiny_hubert), layer=7), "cpu")
+
+
+def test_bfloat16_embeddings_stay_close(tiny_hubert: Path, clips) -> None:
+    fp32 = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu").encode(clips[:1]).features
+    bf16 = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu", "bfloat16").encode(clips[:1]).features
+    assert bf16.dtype == torch.float32  # handed on as float32 whatever the compute dtype
+    cos = torch.nn.functional.cosine_similarity(fp32.flatten(), bf16.flatten(), dim=0)
+    assert 0.99 < cos < 1.0
+
+
+def test_not_a_speech_model_is_refused(tmp_path: Path) -> None:
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(tmp_path)
+    with pytest.raises(EncoderLoadError, match="is a 'bert' model"):
+        load_encoder(EncoderSpec(name=str(tmp_path)), "cpu")
+
+
+def test_broken_local_folder_names_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{ not json")
+    with pytest.raises(EncoderLoadError, match=f"Encoder folder '{tmp_path}'"):
+        load_encoder(EncoderSpec(name=str(tmp_path)), "cpu")
+
+
+def test_offline_without_weights_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
+    code = (
+        "from model.encoder import load_encoder\nfrom model.specs import EncoderSpec\n"
+        "from model.errors import EmomonError\n"
+        "try:\n    load_encoder(EncoderSpec(), 'cpu')\n"
+        "except EmomonError as e:\n    print(e)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert "facebook/hubert-large-ll60k" in lines[0] and "local folder" in lines[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_egemaps_on_real_emodb_speech(clips) -> None:
+    enc = load_encoder(EncoderSpec(kind="egemaps", name="eGeMAPSv02"))
+    emb = enc.encode(clips)
+    assert emb.features.shape[-1] == EGEMAPS_DIM == enc.dim
+    for i, clip in enumerate(clips):  # one frame per 10 ms
+        assert abs(int(emb.lengths[i]) - len(clip) / 160) <= 6
+    assert torch.isfinite(emb.features).all()
+    # Loudness (first descriptor) of the angry take is well above the sad one's.
+    loud = [float(emb.segment(i)[:, 0].mean()) for i in range(2)]
+    assert loud[0] > loud[1]
+
+
+def test_egemaps_separates_loud_anger_from_quiet_boredom_across_speakers(emodb_rows) -> None:
+    enc = load_encoder(EncoderSpec(kind="egemaps", name="eGeMAPSv02"))
+    pick = {e: [r["file"].split("/")[-1] for r in emodb_rows if r["emotion"] == e][:6] for e in ("anger", "boredom")}
+    loud = {
+        e: np.mean([float(enc.encode([load_clip(f)]).segment(0)[:, 0].mean()) for f in fs]) for e, fs in pick.items()
+    }
+    assert loud["anger"] > loud["boredom"]
+
+
+def test_egemaps_spec_has_one_layer() -> None:
+    with pytest.raises(ValueError):
+        EncoderSpec(kind="egemaps", layer=3)
+    assert replace(EncoderSpec(), layer=4).encoder_id.endswith("layer=4")

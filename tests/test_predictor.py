@@ -1,0 +1,75 @@
+"""Predictor on real Emo-DB speech: batching, attention, timings, input checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.audio import SAMPLE_RATE
+from model.bundle import save_bundle
+from model.encoder import load_encoder
+from model.predictor import Predictor
+from model.specs import EncoderSpec
+from tests.conftest import EMOTIONS9, make_bundle
+
+
+@pytest.mark.parametrize("fixture", ["tiny_hubert", "tiny_hubert_group"])
+@pytest.mark.parametrize("layer", ["last", "weighted"])
+def test_batch_equals_one_by_one(fixture: str, layer: str, request, clips) -> None:
+    enc = load_encoder(EncoderSpec(name=str(request.getfixturevalue(fixture)), layer=layer), "cpu")
+    pred = Predictor(make_bundle(enc), enc, "cpu")
+    together = pred.predict(clips)
+    assert [p.batch_size for p in together] == [3, 3, 3]
+    for clip, p in zip(clips, together):
+        (alone,) = pred.predict([clip])
+        assert alone.batch_size == 1
+        assert max(abs(alone.shares[e] - p.shares[e]) for e in EMOTIONS9) <= 1e-4
+        np.testing.assert_allclose(alone.attention, p.attention, atol=1e-4)
+
+
+def test_prediction_fields(tiny_hubert: Path, clips) -> None:
+    enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu")
+    out = Predictor(make_bundle(enc), enc, "cpu").predict(clips)
+    for clip, p in zip(clips, out):
+        assert tuple(p.shares) == EMOTIONS9
+        assert all(v >= 0 for v in p.shares.values())  # Architecture 2 ends in a ReLU
+        assert p.top_emotion == max(p.shares, key=p.shares.get)
+        assert p.duration_s == pytest.approx(len(clip) / SAMPLE_RATE)
+        assert p.attention.shape == (9, enc.frames(len(clip)) // 2)
+        np.testing.assert_allclose(p.attention.sum(1), 1.0, atol=1e-5)
+        assert p.attention_hop_s == pytest.approx(0.04)
+        assert p.encoder_ms > 0 and p.regressor_ms > 0
+
+
+def test_egemaps_predictor_from_a_saved_bundle(tmp_path: Path, clips) -> None:
+    enc = load_encoder(EncoderSpec(kind="egemaps", name="eGeMAPSv02"))
+    emotions = ("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral")
+    save_bundle(make_bundle(enc, emotions, arch=1), tmp_path / "b")
+    pred = Predictor.from_bundle(tmp_path / "b", device="cpu")
+    out = pred.predict(clips)
+    assert [tuple(p.shares) for p in out] == [emotions] * 3
+    assert out[0].attention is None  # Architecture 1 has no attention
+    values = np.array([list(p.shares.values()) for p in out])
+    assert np.isfinite(values).all() and values.std(0).max() > 0  # different speech, different output
+
+
+@pytest.mark.parametrize(
+    "segment,message",
+    [
+        (np.zeros(SAMPLE_RATE // 10, np.float32), "lasts 0.100 s; the model needs at least 0.3 s"),
+        (np.zeros((2, SAMPLE_RATE), np.float32), "must be a 1-D float array"),
+        (np.zeros(SAMPLE_RATE, np.int16), "must be a 1-D float array"),
+        (np.full(SAMPLE_RATE, np.nan, np.float32), "contains NaN"),
+    ],
+)
+def test_bad_segments_are_named(tiny_hubert: Path, clips, segment, message: str) -> None:
+    enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu")
+    with pytest.raises(ValueError, match=f"Segment 1 {message}"):
+        Predictor(make_bundle(enc), enc, "cpu").predict([clips[0], segment])
+
+
+def test_empty_input_gives_empty_output(tiny_hubert: Path) -> None:
+    enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu")
+    assert Predictor(make_bundle(enc), enc, "cpu").predict([]) == []

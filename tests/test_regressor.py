@@ -1,0 +1,111 @@
+"""The paper's regressors: fused bank == separate models, masking, attention, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from model.regressor import Regressor, RegressorBank, pooled_lengths
+from model.specs import RegressorSpec
+
+SMALL = dict(conv_channels=(16, 12, 8), lstm_hidden=10, ff_dims=(8, 6, 4))
+
+
+def batch(B: int, T: int, D: int, lengths: list[int], K: int = 0, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    shape = (B, K, T, D) if K else (B, T, D)
+    x = torch.randn(shape, generator=g)
+    n = torch.tensor(lengths)
+    valid = torch.arange(T)[None, :] < n[:, None]  # (B, T)
+    x = x * (valid[:, None, :, None] if K else valid[:, :, None])  # features are padded with zeros
+    return x, n
+
+
+@pytest.mark.parametrize("arch", [1, 2])
+@pytest.mark.parametrize("mixed", [0, 3])
+def test_bank_equals_separate_regressors(arch: int, mixed: int) -> None:
+    torch.manual_seed(arch + mixed)
+    regs = [Regressor(RegressorSpec(arch=arch, **SMALL), 5, 1, mixed).eval() for _ in range(9)]
+    bank = RegressorBank.from_regressors(regs).eval()
+    x, n = batch(4, 23, 5, [23, 17, 6, 11], K=mixed)
+    with torch.no_grad():
+        y, attn = bank(x, n)
+        ref = [r(x, n) for r in regs]
+    assert y.shape == (4, 9)
+    assert y.abs().max() > 1e-3, "a trivially zero output would make the comparison empty"
+    assert (y - torch.cat([r[0] for r in ref], 1)).abs().max() <= 1e-5
+    if arch == 2:
+        assert attn.shape == (4, 9, 11)
+        assert (attn - torch.stack([r[1] for r in ref], 1)).abs().max() <= 1e-5
+    else:
+        assert attn is None
+
+
+def test_bank_round_trips_through_regressors() -> None:
+    bank = RegressorBank(RegressorSpec(**SMALL), 5, 3).eval()
+    again = RegressorBank.from_regressors([bank.regressor(m) for m in range(3)])
+    for (name, a), (_, b) in zip(bank.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_models_start_from_different_weights() -> None:
+    bank = RegressorBank(RegressorSpec(**SMALL), 5, 3)
+    w = bank.convs__0__weight
+    assert not torch.equal(w[0], w[1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=2, max_value=40), min_size=1, max_size=5),
+    arch=st.sampled_from([1, 2]),
+    extra=st.integers(min_value=0, max_value=9),
+)
+def test_segment_alone_equals_segment_in_padded_batch(lengths: list[int], arch: int, extra: int) -> None:
+    torch.manual_seed(0)
+    bank = RegressorBank(RegressorSpec(arch=arch, **SMALL), 5, 4).eval()
+    T = max(lengths) + extra  # padding beyond the longest segment changes nothing either
+    x, n = batch(len(lengths), T, 5, lengths, seed=len(lengths))
+    with torch.no_grad():
+        y, attn = bank(x, n)
+        for i, L in enumerate(lengths):
+            yi, ai = bank(x[i : i + 1, :L], n[i : i + 1])
+            assert (yi - y[i : i + 1]).abs().max() <= 1e-5
+            if arch == 2:
+                Lp = L // 2
+                assert torch.allclose(ai[0], attn[i, :, :Lp], atol=1e-6)
+                assert attn[i, :, Lp:].abs().sum() == 0  # no weight on padding
+                assert torch.allclose(attn[i].sum(-1), torch.ones(4), atol=1e-5)
+
+
+def test_architecture2_output_is_non_negative_and_shared_head_has_one_model() -> None:
+    spec = RegressorSpec(arch=2, head="shared", **SMALL)
+    bank = RegressorBank(spec, 5, n_models=1, out_dim=9).eval()
+    x, n = batch(3, 20, 5, [20, 9, 14])
+    with torch.no_grad():
+        y, attn = bank(x, n)
+    assert y.shape == (3, 9) and attn.shape == (3, 1, 10)
+    assert (y >= 0).all()
+
+
+def test_each_model_trains_only_on_its_own_loss() -> None:
+    bank = RegressorBank(RegressorSpec(arch=2, **SMALL), 5, 3)
+    x, n = batch(2, 12, 5, [12, 7])
+    y, _ = bank(x, n)
+    y[:, 1].sum().backward()
+    for name, p in bank.named_parameters():
+        if p.grad is None:
+            continue
+        assert p.grad[0].abs().max() == 0 and p.grad[2].abs().max() == 0, name
+    assert bank.lstm__weight_hh_l0.grad[1].abs().max() > 0
+
+
+def test_pooled_lengths_halve_and_never_reach_zero() -> None:
+    assert pooled_lengths(torch.tensor([1, 2, 3, 150, 151])).tolist() == [1, 1, 1, 75, 75]
+
+
+@pytest.mark.parametrize("bad", [dict(kernel_size=4), dict(conv_channels=()), dict(lstm_hidden=0)])
+def test_spec_rejects_impossible_shapes(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        RegressorSpec(**bad)

@@ -1,0 +1,1 @@
+"""emomon's offline training: datasets, embedding cache, training loop, evaluation."""
