@@ -86,6 +86,20 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     return table[dtype]
 
 
+def fast_bf16(device: str | torch.device) -> bool:
+    """Whether bfloat16 has fast kernels here: always on CUDA; on a CPU only with oneDNN's
+    bf16 support (AVX-512 BF16 / AMX). Without it PyTorch falls back to reference
+    convolutions that ran 10-25x slower than float32 on the project's AVX2 machines."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private op: treat its absence as "no"
+        return False
+
+
 def pad_sequences(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """[(T_i, ...)] -> zero-padded (B, T_max, ...) and lengths (B,)."""
     import torch
@@ -105,14 +119,19 @@ def load_encoder(spec: EncoderSpec, device: str = "auto", dtype: str = "float32"
 class SSLEncoder:
     """A transformers speech encoder (HuBERT, wav2vec 2.0, WavLM) by hub id or local folder."""
 
-    def __init__(self, spec: EncoderSpec, device: str = "auto", dtype: str = "float32") -> None:
+    def __init__(
+        self, spec: EncoderSpec, device: str = "auto", dtype: str = "float32", max_batch_s: float = 64.0
+    ) -> None:
         import torch
 
         self.spec = spec
+        self.max_batch_samples = int(max_batch_s * SAMPLE_RATE)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.model, self.normalize_waveform = _load_ssl(spec)
         self.model.to(self.device, self.dtype).eval()
+        if self.dtype == torch.bfloat16 and not fast_bf16(self.device):
+            log.warning("dtype bfloat16 has no fast kernels on this CPU: expect it to be ~10x slower than float32")
         cfg = self.model.config
         self.dim = cfg.hidden_size
         self.num_layers = cfg.num_hidden_layers + 1 if spec.layer == "weighted" else 1
@@ -129,17 +148,31 @@ class SSLEncoder:
         self._torch = torch
 
     def frames(self, n_samples: int) -> int:
-        """Frames the encoder outputs for a segment of n_samples."""
-        return int(self.model._get_feat_extract_output_lengths(n_samples))
+        """Frames the encoder outputs for a segment of n_samples (its strided convolutions)."""
+        cfg = self.model.config
+        for k, s in zip(cfg.conv_kernel, cfg.conv_stride):
+            n_samples = max(0, (n_samples - k) // s + 1)
+        return n_samples
 
     def batches(self, sizes: Sequence[int]) -> list[list[int]]:
-        """Group segment indices into forward passes that give exactly the lone result."""
-        if self.pads_exactly:
-            return [list(range(len(sizes)))]
-        groups: dict[int, list[int]] = {}
-        for i, n in enumerate(sizes):
-            groups.setdefault(n, []).append(i)
-        return list(groups.values())
+        """Group segment indices into forward passes that give exactly the lone result.
+
+        Layer-norm encoders take any lengths together; group-norm ones only equal lengths.
+        Segments go in order of length, so that little is padded, and no pass holds more
+        than `max_batch_samples` of padded audio (attention memory grows with B * T^2).
+        """
+        order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+        out: list[list[int]] = []
+        for i in order:
+            if out:
+                batch = out[-1]
+                longest = max(sizes[i], sizes[batch[-1]])
+                same = self.pads_exactly or sizes[batch[-1]] == sizes[i]
+                if same and longest * (len(batch) + 1) <= self.max_batch_samples:
+                    batch.append(i)
+                    continue
+            out.append([i])
+        return out
 
     def forward(self, wave: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """One forward pass: wave (B, N) -> (B, T, D) or (B, K, T, D), in the model's dtype."""
@@ -165,9 +198,8 @@ class SSLEncoder:
                     mask = (torch.arange(wave.shape[1])[None, :] < n[:, None]).long()
                     mask = mask.to(self.device)
                 hidden = self.forward(wave.to(self.device, self.dtype), mask).float()
-                frames = self.model._get_feat_extract_output_lengths(n)
                 for j, i in enumerate(idx):
-                    per_segment[i] = hidden[j, ..., : int(frames[j]), :]
+                    per_segment[i] = hidden[j, ..., : self.frames(int(n[j])), :]
         if self.spec.layer == "weighted":  # (K, T, D) -> pad along T
             feats, lengths = pad_sequences([s.transpose(0, 1) for s in per_segment])
             feats = feats.transpose(1, 2)  # (B, K, T, D)

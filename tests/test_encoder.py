@@ -29,6 +29,9 @@ def test_loads_tiny_hubert_from_a_local_folder(tiny_hubert: Path, clips) -> None
         assert int(emb.lengths[i]) == enc.frames(len(clip))
         assert abs(int(emb.lengths[i]) - len(clip) / 320) <= 2
         assert emb.features[i, int(emb.lengths[i]) :].abs().sum() == 0  # zero padding
+    for n in (400, 4800, 4801, 12345, 32000):  # frame count formula == what the model outputs
+        with torch.inference_mode():
+            assert enc.frames(n) == enc.model(torch.zeros(1, n)).last_hidden_state.shape[1]
 
 
 @pytest.mark.parametrize("fixture", ["tiny_hubert", "tiny_hubert_group", "tiny_wav2vec2"])
@@ -47,6 +50,7 @@ def test_group_norm_encoder_is_not_batched_across_lengths(tiny_hubert_group: Pat
     enc = load_encoder(EncoderSpec(name=str(tiny_hubert_group)), device="cpu")
     assert not enc.pads_exactly
     assert enc.batches([100, 200, 100]) == [[0, 2], [1]]
+    assert enc.batches([300, 100, 200, 100, 300]) == [[1, 3], [2], [0, 4]]
     short, long = clips[2], clips[0]
     padded = torch.zeros(1, len(long))
     padded[0, : len(short)] = torch.from_numpy(short)
@@ -55,6 +59,12 @@ def test_group_norm_encoder_is_not_batched_across_lengths(tiny_hubert_group: Pat
         leaky = enc.forward(padded, mask)[0, : enc.frames(len(short))]
         alone = enc.forward(torch.from_numpy(short)[None], None)[0]
     assert (leaky - alone).abs().max() > 1e-3
+
+
+def test_batches_go_by_length_and_respect_the_memory_cap(tiny_hubert: Path) -> None:
+    enc = SSLEncoder(EncoderSpec(name=str(tiny_hubert)), "cpu", max_batch_s=1.0)  # 16000 samples
+    assert enc.batches([8000, 4000, 6000, 16000]) == [[1, 2], [0], [3]]  # 2 x 6000, then 8000 alone
+    assert sorted(i for b in enc.batches(list(range(5000, 9000, 500))) for i in b) == list(range(8))
 
 
 def test_layer_choice(tiny_hubert: Path, clips) -> None:
