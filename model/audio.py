@@ -1,5 +1,45 @@
-"""Audio constants shared by every stage. Each one is derived from the others where it can be."""
+"""Audio constants shared by every stage, and whole-file reading.
+
+Each constant is derived from the others where it can be.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from model.errors import AudioError
 
 SAMPLE_RATE = 16_000  # Hz: the rate every encoder here takes; sources resample to it
 MIN_SEGMENT_S = 0.3  # s: shortest segment the model accepts (shorter speech carries little emotion)
 MIN_SEGMENT_SAMPLES = int(MIN_SEGMENT_S * SAMPLE_RATE)  # 4800 samples
+
+
+def read_audio(path: str | Path) -> np.ndarray:
+    """A whole audio file as float32 mono at SAMPLE_RATE (channels averaged, soxr resampling).
+
+    Any format libsndfile reads. Raises AudioError with one sentence naming the file when it
+    is missing, unreadable, corrupt or empty.
+    """
+    import soundfile as sf
+    import soxr
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"Audio file '{path}' does not exist.")
+    try:
+        audio, rate = sf.read(path, dtype="float32", always_2d=True)  # (N, channels)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioError(f"Audio file '{path}' cannot be read as audio ({_first_line(e)}).") from e
+    if audio.shape[0] == 0:
+        raise AudioError(f"Audio file '{path}' holds no samples.")
+    mono = audio.mean(axis=1)
+    if rate != SAMPLE_RATE:
+        mono = soxr.resample(mono, rate, SAMPLE_RATE)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

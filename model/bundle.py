@@ -26,6 +26,7 @@ from model.specs import EncoderSpec, RegressorSpec
 if TYPE_CHECKING:
     from model.regressor import RegressorBank
 
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default"  # shipped: eGeMAPS + Emo-DB, offline
 FORMAT = "emomon-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
@@ -44,6 +45,8 @@ class Bundle:
     norm_mean: list[float]  # per input dimension, from the training data
     norm_std: list[float]
     bank: RegressorBank
+    norm_mode: str = "global"  # "global" or "speaker" (model/normalize.py)
+    norm_prior_frames: int = 3000  # weight of the training statistics in "speaker" mode
     metrics: dict[str, Any] = field(default_factory=dict)  # evaluation results
     provenance: dict[str, Any] = field(default_factory=dict)  # data, command, versions
 
@@ -88,8 +91,13 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
         "regressor": to_dict(bundle.regressor),
         "input_dim": bundle.input_dim,
         "mixed_layers": bundle.mixed_layers,
-        "normalization": {"mean": list(bundle.norm_mean), "std": list(bundle.norm_std)},
-        "weights": {"file": WEIGHTS, "sha256": _sha256(folder / WEIGHTS)},
+        "normalization": {
+            "mode": bundle.norm_mode,
+            "prior_frames": bundle.norm_prior_frames,
+            "mean": list(bundle.norm_mean),
+            "std": list(bundle.norm_std),
+        },
+        "weights": {"file": WEIGHTS, "sha256": file_sha256(folder / WEIGHTS)},
         "metrics": bundle.metrics,
         "provenance": bundle.provenance,
     }
@@ -139,6 +147,11 @@ def load_bundle(path: str | Path) -> Bundle:
             raise BundleError(f"{where}: normalization.{name} holds a value that is not a finite number.")
     if min(std) <= 0:
         raise BundleError(f"{where}: normalization.std must be positive.")
+    mode, prior = norm.get("mode", "global"), norm.get("prior_frames", 3000)
+    if mode not in ("global", "speaker"):
+        raise BundleError(f"{where}: normalization.mode {mode!r} is not 'global' or 'speaker'.")
+    if not isinstance(prior, int) or isinstance(prior, bool) or prior < 0:
+        raise BundleError(f"{where}: normalization.prior_frames must be a whole number >= 0.")
 
     weights = need("weights", dict)
     bundle = Bundle(
@@ -150,6 +163,8 @@ def load_bundle(path: str | Path) -> Bundle:
         norm_mean=[float(v) for v in mean],
         norm_std=[float(v) for v in std],
         bank=None,  # type: ignore[arg-type]  # filled below, once the weights check out
+        norm_mode=mode,
+        norm_prior_frames=prior,
         metrics=m.get("metrics", {}),
         provenance=m.get("provenance", {}),
     )
@@ -187,7 +202,7 @@ def _load_weights(path: Path, sha256: Any, bundle: Bundle) -> RegressorBank:
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise BundleError(f"Weights file {path} is truncated or not a safetensors file ({e}).") from e
-    if sha256 is not None and _sha256(path) != sha256:
+    if sha256 is not None and file_sha256(path) != sha256:
         raise BundleError(f"Weights file {path} is corrupt: its SHA-256 differs from the one in {MANIFEST}.")
     bank = new_bank(bundle.regressor, bundle.emotions, bundle.input_dim, bundle.mixed_layers)
     expected = bank.state_dict()
@@ -219,7 +234,8 @@ def _load_weights(path: Path, sha256: Any, bundle: Bundle) -> RegressorBank:
     return bank.eval()
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

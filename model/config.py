@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from model.errors import ConfigError
-from model.specs import EncoderSpec, RegressorSpec
+from model.specs import DatasetSettings, EncoderSpec, RegressorSpec, TrainSettings
 
 T = TypeVar("T")
 
@@ -126,6 +126,8 @@ class Config:
     encoder: EncoderSpec = EncoderSpec()
     regressor: RegressorSpec = RegressorSpec()
     runtime: RuntimeSettings = RuntimeSettings()
+    train: TrainSettings = TrainSettings()
+    dataset: DatasetSettings = DatasetSettings()
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -20,3 +20,7 @@ class EncoderLoadError(EmomonError):
 
 class BundleError(EmomonError):
     """A model bundle folder is missing, incomplete, corrupt or inconsistent."""
+
+
+class AudioError(EmomonError):
+    """An audio file is missing, unreadable, corrupt, empty or of an unsupported format."""

@@ -14,6 +14,7 @@ from model.audio import MIN_SEGMENT_S, MIN_SEGMENT_SAMPLES, SAMPLE_RATE
 from model.bundle import Bundle, load_bundle
 from model.encoder import Encoder, load_encoder, resolve_device
 from model.errors import BundleError
+from model.normalize import FeatureNorm
 
 if TYPE_CHECKING:
     import torch
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 class Prediction:
     """One segment's result."""
 
-    shares: dict[str, float]  # emotion -> predicted share of listeners, in bundle order
+    shares: dict[str, float]  # emotion -> predicted share of listeners in [0, 1], in bundle order
     attention: np.ndarray | None  # (M, T') Architecture-2 weights over the segment; rows sum to 1
     attention_hop_s: float  # seconds between attention frames (2 encoder frames)
     duration_s: float
@@ -51,8 +52,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.emotions = bundle.emotions
         self.bank = bundle.bank.to(self.device).eval()
-        self._mean = torch.tensor(bundle.norm_mean, device=self.device)  # (D,)
-        self._std = torch.tensor(bundle.norm_std, device=self.device)  # (D,)
+        self.norm = FeatureNorm(bundle.norm_mean, bundle.norm_std, bundle.norm_mode, bundle.norm_prior_frames)
         self._torch = torch
 
     @classmethod
@@ -70,15 +70,15 @@ class Predictor:
         spec = bundle.encoder if encoder_name is None else replace(bundle.encoder, name=encoder_name)
         return cls(bundle, load_encoder(spec, device, dtype), device)
 
+    def reset_session(self) -> None:
+        """A new speaker or session: "speaker"-mode normalisation starts again from the prior."""
+        self.norm.reset()
+
     def regress(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Normalised features (B, T, D) or (B, K, T, D) -> shares (B, E), attention (B, M, T')."""
+        """Encoder features (B, T, D) or (B, K, T, D) -> shares (B, E), attention (B, M, T')."""
         torch = self._torch
-        features = features.to(self.device)
+        x = self.norm(features.to(self.device), lengths.to(self.device))
         lengths = lengths.to(self.device)
-        valid = torch.arange(features.shape[-2], device=self.device)[:, None] < lengths[:, None, None]
-        if features.dim() == 4:
-            valid = valid[:, None]  # (B, 1, T, 1)
-        x = (features - self._mean) / self._std * valid  # padded frames stay exactly zero
         with torch.inference_mode():
             return self.bank(x, lengths)
 
@@ -93,7 +93,9 @@ class Predictor:
         self._sync()
         t1 = time.perf_counter()
         shares, attn = self.regress(emb.features, emb.lengths)
-        shares, attn = shares.float().cpu().numpy(), None if attn is None else attn.float().cpu()
+        # Shares are proportions of listeners: a linear output head can stray past [0, 1].
+        shares = np.clip(shares.float().cpu().numpy(), 0.0, 1.0)
+        attn = None if attn is None else attn.float().cpu()
         t2 = time.perf_counter()
         pooled = (emb.lengths // 2).clamp(min=1).cpu()
         out = []

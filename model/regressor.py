@@ -45,6 +45,10 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from model.specs import RegressorSpec
 
 
+def _activate(z: Tensor, kind: str) -> Tensor:
+    return F.relu(z) if kind == "relu" else torch.sigmoid(z) if kind == "sigmoid" else z
+
+
 def pooled_lengths(lengths: Tensor) -> Tensor:
     """Valid frames after MaxPool1d(2): floor(T / 2), never below one."""
     return torch.clamp(lengths // 2, min=1)
@@ -102,12 +106,10 @@ class Regressor(nn.Module):
             attn = scores.masked_fill(~valid, float("-inf")).softmax(-1)  # (B, T')
             z = torch.einsum("bt,bth->bh", attn, out)
         for i, lin in enumerate(self.ff):
-            z = lin(z)
+            z = lin(F.dropout(z, self.spec.dropout, self.training))
             if i < len(self.ff) - 1:
                 z = F.relu(self.ff_norms[i](z) if self.ff_norms is not None else z)
-        if self.spec.arch == 2:
-            z = F.relu(z)
-        return z, attn
+        return _activate(z, self.spec.output_activation), attn
 
 
 # --------------------------------------------------------------------------- fused bank
@@ -261,9 +263,8 @@ class RegressorBank(nn.Module):
             attn = attn.transpose(0, 1)  # (B, M, T')
         n_ff = len(spec.ff) + 1
         for i in range(n_ff):
-            z = self._linear(z, f"ff.{i}")
+            z = self._linear(F.dropout(z, spec.dropout, self.training), f"ff.{i}")
             if i < n_ff - 1:
                 z = F.relu(self._layer_norm(z, f"ff_norms.{i}") if spec.arch == 2 else z)
-        if spec.arch == 2:
-            z = F.relu(z)
+        z = _activate(z, spec.output_activation)
         return z.permute(1, 0, 2).reshape(B, M * self.out_dim), attn  # (B, M*out)

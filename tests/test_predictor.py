@@ -73,3 +73,14 @@ def test_bad_segments_are_named(tiny_hubert: Path, clips, segment, message: str)
 def test_empty_input_gives_empty_output(tiny_hubert: Path) -> None:
     enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu")
     assert Predictor(make_bundle(enc), enc, "cpu").predict([]) == []
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(tiny_hubert: Path, clips) -> None:
+    enc_cpu = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu")
+    enc_gpu = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cuda")
+    bundle = make_bundle(enc_cpu)
+    cpu = Predictor(bundle, enc_cpu, "cpu").predict(clips)
+    gpu = Predictor(make_bundle(enc_cpu), enc_gpu, "cuda").predict(clips)
+    for a, b in zip(cpu, gpu):
+        assert max(abs(a.shares[e] - b.shares[e]) for e in EMOTIONS9) <= 1e-3

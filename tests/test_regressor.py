@@ -109,3 +109,15 @@ def test_pooled_lengths_halve_and_never_reach_zero() -> None:
 def test_spec_rejects_impossible_shapes(bad: dict) -> None:
     with pytest.raises(ValueError):
         RegressorSpec(**bad)
+
+
+def test_dropout_only_in_training_mode() -> None:
+    bank = RegressorBank(RegressorSpec(arch=2, dropout=0.5, **SMALL), 5, 3)
+    x, n = batch(2, 12, 5, [12, 7])
+    bank.train()
+    assert not torch.equal(bank(x, n)[0], bank(x, n)[0])
+    bank.eval()
+    with torch.no_grad():
+        assert torch.equal(bank(x, n)[0], bank(x, n)[0])
+    with pytest.raises(ValueError):
+        RegressorSpec(dropout=1.0)

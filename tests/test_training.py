@@ -1,0 +1,156 @@
+"""Training end to end: a tiny ComParE-layout dataset of real speech, a tiny HuBERT, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from model.audio import SAMPLE_RATE
+from model.bundle import load_bundle
+from model.predictor import Predictor
+from streamer.cli import main
+from tests.conftest import EMODB, EMOTIONS9, load_clip
+from training.datasets import load_dataset
+
+
+def make_compare23(root: Path, n_train: int = 16, n_devel: int = 8, n_test: int = 4) -> Path:
+    """Real Emo-DB speech in the ComParE 2023 layout, with share labels that follow loudness
+    (so that there is something to learn) and withheld test labels."""
+    files = sorted(p.name for p in (EMODB / "wav").glob("*.wav"))[:: 535 // (n_train + n_devel + n_test)]
+    (root / "wav").mkdir(parents=True)
+    (root / "lab").mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, name in enumerate(files[: n_train + n_devel + n_test]):
+        audio = load_clip(name)[: int(1.2 * SAMPLE_RATE)]
+        fname = f"{i:05d}.wav"
+        sf.write(root / "wav" / fname, audio, SAMPLE_RATE)
+        loud = float(np.sqrt(np.mean(audio**2)))
+        shares = np.clip(rng.uniform(0, 0.3, 9) + loud * np.linspace(0, 3, 9), 0, 1)
+        rows.append({"filename": fname, **{e: f"{v:.4f}" for e, v in zip(EMOTIONS9, shares)}})
+    parts = {"train": rows[:n_train], "devel": rows[n_train : n_train + n_devel], "test": rows[n_train + n_devel :]}
+    for split, part in parts.items():
+        cols = ["filename"] if split == "test" else ["filename", *EMOTIONS9]
+        with (root / "lab" / f"{split}.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, cols, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(part)
+    return root
+
+
+@pytest.fixture(scope="module")
+def compare23(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_compare23(tmp_path_factory.mktemp("compare23"))
+
+
+def train_args(data: Path, encoder: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    return [
+        "--config", str(Path(__file__).parent / "data" / "tiny_experiment.toml"), "train",
+        "--dataset", "compare23", "--data", str(data), "--encoder", str(encoder),
+        "--out", str(out), "--cache", str(cache), *extra,
+    ]  # fmt: skip
+
+
+def test_train_compare23_end_to_end(compare23: Path, tiny_hubert: Path, tmp_path: Path, capsys) -> None:
+    out, cache, report = tmp_path / "bundle", tmp_path / "cache", tmp_path / "report"
+    assert main(train_args(compare23, tiny_hubert, out, cache, "--report", str(report))) == 0
+    printed = capsys.readouterr().out
+    assert "compare23: 28 files (train 16, devel 8)" in printed and "saved bundle" in printed
+    bundle = load_bundle(out)
+    assert bundle.emotions == EMOTIONS9 and bundle.regressor.arch == 2
+    m = bundle.metrics
+    assert set(m["devel"]["spearman"]) == set(EMOTIONS9) and -1 <= m["devel"]["spearman_mean"] <= 1
+    lo, hi = m["devel"]["spearman_mean_ci95"]
+    assert lo <= m["devel"]["spearman_mean"] <= hi
+    assert 1 <= m["best_epoch"] <= 3
+    prov = json.loads((out / "bundle.json").read_text())["provenance"]
+    assert prov["dataset"]["files_used"] == 28 and prov["config"]["train"]["epochs"] == 3
+    assert prov["command"].startswith("emomon --config")
+    for f in ("report.md", "metrics.json", "predicted_vs_true.png", "learning_curves.png"):
+        assert (report / f).stat().st_size > 0
+    # The bundle drives the Predictor directly, with the encoder it names.
+    (p,) = Predictor.from_bundle(out, device="cpu").predict([load_clip("03a01Wa.wav")])
+    assert tuple(p.shares) == EMOTIONS9
+
+
+def test_training_is_reproducible_and_reuses_the_cache(compare23: Path, tiny_hubert: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    assert main(train_args(compare23, tiny_hubert, tmp_path / "a", cache)) == 0
+    (folder,) = cache.iterdir()
+    shards = sorted(folder.glob("shard-*.safetensors"))
+    assert len(json.loads((folder / "index.json").read_text())["entries"]) == 28
+    assert main(train_args(compare23, tiny_hubert, tmp_path / "b", cache)) == 0
+    assert sorted(folder.glob("shard-*.safetensors")) == shards  # nothing extracted twice
+    a = (tmp_path / "a" / "regressors.safetensors").read_bytes()
+    b = (tmp_path / "b" / "regressors.safetensors").read_bytes()
+    assert a == b
+
+
+def test_bad_files_are_summarised_and_left_out(compare23: Path, tiny_hubert: Path, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    import shutil
+
+    shutil.copytree(compare23, data)
+    (data / "wav" / "00001.wav").unlink()  # missing audio
+    (data / "wav" / "00002.wav").write_bytes(b"RIFF not really a wav")  # corrupt audio
+    lab = (data / "lab" / "train.csv").read_text().splitlines()
+    lab[4] = lab[4].split(",")[0] + ",abc" + ",0.1" * 8  # a label that is not a number
+    (data / "lab" / "train.csv").write_text("\n".join(lab) + "\n")
+    assert main(train_args(data, tiny_hubert, tmp_path / "b", tmp_path / "cache")) == 0
+    printed = capsys.readouterr().out
+    assert "00001.wav: audio file is missing" in printed
+    assert "Anger = 'abc' is not a number" in printed
+    assert "00002.wav: Audio file" in printed and "cannot be read as audio" in printed
+    assert load_bundle(tmp_path / "b").provenance["dataset"]["files_used"] == 25
+
+
+def test_evaluate_command(compare23: Path, tiny_hubert: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bundle"
+    assert main(train_args(compare23, tiny_hubert, out, tmp_path / "cache")) == 0
+    capsys.readouterr()
+    args = ["evaluate", str(out), "--dataset", "compare23", "--data", str(compare23),
+            "--cache", str(tmp_path / "cache"), "--report", str(tmp_path / "r")]  # fmt: skip
+    assert main(args) == 0
+    assert "compare23 devel: 8 files" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    saved = load_bundle(out).metrics["devel"]
+    assert metrics["spearman"] == pytest.approx(saved["spearman"], abs=1e-3)  # same numbers both ways
+
+
+def test_cli_errors_are_one_sentence(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--dataset", "compare23", "--data", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"emomon: Dataset path '{tmp_path / 'nope'}' does not exist."
+    assert main(["train"]) == 2
+    assert "--dataset and --data" in capsys.readouterr().err
+
+
+def test_emodb_loader_targets(emodb_rows) -> None:
+    ds = load_dataset("emodb", EMODB)
+    assert len(ds.items) == 535 and len(ds.speakers()) == 10 and not ds.problems
+    it = ds.items[0]
+    assert sum(it.targets) == pytest.approx(1.0)
+    row = next(r for r in emodb_rows if r["file"].endswith(it.path.name))
+    assert it.targets[it.label] == pytest.approx(float(row["recognition_pct"]) / 100)
+    onehot = load_dataset("emodb", EMODB, target="onehot").items[0].targets
+    assert sorted(onehot) == [0.0] * 6 + [1.0]
+
+
+def test_csv_manifest_with_speaker_split(tmp_path: Path) -> None:
+    rows = ["path,speaker,happy,sad"]
+    for i in range(10):
+        sf.write(tmp_path / f"{i}.wav", np.zeros(8000, np.float32), SAMPLE_RATE)
+        rows.append(f"{i}.wav,s{i % 5},0.{i},0.5")
+    rows.append("missing.wav,s1,0.1,0.1")
+    rows.append("0.wav,s1,1.5,0.1")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    ds = load_dataset("csv", tmp_path / "m.csv")
+    assert ds.emotions == ("happy", "sad") and len(ds.items) == 10 and len(ds.problems) == 2
+    devel = {it.speaker for it in ds.items if it.split == "devel"}
+    train = {it.speaker for it in ds.items if it.split == "train"}
+    assert devel and train and not devel & train  # speaker-independent

@@ -1,0 +1,103 @@
+"""`emomon train` and `emomon evaluate`: argument parsing; the work is in training.experiment."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from model.config import Config
+from model.errors import ConfigError
+from training.datasets import DATASETS
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser(
+        "train",
+        help="train regressors on labelled speech and save a bundle",
+        description="Train the paper's regressors on cached encoder embeddings and save a model bundle. "
+        "Options default from the config file's tables; a TOML experiment file passed as --config "
+        "describes a whole run.",
+    )
+    _dataset_args(t)
+    t.add_argument("--encoder", help="hub id or local folder of an SSL encoder, or 'egemaps'")
+    t.add_argument("--layer", help="encoder layer: last, weighted, or a hidden-state index")
+    t.add_argument("--arch", type=int, choices=(1, 2), help="regressor architecture (2 = attention, the paper's best)")
+    t.add_argument("--head", choices=("per_emotion", "shared"), help="one regressor per emotion, or one shared")
+    t.add_argument("--epochs", type=int, help="maximum epochs")
+    t.add_argument("--out", help="bundle folder to write")
+    t.add_argument("--report", type=Path, help="also write a report folder (markdown + plots)")
+    t.set_defaults(run=run_train)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="score a bundle on a labelled dataset",
+        description="Score a model bundle on a dataset's test split (or devel, or all files when it has neither).",
+    )
+    e.add_argument("bundle", type=Path, help="model bundle folder")
+    _dataset_args(e)
+    e.add_argument("--report", type=Path, help="write a report folder (markdown + plots)")
+    e.set_defaults(run=run_evaluate)
+
+
+def _dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=DATASETS, help="dataset layout")
+    p.add_argument("--data", help="dataset folder (compare23, emodb) or manifest CSV (csv)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--cache", help="embedding cache folder")
+
+
+def apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
+    """Flags override the config file, table by table."""
+    try:
+        return _apply_flags(cfg, args)
+    except ValueError as e:  # a dataclass's own check on the combined settings
+        raise ConfigError(f"These options do not go together: {e}.") from e
+
+
+def _apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
+    ds, enc, reg, train, rt = cfg.dataset, cfg.encoder, cfg.regressor, cfg.train, cfg.runtime
+    if args.dataset:
+        ds = replace(ds, kind=args.dataset)
+    if args.data:
+        ds = replace(ds, data=args.data)
+    if not ds.kind or not ds.data:
+        raise ConfigError("Say which data to use: --dataset and --data (or [dataset] kind and data in the config).")
+    if args.device:
+        rt = replace(rt, device=args.device)
+    if args.cache:
+        train = replace(train, cache_dir=args.cache)
+    if getattr(args, "encoder", None):
+        egemaps = args.encoder.lower() in ("egemaps", "egemapsv02")
+        enc = (
+            replace(enc, kind="egemaps", name="eGeMAPSv02", layer="last")
+            if egemaps
+            else replace(enc, kind="ssl", name=args.encoder)
+        )
+    if getattr(args, "layer", None):
+        layer = int(args.layer) if args.layer.isdigit() else args.layer
+        if layer not in ("last", "weighted") and not isinstance(layer, int):
+            raise ConfigError(f"--layer {args.layer} is not 'last', 'weighted' or a layer index.")
+        enc = replace(enc, layer=layer)
+    for flag, field in (("arch", "arch"), ("head", "head")):
+        if getattr(args, flag, None):
+            reg = replace(reg, **{field: getattr(args, flag)})
+    if getattr(args, "epochs", None):
+        train = replace(train, epochs=args.epochs)
+    if getattr(args, "out", None):
+        train = replace(train, out=args.out)
+    return Config(encoder=enc, regressor=reg, runtime=rt, train=train, dataset=ds)
+
+
+def run_train(args: argparse.Namespace, cfg: Config, console, argv: list[str]) -> int:
+    from training.experiment import train_experiment
+
+    train_experiment(apply_flags(cfg, args), args.report, console, argv)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace, cfg: Config, console, argv: list[str]) -> int:
+    from training.experiment import evaluate_bundle
+
+    evaluate_bundle(args.bundle, apply_flags(cfg, args), args.report, console)
+    return 0

@@ -1,0 +1,224 @@
+"""Labelled speech datasets: ComParE 2023 Emotion Share, a generic CSV manifest, Emo-DB.
+
+Each loader returns a `Dataset`: the emotion names in order and one `Item` per usable
+audio file with its share targets, split and speaker. Problems (missing audio, bad label
+values, unknown columns) never stop a load halfway: each is recorded in
+`Dataset.problems` as (file, reason), the item is left out, and the caller prints one
+summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model.errors import EmomonError
+
+COMPARE23_EMOTIONS = (
+    "Anger", "Boredom", "Calmness", "Concentration", "Determination",
+    "Excitement", "Interest", "Sadness", "Tiredness",
+)  # fmt: skip
+EMODB_CODES = {
+    "W": "anger", "L": "boredom", "E": "disgust", "A": "fear",
+    "F": "happiness", "T": "sadness", "N": "neutral",
+}  # fmt: skip
+EMODB_EMOTIONS = tuple(EMODB_CODES.values())
+DATASETS = ("compare23", "csv", "emodb")
+
+
+class DatasetError(EmomonError):
+    """A dataset folder or manifest cannot be used at all."""
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    targets: tuple[float, ...] | None  # one share per emotion; None where labels are withheld
+    split: str  # train | devel | test
+    speaker: str = ""
+    label: int | None = None  # class index, for categorical datasets (Emo-DB)
+
+
+@dataclass
+class Dataset:
+    name: str
+    emotions: tuple[str, ...]
+    items: list[Item]
+    categorical: bool = False  # targets come from one class per file: UAR applies
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    def split(self, name: str) -> list[Item]:
+        return [it for it in self.items if it.split == name and it.targets is not None]
+
+    def speakers(self) -> list[str]:
+        return sorted({it.speaker for it in self.items})
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{s} {len(self.split(s))}" for s in ("train", "devel", "test") if self.split(s))
+        text = f"{self.name}: {len(self.items)} files ({counts}), {len(self.emotions)} emotions"
+        if self.problems:
+            text += f"; {len(self.problems)} left out"
+        return text
+
+
+def load_dataset(kind: str, data: str | Path, **options) -> Dataset:
+    """Load dataset `kind` (compare23 | csv | emodb) from `data`."""
+    data = Path(data)
+    if not data.exists():
+        raise DatasetError(f"Dataset path '{data}' does not exist.")
+    loaders = {"compare23": load_compare23, "csv": load_csv_manifest, "emodb": load_emodb}
+    if kind not in loaders:
+        raise DatasetError(f"Unknown dataset kind '{kind}' (choose from {', '.join(DATASETS)}).")
+    return loaders[kind](data, **options)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            return list(reader.fieldnames or []), rows
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"Label file '{path}' cannot be read: {e}.") from e
+
+
+def _shares(row: dict[str, str], columns: Iterable[str]) -> tuple[float, ...]:
+    """The share columns of one row as floats in [0, 1], or ValueError naming the column."""
+    out = []
+    for c in columns:
+        try:
+            v = float(row[c])
+        except (TypeError, ValueError):
+            raise ValueError(f"{c} = {row[c]!r} is not a number") from None
+        if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+            raise ValueError(f"{c} = {v} is not a share in [0, 1]")
+        out.append(v)
+    return tuple(out)
+
+
+def load_compare23(root: Path) -> Dataset:
+    """ComParE 2023 Emotion Share: wav/ and lab/{train,devel,test}.csv (test labels optional)."""
+    ds = Dataset("compare23", COMPARE23_EMOTIONS, [])
+    for split in ("train", "devel", "test"):
+        lab = root / "lab" / f"{split}.csv"
+        if not lab.is_file():
+            if split != "test":
+                raise DatasetError(f"ComParE label file '{lab}' is missing.")
+            continue
+        columns, rows = _read_csv(lab)
+        if "filename" not in columns:
+            raise DatasetError(f"Label file '{lab}' has no 'filename' column.")
+        labelled = all(e in columns for e in COMPARE23_EMOTIONS)
+        if not labelled and split != "test":
+            missing = next(e for e in COMPARE23_EMOTIONS if e not in columns)
+            raise DatasetError(f"Label file '{lab}' has no '{missing}' column.")
+        for row in rows:
+            path = root / "wav" / row["filename"]
+            if not path.is_file():
+                ds.problems.append((str(path), "audio file is missing"))
+                continue
+            try:
+                targets = _shares(row, COMPARE23_EMOTIONS) if labelled else None
+            except ValueError as e:
+                ds.problems.append((str(path), f"bad label in {lab.name}: {e}"))
+                continue
+            ds.items.append(Item(path, targets, split))
+    return ds
+
+
+def load_csv_manifest(manifest: Path, devel_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """A CSV with an audio path column (path, file or filename; relative to the CSV's folder),
+    one numeric column per emotion, and optional `split` and `speaker` columns.
+
+    Without a `split` column, a `devel_fraction` of the speakers (or of the files, when no
+    speaker is given) is held out for early stopping, the same way for the same seed.
+    """
+    if manifest.is_dir():
+        manifest = manifest / "manifest.csv"
+    columns, rows = _read_csv(manifest)
+    path_col = next((c for c in ("path", "file", "filename") if c in columns), None)
+    if path_col is None:
+        raise DatasetError(f"Manifest '{manifest}' has no audio path column (path, file or filename).")
+    emotions = tuple(c for c in columns if c not in (path_col, "split", "speaker"))
+    if not emotions:
+        raise DatasetError(f"Manifest '{manifest}' has no emotion columns.")
+    ds = Dataset("csv", emotions, [])
+    for row in rows:
+        path = manifest.parent / row[path_col]
+        split = row.get("split") or ""
+        if split and split not in ("train", "devel", "test"):
+            ds.problems.append((str(path), f"split '{split}' is not train, devel or test"))
+            continue
+        if not path.is_file():
+            ds.problems.append((str(path), "audio file is missing"))
+            continue
+        try:
+            targets = _shares(row, emotions)
+        except ValueError as e:
+            ds.problems.append((str(path), f"bad label: {e}"))
+            continue
+        ds.items.append(Item(path, targets, split, row.get("speaker") or ""))
+    if any(not it.split for it in ds.items):
+        ds.items = _assign_devel(ds.items, devel_fraction, seed)
+    return ds
+
+
+def _assign_devel(items: list[Item], fraction: float, seed: int) -> list[Item]:
+    """Give items without a split one: a fraction of speakers (or files) becomes devel."""
+    from dataclasses import replace
+
+    groups = sorted({it.speaker or str(it.path) for it in items if not it.split})
+    rng = random.Random(seed)
+    rng.shuffle(groups)
+    devel = set(groups[: max(1, round(fraction * len(groups)))])
+    return [
+        it if it.split else replace(it, split="devel" if (it.speaker or str(it.path)) in devel else "train")
+        for it in items
+    ]
+
+
+def load_emodb(root: Path, target: str = "recognition") -> Dataset:
+    """Emo-DB as in ../shared/data/emodb: labels.csv with file, speaker, emotion, recognition_pct.
+
+    Categorical labels become shares. `target = "recognition"` (default): the intended
+    emotion gets the share of listeners who recognised it (recognition_pct / 100) and the
+    rest is spread evenly over the other six emotions, so each target sums to 1 like a
+    listener distribution. `target = "onehot"`: 1 for the intended emotion, 0 elsewhere.
+    Every file is put in split "train"; speaker-independent folds are made by the caller
+    (leave-one-speaker-out).
+    """
+    if target not in ("recognition", "onehot"):
+        raise DatasetError(f"Emo-DB target '{target}' is not 'recognition' or 'onehot'.")
+    lab = root / "labels.csv"
+    if not lab.is_file():
+        raise DatasetError(f"Emo-DB folder '{root}' has no labels.csv.")
+    columns, rows = _read_csv(lab)
+    for need in ("file", "speaker", "emotion"):
+        if need not in columns:
+            raise DatasetError(f"Label file '{lab}' has no '{need}' column.")
+    ds = Dataset("emodb", EMODB_EMOTIONS, [], categorical=True)
+    E = len(EMODB_EMOTIONS)
+    for row in rows:
+        path = root / row["file"]
+        if row["emotion"] not in EMODB_EMOTIONS:
+            ds.problems.append((str(path), f"unknown emotion '{row['emotion']}'"))
+            continue
+        if not path.is_file():
+            ds.problems.append((str(path), "audio file is missing"))
+            continue
+        k = EMODB_EMOTIONS.index(row["emotion"])
+        r = 1.0
+        if target == "recognition":
+            try:
+                r = float(row["recognition_pct"]) / 100
+            except (KeyError, ValueError):
+                ds.problems.append((str(path), f"recognition_pct {row.get('recognition_pct')!r} is not a number"))
+                continue
+        rest = (1.0 - r) / (E - 1)
+        targets = tuple(r if i == k else rest for i in range(E))
+        ds.items.append(Item(path, targets, "train", row["speaker"], k))
+    return ds

@@ -1,0 +1,54 @@
+"""Evaluation metrics: Spearman's rho per emotion (the challenge metric), bootstrap
+confidence intervals, and unweighted average recall for categorical data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks along axis 0 (ties share their mean rank), column by column."""
+    from scipy.stats import rankdata
+
+    return rankdata(x, axis=0)
+
+
+def spearman_per_column(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Spearman's rho of each column (N, E) -> (E,). A constant column scores 0, not NaN."""
+    rp, rt = _ranks(pred), _ranks(true)
+    rp = rp - rp.mean(0)
+    rt = rt - rt.mean(0)
+    denom = np.sqrt((rp**2).sum(0) * (rt**2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (rp * rt).sum(0) / denom
+    return np.where(denom > 0, rho, 0.0)
+
+
+def bootstrap_spearman(
+    pred: np.ndarray, true: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """95 % percentile-bootstrap intervals, resampling files with replacement.
+
+    Returns (low, high), each (E + 1,): the E emotions, then their mean.
+    """
+    rng = np.random.default_rng(seed)
+    N = len(pred)
+    stats = np.empty((n_boot, pred.shape[1] + 1))
+    for b in range(n_boot):
+        idx = rng.integers(0, N, N)
+        rho = spearman_per_column(pred[idx], true[idx])
+        stats[b, :-1], stats[b, -1] = rho, rho.mean()
+    return np.percentile(stats, 2.5, axis=0), np.percentile(stats, 97.5, axis=0)
+
+
+def unweighted_average_recall(pred_class: np.ndarray, true_class: np.ndarray, n_classes: int) -> float:
+    """Mean over classes of the share of that class's files predicted as it (balanced accuracy)."""
+    recalls = [np.mean(pred_class[true_class == c] == c) for c in range(n_classes) if np.any(true_class == c)]
+    return float(np.mean(recalls))
+
+
+def confusion(pred_class: np.ndarray, true_class: np.ndarray, n_classes: int) -> np.ndarray:
+    """(true, predicted) counts."""
+    m = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(m, (true_class, pred_class), 1)
+    return m

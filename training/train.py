@@ -1,0 +1,143 @@
+"""The training loop: the paper's recipe on cached embeddings.
+
+MSE loss, Adam (lr 1e-4), batches of 128, up to N epochs, best epoch chosen on the devel
+set's mean Spearman with early stopping. All per-emotion regressors train together as one
+`RegressorBank`: the loss is the mean of the per-emotion MSEs, and since each model's
+parameters get gradients only from its own emotion and Adam is elementwise, this is the
+same as training the nine models one by one (bar float rounding), in one pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.bundle import new_bank
+from model.regressor import RegressorBank
+from model.specs import RegressorSpec, TrainSettings
+from training.metrics import spearman_per_column
+
+log = logging.getLogger("emomon")
+
+
+@dataclass
+class Split:
+    """Features of one split, unpadded, with their share targets."""
+
+    features: list[torch.Tensor]  # each (T, D) or (K, T, D), float32
+    targets: np.ndarray  # (N, E)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+@dataclass
+class FitResult:
+    bank: RegressorBank
+    norm_mean: list[float]
+    norm_std: list[float]
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, devel rho
+
+
+def normalisation_stats(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over every real frame of the training features."""
+    D = features[0].shape[-1]
+    flat = torch.cat([f.reshape(-1, D) for f in features])  # (frames, D)
+    mean = flat.mean(0)
+    std = flat.std(0, correction=0).clamp(min=1e-5)
+    return mean, std
+
+
+def collate(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad (T, D) or (K, T, D) sequences along T -> (B, T, D) or (B, K, T, D), lengths (B,)."""
+    from torch.nn.utils.rnn import pad_sequence
+
+    lengths = torch.tensor([f.shape[-2] for f in features])
+    if features[0].dim() == 3:  # (K, T, D): pad along T
+        x = pad_sequence([f.transpose(0, 1) for f in features], batch_first=True).transpose(1, 2)
+    else:
+        x = pad_sequence(features, batch_first=True)
+    return x, lengths
+
+
+def predict(bank: RegressorBank, features: list[torch.Tensor], batch_size: int = 128, device="cpu") -> np.ndarray:
+    """Shares (N, E) for normalised features, in evaluation mode without gradients."""
+    bank.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(features), batch_size):
+            x, n = collate(features[i : i + batch_size])
+            out.append(bank(x.to(device), n.to(device))[0].float().cpu())
+    return torch.cat(out).numpy()
+
+
+def fit(
+    train: Split,
+    devel: Split | None,
+    emotions: tuple[str, ...],
+    spec: RegressorSpec,
+    settings: TrainSettings,
+    epochs: int | None = None,
+    device: str = "cpu",
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    standardise: bool = True,
+) -> FitResult:
+    """Train a bank on `train`; choose the epoch with the best devel mean Spearman.
+
+    Without a devel split, trains exactly `epochs` (or settings.epochs) epochs and keeps
+    the last. Features are standardised here with statistics of `train`, unless
+    `standardise` is False (they come standardised per speaker).
+    """
+    torch.manual_seed(settings.seed)
+    gen = torch.Generator().manual_seed(settings.seed)
+    mean, std = normalisation_stats(train.features)
+    if not standardise:
+        mean, std = torch.zeros_like(mean), torch.ones_like(std)
+    norm = [(f - mean) / std for f in train.features]
+    norm_dev = [(f - mean) / std for f in devel.features] if devel is not None else []
+    mixed = train.features[0].shape[0] if train.features[0].dim() == 3 else 0
+    bank = new_bank(spec, emotions, train.features[0].shape[-1], mixed).to(device)
+    opt = torch.optim.Adam(bank.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    targets = torch.as_tensor(train.targets, dtype=torch.float32)
+
+    best = (-np.inf, 0, copy.deepcopy(bank.state_dict()))
+    history = []
+    n_epochs = epochs or settings.epochs
+    for epoch in range(1, n_epochs + 1):
+        bank.train()
+        order = torch.randperm(len(norm), generator=gen)
+        total = 0.0
+        for i in range(0, len(order), settings.batch_size):
+            idx = order[i : i + settings.batch_size].tolist()
+            x, n = collate([norm[j] for j in idx])
+            y, _ = bank(x.to(device), n.to(device))
+            loss = F.mse_loss(y, targets[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        row = {"epoch": epoch, "train_loss": total / len(norm)}
+        if devel is not None:
+            pred = predict(bank, norm_dev, device=device)
+            rho = spearman_per_column(pred, devel.targets)
+            row.update(devel_loss=float(np.mean((pred - devel.targets) ** 2)), devel_spearman=float(np.mean(rho)))
+            if row["devel_spearman"] > best[0]:
+                best = (row["devel_spearman"], epoch, copy.deepcopy(bank.state_dict()))
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+        if devel is not None and settings.patience and epoch - best[1] >= settings.patience:
+            break
+    if devel is not None:
+        bank.load_state_dict(best[2])
+        best_epoch = best[1]
+    else:
+        best_epoch = n_epochs
+    return FitResult(bank.cpu().eval(), mean.tolist(), std.tolist(), best_epoch, history)
