@@ -1,0 +1,152 @@
+"""Speech segmentation with WebRTC VAD, as a thread-free state machine.
+
+`Segmenter.push(chunk)` takes 16 kHz float32 mono audio of any length and returns the
+segments it completed; `finish()` closes the open one at the end of input. No threads and
+no clocks inside: times come from the number of samples pushed, so it is tested with
+plain arrays and behaves the same live and in replay.
+
+Decision rule (the usual one for WebRTC VAD): frames of 10/20/30 ms are classified as
+voiced or not; a ring buffer covers the last `window_ms`. Silence turns into speech when
+at least `open_ratio` of the window is voiced; the segment then starts `pre_roll_ms`
+before the first voiced frame of that window, so word onsets are not clipped. Speech
+turns into silence when at most `1 - close_ratio` of the window is voiced (a hang-over
+of about one window); the segment ends `post_roll_ms` after its last voiced frame.
+Segments shorter than `min_segment_s` are dropped as clicks; speech longer than
+`max_segment_s` is cut there and goes on as a new segment (encoder memory grows with the
+square of the length).
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.audio import SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class VadSettings:
+    """The [vad] table of config.toml."""
+
+    frame_ms: int = 30  # WebRTC VAD takes 10, 20 or 30 ms frames
+    aggressiveness: int = 2  # 0 (keeps most) to 3 (most aggressive at calling audio non-speech)
+    window_ms: int = 300  # ring buffer for the open / close decisions
+    open_ratio: float = 0.6  # voiced share of the window that opens a segment
+    close_ratio: float = 0.9  # unvoiced share of the window that closes it
+    pre_roll_ms: int = 30  # audio kept before the first voiced frame
+    post_roll_ms: int = 0  # audio kept after the last voiced frame (the VAD already runs ~100 ms late)
+    min_segment_s: float = 0.5
+    max_segment_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.frame_ms not in (10, 20, 30):
+            raise ValueError(f"frame_ms must be 10, 20 or 30 (WebRTC VAD's frame sizes), not {self.frame_ms}")
+        if self.aggressiveness not in (0, 1, 2, 3):
+            raise ValueError(f"aggressiveness must be 0, 1, 2 or 3, not {self.aggressiveness}")
+        if self.window_ms < self.frame_ms or not (0 < self.open_ratio <= 1 and 0 < self.close_ratio <= 1):
+            raise ValueError("window_ms must hold at least one frame and the ratios must be in (0, 1]")
+        if not 0.3 <= self.min_segment_s < self.max_segment_s:
+            raise ValueError("min_segment_s must be >= 0.3 (the model's minimum) and below max_segment_s")
+
+
+@dataclass
+class Segment:
+    audio: np.ndarray  # float32 mono at SAMPLE_RATE
+    start_s: float  # from the start of the stream
+    end_s: float
+    index: int  # 0, 1, 2, ... in order of completion
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+class Segmenter:
+    def __init__(self, settings: VadSettings | None = None) -> None:
+        import webrtcvad
+
+        self.s = settings or VadSettings()
+        self.vad = webrtcvad.Vad(self.s.aggressiveness)
+        self.frame = SAMPLE_RATE * self.s.frame_ms // 1000  # samples per VAD frame
+        self.window = max(1, self.s.window_ms // self.s.frame_ms)  # frames in the ring buffer
+        self.keep = int(SAMPLE_RATE * (self.s.window_ms + self.s.pre_roll_ms) / 1000)  # history kept in silence
+        self.reset()
+
+    def reset(self) -> None:
+        self.t = 0  # samples consumed (classified) so far
+        self.pending = np.zeros(0, np.float32)  # pushed but not yet a whole frame
+        self.history = np.zeros(0, np.float32)  # recent audio ending at sample self.t
+        self.flags: collections.deque[tuple[int, bool]] = collections.deque(maxlen=self.window)  # (start, voiced)
+        self.in_speech = False
+        self.seg_start = 0  # sample where the open segment starts
+        self.last_voiced_end = 0  # sample after the last voiced frame
+        self.count = 0
+        self.level = 0.0  # RMS of the last frame, for the dashboard's input meter
+
+    @property
+    def state(self) -> str:
+        return "speech" if self.in_speech else "silence"
+
+    def push(self, chunk: np.ndarray) -> list[Segment]:
+        """Feed audio; returns the segments this completed (usually none, at most a few)."""
+        audio = np.concatenate([self.pending, np.asarray(chunk, np.float32).ravel()])
+        n = len(audio) // self.frame * self.frame
+        self.pending = audio[n:]
+        out = []
+        for i in range(0, n, self.frame):
+            seg = self._frame(audio[i : i + self.frame])
+            if seg is not None:
+                out.append(seg)
+        return out
+
+    def finish(self) -> Segment | None:
+        """End of input: close the open segment, if it is long enough."""
+        seg = None
+        if self.in_speech:
+            seg = self._close(min(self.t, self.last_voiced_end + self._ms(self.s.post_roll_ms)))
+        self.in_speech = False
+        return seg
+
+    def _ms(self, ms: int) -> int:
+        return SAMPLE_RATE * ms // 1000
+
+    def _frame(self, frame: np.ndarray) -> Segment | None:
+        pcm = (np.clip(frame, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        voiced = self.vad.is_speech(pcm, SAMPLE_RATE)
+        self.level = float(np.sqrt(np.mean(frame**2)))
+        start = self.t
+        self.t += len(frame)
+        self.history = np.concatenate([self.history, frame])
+        self.flags.append((start, voiced))
+        if voiced:
+            self.last_voiced_end = self.t
+        if not self.in_speech:
+            self.history = self.history[-self.keep :]
+            n_voiced = sum(v for _, v in self.flags)
+            if len(self.flags) == self.window and n_voiced >= self.s.open_ratio * self.window:
+                first = next(s for s, v in self.flags if v)
+                self.seg_start = max(0, first - self._ms(self.s.pre_roll_ms), self.t - len(self.history))
+                self.in_speech = True
+            return None
+        n_unvoiced = sum(not v for _, v in self.flags)
+        if n_unvoiced >= self.s.close_ratio * self.window:
+            self.in_speech = False
+            return self._close(min(self.t, self.last_voiced_end + self._ms(self.s.post_roll_ms)))
+        if self.t - self.seg_start >= int(self.s.max_segment_s * SAMPLE_RATE):
+            seg = self._close(self.t)  # too long: cut here, speech goes on in a new segment
+            self.seg_start = self.t
+            return seg
+        return None
+
+    def _close(self, end: int) -> Segment | None:
+        """Cut [seg_start, end) out of the history; drop it if shorter than the minimum."""
+        begin = self.t - len(self.history)
+        audio = self.history[self.seg_start - begin : end - begin]
+        self.history = self.history[end - begin :]
+        if len(audio) < int(self.s.min_segment_s * SAMPLE_RATE):
+            return None
+        seg = Segment(audio.copy(), self.seg_start / SAMPLE_RATE, end / SAMPLE_RATE, self.count)
+        self.count += 1
+        return seg
