@@ -1,0 +1,89 @@
+"""The per-segment CSV log: one row per segment, flushed as it is written.
+
+Columns: source, segment, start_s, end_s, duration_s, wall_time, one column per emotion,
+top_emotion, latency_ms, status (ok | dropped | error). Every row is flushed to the
+operating system at once, so a run killed even with SIGKILL leaves only complete rows.
+Appending to a file with another header is refused: mixing models would mix columns.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.errors import EmomonError
+
+STATUSES = ("ok", "dropped", "error")
+
+
+@dataclass
+class Row:
+    source: str  # file path, or the input device's name
+    segment: int
+    start_s: float
+    end_s: float
+    wall_time: str = ""  # ISO 8601 in live mode
+    shares: dict[str, float] | None = None  # None for dropped and failed segments
+    latency_ms: float | None = None
+    status: str = "ok"
+
+
+class CsvLog:
+    def __init__(self, path: str | Path, emotions: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.emotions = tuple(emotions)
+        self.header = [
+            "source", "segment", "start_s", "end_s", "duration_s", "wall_time",
+            *self.emotions, "top_emotion", "latency_ms", "status",
+        ]  # fmt: skip
+        exists = self.path.is_file() and self.path.stat().st_size > 0
+        if exists:
+            self._check_header()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", newline="", encoding="utf-8")
+        except OSError as e:
+            raise EmomonError(f"CSV file '{self.path}' cannot be opened for writing: {e.strerror}.") from e
+        self._writer = csv.writer(self._file)
+        if not exists:
+            self._writer.writerow(self.header)
+            self._file.flush()
+
+    def _check_header(self) -> None:
+        try:
+            with self.path.open(newline="", encoding="utf-8") as f:
+                found = next(csv.reader(f), [])
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise EmomonError(f"CSV file '{self.path}' exists but cannot be read to check its header: {e}.") from e
+        if found != self.header:
+            raise EmomonError(
+                f"CSV file '{self.path}' already has other columns ({', '.join(found[:8])}...); "
+                "choose another file or remove it, so that rows of different models do not mix."
+            )
+
+    def write(self, row: Row) -> None:
+        if row.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {row.status!r}")
+        shares = row.shares or {}
+        top = max(shares, key=shares.__getitem__) if shares else ""
+        self._writer.writerow(
+            [
+                row.source, row.segment, f"{row.start_s:.3f}", f"{row.end_s:.3f}",
+                f"{row.end_s - row.start_s:.3f}", row.wall_time,
+                *(f"{shares[e]:.4f}" if e in shares else "" for e in self.emotions),
+                top, "" if row.latency_ms is None else f"{row.latency_ms:.1f}", row.status,
+            ]
+        )  # fmt: skip
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> CsvLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
