@@ -1,4 +1,5 @@
 # Set-up and everyday commands. Everything installs into ./.venv on first use.
+#   make demo    install, then replay the bundled sample with the default model (offline)
 #   make test    install, then run the test suite (what CI runs)
 #   make bench   install, then run the benchmarks and update docs/benchmarks.md
 # TORCH picks the torch build: the default is the CPU wheel these machines keep on disk;
@@ -9,7 +10,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 PY      = $(VENV)/bin/python
 
-.PHONY: install test bench clean
+.PHONY: install demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +20,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
+
+demo: install
+	$(VENV)/bin/emomon replay streamer/samples/emodb_speaker11.wav --no-dashboard --csv out/demo.csv
 
 test: install
 	$(PY) -m pytest -q

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from model.errors import ConfigError
-from model.specs import DatasetSettings, EncoderSpec, RegressorSpec, TrainSettings
+from model.specs import (
+    DatasetSettings,
+    EncoderSpec,
+    ModelSettings,
+    MonitorSettings,
+    RegressorSpec,
+    TrainSettings,
+    VadSettings,
+)
 
 T = TypeVar("T")
 
@@ -128,6 +136,9 @@ class Config:
     runtime: RuntimeSettings = RuntimeSettings()
     train: TrainSettings = TrainSettings()
     dataset: DatasetSettings = DatasetSettings()
+    model: ModelSettings = ModelSettings()
+    vad: VadSettings = VadSettings()
+    monitor: MonitorSettings = MonitorSettings()
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -1,8 +1,8 @@
-"""What a model is made of: the encoder and regressor specifications.
+"""Settings: what a model is made of, how it is trained, how the monitor runs.
 
-Plain frozen dataclasses with no torch import, so that config.toml and bundle.json can be
-read and checked before any heavy library loads. Each maps onto a TOML table
-(`[encoder]`, `[regressor]`) and onto the same-named entry of a bundle's `bundle.json`.
+Plain frozen dataclasses with no heavy import, so that config.toml and bundle.json can be
+read and checked before torch loads. Each maps onto a TOML table of the same name; the
+encoder and regressor specs also onto the same-named entries of a bundle's bundle.json.
 """
 
 from __future__ import annotations
@@ -109,3 +109,50 @@ class DatasetSettings:
     data: str = ""  # folder (compare23, emodb) or manifest CSV (csv)
     target: Literal["recognition", "onehot"] = "recognition"  # Emo-DB labels -> shares
     devel_fraction: float = 0.2  # csv without a split column: share of speakers held out
+
+
+@dataclass(frozen=True)
+class VadSettings:
+    """The [vad] table of config.toml."""
+
+    frame_ms: int = 30  # WebRTC VAD takes 10, 20 or 30 ms frames
+    aggressiveness: int = 2  # 0 (keeps most) to 3 (most aggressive at calling audio non-speech)
+    window_ms: int = 300  # ring buffer for the open / close decisions
+    open_ratio: float = 0.6  # voiced share of the window that opens a segment
+    close_ratio: float = 0.9  # unvoiced share of the window that closes it
+    pre_roll_ms: int = 30  # audio kept before the first voiced frame
+    post_roll_ms: int = 0  # audio kept after the last voiced frame (the VAD already runs ~100 ms late)
+    min_segment_s: float = 0.5
+    max_segment_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.frame_ms not in (10, 20, 30):
+            raise ValueError(f"frame_ms must be 10, 20 or 30 (WebRTC VAD's frame sizes), not {self.frame_ms}")
+        if self.aggressiveness not in (0, 1, 2, 3):
+            raise ValueError(f"aggressiveness must be 0, 1, 2 or 3, not {self.aggressiveness}")
+        if self.window_ms < self.frame_ms or not (0 < self.open_ratio <= 1 and 0 < self.close_ratio <= 1):
+            raise ValueError("window_ms must hold at least one frame and the ratios must be in (0, 1]")
+        if not 0.3 <= self.min_segment_s < self.max_segment_s:
+            raise ValueError("min_segment_s must be >= 0.3 (the model's minimum) and below max_segment_s")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """[model]: which bundle the monitor runs."""
+
+    bundle: str = ""  # bundle folder; "" = the shipped default (model/default)
+    encoder: str = ""  # local folder to load an SSL bundle's encoder from instead of its hub id
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """[monitor]: the live and replay pipeline."""
+
+    csv: str = ""  # per-segment CSV log; "" = none
+    speed: float = 1.0  # replay: 1 = real time, 0 = as fast as possible (back-pressure, nothing dropped)
+    queue_size: int = 8  # segments waiting for the model; live mode drops the oldest beyond this
+    max_batch: int = 8  # segments run through the model together when they queue up
+
+    def __post_init__(self) -> None:
+        if self.speed < 0 or self.queue_size < 1 or self.max_batch < 1:
+            raise ValueError("speed must be >= 0, queue_size and max_batch >= 1")

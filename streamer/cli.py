@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from model.errors import EmomonError
+from model.errors import ConfigError, EmomonError
 
 DEFAULT_CONFIG = Path("config.toml")
 
@@ -23,8 +23,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="settings file (default: ./config.toml when present)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    r = sub.add_parser(
+        "replay",
+        help="run recorded audio through the monitor",
+        description="Replay audio files (or folders of them) through VAD and the model, as the microphone would.",
+    )
+    r.add_argument("paths", nargs="+", metavar="PATH", help="audio file or folder (its audio files, sorted)")
+    r.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
+    r.add_argument("--csv", help="append one row per segment to this CSV file")
+    r.add_argument("--speed", type=float, help="1 = real time (default), 0 = as fast as possible")
+    r.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    r.add_argument("--no-dashboard", action="store_true", help="print one plain line per segment")
+    r.set_defaults(run=run_replay)
     add_training(sub)
     return parser
+
+
+def load_predictor(cfg, model: str | None, device: str | None):
+    """The bundle from --model, [model] bundle, or the shipped default."""
+    from model.bundle import DEFAULT_BUNDLE
+    from model.predictor import Predictor
+
+    path = model or cfg.model.bundle or DEFAULT_BUNDLE
+    return Predictor.from_bundle(
+        path, device or cfg.runtime.device, cfg.runtime.dtype, encoder_name=cfg.model.encoder or None
+    )
+
+
+def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
+    from dataclasses import replace
+
+    from streamer.replay import replay
+
+    monitor = cfg.monitor
+    if args.csv:
+        monitor = replace(monitor, csv=args.csv)
+    if args.speed is not None:
+        if args.speed < 0:
+            raise ConfigError(f"--speed {args.speed} must be 0 (as fast as possible) or more.")
+        monitor = replace(monitor, speed=args.speed)
+    predictor = load_predictor(cfg, args.model, args.device)
+    return replay(args.paths, predictor, cfg.vad, monitor, console)
 
 
 def main(argv: list[str] | None = None) -> int:

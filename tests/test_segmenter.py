@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from model.audio import SAMPLE_RATE
-from streamer.segmenter import Segmenter, VadSettings
+from model.specs import VadSettings
+from streamer.segmenter import Segmenter
 from tests.conftest import load_clip
 
 TOLERANCE_S = 0.150

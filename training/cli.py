@@ -86,7 +86,7 @@ def _apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
         train = replace(train, epochs=args.epochs)
     if getattr(args, "out", None):
         train = replace(train, out=args.out)
-    return Config(encoder=enc, regressor=reg, runtime=rt, train=train, dataset=ds)
+    return replace(cfg, encoder=enc, regressor=reg, runtime=rt, train=train, dataset=ds)
 
 
 def run_train(args: argparse.Namespace, cfg: Config, console, argv: list[str]) -> int:

@@ -1,0 +1,92 @@
+"""`emomon replay`: recorded audio through the same pipeline as the microphone.
+
+file blocks -> Segmenter -> InferenceWorker -> sinks (CSV log, one printed line per
+segment). At `speed` 1 the blocks are paced in real time, at 0 they go as fast as the
+model takes them (back-pressure: the queue blocks, nothing is dropped). A file that cannot
+be read is reported and skipped; the exit code is 1 when any failed. Ctrl-C stops the
+source, flushes the open segment, drains the worker and closes the CSV.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from model.audio import SAMPLE_RATE
+from model.errors import AudioError
+from model.predictor import Predictor
+from model.specs import MonitorSettings, VadSettings
+from streamer.csv_log import CsvLog, Row
+from streamer.segmenter import Segmenter
+from streamer.sources import audio_files, file_blocks
+from streamer.worker import InferenceWorker, Job, Result
+
+
+def describe(result: Result) -> str:
+    """One plain line for a segment (the --no-dashboard output)."""
+    seg = result.job.segment
+    where = f"{Path(result.job.source).name} #{seg.index} {seg.start_s:7.2f}-{seg.end_s:7.2f} s"
+    if result.status != "ok" or result.prediction is None:
+        return f"{where}  {result.status.upper()}: {result.error}"
+    top = sorted(result.prediction.shares.items(), key=lambda kv: -kv[1])[:3]
+    shares = "  ".join(f"{e} {v:.2f}" for e, v in top)
+    return f"{where}  {shares}  ({result.latency_ms:.0f} ms)"
+
+
+def replay(
+    paths: list[str],
+    predictor: Predictor,
+    vad: VadSettings,
+    monitor: MonitorSettings,
+    console: Console,
+) -> int:
+    files, problems = audio_files(paths)
+    for f, why in problems:
+        console.print(f"emomon: {f}: {why}", markup=False, highlight=False, soft_wrap=True)
+    failed = len(problems)
+    log = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
+
+    def sink(result: Result) -> None:  # runs on the worker thread: the only writer
+        seg = result.job.segment
+        if log is not None:
+            shares = result.prediction.shares if result.prediction else None
+            row = Row(
+                result.job.source, seg.index, seg.start_s, seg.end_s, "", shares, result.latency_ms, result.status
+            )
+            log.write(row)
+        console.print(describe(result), markup=False, highlight=False, soft_wrap=True)
+
+    worker = InferenceWorker(predictor, sink, monitor.queue_size, monitor.max_batch, drop_oldest=False).start()
+    try:
+        for f in files:
+            try:
+                _replay_file(f, worker, vad, monitor.speed)
+            except AudioError as e:
+                console.print(f"emomon: {e}", markup=False, highlight=False, soft_wrap=True)
+                failed += 1
+    except KeyboardInterrupt:
+        console.print("emomon: interrupted; finishing the segments already cut")
+    finally:
+        worker.close()
+        if log is not None:
+            log.close()
+    console.print(f"{worker.processed} segment(s) from {len(files)} file(s)" + (f", {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def _replay_file(path: Path, worker: InferenceWorker, vad: VadSettings, speed: float) -> None:
+    seg = Segmenter(vad)
+    t0, pos = time.perf_counter(), 0.0
+    try:
+        for block in file_blocks(path):
+            pos += len(block) / SAMPLE_RATE
+            if speed > 0:  # pace like a sound card: a block is there once it has been "recorded"
+                time.sleep(max(0.0, t0 + pos / speed - time.perf_counter()))
+            for s in seg.push(block):
+                worker.submit(Job(str(path), s))
+    finally:  # also on Ctrl-C and on a file that breaks off: keep what was heard
+        last = seg.finish()
+        if last is not None:
+            worker.submit(Job(str(path), last))

@@ -1,0 +1,71 @@
+"""Audio sources: files read block by block and resampled to 16 kHz mono as they stream.
+
+Memory stays constant for hour-long files: libsndfile reads `block_s` at a time and a
+streaming soxr resampler carries its state across blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from model.audio import SAMPLE_RATE
+from model.errors import AudioError
+
+
+def audio_files(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Expand files and folders (a folder's audio files, sorted) into files to replay.
+
+    Returns (files, problems): a path that does not exist, or a folder's file that
+    libsndfile does not read, is a problem (file, reason); the rest goes on.
+    """
+    import soundfile as sf
+
+    files, problems = [], []
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(x for x in p.iterdir() if x.is_file()):
+                try:
+                    sf.info(f)
+                    files.append(f)
+                except (sf.LibsndfileError, RuntimeError, TypeError):
+                    problems.append((str(f), "not an audio file libsndfile reads"))
+        elif p.exists():
+            files.append(p)
+        else:
+            problems.append((str(p), "does not exist"))
+    return files, problems
+
+
+def file_blocks(path: str | Path, block_s: float = 0.5) -> Iterator[np.ndarray]:
+    """Yield float32 mono blocks at SAMPLE_RATE from any file libsndfile reads."""
+    import soundfile as sf
+    import soxr
+
+    path = Path(path)
+    try:
+        f = sf.SoundFile(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AudioError(f"Audio file '{path}' cannot be read as audio ({reason}).") from e
+    with f:
+        if f.frames == 0:
+            raise AudioError(f"Audio file '{path}' holds no samples.")
+        rate = f.samplerate
+        stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32") if rate != SAMPLE_RATE else None
+        frames = max(1, int(block_s * rate))
+        while True:
+            try:
+                block = f.read(frames, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as e:
+                raise AudioError(f"Audio file '{path}' is corrupt after {f.tell() / rate:.1f} s ({e}).") from e
+            last = len(block) < frames
+            mono = block.mean(axis=1) if len(block) else np.zeros(0, np.float32)
+            if stream is not None:
+                mono = stream.resample_chunk(mono, last=last)
+            if len(mono):
+                yield np.ascontiguousarray(mono, dtype=np.float32)
+            if last:
+                return
