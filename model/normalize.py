@@ -54,20 +54,27 @@ class FeatureNorm:
     def __call__(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Standardise (B, T, D) or (B, K, T, D) features; padded frames stay exactly zero.
 
-        In "speaker" mode the batch's own real frames are folded in first, in order.
+        In "speaker" mode segment i is folded into the statistics and then standardised
+        with them, in batch order, so a batch gives what the same segments give one by one.
         """
         T = features.shape[-2]
         valid = torch.arange(T, device=features.device)[:, None] < lengths[:, None, None]  # (B, T, 1)
         if features.dim() == 4:
             valid = valid[:, None]  # (B, 1, T, 1)
-        if self.mode == "speaker":
-            D = features.shape[-1]
-            for i in range(features.shape[0]):  # segment order matters: it is the session's timeline
-                seg = features[i, ..., : int(lengths[i]), :]
-                self.update(seg.reshape(-1, D))
-        mean = self.mean.to(features.device, features.dtype)
-        std = self.std.to(features.device, features.dtype)
-        return (features - mean) / std * valid
+        if self.mode == "global":
+            return (features - self._mean_like(features)) / self._std_like(features) * valid
+        D = features.shape[-1]
+        out = torch.empty_like(features)
+        for i in range(features.shape[0]):  # the session's timeline: order matters
+            self.update(features[i, ..., : int(lengths[i]), :].reshape(-1, D))
+            out[i] = (features[i] - self._mean_like(features)) / self._std_like(features)
+        return out * valid
+
+    def _mean_like(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mean.to(x.device, x.dtype)
+
+    def _std_like(self, x: torch.Tensor) -> torch.Tensor:
+        return self.std.to(x.device, x.dtype)
 
 
 def per_speaker_standardise(features: list[torch.Tensor], speakers: list[str]) -> list[torch.Tensor]:

@@ -53,3 +53,15 @@ def test_per_speaker_standardise_zero_mean_unit_std_per_speaker() -> None:
         frames = torch.cat([out[i] for i in idx])
         assert torch.allclose(frames.mean(0), torch.zeros(3), atol=1e-5)
         assert torch.allclose(frames.std(0, correction=0), torch.ones(3), atol=1e-4)
+
+
+def test_speaker_mode_batch_equals_one_by_one() -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 40, 2, generator=g) + 4
+    n = torch.tensor([40, 25, 10])
+    batched = FeatureNorm([0.0, 0.0], [1.0, 1.0], "speaker", prior_frames=20)(x, n)
+    one = FeatureNorm([0.0, 0.0], [1.0, 1.0], "speaker", prior_frames=20)
+    for i in range(3):
+        alone = one(x[i : i + 1, : n[i]], n[i : i + 1])[0]
+        assert torch.allclose(alone, batched[i, : n[i]], atol=1e-6)
+    assert batched[1, 25:].abs().sum() == 0
