@@ -10,7 +10,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 PY      = $(VENV)/bin/python
 
-.PHONY: install demo test bench clean
+.PHONY: install system-deps demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -24,7 +24,19 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/emomon replay streamer/samples/emodb_speaker11.wav --no-dashboard --csv out/demo.csv
 
-test: install
+# PortAudio for the microphone, PulseAudio for the virtual microphone of the live test.
+# Installed with apt-get when missing and run as root; otherwise the missing names are printed.
+SYSTEM_PACKAGES = libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
+
+system-deps:
+	@command -v dpkg >/dev/null || exit 0; \
+	missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else echo "emomon: microphone support and the live test need:$$missing (sudo apt install$$missing)"; fi
+
+test: install system-deps
 	$(PY) -m pytest -q
 
 bench: install

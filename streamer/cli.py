@@ -35,8 +35,40 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--no-dashboard", action="store_true", help="print one plain line per segment")
     r.set_defaults(run=run_replay)
+    lv = sub.add_parser(
+        "live", help="monitor a microphone", description="Monitor a microphone: VAD, model, CSV, one line per segment."
+    )
+    lv.add_argument("--device", dest="input", help="input device index or (part of its) name (see: emomon devices)")
+    lv.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
+    lv.add_argument("--csv", help="append one row per segment to this CSV file")
+    lv.add_argument("--duration", type=float, help="stop after this many seconds")
+    lv.add_argument("--no-dashboard", action="store_true", help="print one plain line per segment")
+    lv.set_defaults(run=run_live, device=None)
+    dv = sub.add_parser("devices", help="list audio input devices")
+    dv.set_defaults(run=run_devices)
     add_training(sub)
     return parser
+
+
+def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
+    from streamer.capture import input_devices
+
+    for d in input_devices():
+        mark = "*" if d["default"] else " "
+        console.print(f"{mark} {d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['rate']} Hz)", markup=False)
+    return 0
+
+
+def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
+    from dataclasses import replace
+
+    from streamer.live import live
+
+    monitor = replace(cfg.monitor, csv=args.csv) if args.csv else cfg.monitor
+    if args.duration is not None and args.duration <= 0:
+        raise ConfigError(f"--duration {args.duration} must be a positive number of seconds.")
+    predictor = load_predictor(cfg, args.model, None)
+    return live(predictor, args.input, cfg.vad, monitor, args.duration, console)
 
 
 def load_predictor(cfg, model: str | None, device: str | None):

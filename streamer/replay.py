@@ -18,21 +18,11 @@ from model.audio import SAMPLE_RATE
 from model.errors import AudioError
 from model.predictor import Predictor
 from model.specs import MonitorSettings, VadSettings
-from streamer.csv_log import CsvLog, Row
+from streamer.csv_log import CsvLog
 from streamer.segmenter import Segmenter
+from streamer.sinks import make_sink
 from streamer.sources import audio_files, file_blocks
-from streamer.worker import InferenceWorker, Job, Result
-
-
-def describe(result: Result) -> str:
-    """One plain line for a segment (the --no-dashboard output)."""
-    seg = result.job.segment
-    where = f"{Path(result.job.source).name} #{seg.index} {seg.start_s:7.2f}-{seg.end_s:7.2f} s"
-    if result.status != "ok" or result.prediction is None:
-        return f"{where}  {result.status.upper()}: {result.error}"
-    top = sorted(result.prediction.shares.items(), key=lambda kv: -kv[1])[:3]
-    shares = "  ".join(f"{e} {v:.2f}" for e, v in top)
-    return f"{where}  {shares}  ({result.latency_ms:.0f} ms)"
+from streamer.worker import InferenceWorker, Job
 
 
 def replay(
@@ -48,16 +38,7 @@ def replay(
     failed = len(problems)
     log = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
 
-    def sink(result: Result) -> None:  # runs on the worker thread: the only writer
-        seg = result.job.segment
-        if log is not None:
-            shares = result.prediction.shares if result.prediction else None
-            row = Row(
-                result.job.source, seg.index, seg.start_s, seg.end_s, "", shares, result.latency_ms, result.status
-            )
-            log.write(row)
-        console.print(describe(result), markup=False, highlight=False, soft_wrap=True)
-
+    sink = make_sink(log, console)
     worker = InferenceWorker(predictor, sink, monitor.queue_size, monitor.max_batch, drop_oldest=False).start()
     try:
         for f in files:

@@ -1,0 +1,69 @@
+"""`emomon live`: the microphone through VAD and the model, until Ctrl-C, SIGTERM or --duration.
+
+The capture never waits for the model: the worker queue drops its oldest segment when
+full, and every dropped segment is still logged (status "dropped") and counted.
+Shutdown order: stop the source, flush the open segment, drain the worker, close the CSV.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import UTC, datetime
+
+from rich.console import Console
+
+from model.predictor import Predictor
+from model.specs import MonitorSettings, VadSettings
+from streamer.capture import Microphone
+from streamer.csv_log import CsvLog
+from streamer.segmenter import Segmenter
+from streamer.sinks import make_sink
+from streamer.worker import InferenceWorker, Job
+
+
+def live(
+    predictor: Predictor,
+    device: str | None,
+    vad: VadSettings,
+    monitor: MonitorSettings,
+    duration: float | None,
+    console: Console,
+) -> int:
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    log = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
+    seg = Segmenter(vad)
+    started = datetime.now(UTC)
+    worker = InferenceWorker(
+        predictor, make_sink(log, console, started), monitor.queue_size, monitor.max_batch, drop_oldest=True
+    ).start()
+    mic = Microphone(device)
+    console.print(f"listening on {mic.name} ({mic.rate} Hz); Ctrl-C stops", soft_wrap=True)
+    timer = threading.Timer(duration or 0, stop.set)
+    timer.daemon = True
+    try:
+        with mic:
+            if duration:
+                timer.start()
+            for block in mic.blocks(stop):
+                for s in seg.push(block):
+                    worker.submit(Job(mic.name, s))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        timer.cancel()
+        last = seg.finish()
+        if last is not None:
+            worker.submit(Job(mic.name, last))
+        worker.close()
+        if log is not None:
+            log.close()
+        signal.signal(signal.SIGTERM, previous)
+    lost = mic.overflows + mic.lost_blocks
+    console.print(
+        f"{worker.processed} segment(s), {worker.dropped} dropped, {worker.failed} failed"
+        + (f", {lost} input block(s) lost" if lost else "")
+    )
+    return 0

@@ -1,0 +1,43 @@
+"""Where results go: the CSV log and one plain printed line per segment (--no-dashboard)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from rich.console import Console
+
+from streamer.csv_log import CsvLog, Row
+from streamer.worker import Result
+
+
+def describe(result: Result) -> str:
+    """One plain line for a segment."""
+    seg = result.job.segment
+    where = f"{Path(result.job.source).name} #{seg.index} {seg.start_s:7.2f}-{seg.end_s:7.2f} s"
+    if result.status != "ok" or result.prediction is None:
+        return f"{where}  {result.status.upper()}: {result.error}"
+    top = sorted(result.prediction.shares.items(), key=lambda kv: -kv[1])[:3]
+    shares = "  ".join(f"{e} {v:.2f}" for e, v in top)
+    return f"{where}  {shares}  ({result.latency_ms:.0f} ms)"
+
+
+def make_sink(log: CsvLog | None, console: Console | None, started: datetime | None = None) -> Callable[[Result], None]:
+    """A result handler for the worker thread (the only writer). With `started` (live mode)
+    each row's wall_time is the ISO 8601 time the segment began."""
+
+    def sink(result: Result) -> None:
+        seg = result.job.segment
+        if log is not None:
+            wall = (started + timedelta(seconds=seg.start_s)).isoformat(timespec="milliseconds") if started else ""
+            shares = result.prediction.shares if result.prediction else None
+            log.write(
+                Row(
+                    result.job.source, seg.index, seg.start_s, seg.end_s, wall, shares, result.latency_ms, result.status
+                )
+            )
+        if console is not None:
+            console.print(describe(result), markup=False, highlight=False, soft_wrap=True)
+
+    return sink
