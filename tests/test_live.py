@@ -26,13 +26,14 @@ def _pactl(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def virtual_mic() -> str:
+def virtual_mic():
     missing = [t for t in ("pulseaudio", "pactl", "paplay") if shutil.which(t) is None]
     if missing:
         if os.environ.get("CI"):
             pytest.fail(f"CI must provide PulseAudio for the live test; missing: {', '.join(missing)}")
         pytest.skip(f"PulseAudio tools missing: {', '.join(missing)}")
-    if _pactl("info").returncode != 0:
+    started = _pactl("info").returncode != 0
+    if started:
         subprocess.run(
             ["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n",
              "--load=module-native-protocol-unix", "--load=module-null-sink sink_name=vmic",
@@ -47,7 +48,9 @@ def virtual_mic() -> str:
         _pactl("load-module", "module-null-sink", "sink_name=vmic")
     _pactl("set-default-sink", "vmic")
     _pactl("set-default-source", "vmic.monitor")
-    return "vmic"
+    yield "vmic"
+    if started:  # leave the machine as we found it
+        subprocess.run(["pulseaudio", "--kill"], capture_output=True, timeout=30)
 
 
 def test_live_microphone_end_to_end(virtual_mic: str, tmp_path: Path) -> None:
