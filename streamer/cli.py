@@ -68,7 +68,12 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration {args.duration} must be a positive number of seconds.")
     predictor = load_predictor(cfg, args.model, None)
-    return live(predictor, args.input, cfg.vad, monitor, args.duration, console)
+    return live(predictor, args.input, cfg.vad, monitor, args.duration, console, dashboard=_dashboard(args, console))
+
+
+def _dashboard(args: argparse.Namespace, console) -> bool:
+    """The dashboard on a terminal unless --no-dashboard; plain lines when piped or logged."""
+    return not args.no_dashboard and console.is_terminal
 
 
 def load_predictor(cfg, model: str | None, device: str | None):
@@ -95,7 +100,7 @@ def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
             raise ConfigError(f"--speed {args.speed} must be 0 (as fast as possible) or more.")
         monitor = replace(monitor, speed=args.speed)
     predictor = load_predictor(cfg, args.model, args.device)
-    return replay(args.paths, predictor, cfg.vad, monitor, console)
+    return replay(args.paths, predictor, cfg.vad, monitor, console, dashboard=_dashboard(args, console))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ Shutdown order: stop the source, flush the open segment, drain the worker, close
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from model.predictor import Predictor
 from model.specs import MonitorSettings, VadSettings
 from streamer.capture import Microphone
 from streamer.csv_log import CsvLog
+from streamer.dashboard import Dashboard, MonitorState
 from streamer.segmenter import Segmenter
 from streamer.sinks import make_sink
 from streamer.worker import InferenceWorker, Job
@@ -29,26 +31,30 @@ def live(
     monitor: MonitorSettings,
     duration: float | None,
     console: Console,
+    dashboard: bool = False,
 ) -> int:
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     log = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
     seg = Segmenter(vad)
     started = datetime.now(UTC)
-    worker = InferenceWorker(
-        predictor, make_sink(log, console, started), monitor.queue_size, monitor.max_batch, drop_oldest=True
-    ).start()
+    state = MonitorState(predictor.emotions) if dashboard else None
+    sink = make_sink(log, None if dashboard else console, started, state)
+    worker = InferenceWorker(predictor, sink, monitor.queue_size, monitor.max_batch, drop_oldest=True).start()
     mic = Microphone(device)
     console.print(f"listening on {mic.name} ({mic.rate} Hz); Ctrl-C stops", soft_wrap=True)
     timer = threading.Timer(duration or 0, stop.set)
     timer.daemon = True
+    screen = Dashboard(state, console) if state is not None else contextlib.nullcontext()
     try:
-        with mic:
+        with mic, screen:
             if duration:
                 timer.start()
             for block in mic.blocks(stop):
                 for s in seg.push(block):
                     worker.submit(Job(mic.name, s))
+                if state is not None:
+                    state.set_input(seg.state, seg.level, worker.queue.qsize())
     except KeyboardInterrupt:
         pass
     finally:

@@ -9,6 +9,7 @@ source, flushes the open segment, drains the worker and closes the CSV.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from model.errors import AudioError
 from model.predictor import Predictor
 from model.specs import MonitorSettings, VadSettings
 from streamer.csv_log import CsvLog
+from streamer.dashboard import Dashboard, MonitorState
 from streamer.segmenter import Segmenter
 from streamer.sinks import make_sink
 from streamer.sources import audio_files, file_blocks
@@ -31,6 +33,7 @@ def replay(
     vad: VadSettings,
     monitor: MonitorSettings,
     console: Console,
+    dashboard: bool = False,
 ) -> int:
     files, problems = audio_files(paths)
     for f, why in problems:
@@ -38,15 +41,19 @@ def replay(
     failed = len(problems)
     log = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
 
-    sink = make_sink(log, console)
+    state = MonitorState(predictor.emotions) if dashboard else None
+    sink = make_sink(log, None if dashboard else console, state=state)
     worker = InferenceWorker(predictor, sink, monitor.queue_size, monitor.max_batch, drop_oldest=False).start()
+    screen = Dashboard(state, console) if state is not None else contextlib.nullcontext()
     try:
-        for f in files:
-            try:
-                _replay_file(f, worker, vad, monitor.speed)
-            except AudioError as e:
-                console.print(f"emomon: {e}", markup=False, highlight=False, soft_wrap=True)
-                failed += 1
+        with screen:
+            for f in files:
+                try:
+                    _replay_file(f, worker, vad, monitor.speed, state)
+                except AudioError as e:
+                    console.print(f"emomon: {e}", markup=False, highlight=False, soft_wrap=True)
+                    failed += 1
+            worker.close()  # drain while the dashboard still shows the last segments
     except KeyboardInterrupt:
         console.print("emomon: interrupted; finishing the segments already cut")
     finally:
@@ -57,7 +64,9 @@ def replay(
     return 1 if failed else 0
 
 
-def _replay_file(path: Path, worker: InferenceWorker, vad: VadSettings, speed: float) -> None:
+def _replay_file(
+    path: Path, worker: InferenceWorker, vad: VadSettings, speed: float, state: MonitorState | None
+) -> None:
     seg = Segmenter(vad)
     t0, pos = time.perf_counter(), 0.0
     try:
@@ -67,6 +76,8 @@ def _replay_file(path: Path, worker: InferenceWorker, vad: VadSettings, speed: f
                 time.sleep(max(0.0, t0 + pos / speed - time.perf_counter()))
             for s in seg.push(block):
                 worker.submit(Job(str(path), s))
+            if state is not None:
+                state.set_input(seg.state, seg.level, worker.queue.qsize())
     finally:  # also on Ctrl-C and on a file that breaks off: keep what was heard
         last = seg.finish()
         if last is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from streamer.csv_log import CsvLog, Row
+from streamer.dashboard import MonitorState
 from streamer.worker import Result
 
 
@@ -23,9 +24,12 @@ def describe(result: Result) -> str:
     return f"{where}  {shares}  ({result.latency_ms:.0f} ms)"
 
 
-def make_sink(log: CsvLog | None, console: Console | None, started: datetime | None = None) -> Callable[[Result], None]:
+def make_sink(
+    log: CsvLog | None, console: Console | None, started: datetime | None = None, state: MonitorState | None = None
+) -> Callable[[Result], None]:
     """A result handler for the worker thread (the only writer). With `started` (live mode)
-    each row's wall_time is the ISO 8601 time the segment began."""
+    each row's wall_time is the ISO 8601 time the segment began; `state` feeds the dashboard,
+    `console` gets one plain line per segment."""
 
     def sink(result: Result) -> None:
         seg = result.job.segment
@@ -37,6 +41,8 @@ def make_sink(log: CsvLog | None, console: Console | None, started: datetime | N
                     result.job.source, seg.index, seg.start_s, seg.end_s, wall, shares, result.latency_ms, result.status
                 )
             )
+        if state is not None:
+            state.add(result)
         if console is not None:
             console.print(describe(result), markup=False, highlight=False, soft_wrap=True)
 

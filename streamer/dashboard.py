@@ -1,0 +1,187 @@
+"""The Rich terminal dashboard: pure functions from a state snapshot to renderables.
+
+Threads write into `MonitorState` (the worker its results, the source loop the VAD state
+and input level); the dashboard's own `Live` pulls `snapshot()` at its refresh rate
+(`get_renderable`), so nothing pushes into the screen and rendering never blocks audio.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from streamer.worker import Result
+
+SPARK = "▁▂▃▄▅▆▇█"
+TREND_ALPHA = 0.3  # exponential smoothing of the per-emotion trend
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    emotions: tuple[str, ...]
+    latest: dict[str, float]  # shares of the latest segment
+    latest_label: str
+    trend: list[list[float]]  # smoothed shares, oldest first (one list per segment)
+    attention: list[float]  # mean attention over the latest segment
+    recent: list[tuple]  # (index, start_s, end_s, top, share, latency_ms, status)
+    vad: str
+    level: float
+    segments: int
+    dropped: int
+    failed: int
+    queue: int
+    p50: float | None
+    p95: float | None
+    rtf: float | None
+
+
+@dataclass
+class MonitorState:
+    emotions: tuple[str, ...]
+    history: int = 40
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.latest: dict[str, float] = {}
+        self.latest_label = "waiting for speech"
+        self.trend: deque[list[float]] = deque(maxlen=self.history)
+        self.attention: list[float] = []
+        self.recent: deque[tuple] = deque(maxlen=8)
+        self.latencies: deque[float] = deque(maxlen=200)
+        self.vad, self.level, self.queue = "silence", 0.0, 0
+        self.segments = self.dropped = self.failed = 0
+        self.model_s = self.audio_s = 0.0
+
+    def add(self, result: Result) -> None:
+        """Called by the worker thread for every segment."""
+        seg = result.job.segment
+        with self._lock:
+            if result.status == "dropped":
+                self.dropped += 1
+            elif result.status == "error" or result.prediction is None:
+                self.failed += 1
+            if result.status != "ok" or result.prediction is None:
+                self.recent.append((seg.index, seg.start_s, seg.end_s, "", 0.0, None, result.status))
+                return
+            p = result.prediction
+            self.segments += 1
+            self.latest = dict(p.shares)
+            self.latest_label = f"#{seg.index}  {seg.start_s:.2f}-{seg.end_s:.2f} s"
+            prev = self.trend[-1] if self.trend else list(p.shares.values())
+            self.trend.append([(1 - TREND_ALPHA) * a + TREND_ALPHA * b for a, b in zip(prev, p.shares.values())])
+            self.attention = [] if p.attention is None else list(np.asarray(p.attention).mean(0))
+            self.latencies.append(result.latency_ms or 0.0)
+            self.model_s += (p.encoder_ms + p.regressor_ms) / 1e3 / max(1, p.batch_size)
+            self.audio_s += p.duration_s
+            self.recent.append((seg.index, seg.start_s, seg.end_s, p.top_emotion, p.shares[p.top_emotion],
+                                result.latency_ms, "ok"))  # fmt: skip
+
+    def set_input(self, vad: str, level: float, queue: int) -> None:
+        """Called by the source loop for every block."""
+        with self._lock:
+            self.vad, self.level, self.queue = vad, level, queue
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            lat = np.array(self.latencies) if self.latencies else None
+            return Snapshot(
+                emotions=self.emotions, latest=dict(self.latest), latest_label=self.latest_label,
+                trend=[list(t) for t in self.trend], attention=list(self.attention), recent=list(self.recent),
+                vad=self.vad, level=self.level, segments=self.segments, dropped=self.dropped,
+                failed=self.failed, queue=self.queue,
+                p50=None if lat is None else float(np.percentile(lat, 50)),
+                p95=None if lat is None else float(np.percentile(lat, 95)),
+                rtf=self.model_s / self.audio_s if self.audio_s else None,
+            )  # fmt: skip
+
+
+def spark(values: list[float], lo: float = 0.0, hi: float | None = None) -> str:
+    if not values:
+        return ""
+    hi = max(values) if hi is None else hi
+    span = (hi - lo) or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, max(0, int((v - lo) / span * (len(SPARK) - 1) + 0.5)))] for v in values)
+
+
+def fit(values: list[float], width: int) -> list[float]:
+    """Average neighbouring values so that at most `width` remain (attention over long segments)."""
+    if len(values) <= width:
+        return values
+    edges = np.linspace(0, len(values), width + 1).astype(int)
+    return [float(np.mean(values[a:b])) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def shares_table(s: Snapshot, width: int = 30) -> Table:
+    t = Table.grid(padding=(0, 1))
+    t.add_column(justify="right", style="bold")
+    t.add_column()
+    t.add_column(justify="right")
+    t.add_column()
+    top = max(s.latest, key=s.latest.get) if s.latest else None
+    for k, e in enumerate(s.emotions):
+        v = s.latest.get(e, 0.0)
+        bar = Text("█" * int(round(v * width)) + "·" * (width - int(round(v * width))),
+                   style="green" if e == top else "cyan")  # fmt: skip
+        trend = spark([row[k] for row in s.trend], 0.0, 1.0)
+        t.add_row(e, bar, f"{v:.2f}", Text(trend, style="magenta"))
+    return t
+
+
+def recent_table(s: Snapshot) -> Table:
+    t = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("#", "time (s)", "top", "share", "latency", "status"):
+        t.add_column(col, justify="right" if col in ("#", "share", "latency") else "left")
+    for idx, a, b, top, share, lat, status in reversed(s.recent):
+        t.add_row(str(idx), f"{a:.2f}-{b:.2f}", top, f"{share:.2f}" if top else "",
+                  "" if lat is None else f"{lat:.0f} ms", status)  # fmt: skip
+    return t
+
+
+def stats_line(s: Snapshot) -> Text:
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f} ms"
+
+    rtf = "-" if s.rtf is None else f"{s.rtf:.2f}"
+    return Text(
+        f"segments {s.segments}   dropped {s.dropped}   failed {s.failed}   queue {s.queue}   "
+        f"latency p50 {ms(s.p50)} p95 {ms(s.p95)}   real-time factor {rtf}"
+    )
+
+
+def render(s: Snapshot) -> Group:
+    """The whole screen from one snapshot (pure: same snapshot, same output)."""
+    level_bar = "█" * min(20, int(s.level * 200))
+    vad = Text(f"VAD {s.vad:<7} input {level_bar:<20}", style="bold red" if s.vad == "speech" else "dim")
+    attention = Text("attention " + (spark(fit(s.attention, 60)) or "-"), style="yellow")
+    body = Group(shares_table(s), Text(""), attention)
+    return Group(
+        Panel(body, title=f"emotion shares  {s.latest_label}", subtitle="bars: latest segment, right: trend"),
+        vad,
+        Panel(recent_table(s), title="recent segments"),
+        stats_line(s),
+    )
+
+
+class Dashboard:
+    """One thread owns the Live display; it pulls snapshots 4 times a second."""
+
+    def __init__(self, state: MonitorState, console: Console) -> None:
+        self.state = state
+        self.live = Live(get_renderable=lambda: render(state.snapshot()), console=console, refresh_per_second=4,
+                         transient=False)  # fmt: skip
+
+    def __enter__(self) -> Dashboard:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.refresh()
+        self.live.__exit__(None, None, None)

@@ -1,0 +1,67 @@
+"""Dashboard: pure rendering of a snapshot, fed with real predictions, on a fixed-width console."""
+
+from __future__ import annotations
+
+import soundfile as sf
+from rich.console import Console
+
+from model.audio import SAMPLE_RATE
+from model.bundle import DEFAULT_BUNDLE
+from model.predictor import Predictor
+from streamer.dashboard import MonitorState, fit, render, spark
+from streamer.segmenter import Segment
+from streamer.worker import Job, Result
+from tests.test_replay import SAMPLE
+
+
+def fed_state() -> MonitorState:
+    audio, _ = sf.read(SAMPLE, dtype="float32")
+    predictor = Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu")
+    state = MonitorState(predictor.emotions)
+    for i in range(3):  # neutral, anger, sadness
+        a, b = 1 + 3 * i, 3 + 3 * i
+        seg = Segment(audio[a * SAMPLE_RATE : b * SAMPLE_RATE], a, b, i)
+        (p,) = predictor.predict([seg.audio])
+        state.add(Result(Job("sample", seg), "ok", p, latency_ms=40.0 + 10 * i, queue_ms=1.0))
+    state.add(Result(Job("sample", Segment(audio[:8000], 20.0, 20.5, 3)), "dropped", error="queue full"))
+    state.set_input("speech", 0.05, 2)
+    return state
+
+
+def screen(state: MonitorState, width: int = 100) -> str:
+    console = Console(width=width, record=True, force_terminal=False, color_system=None)
+    console.print(render(state.snapshot()))
+    return console.export_text()
+
+
+def test_screen_shows_the_latest_segment_trend_and_stats() -> None:
+    text = screen(fed_state())
+    snap = fed_state().snapshot()
+    assert "emotion shares  #2  7.00-9.00 s" in text
+    for e in snap.emotions:
+        assert e in text
+    top = max(snap.latest, key=snap.latest.get)
+    assert top == "sadness" and f"{snap.latest[top]:.2f}" in text
+    assert "VAD speech" in text and "attention " in text
+    assert "segments 3   dropped 1   failed 0   queue 2   latency p50 50 ms p95 59 ms" in text
+    assert "dropped" in text.split("recent segments")[1]
+
+
+def test_render_is_pure_and_fits_the_width() -> None:
+    state = fed_state()
+    snap = state.snapshot()
+    a, b = screen(state, 80), screen(state, 80)
+    assert a == b
+    assert max(len(line) for line in a.splitlines()) <= 80
+    assert snap.trend[-1] != snap.trend[0]  # the trend moves with the segments
+
+
+def test_empty_state_renders() -> None:
+    text = screen(MonitorState(("a", "b")))
+    assert "waiting for speech" in text and "latency p50 -" in text
+
+
+def test_spark_and_fit() -> None:
+    assert spark([0.0, 0.5, 1.0], 0.0, 1.0) == "▁▅█"
+    assert fit(list(range(10)), 5) == [0.5, 2.5, 4.5, 6.5, 8.5]
+    assert fit([1.0, 2.0], 5) == [1.0, 2.0]
