@@ -232,13 +232,14 @@ def render(result: dict) -> str:
     )
 
 
-def update_doc(doc: Path, body: str) -> None:
-    begin, end = "<!-- bench_model:begin -->", "<!-- bench_model:end -->"
+def update_doc(doc: Path, body: str, name: str = "bench_model", title: str = "Model") -> None:
+    """Replace the text between <!-- name:begin --> and <!-- name:end --> (or add a section)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
     if begin in text and end in text:
         text = text[: text.index(begin) + len(begin)] + "\n" + body + text[text.index(end) :]
     else:
-        text += f"\n## Model\n\n{begin}\n{body}{end}\n"
+        text += f"\n## {title}\n\n{begin}\n{body}{end}\n"
     doc.write_text(text)
 
 
