@@ -33,6 +33,7 @@ def live(
     console: Console,
     dashboard: bool = False,
 ) -> int:
+    mic = Microphone(device)  # first: a wrong device fails before anything is opened
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     log = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
@@ -41,7 +42,6 @@ def live(
     state = MonitorState(predictor.emotions) if dashboard else None
     sink = make_sink(log, None if dashboard else console, started, state)
     worker = InferenceWorker(predictor, sink, monitor.queue_size, monitor.max_batch, drop_oldest=True).start()
-    mic = Microphone(device)
     console.print(f"listening on {mic.name} ({mic.rate} Hz); Ctrl-C stops", soft_wrap=True)
     timer = threading.Timer(duration or 0, stop.set)
     timer.daemon = True
