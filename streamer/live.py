@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
+from model.audio import SAMPLE_RATE
 from model.predictor import Predictor
 from model.specs import MonitorSettings, VadSettings
 from streamer.capture import Microphone
@@ -38,9 +39,9 @@ def live(
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     log = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
     seg = Segmenter(vad)
-    started = datetime.now(UTC)
+    t0: list[datetime] = []  # wall time of stream time 0: the first block's arrival minus its length
     state = MonitorState(predictor.emotions) if dashboard else None
-    sink = make_sink(log, None if dashboard else console, started, state)
+    sink = make_sink(log, None if dashboard else console, lambda: t0[0] if t0 else None, state)
     worker = InferenceWorker(predictor, sink, monitor.queue_size, monitor.max_batch, drop_oldest=True).start()
     console.print(f"listening on {mic.name} ({mic.rate} Hz); Ctrl-C stops", soft_wrap=True)
     timer = threading.Timer(duration or 0, stop.set)
@@ -51,6 +52,8 @@ def live(
             if duration:
                 timer.start()
             for block in mic.blocks(stop):
+                if not t0:
+                    t0.append(datetime.now(UTC) - timedelta(seconds=len(block) / SAMPLE_RATE))
                 for s in seg.push(block):
                     worker.submit(Job(mic.name, s))
                 if state is not None:

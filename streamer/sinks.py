@@ -25,16 +25,20 @@ def describe(result: Result) -> str:
 
 
 def make_sink(
-    log: CsvLog | None, console: Console | None, started: datetime | None = None, state: MonitorState | None = None
+    log: CsvLog | None,
+    console: Console | None,
+    stream_start: Callable[[], datetime | None] | None = None,
+    state: MonitorState | None = None,
 ) -> Callable[[Result], None]:
-    """A result handler for the worker thread (the only writer). With `started` (live mode)
-    each row's wall_time is the ISO 8601 time the segment began; `state` feeds the dashboard,
-    `console` gets one plain line per segment."""
+    """A result handler for the worker thread (the only writer). With `stream_start` (live
+    mode: the wall time of stream time 0) each row's wall_time is the ISO 8601 time the
+    segment began; `state` feeds the dashboard, `console` gets one plain line per segment."""
 
     def sink(result: Result) -> None:
         seg = result.job.segment
         if log is not None:
-            wall = (started + timedelta(seconds=seg.start_s)).isoformat(timespec="milliseconds") if started else ""
+            t0 = stream_start() if stream_start else None
+            wall = (t0 + timedelta(seconds=seg.start_s)).isoformat(timespec="milliseconds") if t0 else ""
             shares = result.prediction.shares if result.prediction else None
             log.write(
                 Row(
