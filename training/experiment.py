@@ -7,6 +7,7 @@ trained on every speaker for the median of the folds' best epoch counts.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import platform
@@ -33,9 +34,11 @@ from training.train import FitResult, Split, collate, fit, normalisation_stats, 
 log = logging.getLogger("emomon")
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "emomon" / "embeddings"
+def cache_dir(cfg: Config) -> Path:
+    """[train] cache_dir, else $XDG_CACHE_HOME/emomon/embeddings (~/.cache/...)."""
+    if cfg.train.cache_dir:
+        return Path(cfg.train.cache_dir)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emomon" / "embeddings"
 
 
 def report_problems(console: Console, problems: list[tuple[str, str]], what: str) -> None:
@@ -71,16 +74,20 @@ def fit_normalised(cfg: Config, emotions, train: tuple[Split, list[str]], devel=
     their own statistics; the returned FeatureNorm starts from the raw training
     statistics and adapts to whoever it hears, as the Predictor's does.
     """
-    (tr, tr_spk), dev = train, devel
+    mean, std = normalisation_stats(train[0].features)  # the raw training statistics
     if cfg.train.normalization == "speaker":
-        prior_mean, prior_std = normalisation_stats(tr.features)
-        tr = Split(per_speaker_standardise(tr.features, tr_spk), tr.targets)
-        if dev is not None:
-            dev = (Split(per_speaker_standardise(dev[0].features, dev[1]), dev[0].targets), dev[1])
-        r = fit(tr, dev and dev[0], emotions, cfg.regressor, cfg.train, epochs, str(_device(cfg)), standardise=False)
-        return r, FeatureNorm(prior_mean.tolist(), prior_std.tolist(), "speaker", cfg.train.prior_frames)
-    r = fit(tr, dev and dev[0], emotions, cfg.regressor, cfg.train, epochs, str(_device(cfg)))
-    return r, FeatureNorm(r.norm_mean, r.norm_std, "global")
+        norm = FeatureNorm(mean.tolist(), std.tolist(), "speaker", cfg.train.prior_frames)
+
+        def prepare(split: Split, speakers: list[str]) -> Split:
+            return Split(per_speaker_standardise(split.features, speakers), split.targets)
+    else:
+        norm = FeatureNorm(mean.tolist(), std.tolist(), "global")
+
+        def prepare(split: Split, speakers: list[str]) -> Split:
+            return Split([(f - mean) / std for f in split.features], split.targets)
+
+    dev = prepare(*devel) if devel is not None else None
+    return fit(prepare(*train), dev, emotions, cfg.regressor, cfg.train, epochs, str(_device(cfg))), norm
 
 
 def session_predict(r: FitResult, norm: FeatureNorm, feats: list[torch.Tensor]) -> np.ndarray:
@@ -133,9 +140,7 @@ def train_experiment(cfg: Config, report: Path | None, console: Console, argv: l
     console.print(ds.summary())
     report_problems(console, ds.problems, "reading labels")
     encoder = load_encoder(cfg.encoder, cfg.runtime.device, cfg.runtime.dtype)
-    items, feats = embed(
-        ds, encoder, Path(cfg.train.cache_dir) if cfg.train.cache_dir else default_cache_dir(), console
-    )
+    items, feats = embed(ds, encoder, cache_dir(cfg), console)
     split = np.array([it.split if it.targets is not None else "unlabelled" for it in items])
     metrics: dict = {}
     histories = []
@@ -203,7 +208,7 @@ def evaluate_bundle(path: Path, cfg: Config, report: Path | None, console: Conso
         )
     console.print(ds.summary())
     report_problems(console, ds.problems, "reading labels")
-    items, feats = embed(ds, predictor.encoder, Path(cfg.train.cache_dir or default_cache_dir()), console)
+    items, feats = embed(ds, predictor.encoder, cache_dir(cfg), console)
     labelled = {it.split for it in items if it.targets is not None}
     part = next(p for p in ("test", "devel", "train") if p in labelled)  # held-out first
     keep = [i for i, it in enumerate(items) if it.split == part and it.targets is not None]
@@ -213,11 +218,11 @@ def evaluate_bundle(path: Path, cfg: Config, report: Path | None, console: Conso
             "on them is not evaluated speaker-independently here.[/yellow]"
         )
     # One session per speaker, in file order, so that "speaker"-mode bundles adapt as they would live.
-    keep.sort(key=lambda k: items[k].speaker)
+    keep.sort(key=lambda k: items[k].speaker)  # stable: file order within each speaker
     pred = []
-    for speaker in dict.fromkeys(items[k].speaker for k in keep):
+    for _, run in itertools.groupby(keep, key=lambda k: items[k].speaker):
         predictor.reset_session()
-        group = [k for k in keep if items[k].speaker == speaker]
+        group = list(run)
         for i in range(0, len(group), 64):
             x, n = collate([feats[k] for k in group[i : i + 64]])
             pred.append(predictor.regress(x, n)[0].float().cpu().numpy())

@@ -40,8 +40,6 @@ class Split:
 @dataclass
 class FitResult:
     bank: RegressorBank
-    norm_mean: list[float]
-    norm_std: list[float]
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, devel rho
 
@@ -87,21 +85,15 @@ def fit(
     epochs: int | None = None,
     device: str = "cpu",
     on_epoch: Callable[[dict[str, float]], None] | None = None,
-    standardise: bool = True,
 ) -> FitResult:
     """Train a bank on `train`; choose the epoch with the best devel mean Spearman.
 
-    Without a devel split, trains exactly `epochs` (or settings.epochs) epochs and keeps
-    the last. Features are standardised here with statistics of `train`, unless
-    `standardise` is False (they come standardised per speaker).
+    Features come already normalised (training.experiment.fit_normalised). Without a
+    devel split, trains exactly `epochs` (or settings.epochs) epochs and keeps the last.
     """
     torch.manual_seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
-    mean, std = normalisation_stats(train.features)
-    if not standardise:
-        mean, std = torch.zeros_like(mean), torch.ones_like(std)
-    norm = [(f - mean) / std for f in train.features]
-    norm_dev = [(f - mean) / std for f in devel.features] if devel is not None else []
+    norm, norm_dev = train.features, devel.features if devel is not None else []
     mixed = train.features[0].shape[0] if train.features[0].dim() == 3 else 0
     bank = new_bank(spec, emotions, train.features[0].shape[-1], mixed).to(device)
     opt = torch.optim.Adam(bank.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -140,4 +132,4 @@ def fit(
         best_epoch = best[1]
     else:
         best_epoch = n_epochs
-    return FitResult(bank.cpu().eval(), mean.tolist(), std.tolist(), best_epoch, history)
+    return FitResult(bank.cpu().eval(), best_epoch, history)
