@@ -53,7 +53,10 @@ class Segmenter:
     def reset(self) -> None:
         self.t = 0  # samples consumed (classified) so far
         self.pending = np.zeros(0, np.float32)  # pushed but not yet a whole frame
-        self.history = np.zeros(0, np.float32)  # recent audio ending at sample self.t
+        # Recent audio ending at sample self.t, as a list of frames: appending a frame is O(1),
+        # and the frames are joined once, when a segment closes.
+        self.history: collections.deque[np.ndarray] = collections.deque()
+        self.history_start = 0  # sample index of the first kept sample
         self.flags: collections.deque[tuple[int, bool]] = collections.deque(maxlen=self.window)  # (start, voiced)
         self.in_speech = False
         self.seg_start = 0  # sample where the open segment starts
@@ -94,16 +97,17 @@ class Segmenter:
         self.level = float(np.sqrt(np.mean(frame**2)))
         start = self.t
         self.t += len(frame)
-        self.history = np.concatenate([self.history, frame])
+        self.history.append(frame)
         self.flags.append((start, voiced))
         if voiced:
             self.last_voiced_end = self.t
         if not self.in_speech:
-            self.history = self.history[-self.keep :]
+            while self.history and self.t - self.history_start - len(self.history[0]) >= self.keep:
+                self.history_start += len(self.history.popleft())
             n_voiced = sum(v for _, v in self.flags)
             if len(self.flags) == self.window and n_voiced >= self.s.open_ratio * self.window:
                 first = next(s for s, v in self.flags if v)
-                self.seg_start = max(0, first - self._ms(self.s.pre_roll_ms), self.t - len(self.history))
+                self.seg_start = max(0, first - self._ms(self.s.pre_roll_ms), self.history_start)
                 self.in_speech = True
             return None
         n_unvoiced = sum(not v for _, v in self.flags)
@@ -118,9 +122,12 @@ class Segmenter:
 
     def _close(self, end: int) -> Segment | None:
         """Cut [seg_start, end) out of the history; drop it if shorter than the minimum."""
-        begin = self.t - len(self.history)
-        audio = self.history[self.seg_start - begin : end - begin]
-        self.history = self.history[end - begin :]
+        kept = np.concatenate(self.history) if self.history else np.zeros(0, np.float32)
+        begin = self.history_start
+        audio = kept[self.seg_start - begin : end - begin]
+        rest = kept[end - begin :]
+        self.history = collections.deque([rest] if len(rest) else [])
+        self.history_start = end
         if len(audio) < int(self.s.min_segment_s * SAMPLE_RATE):
             return None
         seg = Segment(audio.copy(), self.seg_start / SAMPLE_RATE, end / SAMPLE_RATE, self.count)
