@@ -28,7 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_model import machine, table, update_doc  # noqa: E402
+from benchmarks.bench_model import machine  # noqa: E402
+from benchmarks.report import table, update_doc  # noqa: E402
 from model.audio import SAMPLE_RATE  # noqa: E402
 from model.bundle import DEFAULT_BUNDLE  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "sentences stop before their nominal end (negative values), and aligning the recording's "
         "stream time with the wall clock through the first captured block carries PortAudio's "
         "start-up buffering, so read them as +-0.2 s. By construction the segmenter decides about "
-        "one close window (300 ms) after the last voiced frame.\n"
+        f"one hang-over ({VadSettings().hangover_ms} ms) after the last voiced frame.\n"
     )
     print(body)
     update_doc(args.doc, body, "bench_live", "Live latency")

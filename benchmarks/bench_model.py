@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import table, update_doc  # noqa: E402
 from model.audio import SAMPLE_RATE  # noqa: E402
 from model.encoder import load_encoder  # noqa: E402
 from model.regressor import RegressorBank  # noqa: E402
@@ -173,11 +174,6 @@ def machine(device: str) -> dict:
     return info
 
 
-def table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
-    head = "| " + " | ".join(h for _, h in cols) + " |\n|" + "---|" * len(cols) + "\n"
-    return head + "".join("| " + " | ".join(str(r[k]) for k, _ in cols) + " |\n" for r in rows)
-
-
 def render(result: dict) -> str:
     m = result["machine"]
     enc_goal = all(r["overhead_pct"] <= 100 * GOAL_ENCODER_OVERHEAD for r in result["encoders"])
@@ -232,17 +228,6 @@ def render(result: dict) -> str:
     )
 
 
-def update_doc(doc: Path, body: str, name: str = "bench_model", title: str = "Model") -> None:
-    """Replace the text between <!-- name:begin --> and <!-- name:end --> (or add a section)."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
-    if begin in text and end in text:
-        text = text[: text.index(begin) + len(begin)] + "\n" + body + text[text.index(end) :]
-    else:
-        text += f"\n## {title}\n\n{begin}\n{body}{end}\n"
-    doc.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes and one repeat: checks the script")
@@ -278,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     body = render(result)
     print(body)
     if not args.quick:
-        update_doc(args.doc, body)
+        update_doc(args.doc, body, "bench_model", "Model")
     return 0
 
 

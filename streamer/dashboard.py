@@ -33,7 +33,8 @@ class Snapshot:
     attention: list[float]  # mean attention over the latest segment
     recent: list[tuple]  # (index, start_s, end_s, top, share, latency_ms, status)
     vad: str
-    level: float
+    level: float  # RMS of the latest VAD frame
+    background_dbfs: float  # the segmenter's background level
     segments: int
     dropped: int
     failed: int
@@ -56,7 +57,7 @@ class MonitorState:
         self.attention: list[float] = []
         self.recent: deque[tuple] = deque(maxlen=8)
         self.latencies: deque[float] = deque(maxlen=200)
-        self.vad, self.level, self.queue = "silence", 0.0, 0
+        self.vad, self.level, self.queue, self.background_dbfs = "silence", 0.0, 0, -100.0
         self.segments = self.dropped = self.failed = 0
         self.model_s = self.audio_s = 0.0
 
@@ -84,10 +85,10 @@ class MonitorState:
             self.recent.append((seg.index, seg.start_s, seg.end_s, p.top_emotion, p.shares[p.top_emotion],
                                 result.latency_ms, "ok"))  # fmt: skip
 
-    def set_input(self, vad: str, level: float, queue: int) -> None:
+    def set_input(self, vad: str, level: float, queue: int, background_dbfs: float = -100.0) -> None:
         """Called by the source loop for every block."""
         with self._lock:
-            self.vad, self.level, self.queue = vad, level, queue
+            self.vad, self.level, self.queue, self.background_dbfs = vad, level, queue, background_dbfs
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -95,8 +96,8 @@ class MonitorState:
             return Snapshot(
                 emotions=self.emotions, latest=dict(self.latest), latest_label=self.latest_label,
                 trend=[list(t) for t in self.trend], attention=list(self.attention), recent=list(self.recent),
-                vad=self.vad, level=self.level, segments=self.segments, dropped=self.dropped,
-                failed=self.failed, queue=self.queue,
+                vad=self.vad, level=self.level, background_dbfs=self.background_dbfs, segments=self.segments,
+                dropped=self.dropped, failed=self.failed, queue=self.queue,
                 p50=None if lat is None else float(np.percentile(lat, 50)),
                 p95=None if lat is None else float(np.percentile(lat, 95)),
                 rtf=self.model_s / self.audio_s if self.audio_s else None,
@@ -158,8 +159,12 @@ def stats_line(s: Snapshot) -> Text:
 
 def render(s: Snapshot) -> Group:
     """The whole screen from one snapshot (pure: same snapshot, same output)."""
-    level_bar = "█" * min(20, int(s.level * 200))
-    vad = Text(f"VAD {s.vad:<7} input {level_bar:<20}", style="bold red" if s.vad == "speech" else "dim")
+    level_dbfs = 20 * np.log10(max(s.level, 1e-5))
+    level_bar = "█" * max(0, min(20, int((level_dbfs + 60) / 3)))  # -60 .. 0 dBFS
+    vad = Text(
+        f"VAD {s.vad:<7} input {level_bar:<20} {level_dbfs:4.0f} dBFS   background {s.background_dbfs:4.0f} dBFS",
+        style="bold red" if s.vad == "speech" else "dim",
+    )
     attention = Text("attention " + (spark(fit(s.attention, 60)) or "-"), style="yellow")
     body = Group(shares_table(s), Text(""), attention)
     return Group(

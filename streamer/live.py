@@ -57,7 +57,7 @@ def live(
                 for s in seg.push(block):
                     worker.submit(Job(mic.name, s))
                 if state is not None:
-                    state.set_input(seg.state, seg.level, worker.queue.qsize())
+                    state.set_input(seg.state, seg.level, worker.queue.qsize(), seg.background_dbfs)
     except KeyboardInterrupt:
         pass
     finally:

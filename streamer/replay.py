@@ -77,7 +77,7 @@ def _replay_file(
             for s in seg.push(block):
                 worker.submit(Job(str(path), s))
             if state is not None:
-                state.set_input(seg.state, seg.level, worker.queue.qsize())
+                state.set_input(seg.state, seg.level, worker.queue.qsize(), seg.background_dbfs)
     finally:  # also on Ctrl-C and on a file that breaks off: keep what was heard
         last = seg.finish()
         if last is not None:

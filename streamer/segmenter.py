@@ -6,14 +6,21 @@ no clocks inside: times come from the number of samples pushed, so it is tested 
 plain arrays and behaves the same live and in replay.
 
 Decision rule (the usual one for WebRTC VAD): frames of 10/20/30 ms are classified as
-voiced or not; a ring buffer covers the last `window_ms`. Silence turns into speech when
-at least `open_ratio` of the window is voiced; the segment then starts `pre_roll_ms`
-before the first voiced frame of that window, so word onsets are not clipped. Speech
-turns into silence when at most `1 - close_ratio` of the window is voiced (a hang-over
-of about one window); the segment ends `post_roll_ms` after its last voiced frame.
-Segments shorter than `min_segment_s` are dropped as clicks; speech longer than
-`max_segment_s` is cut there and goes on as a new segment (encoder memory grows with the
-square of the length).
+voiced or not. Silence turns into speech when at least `open_ratio` of the last
+`window_ms` is voiced; the segment then starts `pre_roll_ms` before the first voiced frame
+of that window, so word onsets are not clipped. Speech turns into silence when at least
+`close_ratio` of the last `hangover_ms` is unvoiced, so pauses inside a sentence shorter
+than the hang-over do not split it; the segment ends `post_roll_ms` after its last voiced
+frame (the hang-over delays the decision, not the boundary). Segments shorter than
+`min_segment_s` are dropped as clicks; speech longer than `max_segment_s` is cut there and
+goes on as a new segment (encoder memory grows with the square of the length).
+
+Loud background. WebRTC VAD calls steady noise louder than about -30 dBFS speech (white
+noise at -28 dBFS: every frame voiced; its noise model has a ceiling), so a noisy room at
+10 dB SNR would be one endless segment. The VAD therefore hears each frame turned down by
+as much as the background exceeds `max_background_dbfs`; the background is the 10th
+percentile of frame levels over the last 5 s, which follows steady noise and stays low
+in speech (pauses, closures). Quiet rooms are untouched; segments carry the original audio.
 """
 
 from __future__ import annotations
@@ -25,6 +32,10 @@ import numpy as np
 
 from model.audio import SAMPLE_RATE
 from model.specs import VadSettings
+
+BACKGROUND_S = 5.0  # history for the background level
+BACKGROUND_PERCENTILE = 10
+SILENCE_DBFS = -100.0  # level of digital silence
 
 
 @dataclass
@@ -46,7 +57,9 @@ class Segmenter:
         self.s = settings or VadSettings()
         self.vad = webrtcvad.Vad(self.s.aggressiveness)
         self.frame = SAMPLE_RATE * self.s.frame_ms // 1000  # samples per VAD frame
-        self.window = max(1, self.s.window_ms // self.s.frame_ms)  # frames in the ring buffer
+        self.window = self.s.window_ms // self.s.frame_ms  # frames looked at to open a segment
+        self.hangover = self.s.hangover_ms // self.s.frame_ms  # frames looked at to close it
+        self.levels: collections.deque[float] = collections.deque(maxlen=int(BACKGROUND_S * 1000 / self.s.frame_ms))
         self.keep = int(SAMPLE_RATE * (self.s.window_ms + self.s.pre_roll_ms) / 1000)  # history kept in silence
         self.reset()
 
@@ -57,12 +70,15 @@ class Segmenter:
         # and the frames are joined once, when a segment closes.
         self.history: collections.deque[np.ndarray] = collections.deque()
         self.history_start = 0  # sample index of the first kept sample
-        self.flags: collections.deque[tuple[int, bool]] = collections.deque(maxlen=self.window)  # (start, voiced)
+        self.opening: collections.deque[tuple[int, bool]] = collections.deque(maxlen=self.window)  # (start, voiced)
+        self.closing: collections.deque[bool] = collections.deque(maxlen=self.hangover)  # voiced
         self.in_speech = False
         self.seg_start = 0  # sample where the open segment starts
         self.last_voiced_end = 0  # sample after the last voiced frame
         self.count = 0
         self.level = 0.0  # RMS of the last frame, for the dashboard's input meter
+        self.levels.clear()
+        self.background_dbfs = SILENCE_DBFS
 
     @property
     def state(self) -> str:
@@ -91,27 +107,38 @@ class Segmenter:
     def _ms(self, ms: int) -> int:
         return SAMPLE_RATE * ms // 1000
 
-    def _frame(self, frame: np.ndarray) -> Segment | None:
+    def _voiced(self, frame: np.ndarray) -> bool:
+        """WebRTC VAD's decision on the frame, turned down when the background is loud."""
+        power = float(np.mean(frame**2))
+        self.level = power**0.5
+        self.levels.append(max(SILENCE_DBFS, 10 * np.log10(power + 1e-12)))
+        self.background_dbfs = float(np.percentile(self.levels, BACKGROUND_PERCENTILE))
+        excess_db = self.background_dbfs - self.s.max_background_dbfs
+        if self.s.max_background_dbfs < 0 and excess_db > 0:
+            frame = frame * 10 ** (-excess_db / 20)
         pcm = (np.clip(frame, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-        voiced = self.vad.is_speech(pcm, SAMPLE_RATE)
-        self.level = float(np.sqrt(np.mean(frame**2)))
+        return self.vad.is_speech(pcm, SAMPLE_RATE)
+
+    def _frame(self, frame: np.ndarray) -> Segment | None:
+        voiced = self._voiced(frame)
         start = self.t
         self.t += len(frame)
         self.history.append(frame)
-        self.flags.append((start, voiced))
+        self.opening.append((start, voiced))
+        self.closing.append(voiced)
         if voiced:
             self.last_voiced_end = self.t
         if not self.in_speech:
             while self.history and self.t - self.history_start - len(self.history[0]) >= self.keep:
                 self.history_start += len(self.history.popleft())
-            n_voiced = sum(v for _, v in self.flags)
-            if len(self.flags) == self.window and n_voiced >= self.s.open_ratio * self.window:
-                first = next(s for s, v in self.flags if v)
+            n_voiced = sum(v for _, v in self.opening)
+            if len(self.opening) == self.window and n_voiced >= self.s.open_ratio * self.window:
+                first = next(s for s, v in self.opening if v)
                 self.seg_start = max(0, first - self._ms(self.s.pre_roll_ms), self.history_start)
                 self.in_speech = True
             return None
-        n_unvoiced = sum(not v for _, v in self.flags)
-        if n_unvoiced >= self.s.close_ratio * self.window:
+        n_unvoiced = self.closing.count(False)
+        if n_unvoiced >= self.s.close_ratio * self.hangover:
             self.in_speech = False
             return self._close(min(self.t, self.last_voiced_end + self._ms(self.s.post_roll_ms)))
         if self.t - self.seg_start >= int(self.s.max_segment_s * SAMPLE_RATE):

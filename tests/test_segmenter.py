@@ -1,61 +1,105 @@
-"""VAD segmenter on real speech: Emo-DB clips joined with 1 s pauses, clean and in noise."""
+"""VAD segmenter on real speech: Emo-DB clips joined with 1 s pauses, clean and in noise.
+
+The programme, the noises and the reference boundaries come from benchmarks/bench_vad.py,
+which prints the same measurements for every condition (docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from model.audio import SAMPLE_RATE
+from benchmarks.bench_vad import (
+    TOLERANCE_S,
+    audible_spans,
+    boundary_errors,
+    emodb_names,
+    join_clips,
+    make_noise,
+    summary,
+)
+from benchmarks.bench_vad import segment as run
+from model.audio import SAMPLE_RATE, read_audio
 from model.specs import VadSettings
 from streamer.segmenter import Segmenter
-from tests.conftest import load_clip
-
-TOLERANCE_S = 0.150
+from tests.conftest import EMODB
 
 
 @pytest.fixture(scope="module")
-def programme(emodb_rows):
-    """Twelve clips (different speakers and emotions) between 1 s pauses, and their true spans."""
-    clips = [load_clip(r["file"].split("/")[-1]) for r in emodb_rows[::45]]
-    gap = np.zeros(SAMPLE_RATE, np.float32)
-    parts, spans, t = [gap], [], 1.0
-    for c in clips:
-        parts += [c, gap]
-        spans.append((t, t + len(c) / SAMPLE_RATE))
-        t += len(c) / SAMPLE_RATE + 1.0
-    audio = np.concatenate(parts)
-    return audio, spans, float(np.mean(np.concatenate(clips) ** 2))
+def programme():
+    """Twelve clips (different speakers and emotions) between 1 s pauses, their spans, the clips."""
+    names, _ = emodb_names(EMODB)
+    clips = [read_audio(EMODB / "wav" / name) for name in names]
+    audio, spans = join_clips(clips)
+    return audio, spans, clips
 
 
-def run(audio: np.ndarray, settings: VadSettings | None = None, chunk: int = 1234):
-    seg = Segmenter(settings)
-    out = []
-    for i in range(0, len(audio), chunk):  # odd-sized chunks, as a sound card delivers them
-        out += seg.push(audio[i : i + chunk])
-    last = seg.finish()
-    return out + ([last] if last else [])
+def noisy(programme, kind: str, snr_db: float, seed: int = 0):
+    """The programme with noise at `snr_db` below the clips' mean power, and the audible spans."""
+    audio, spans, clips = programme
+    noise_power = float(np.mean(np.concatenate(clips) ** 2)) / 10 ** (snr_db / 10)
+    noise = make_noise(kind, len(audio), noise_power, np.random.default_rng(seed))
+    return audio + noise, audible_spans(clips, spans, noise_power)
 
 
 def test_one_segment_per_clip_with_tight_boundaries(programme) -> None:
     audio, spans, _ = programme
     segs = run(audio)
-    assert len(segs) == len(spans)
-    for s, (a, b) in zip(segs, spans):
-        assert abs(s.start_s - a) <= TOLERANCE_S and abs(s.end_s - b) <= TOLERANCE_S
-        assert len(s.audio) == round((s.end_s - s.start_s) * SAMPLE_RATE)
+    errors = boundary_errors(segs, spans)
+    assert errors is not None, f"{len(segs)} segments for {len(spans)} clips"
+    assert max(abs(e) for pair in errors for e in pair) <= TOLERANCE_S
+    assert all(len(s.audio) == round((s.end_s - s.start_s) * SAMPLE_RATE) for s in segs)
     assert [s.index for s in segs] == list(range(len(spans)))
 
 
-def test_noise_at_20_db_snr(programme) -> None:
-    audio, spans, power = programme
-    noise = np.random.default_rng(0).standard_normal(len(audio)).astype(np.float32) * np.sqrt(power / 100)
-    segs = run(audio + noise)
-    assert len(segs) == len(spans)
-    assert all(abs(s.start_s - a) <= TOLERANCE_S for s, (a, _) in zip(segs, spans))
-    # Known gap: in white noise the VAD loses the soft last syllables of some cut-off
-    # sentences, ending up to 0.55 s early; most ends stay within the tolerance.
-    ends = [abs(s.end_s - b) <= TOLERANCE_S for s, (_, b) in zip(segs, spans)]
-    assert sum(ends) >= 9
+@pytest.mark.parametrize("kind", ["white", "pink"])
+def test_noise_at_20_db_snr(programme, kind: str) -> None:
+    """Against where the speech is audible above the noise (see bench_vad.py for why).
+
+    One boundary of 24 misses: clip 10 ends in a soft word-final fricative ("...besucht")
+    at about 0 dB local SNR, spectrally like the noise, which the VAD loses ~0.3 s early.
+    """
+    mixed, reference = noisy(programme, kind, 20)
+    result = summary(boundary_errors(run(mixed), reference))
+    assert result["one_per_clip"]
+    assert result["within"] >= result["of"] - 1 and result["worst_s"] <= 0.35, result["misses"]
+
+
+@pytest.mark.parametrize("kind", ["white", "pink"])
+def test_noise_at_10_db_snr(programme, kind: str) -> None:
+    """Noise at -25 dBFS: WebRTC VAD alone would call all of it speech (next test)."""
+    mixed, reference = noisy(programme, kind, 10)
+    result = summary(boundary_errors(run(mixed), reference))
+    assert result["one_per_clip"]
+    assert result["within"] >= result["of"] - 1, result["misses"]
+
+
+def test_loud_background_is_turned_down_for_the_vad(programme) -> None:
+    steady = make_noise("white", 6 * SAMPLE_RATE, 10 ** (-25 / 10), np.random.default_rng(1))  # -25 dBFS
+    assert run(steady) == []
+    bare = run(steady, VadSettings(max_background_dbfs=0.0))  # WebRTC VAD as it is: all speech
+    assert sum(s.duration_s for s in bare) > 5.0
+    seg = Segmenter()
+    seg.push(steady)
+    assert seg.background_dbfs == pytest.approx(-25.0, abs=1.0)
+    # In a quiet room nothing changes: the same segments with and without the normalisation.
+    audio, _, _ = programme
+    assert [(s.start_s, s.end_s) for s in run(audio)] == [
+        (s.start_s, s.end_s) for s in run(audio, VadSettings(max_background_dbfs=0.0))
+    ]
+
+
+def test_pauses_shorter_than_the_hang_over_are_bridged(programme) -> None:
+    audio, spans, _ = programme
+    (a0, b0), (a1, b1) = spans[:2]
+    pause = np.zeros(int(0.4 * SAMPLE_RATE), np.float32)
+    first = audio[round(a0 * SAMPLE_RATE) : round(b0 * SAMPLE_RATE)]
+    second = audio[round(a1 * SAMPLE_RATE) : round(b1 * SAMPLE_RATE)]
+    quiet = np.zeros(SAMPLE_RATE, np.float32)
+    sentence = np.concatenate([quiet, first, pause, second, quiet])
+    assert len(run(sentence)) == 1  # the default hang-over, 600 ms
+    assert len(run(sentence, VadSettings(hangover_ms=900))) == 1
+    assert len(run(sentence, VadSettings(hangover_ms=300))) == 2
 
 
 def test_segment_audio_is_the_input_audio(programme) -> None:
@@ -89,7 +133,11 @@ def test_silence_gives_nothing_and_state_follows_speech(programme) -> None:
     assert seg.state == "speech" and seg.level > 0
 
 
-@pytest.mark.parametrize("bad", [dict(frame_ms=25), dict(aggressiveness=4), dict(min_segment_s=0.1)])
+@pytest.mark.parametrize(
+    "bad",
+    [dict(frame_ms=25), dict(aggressiveness=4), dict(min_segment_s=0.1), dict(hangover_ms=20),
+     dict(max_background_dbfs=3.0), dict(close_ratio=0.0)],
+)  # fmt: skip
 def test_settings_are_checked(bad: dict) -> None:
     with pytest.raises(ValueError):
         VadSettings(**bad)

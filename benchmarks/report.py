@@ -1,0 +1,21 @@
+"""Shared by the benchmark scripts: markdown tables and their sections of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
+    head = "| " + " | ".join(h for _, h in cols) + " |\n|" + "---|" * len(cols) + "\n"
+    return head + "".join("| " + " | ".join(str(r[k]) for k, _ in cols) + " |\n" for r in rows)
+
+
+def update_doc(doc: Path, body: str, name: str, title: str) -> None:
+    """Replace the text between <!-- name:begin --> and <!-- name:end --> (or add a section)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
+    if begin in text and end in text:
+        text = text[: text.index(begin) + len(begin)] + "\n" + body + text[text.index(end) :]
+    else:
+        text += f"\n## {title}\n\n{begin}\n{body}{end}\n"
+    doc.write_text(text)
