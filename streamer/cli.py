@@ -20,11 +20,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="emomon",
         description="Real-time speech emotion-share monitor (WebRTC VAD, HuBERT, attention regressors).",
     )
-    parser.add_argument("--config", type=Path, help="settings file (default: ./config.toml when present)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    # --config and -v work before the command and after it (`emomon live --config x.toml`);
+    # after it they are SUPPRESSed unless given, so they do not overwrite the global ones.
+    common = argparse.ArgumentParser(add_help=False)
+    for p, default in ((parser, None), (common, argparse.SUPPRESS)):
+        p.add_argument(
+            "--config", type=Path, default=default, help="settings file (default: ./config.toml when present)"
+        )
+        p.add_argument("-v", "--verbose", action="store_true", default=default or False, help="log details to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     r = sub.add_parser(
         "replay",
+        parents=[common],
         help="run recorded audio through the monitor",
         description="Replay audio files (or folders of them) through VAD and the model, as the microphone would.",
     )
@@ -36,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-dashboard", action="store_true", help="print one plain line per segment")
     r.set_defaults(run=run_replay)
     lv = sub.add_parser(
-        "live", help="monitor a microphone", description="Monitor a microphone: VAD, model, CSV, one line per segment."
+        "live",
+        parents=[common],
+        help="monitor a microphone",
+        description="Monitor a microphone: VAD, model, CSV, one line per segment.",
     )
     lv.add_argument("--device", dest="input", help="input device index or (part of its) name (see: emomon devices)")
     lv.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
@@ -44,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--duration", type=float, help="stop after this many seconds")
     lv.add_argument("--no-dashboard", action="store_true", help="print one plain line per segment")
     lv.set_defaults(run=run_live, device=None)
-    dv = sub.add_parser("devices", help="list audio input devices")
+    dv = sub.add_parser("devices", parents=[common], help="list audio input devices")
     dv.set_defaults(run=run_devices)
-    add_training(sub)
+    add_training(sub, [common])
     return parser
 
 

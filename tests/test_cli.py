@@ -29,3 +29,21 @@ def test_bad_config_is_one_sentence(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.strip() == f"emomon: Config file '{cfg}': Setting 'train.epochs' must be an integer, not 'many'."
+
+
+def test_config_goes_before_or_after_the_command(tmp_path: Path) -> None:
+    from streamer.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["--config", "a.toml", "live"], ["live", "--config", "a.toml"]):
+        args = parser.parse_args(argv)
+        assert args.config == Path("a.toml") and args.verbose is False
+    args = parser.parse_args(["-v", "replay", "x.wav"])
+    assert args.config is None and args.verbose is True
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[vad]\nframe_ms = 25\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "replay", "x.wav", "--config", str(cfg)],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 2 and "frame_ms must be 10, 20 or 30" in out.stderr and "Traceback" not in out.stderr

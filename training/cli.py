@@ -11,9 +11,10 @@ from model.errors import ConfigError
 from training.datasets import DATASETS
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     t = sub.add_parser(
         "train",
+        parents=parents,
         help="train regressors on labelled speech and save a bundle",
         description="Train the paper's regressors on cached encoder embeddings and save a model bundle. "
         "Options default from the config file's tables; a TOML experiment file passed as --config "
@@ -31,6 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     e = sub.add_parser(
         "evaluate",
+        parents=parents,
         help="score a bundle on a labelled dataset",
         description="Score a model bundle on a dataset's test split (or devel, or all files when it has neither).",
     )
