@@ -157,10 +157,13 @@ class MonitorSettings:
     """[monitor]: the live and replay pipeline."""
 
     csv: str = ""  # per-segment CSV log; "" = none
+    input: str = ""  # live: input device index or (part of its) name; "" = the system default
+    duration_s: float = 0.0  # live: stop after this long; 0 = until Ctrl-C or SIGTERM
+    dashboard: bool = True  # the Rich dashboard on a terminal; false = one plain line per segment
     speed: float = 1.0  # replay: 1 = real time, 0 = as fast as possible (back-pressure, nothing dropped)
     queue_size: int = 8  # segments waiting for the model; live mode drops the oldest beyond this
     max_batch: int = 8  # segments run through the model together when they queue up
 
     def __post_init__(self) -> None:
-        if self.speed < 0 or self.queue_size < 1 or self.max_batch < 1:
-            raise ValueError("speed must be >= 0, queue_size and max_batch >= 1")
+        if self.speed < 0 or self.duration_s < 0 or self.queue_size < 1 or self.max_batch < 1:
+            raise ValueError("speed and duration_s must be >= 0, queue_size and max_batch >= 1")

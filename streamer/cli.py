@@ -77,13 +77,16 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     monitor = replace(cfg.monitor, csv=args.csv) if args.csv else cfg.monitor
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration {args.duration} must be a positive number of seconds.")
+    duration = args.duration or monitor.duration_s or None
+    device = args.input or monitor.input or None
     predictor = load_predictor(cfg, args.model, None)
-    return live(predictor, args.input, cfg.vad, monitor, args.duration, console, dashboard=_dashboard(args, console))
+    return live(predictor, device, cfg.vad, monitor, duration, console, dashboard=_dashboard(args, cfg, console))
 
 
-def _dashboard(args: argparse.Namespace, console) -> bool:
-    """The dashboard on a terminal unless --no-dashboard; plain lines when piped or logged."""
-    return not args.no_dashboard and console.is_terminal
+def _dashboard(args: argparse.Namespace, cfg, console) -> bool:
+    """The dashboard on a terminal unless --no-dashboard or [monitor] dashboard = false; plain lines
+    when piped or logged."""
+    return not args.no_dashboard and cfg.monitor.dashboard and console.is_terminal
 
 
 def load_predictor(cfg, model: str | None, device: str | None):
@@ -110,7 +113,7 @@ def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
             raise ConfigError(f"--speed {args.speed} must be 0 (as fast as possible) or more.")
         monitor = replace(monitor, speed=args.speed)
     predictor = load_predictor(cfg, args.model, args.device)
-    return replay(args.paths, predictor, cfg.vad, monitor, console, dashboard=_dashboard(args, console))
+    return replay(args.paths, predictor, cfg.vad, monitor, console, dashboard=_dashboard(args, cfg, console))
 
 
 def main(argv: list[str] | None = None) -> int:

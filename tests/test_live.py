@@ -55,8 +55,9 @@ def virtual_mic():
 
 def test_live_microphone_end_to_end(virtual_mic: str, tmp_path: Path) -> None:
     out = tmp_path / "live.csv"
-    cmd = [sys.executable, "-m", "streamer.cli", "live", "--device", "pulse", "--no-dashboard",
-           "--duration", "26", "--csv", str(out)]  # fmt: skip
+    cfg = tmp_path / "c.toml"  # device and duration from the config file, the rest as flags
+    cfg.write_text('[monitor]\ninput = "pulse"\nduration_s = 26.0\n')
+    cmd = [sys.executable, "-m", "streamer.cli", "--config", str(cfg), "live", "--no-dashboard", "--csv", str(out)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for _ in range(300):  # wait until it listens, then speak into the virtual microphone
         if out.exists():
@@ -75,11 +76,17 @@ def test_live_microphone_end_to_end(virtual_mic: str, tmp_path: Path) -> None:
     assert "6 segment(s), 0 dropped" in stdout
 
 
-def test_unknown_device_is_one_sentence_with_the_list(virtual_mic: str) -> None:
+@pytest.mark.parametrize("where", ["flag", "config"])
+def test_unknown_device_is_one_sentence_with_the_list(virtual_mic: str, tmp_path: Path, where: str) -> None:
+    if where == "flag":
+        args = ["live", "--device", "no-such-mic", "--duration", "1"]
+    else:  # every option defaults from the config file
+        cfg = tmp_path / "c.toml"
+        cfg.write_text('[monitor]\ninput = "no-such-mic"\nduration_s = 1.0\ndashboard = false\n')
+        args = ["live", "--config", str(cfg)]
     out = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "live", "--device", "no-such-mic", "--duration", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-m", "streamer.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2
     err = out.stderr.strip()
     assert err.startswith("emomon: Device 'no-such-mic' matches no input device; input devices: ")
