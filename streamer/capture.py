@@ -18,6 +18,8 @@ import numpy as np
 from model.audio import SAMPLE_RATE
 from model.errors import EmomonError
 
+NO_DEVICE = "No audio input device found (is a microphone connected, or PulseAudio running?)."
+
 
 class DeviceError(EmomonError):
     """No usable input device, or PortAudio itself is missing."""
@@ -59,7 +61,7 @@ def resolve_device(device: str | int | None) -> dict:
     """The input device by index, by (part of its) name, or the default; one sentence if none fits."""
     devices = input_devices()
     if not devices:
-        raise DeviceError("No audio input device found (is a microphone connected, or PulseAudio running?).")
+        raise DeviceError(NO_DEVICE)
     if device in (None, ""):
         return next((d for d in devices if d["default"]), devices[0])
     if isinstance(device, int) or str(device).isdigit():

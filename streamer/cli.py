@@ -61,9 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
-    from streamer.capture import input_devices
+    from streamer.capture import NO_DEVICE, DeviceError, input_devices
 
-    for d in input_devices():
+    devices = input_devices()
+    if not devices:
+        raise DeviceError(NO_DEVICE)
+    for d in devices:
         mark = "*" if d["default"] else " "
         console.print(f"{mark} {d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['rate']} Hz)", markup=False)
     return 0

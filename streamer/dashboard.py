@@ -35,6 +35,7 @@ class Snapshot:
     vad: str
     level: float  # RMS of the latest VAD frame
     background_dbfs: float  # the segmenter's background level
+    lost: int | None  # input blocks the capture lost (overflows); None for files
     segments: int
     dropped: int
     failed: int
@@ -58,6 +59,7 @@ class MonitorState:
         self.recent: deque[tuple] = deque(maxlen=8)
         self.latencies: deque[float] = deque(maxlen=200)
         self.vad, self.level, self.queue, self.background_dbfs = "silence", 0.0, 0, -100.0
+        self.lost: int | None = None
         self.segments = self.dropped = self.failed = 0
         self.model_s = self.audio_s = 0.0
 
@@ -85,10 +87,13 @@ class MonitorState:
             self.recent.append((seg.index, seg.start_s, seg.end_s, p.top_emotion, p.shares[p.top_emotion],
                                 result.latency_ms, "ok"))  # fmt: skip
 
-    def set_input(self, vad: str, level: float, queue: int, background_dbfs: float = -100.0) -> None:
+    def set_input(
+        self, vad: str, level: float, queue: int, background_dbfs: float = -100.0, lost: int | None = None
+    ) -> None:
         """Called by the source loop for every block."""
         with self._lock:
             self.vad, self.level, self.queue, self.background_dbfs = vad, level, queue, background_dbfs
+            self.lost = lost
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -96,7 +101,8 @@ class MonitorState:
             return Snapshot(
                 emotions=self.emotions, latest=dict(self.latest), latest_label=self.latest_label,
                 trend=[list(t) for t in self.trend], attention=list(self.attention), recent=list(self.recent),
-                vad=self.vad, level=self.level, background_dbfs=self.background_dbfs, segments=self.segments,
+                vad=self.vad, level=self.level, background_dbfs=self.background_dbfs, lost=self.lost,
+                segments=self.segments,
                 dropped=self.dropped, failed=self.failed, queue=self.queue,
                 p50=None if lat is None else float(np.percentile(lat, 50)),
                 p95=None if lat is None else float(np.percentile(lat, 95)),
@@ -162,7 +168,8 @@ def render(s: Snapshot) -> Group:
     level_dbfs = 20 * np.log10(max(s.level, 1e-5))
     level_bar = "█" * max(0, min(20, int((level_dbfs + 60) / 3)))  # -60 .. 0 dBFS
     vad = Text(
-        f"VAD {s.vad:<7} input {level_bar:<20} {level_dbfs:4.0f} dBFS   background {s.background_dbfs:4.0f} dBFS",
+        f"VAD {s.vad:<7} input {level_bar:<20} {level_dbfs:4.0f} dBFS   background {s.background_dbfs:4.0f} dBFS"
+        + ("" if s.lost is None else f"   input lost {s.lost} blocks"),
         style="bold red" if s.vad == "speech" else "dim",
     )
     attention = Text("attention " + (spark(fit(s.attention, 60)) or "-"), style="yellow")

@@ -57,7 +57,8 @@ def live(
                 for s in seg.push(block):
                     worker.submit(Job(mic.name, s))
                 if state is not None:
-                    state.set_input(seg.state, seg.level, worker.queue.qsize(), seg.background_dbfs)
+                    lost = mic.overflows + mic.lost_blocks
+                    state.set_input(seg.state, seg.level, worker.queue.qsize(), seg.background_dbfs, lost)
     except KeyboardInterrupt:
         pass
     finally:

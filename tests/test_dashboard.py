@@ -24,7 +24,7 @@ def fed_state() -> MonitorState:
         (p,) = predictor.predict([seg.audio])
         state.add(Result(Job("sample", seg), "ok", p, latency_ms=40.0 + 10 * i, queue_ms=1.0))
     state.add(Result(Job("sample", Segment(audio[:8000], 20.0, 20.5, 3)), "dropped", error="queue full"))
-    state.set_input("speech", 0.05, 2, -47.0)
+    state.set_input("speech", 0.05, 2, -47.0, lost=3)
     return state
 
 
@@ -44,7 +44,10 @@ def test_screen_shows_the_latest_segment_trend_and_stats() -> None:
     assert top == "sadness" and f"{snap.latest[top]:.2f}" in text
     assert "VAD speech" in text and "attention " in text
     # 0.05 RMS is -26 dBFS: 11 of 20 blocks on the meter's -60 .. 0 dBFS scale
-    assert f"input {'█' * 11:<20}  -26 dBFS   background  -47 dBFS" in text
+    assert f"input {'█' * 11:<20}  -26 dBFS   background  -47 dBFS   input lost 3 blocks" in text
+    replayed = fed_state()
+    replayed.set_input("silence", 0.0, 0)  # a file source loses nothing: no such count
+    assert "input lost" not in screen(replayed)
     assert "segments 3   dropped 1   failed 0   queue 2   latency p50 50 ms p95 59 ms" in text
     assert "dropped" in text.split("recent segments")[1]
 

@@ -115,3 +115,34 @@ def test_sigterm_stops_cleanly_and_keeps_finished_segments(virtual_mic: str, tmp
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) >= 2 and all(r["status"] == "ok" for r in rows)  # open segment flushed, nothing lost
+
+
+@pytest.mark.parametrize("command", [["devices"], ["live", "--duration", "1"]])
+def test_no_input_device_is_one_sentence(command: list[str]) -> None:
+    cards = Path("/proc/asound/cards")
+    if cards.is_file() and "no soundcards" not in cards.read_text() and not os.environ.get("CI"):
+        pytest.skip("this machine has a sound card: its devices stay visible without the sound server")
+    env = dict(os.environ, PULSE_SERVER="unix:/nonexistent")  # no sound server reachable, no sound card
+    out = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", *command], cwd=REPO, capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 2
+    assert out.stderr == "emomon: No audio input device found (is a microphone connected, or PulseAudio running?).\n"
+
+
+def test_missing_portaudio_names_the_package(tmp_path: Path) -> None:
+    # PortAudio cannot be uninstalled for a test: hide it from ctypes' library search instead,
+    # which is how sounddevice looks for it.
+    (tmp_path / "sitecustomize.py").write_text(
+        "import ctypes.util\n_find = ctypes.util.find_library\n"
+        "ctypes.util.find_library = lambda name: None if 'portaudio' in name else _find(name)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
+    out = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "devices"], cwd=REPO, capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith(
+        "emomon: PortAudio is not installed: install it (Debian/Ubuntu: apt install libportaudio2"
+    )
+    assert "Traceback" not in out.stderr
