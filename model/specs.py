@@ -128,10 +128,15 @@ class VadSettings:
     # WebRTC VAD calls steady noise louder than about -30 dBFS speech. The VAD hears the input
     # turned down so that the background stays at or below this level; 0 turns that off.
     max_background_dbfs: float = -40.0
+    # WebRTC VAD hears below 4 kHz only. Inside a segment, a frame right after a voiced one whose
+    # 4-8 kHz level is this far above that band's background continues it (word-final s, sch, t); 0 = off.
+    high_band_db: float = 6.0
 
     def __post_init__(self) -> None:
         if not -80.0 <= self.max_background_dbfs <= 0.0:
             raise ValueError(f"max_background_dbfs must be between -80 and 0 dBFS, not {self.max_background_dbfs}")
+        if self.high_band_db < 0:
+            raise ValueError(f"high_band_db must be 0 (off) or more, not {self.high_band_db}")
         if self.frame_ms not in (10, 20, 30):
             raise ValueError(f"frame_ms must be 10, 20 or 30 (WebRTC VAD's frame sizes), not {self.frame_ms}")
         if self.aggressiveness not in (0, 1, 2, 3):

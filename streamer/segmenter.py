@@ -21,6 +21,13 @@ room (10 dB SNR) only `max_segment_s` would cut the speech. The VAD therefore he
 as much as the background exceeds `max_background_dbfs`; the background is the 10th
 percentile of frame levels over the last 5 s, which follows steady noise and stays low
 in speech (pauses, closures). Quiet rooms are untouched; segments carry the original audio.
+
+Word endings above 4 kHz. WebRTC VAD analyses the signal below 4 kHz only (it resamples
+to 8 kHz), so a soft word-final fricative or plosive release ("...besucht") that is
+audible mostly above 4 kHz is lost in noise and the segment ends early. Inside a segment,
+a frame right after a voiced one whose 4-8 kHz level is `high_band_db` above that band's
+background (same percentile rule) counts as voiced too: it can extend a segment, never
+open one.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from model.specs import VadSettings
 BACKGROUND_S = 5.0  # history for the background level
 BACKGROUND_PERCENTILE = 10
 SILENCE_DBFS = -100.0  # level of digital silence
+HIGH_BAND_HZ = 4000  # WebRTC VAD hears below this
 
 
 @dataclass
@@ -59,7 +67,11 @@ class Segmenter:
         self.frame = SAMPLE_RATE * self.s.frame_ms // 1000  # samples per VAD frame
         self.window = self.s.window_ms // self.s.frame_ms  # frames looked at to open a segment
         self.hangover = self.s.hangover_ms // self.s.frame_ms  # frames looked at to close it
-        self.levels: collections.deque[float] = collections.deque(maxlen=int(BACKGROUND_S * 1000 / self.s.frame_ms))
+        n_background = int(BACKGROUND_S * 1000 / self.s.frame_ms)
+        self.levels: collections.deque[float] = collections.deque(maxlen=n_background)  # dBFS per frame
+        self.high_levels: collections.deque[float] = collections.deque(maxlen=n_background)  # 4-8 kHz, dB
+        self.taper = np.hanning(self.frame)
+        self.high_bins = np.fft.rfftfreq(self.frame, 1 / SAMPLE_RATE) >= HIGH_BAND_HZ
         self.keep = int(SAMPLE_RATE * (self.s.window_ms + self.s.pre_roll_ms) / 1000)  # history kept in silence
         self.reset()
 
@@ -78,6 +90,7 @@ class Segmenter:
         self.count = 0
         self.level = 0.0  # RMS of the last frame, for the dashboard's input meter
         self.levels.clear()
+        self.high_levels.clear()
         self.background_dbfs = SILENCE_DBFS
 
     @property
@@ -119,8 +132,18 @@ class Segmenter:
         pcm = (np.clip(frame, -1.0, 1.0) * 32767).astype("<i2").tobytes()
         return self.vad.is_speech(pcm, SAMPLE_RATE)
 
+    def _high_band_loud(self, frame: np.ndarray) -> bool:
+        """Whether the frame's 4-8 kHz level is `high_band_db` above that band's background."""
+        spectrum = np.abs(np.fft.rfft(frame * self.taper)[self.high_bins]) ** 2
+        level = max(SILENCE_DBFS, 10 * np.log10(float(spectrum.sum()) / self.frame + 1e-12))
+        self.high_levels.append(level)
+        background = float(np.percentile(self.high_levels, BACKGROUND_PERCENTILE))
+        return self.s.high_band_db > 0 and level >= background + self.s.high_band_db
+
     def _frame(self, frame: np.ndarray) -> Segment | None:
         voiced = self._voiced(frame)
+        if self._high_band_loud(frame) and self.in_speech and not voiced and self.closing[-1]:
+            voiced = True  # a word ending WebRTC VAD cannot hear: continues the segment
         start = self.t
         self.t += len(frame)
         self.history.append(frame)

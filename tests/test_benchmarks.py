@@ -35,9 +35,11 @@ def test_bench_vad_writes_every_condition(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads((tmp_path / "bench_vad.json").read_text())["rows"]
-    assert [(r["noise"], r["snr_db"]) for r in rows] == [("clean", None)] + [
-        (kind, snr) for snr in (20, 10) for kind in ("white", "pink", "babble")
+    conditions = [("clean", None)] + [(kind, snr) for snr in (20, 10) for kind in ("white", "pink", "babble")]
+    assert [(r["programme"], r["noise"], r["snr_db"]) for r in rows] == [
+        (p, *c) for p in (0, 11, 22, 33) for c in conditions
     ]
-    clean = rows[0]["file_edges"]
-    assert clean["one_per_clip"] and clean["within"] == clean["of"] == 24
-    assert "## VAD boundaries" in doc.read_text() and "| white 20 dB | 0 | 12 / 12 |" in doc.read_text()
+    clean = [r["audible"] for r in rows if r["noise"] == "clean"]
+    assert all(c["one_per_clip"] and c["within"] == c["of"] == 24 for c in clean)
+    text = doc.read_text()
+    assert "## VAD boundaries" in text and "| clean | 4/4 | 96/96 (worst " in text

@@ -25,13 +25,17 @@ from streamer.segmenter import Segmenter
 from tests.conftest import EMODB
 
 
-@pytest.fixture(scope="module")
-def programme():
+def load_programme(offset: int = 0):
     """Twelve clips (different speakers and emotions) between 1 s pauses, their spans, the clips."""
-    names, _ = emodb_names(EMODB)
+    names, _ = emodb_names(EMODB, offset)
     clips = [read_audio(EMODB / "wav" / name) for name in names]
     audio, spans = join_clips(clips)
     return audio, spans, clips
+
+
+@pytest.fixture(scope="module")
+def programme():
+    return load_programme(0)
 
 
 def noisy(programme, kind: str, snr_db: float, seed: int = 0):
@@ -39,35 +43,55 @@ def noisy(programme, kind: str, snr_db: float, seed: int = 0):
     audio, spans, clips = programme
     noise_power = float(np.mean(np.concatenate(clips) ** 2)) / 10 ** (snr_db / 10)
     noise = make_noise(kind, len(audio), noise_power, np.random.default_rng(seed))
-    return audio + noise, audible_spans(clips, spans, noise_power)
+    return audio + noise, audible_spans(clips, spans, noise)
 
 
 def test_one_segment_per_clip_with_tight_boundaries(programme) -> None:
-    audio, spans, _ = programme
+    audio, spans, clips = programme
     segs = run(audio)
-    errors = boundary_errors(segs, spans)
-    assert errors is not None, f"{len(segs)} segments for {len(spans)} clips"
-    assert max(abs(e) for pair in errors for e in pair) <= TOLERANCE_S
+    for reference in (spans, audible_spans(clips, spans, None)):  # the file edges, and without zero padding
+        errors = boundary_errors(segs, reference)
+        assert errors is not None, f"{len(segs)} segments for {len(spans)} clips"
+        assert max(abs(e) for pair in errors for e in pair) <= TOLERANCE_S
     assert all(len(s.audio) == round((s.end_s - s.start_s) * SAMPLE_RATE) for s in segs)
     assert [s.index for s in segs] == list(range(len(spans)))
 
 
 @pytest.mark.parametrize("kind", ["white", "pink"])
-def test_noise_at_20_db_snr(programme, kind: str) -> None:
-    """Against where the speech is audible above the noise (see bench_vad.py for why).
-
-    One boundary of 24 misses: clip 10 ends in a soft word-final fricative ("...besucht")
-    at about 0 dB local SNR, spectrally like the noise, which the VAD loses ~0.3 s early.
-    """
-    mixed, reference = noisy(programme, kind, 20)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_noise_at_20_db_snr(programme, kind: str, seed: int) -> None:
+    """Against where the speech is audible above the noise (bench_vad.py says why)."""
+    mixed, reference = noisy(programme, kind, 20, seed)
     result = summary(boundary_errors(run(mixed), reference))
     assert result["one_per_clip"]
-    assert result["within"] >= result["of"] - 1 and result["worst_s"] <= 0.35, result["misses"]
+    assert result["within"] == result["of"] == 24, result["misses"]
+
+
+def test_noise_at_20_db_snr_on_other_sentences() -> None:
+    """36 more sentences (ten speakers). One boundary may miss: in programme 33 a 20 ms click
+    0.5 s after a sentence's last word, inside the hang-over, which the VAD hears in white noise."""
+    within = of = 0
+    for offset in (11, 22, 33):
+        mixed, reference = noisy(load_programme(offset), "white", 20)
+        result = summary(boundary_errors(run(mixed), reference))
+        assert result["one_per_clip"], f"programme {offset}"
+        within, of = within + result["within"], of + result["of"]
+    assert within >= of - 1
+
+
+def test_word_endings_above_4_khz_continue_the_segment(programme) -> None:
+    """Clip 10 ends in "...besucht": its last 0.1 s is audible mostly above 4 kHz, which
+    WebRTC VAD does not analyse; without the high-band rule the segment ends ~0.2 s early."""
+    mixed, reference = noisy(programme, "white", 20)
+    end = reference[10][1]
+    assert abs(run(mixed)[10].end_s - end) <= TOLERANCE_S
+    assert run(mixed, VadSettings(high_band_db=0.0))[10].end_s < end - TOLERANCE_S
 
 
 @pytest.mark.parametrize("kind", ["white", "pink"])
 def test_noise_at_10_db_snr(programme, kind: str) -> None:
-    """Noise at -25 dBFS: WebRTC VAD alone would call all of it speech (next test)."""
+    """Noise at -25 dBFS, which WebRTC VAD alone calls speech (next test). Across all the
+    benchmark's programmes 10 dB is harder: quiet sentences sit near 0 dB (docs/benchmarks.md)."""
     mixed, reference = noisy(programme, kind, 10)
     result = summary(boundary_errors(run(mixed), reference))
     assert result["one_per_clip"]
