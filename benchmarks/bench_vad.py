@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -151,9 +152,13 @@ def run(emodb: Path, seeds: int, settings: VadSettings) -> list[dict]:
                 if snr is not None:
                     rng = np.random.default_rng(seed)
                     noise = make_noise(kind, len(audio), power / 10 ** (snr / 10), rng, talkers)
-                segs = segment(audio if noise is None else audio + noise, settings)
+                mixed = audio if noise is None else audio + noise
+                t = time.perf_counter()
+                segs = segment(mixed, settings)
+                seconds = time.perf_counter() - t
                 rows.append(dict(
                     programme=offset, noise=kind, snr_db=snr, seed=seed, segments=len(segs), clips=len(clips),
+                    frame_us=round(seconds / (len(mixed) / (SAMPLE_RATE * settings.frame_ms / 1000)) * 1e6, 1),
                     audible=summary(boundary_errors(segs, audible_spans(clips, spans, noise))),
                     file_edges=summary(boundary_errors(segs, spans)),
                 ))  # fmt: skip
@@ -197,6 +202,8 @@ def render(result: dict) -> str:
         "to 2.0 s, many ending in silence or zeros, hence the lower file-edge counts. A run that does not "
         "give one segment per sentence counts no boundaries. Babble is eight other Emo-DB sentences summed: "
         "WebRTC VAD hears it as speech, so sentences merge. Per-run numbers: benchmarks/results/bench_vad.json.\n"
+        f"\nSegmenter cost on this machine: median {statistics.median(r['frame_us'] for r in result['rows']):.0f} us "
+        f"per {result['frame_ms']} ms frame (VAD, levels, 4-8 kHz band), one core.\n"
     )
 
 
@@ -210,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = VadSettings()
     result = dict(
         date=time.strftime("%Y-%m-%d"), seeds=args.seeds, rows=run(args.emodb, args.seeds, settings),
+        frame_ms=settings.frame_ms,
         settings=", ".join(f"{k}={v}" for k, v in vars(settings).items()),
     )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
