@@ -17,10 +17,11 @@ goes on as a new segment (encoder memory grows with the square of the length).
 
 Loud background. WebRTC VAD calls steady noise louder than about -30 dBFS speech (white
 noise at -28 dBFS: 99 % of frames voiced; its noise model has a ceiling), so in a noisy
-room (10 dB SNR) only `max_segment_s` would cut the speech. The VAD therefore hears each frame turned down by
-as much as the background exceeds `max_background_dbfs`; the background is the 10th
-percentile of frame levels over the last 5 s, which follows steady noise and stays low
-in speech (pauses, closures). Quiet rooms are untouched; segments carry the original audio.
+room (10 dB SNR) only `max_segment_s` would cut the speech. The VAD therefore hears each
+frame turned down by as much as the background exceeds `max_background_dbfs`; the
+background is the 10th percentile of frame levels over the last 5 s, which follows steady
+noise and stays low in speech (pauses, closures). Quiet rooms are untouched; segments
+carry the original audio.
 
 Word endings above 4 kHz. WebRTC VAD analyses the signal below 4 kHz only (it resamples
 to 8 kHz), so a soft word-final fricative or plosive release ("...besucht") that is
