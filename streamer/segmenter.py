@@ -27,8 +27,9 @@ Word endings above 4 kHz. WebRTC VAD analyses the signal below 4 kHz only (it re
 to 8 kHz), so a soft word-final fricative or plosive release ("...besucht") that is
 audible mostly above 4 kHz is lost in noise and the segment ends early. Inside a segment,
 a frame right after a voiced one whose 4-8 kHz level is `high_band_db` above that band's
-background (same percentile rule) counts as voiced too: it can extend a segment, never
-open one.
+background (same percentile rule, but at least -70 dBFS: in a file padded with digital
+silence the recording's own hiss must not count) counts as voiced too: it can extend a
+segment, never open one.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ BACKGROUND_S = 5.0  # history for the background level
 BACKGROUND_PERCENTILE = 10
 SILENCE_DBFS = -100.0  # level of digital silence
 HIGH_BAND_HZ = 4000  # WebRTC VAD hears below this
+HIGH_BAND_FLOOR_DBFS = -70.0  # below this a 4-8 kHz level is a recording's own noise, never a word ending
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Segmenter:
         self.levels: collections.deque[float] = collections.deque(maxlen=n_background)  # dBFS per frame
         self.high_levels: collections.deque[float] = collections.deque(maxlen=n_background)  # 4-8 kHz, dB
         self.taper = np.hanning(self.frame)
+        self.taper_power = float(np.sum(self.taper**2))
         self.high_bins = np.fft.rfftfreq(self.frame, 1 / SAMPLE_RATE) >= HIGH_BAND_HZ
         self.keep = int(SAMPLE_RATE * (self.s.window_ms + self.s.pre_roll_ms) / 1000)  # history kept in silence
         self.reset()
@@ -136,9 +139,10 @@ class Segmenter:
     def _high_band_loud(self, frame: np.ndarray) -> bool:
         """Whether the frame's 4-8 kHz level is `high_band_db` above that band's background."""
         spectrum = np.abs(np.fft.rfft(frame * self.taper)[self.high_bins]) ** 2
-        level = max(SILENCE_DBFS, 10 * np.log10(float(spectrum.sum()) / self.frame + 1e-12))
+        power = 2 * float(spectrum.sum()) / (self.frame * self.taper_power)  # the band's share of the mean power
+        level = max(SILENCE_DBFS, 10 * np.log10(power + 1e-12))
         self.high_levels.append(level)
-        background = float(np.percentile(self.high_levels, BACKGROUND_PERCENTILE))
+        background = max(HIGH_BAND_FLOOR_DBFS, float(np.percentile(self.high_levels, BACKGROUND_PERCENTILE)))
         return self.s.high_band_db > 0 and level >= background + self.s.high_band_db
 
     def _frame(self, frame: np.ndarray) -> Segment | None:

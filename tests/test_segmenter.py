@@ -88,6 +88,15 @@ def test_word_endings_above_4_khz_continue_the_segment(programme) -> None:
     assert run(mixed, VadSettings(high_band_db=0.0))[10].end_s < end - TOLERANCE_S
 
 
+def test_high_band_rule_leaves_clean_speech_alone() -> None:
+    """Files padded with digital silence: the recording's own hiss before the zeros is far
+    above the zeros' level, but below the rule's -70 dBFS floor, so nothing is extended."""
+    for offset in (0, 11):
+        audio, _, _ = load_programme(offset)
+        bounds = [(s.start_s, s.end_s) for s in run(audio)]
+        assert bounds == [(s.start_s, s.end_s) for s in run(audio, VadSettings(high_band_db=0.0))]
+
+
 @pytest.mark.parametrize("kind", ["white", "pink"])
 def test_noise_at_10_db_snr(programme, kind: str) -> None:
     """Noise at -25 dBFS, which WebRTC VAD alone calls speech (next test). Across all the
