@@ -16,22 +16,42 @@ MIN_SEGMENT_S = 0.3  # s: shortest segment the model accepts (shorter speech car
 MIN_SEGMENT_SAMPLES = int(MIN_SEGMENT_S * SAMPLE_RATE)  # 4800 samples
 
 
-def read_audio(path: str | Path) -> np.ndarray:
-    """A whole audio file as float32 mono at SAMPLE_RATE (channels averaged, soxr resampling).
+def open_audio(path: str | Path):
+    """`path` opened with libsndfile (a `soundfile.SoundFile`, to close or use as a context).
 
     Any format libsndfile reads. Raises AudioError with one sentence naming the file when it
-    is missing, unreadable, corrupt or empty.
+    is missing, unreadable or empty.
     """
     import soundfile as sf
-    import soxr
 
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"Audio file '{path}' does not exist.")
     try:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)  # (N, channels)
+        f = sf.SoundFile(path)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise AudioError(f"Audio file '{path}' cannot be read as audio ({_first_line(e)}).") from e
+    if f.frames == 0:
+        f.close()
+        raise AudioError(f"Audio file '{path}' holds no samples.")
+    return f
+
+
+def read_audio(path: str | Path) -> np.ndarray:
+    """A whole audio file as float32 mono at SAMPLE_RATE (channels averaged, soxr resampling).
+
+    Raises AudioError with one sentence naming the file when it is missing, unreadable,
+    corrupt or empty.
+    """
+    import soundfile as sf
+    import soxr
+
+    with open_audio(path) as f:
+        try:
+            audio = f.read(dtype="float32", always_2d=True)  # (N, channels)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+            raise AudioError(f"Audio file '{path}' cannot be read as audio ({_first_line(e)}).") from e
+        rate = f.samplerate
     if audio.shape[0] == 0:
         raise AudioError(f"Audio file '{path}' holds no samples.")
     mono = audio.mean(axis=1)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.audio import SAMPLE_RATE
+from model.audio import SAMPLE_RATE, open_audio
 from model.errors import AudioError
 
 
@@ -44,15 +44,7 @@ def file_blocks(path: str | Path, block_s: float = 0.5) -> Iterator[np.ndarray]:
     import soundfile as sf
     import soxr
 
-    path = Path(path)
-    try:
-        f = sf.SoundFile(path)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AudioError(f"Audio file '{path}' cannot be read as audio ({reason}).") from e
-    with f:
-        if f.frames == 0:
-            raise AudioError(f"Audio file '{path}' holds no samples.")
+    with open_audio(path) as f:
         rate = f.samplerate
         stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32") if rate != SAMPLE_RATE else None
         frames = max(1, int(block_s * rate))
