@@ -7,7 +7,6 @@ Shutdown order: stop the source, flush the open segment, drain the worker, close
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 from datetime import UTC, datetime, timedelta
@@ -18,11 +17,8 @@ from model.audio import SAMPLE_RATE
 from model.predictor import Predictor
 from model.specs import MonitorSettings, VadSettings
 from streamer.capture import Microphone
-from streamer.csv_log import CsvLog
-from streamer.dashboard import Dashboard, MonitorState
+from streamer.pipeline import Pipeline
 from streamer.segmenter import Segmenter
-from streamer.sinks import make_sink
-from streamer.worker import InferenceWorker, Job
 
 
 def live(
@@ -35,43 +31,33 @@ def live(
     dashboard: bool = False,
 ) -> int:
     mic = Microphone(device)  # first: a wrong device fails before anything is opened
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    log = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
     seg = Segmenter(vad)
     t0: list[datetime] = []  # wall time of stream time 0: the first block's arrival minus its length
-    state = MonitorState(predictor.emotions) if dashboard else None
-    sink = make_sink(log, None if dashboard else console, lambda: t0[0] if t0 else None, state)
-    worker = InferenceWorker(predictor, sink, monitor.queue_size, monitor.max_batch, drop_oldest=True).start()
+    pipe = Pipeline(
+        predictor, monitor, console, dashboard, drop_oldest=True, stream_start=lambda: t0[0] if t0 else None
+    )
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     console.print(f"listening on {mic.name} ({mic.rate} Hz); Ctrl-C stops", soft_wrap=True)
     timer = threading.Timer(duration or 0, stop.set)
     timer.daemon = True
-    screen = Dashboard(state, console) if state is not None else contextlib.nullcontext()
     try:
-        with mic, screen:
+        with mic, pipe.screen:
             if duration:
                 timer.start()
             for block in mic.blocks(stop):
                 if not t0:
                     t0.append(datetime.now(UTC) - timedelta(seconds=len(block) / SAMPLE_RATE))
-                for s in seg.push(block):
-                    worker.submit(Job(mic.name, s))
-                if state is not None:
-                    lost = mic.overflows + mic.lost_blocks
-                    state.set_input(seg.state, seg.level, worker.queue.qsize(), seg.background_dbfs, lost)
+                pipe.feed(mic.name, seg, block, lost=mic.overflows + mic.lost_blocks)
     except KeyboardInterrupt:
         pass
     finally:
         stop.set()
         timer.cancel()
-        last = seg.finish()
-        if last is not None:
-            worker.submit(Job(mic.name, last))
-        worker.close()
-        if log is not None:
-            log.close()
+        pipe.flush(mic.name, seg)
+        pipe.close()
         signal.signal(signal.SIGTERM, previous)
-    lost = mic.overflows + mic.lost_blocks
+    lost, worker = mic.overflows + mic.lost_blocks, pipe.worker
     console.print(
         f"{worker.processed} segment(s), {worker.dropped} dropped, {worker.failed} failed"
         + (f", {lost} input block(s) lost" if lost else "")

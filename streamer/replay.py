@@ -9,7 +9,6 @@ source, flushes the open segment, drains the worker and closes the CSV.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
@@ -19,12 +18,9 @@ from model.audio import SAMPLE_RATE
 from model.errors import AudioError
 from model.predictor import Predictor
 from model.specs import MonitorSettings, VadSettings
-from streamer.csv_log import CsvLog
-from streamer.dashboard import Dashboard, MonitorState
+from streamer.pipeline import Pipeline
 from streamer.segmenter import Segmenter
-from streamer.sinks import make_sink
 from streamer.sources import audio_files, file_blocks
-from streamer.worker import InferenceWorker, Job
 
 
 def replay(
@@ -39,34 +35,26 @@ def replay(
     for f, why in problems:
         console.print(f"emomon: {f}: {why}", markup=False, highlight=False, soft_wrap=True)
     failed = len(problems)
-    log = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
-
-    state = MonitorState(predictor.emotions) if dashboard else None
-    sink = make_sink(log, None if dashboard else console, state=state)
-    worker = InferenceWorker(predictor, sink, monitor.queue_size, monitor.max_batch, drop_oldest=False).start()
-    screen = Dashboard(state, console) if state is not None else contextlib.nullcontext()
+    pipe = Pipeline(predictor, monitor, console, dashboard, drop_oldest=False)
     try:
-        with screen:
+        with pipe.screen:
             for f in files:
                 try:
-                    _replay_file(f, worker, vad, monitor.speed, state)
+                    _replay_file(f, pipe, vad, monitor.speed)
                 except AudioError as e:
                     console.print(f"emomon: {e}", markup=False, highlight=False, soft_wrap=True)
                     failed += 1
-            worker.close()  # drain while the dashboard still shows the last segments
+            pipe.worker.close()  # drain while the dashboard still shows the last segments
     except KeyboardInterrupt:
         console.print("emomon: interrupted; finishing the segments already cut")
     finally:
-        worker.close()
-        if log is not None:
-            log.close()
-    console.print(f"{worker.processed} segment(s) from {len(files)} file(s)" + (f", {failed} failed" if failed else ""))
+        pipe.close()
+    processed = pipe.worker.processed
+    console.print(f"{processed} segment(s) from {len(files)} file(s)" + (f", {failed} failed" if failed else ""))
     return 1 if failed else 0
 
 
-def _replay_file(
-    path: Path, worker: InferenceWorker, vad: VadSettings, speed: float, state: MonitorState | None
-) -> None:
+def _replay_file(path: Path, pipe: Pipeline, vad: VadSettings, speed: float) -> None:
     seg = Segmenter(vad)
     t0, pos = time.perf_counter(), 0.0
     try:
@@ -74,11 +62,6 @@ def _replay_file(
             pos += len(block) / SAMPLE_RATE
             if speed > 0:  # pace like a sound card: a block is there once it has been "recorded"
                 time.sleep(max(0.0, t0 + pos / speed - time.perf_counter()))
-            for s in seg.push(block):
-                worker.submit(Job(str(path), s))
-            if state is not None:
-                state.set_input(seg.state, seg.level, worker.queue.qsize(), seg.background_dbfs)
+            pipe.feed(str(path), seg, block)
     finally:  # also on Ctrl-C and on a file that breaks off: keep what was heard
-        last = seg.finish()
-        if last is not None:
-            worker.submit(Job(str(path), last))
+        pipe.flush(str(path), seg)
