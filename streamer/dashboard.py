@@ -95,6 +95,10 @@ class MonitorState:
             self.vad, self.level, self.queue, self.background_dbfs = vad, level, queue, background_dbfs
             self.lost = lost
 
+    def set_queue(self, queue: int) -> None:
+        with self._lock:
+            self.queue = queue
+
     def snapshot(self) -> Snapshot:
         with self._lock:
             lat = np.array(self.latencies) if self.latencies else None

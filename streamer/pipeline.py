@@ -21,7 +21,7 @@ from streamer.worker import InferenceWorker, Job
 
 class Pipeline:
     """Opens the CSV log (if configured) and starts the worker; `screen` is the dashboard's
-    context (a no-op without one). `close()` drains the worker and closes the log; idempotent."""
+    context (a no-op without one). `close()` drains the worker and closes the log; both idempotent."""
 
     def __init__(
         self,
@@ -51,7 +51,13 @@ class Pipeline:
         if last is not None:
             self.worker.submit(Job(source, last))
 
-    def close(self) -> None:
+    def drain(self) -> None:
+        """Finish every queued segment; the dashboard's queue count follows."""
         self.worker.close()
+        if self.state is not None:
+            self.state.set_queue(self.worker.queue.qsize())
+
+    def close(self) -> None:
+        self.drain()
         if self.log is not None:
             self.log.close()

@@ -44,7 +44,7 @@ def replay(
                 except AudioError as e:
                     console.print(f"emomon: {e}", markup=False, highlight=False, soft_wrap=True)
                     failed += 1
-            pipe.worker.close()  # drain while the dashboard still shows the last segments
+            pipe.drain()  # while the dashboard still shows the last segments
     except KeyboardInterrupt:
         console.print("emomon: interrupted; finishing the segments already cut")
     finally:

@@ -70,3 +70,9 @@ def test_spark_and_fit() -> None:
     assert spark([0.0, 0.5, 1.0], 0.0, 1.0) == "▁▅█"
     assert fit(list(range(10)), 5) == [0.5, 2.5, 4.5, 6.5, 8.5]
     assert fit([1.0, 2.0], 5) == [1.0, 2.0]
+
+
+def test_queue_count_can_be_set_on_its_own() -> None:
+    state = fed_state()  # the source loop last saw 2 waiting
+    state.set_queue(0)  # the pipeline after draining the worker
+    assert "queue 0" in screen(state)
