@@ -138,12 +138,14 @@ class Segmenter:
 
     def _high_band_loud(self, frame: np.ndarray) -> bool:
         """Whether the frame's 4-8 kHz level is `high_band_db` above that band's background."""
+        if self.s.high_band_db == 0:
+            return False  # off: no spectrum, no history
         spectrum = np.abs(np.fft.rfft(frame * self.taper)[self.high_bins]) ** 2
         power = 2 * float(spectrum.sum()) / (self.frame * self.taper_power)  # the band's share of the mean power
         level = max(SILENCE_DBFS, 10 * np.log10(power + 1e-12))
         self.high_levels.append(level)
         background = max(HIGH_BAND_FLOOR_DBFS, float(np.percentile(self.high_levels, BACKGROUND_PERCENTILE)))
-        return self.s.high_band_db > 0 and level >= background + self.s.high_band_db
+        return level >= background + self.s.high_band_db
 
     def _frame(self, frame: np.ndarray) -> Segment | None:
         voiced = self._voiced(frame)
