@@ -22,7 +22,6 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import sys
@@ -38,6 +37,7 @@ from benchmarks.report import table, update_doc  # noqa: E402
 from model.audio import SAMPLE_RATE, read_audio  # noqa: E402
 from model.specs import VadSettings  # noqa: E402
 from streamer.segmenter import Segment, Segmenter  # noqa: E402
+from training.datasets import load_emodb  # noqa: E402
 
 EMODB = ROOT.parent / "shared" / "data" / "emodb"
 TOLERANCE_S = 0.150
@@ -47,11 +47,10 @@ OFFSETS = (0, 11, 22, 33)
 DIGITAL_SILENCE_DBFS = -90.0  # clean reference: anything louder is part of the recording
 
 
-def emodb_names(emodb: Path = EMODB, offset: int = 0) -> tuple[list[str], list[str]]:
-    """A programme's twelve files (every 45th from `offset`) and eight others for babble."""
-    with (emodb / "labels.csv").open() as f:
-        names = [Path(r["file"]).name for r in csv.DictReader(f)]
-    return names[offset::45][:12], names[1::45][:8]
+def programme_files(emodb: Path = EMODB, offset: int = 0) -> tuple[list[Path], list[Path]]:
+    """A programme's twelve files (every 45th of labels.csv from `offset`) and eight others for babble."""
+    files = [it.path for it in load_emodb(emodb).items]
+    return files[offset::45][:12], files[1::45][:8]
 
 
 def join_clips(clips: list[np.ndarray], gap_s: float = 1.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
@@ -141,9 +140,9 @@ def summary(errors: list[tuple[float, float]] | None) -> dict:
 def run(emodb: Path, seeds: int, settings: VadSettings) -> list[dict]:
     rows = []
     for offset in OFFSETS:
-        names, others = emodb_names(emodb, offset)
-        clips = [read_audio(emodb / "wav" / name) for name in names]
-        talkers = [read_audio(emodb / "wav" / name) for name in others]
+        files, others = programme_files(emodb, offset)
+        clips = [read_audio(f) for f in files]
+        talkers = [read_audio(f) for f in others]
         audio, spans = join_clips(clips)
         power = float(np.mean(np.concatenate(clips) ** 2))
         for kind, snr in CONDITIONS:

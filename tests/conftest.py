@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.audio import SAMPLE_RATE
+from model.audio import SAMPLE_RATE, read_audio
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EMODB = SHARED / "data" / "emodb"
@@ -43,11 +43,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def load_clip(name: str) -> np.ndarray:
     """An Emo-DB file as float32 mono 16 kHz."""
-    import soundfile as sf
-    import soxr
-
-    audio, sr = sf.read(EMODB / "wav" / name, dtype="float32")
-    return soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32)
+    return read_audio(EMODB / "wav" / name)
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ from benchmarks.bench_vad import (
     TOLERANCE_S,
     audible_spans,
     boundary_errors,
-    emodb_names,
     join_clips,
     make_noise,
+    programme_files,
     summary,
 )
 from benchmarks.bench_vad import segment as run
@@ -27,8 +27,8 @@ from tests.conftest import EMODB
 
 def load_programme(offset: int = 0):
     """Twelve clips (different speakers and emotions) between 1 s pauses, their spans, the clips."""
-    names, _ = emodb_names(EMODB, offset)
-    clips = [read_audio(EMODB / "wav" / name) for name in names]
+    files, _ = programme_files(EMODB, offset)
+    clips = [read_audio(f) for f in files]
     audio, spans = join_clips(clips)
     return audio, spans, clips
 

@@ -145,7 +145,7 @@ class EmbeddingCache:
         want: dict[str, list[str]] = {}
         keys = []
         for p in paths:
-            h = self._hashes.get(p) or (self.hash_of(p) if p.is_file() else None)
+            h = self.hash_of(p) if p.is_file() else None  # hashed once per run
             keys.append(h if h in self.entries else None)
             if keys[-1]:
                 want.setdefault(self.entries[h], []).append(h)

@@ -81,9 +81,9 @@ def _apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
         if layer not in ("last", "weighted") and not isinstance(layer, int):
             raise ConfigError(f"--layer {args.layer} is not 'last', 'weighted' or a layer index.")
         enc = replace(enc, layer=layer)
-    for flag, field in (("arch", "arch"), ("head", "head")):
-        if getattr(args, flag, None):
-            reg = replace(reg, **{field: getattr(args, flag)})
+    for name in ("arch", "head"):
+        if getattr(args, name, None):
+            reg = replace(reg, **{name: getattr(args, name)})
     if getattr(args, "epochs", None):
         train = replace(train, epochs=args.epochs)
     if getattr(args, "out", None):

@@ -93,7 +93,6 @@ def fit(
     """
     torch.manual_seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
-    norm, norm_dev = train.features, devel.features if devel is not None else []
     mixed = train.features[0].shape[0] if train.features[0].dim() == 3 else 0
     bank = new_bank(spec, emotions, train.features[0].shape[-1], mixed).to(device)
     opt = torch.optim.Adam(bank.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -104,20 +103,20 @@ def fit(
     n_epochs = epochs or settings.epochs
     for epoch in range(1, n_epochs + 1):
         bank.train()
-        order = torch.randperm(len(norm), generator=gen)
+        order = torch.randperm(len(train), generator=gen)
         total = 0.0
         for i in range(0, len(order), settings.batch_size):
             idx = order[i : i + settings.batch_size].tolist()
-            x, n = collate([norm[j] for j in idx])
+            x, n = collate([train.features[j] for j in idx])
             y, _ = bank(x.to(device), n.to(device))
             loss = F.mse_loss(y, targets[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
-        row = {"epoch": epoch, "train_loss": total / len(norm)}
+        row = {"epoch": epoch, "train_loss": total / len(train)}
         if devel is not None:
-            pred = predict(bank, norm_dev, device=device)
+            pred = predict(bank, devel.features, device=device)
             rho = spearman_per_column(pred, devel.targets)
             row.update(devel_loss=float(np.mean((pred - devel.targets) ** 2)), devel_spearman=float(np.mean(rho)))
             if row["devel_spearman"] > best[0]:
