@@ -77,15 +77,20 @@ class FeatureNorm:
         return self.std.to(x.device, x.dtype)
 
 
+def feature_stats(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over every real frame of (T, D) or (K, T, D) features."""
+    D = features[0].shape[-1]
+    frames = torch.cat([f.reshape(-1, D) for f in features])  # (frames, D)
+    return frames.mean(0), frames.std(0, correction=0).clamp(min=1e-5)
+
+
 def per_speaker_standardise(features: list[torch.Tensor], speakers: list[str]) -> list[torch.Tensor]:
     """Training-side counterpart of "speaker" mode: each speaker's features standardised by
     that speaker's own statistics over all of their frames."""
     out: list[torch.Tensor | None] = [None] * len(features)
     for s in sorted(set(speakers)):
         idx = [i for i, sp in enumerate(speakers) if sp == s]
-        D = features[idx[0]].shape[-1]
-        frames = torch.cat([features[i].reshape(-1, D) for i in idx])
-        mean, std = frames.mean(0), frames.std(0, correction=0).clamp(min=1e-5)
+        mean, std = feature_stats([features[i] for i in idx])
         for i in idx:
             out[i] = (features[i] - mean) / std
     return out  # type: ignore[return-value]

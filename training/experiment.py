@@ -23,13 +23,13 @@ from rich.console import Console
 from model.bundle import Bundle, save_bundle
 from model.config import Config, to_dict
 from model.encoder import Encoder, load_encoder
-from model.normalize import FeatureNorm, per_speaker_standardise
+from model.normalize import FeatureNorm, feature_stats, per_speaker_standardise
 from model.predictor import Predictor
 from training.cache import EmbeddingCache
 from training.datasets import Dataset, DatasetError, Item, load_dataset
 from training.evaluate import score, write_report
 from training.metrics import spearman_per_column, unweighted_average_recall
-from training.train import FitResult, Split, collate, fit, normalisation_stats, predict
+from training.train import FitResult, Split, collate, fit, predict
 
 log = logging.getLogger("emomon")
 
@@ -74,7 +74,7 @@ def fit_normalised(cfg: Config, emotions, train: tuple[Split, list[str]], devel=
     their own statistics; the returned FeatureNorm starts from the raw training
     statistics and adapts to whoever it hears, as the Predictor's does.
     """
-    mean, std = normalisation_stats(train[0].features)  # the raw training statistics
+    mean, std = feature_stats(train[0].features)  # the raw training statistics
     if cfg.train.normalization == "speaker":
         norm = FeatureNorm(mean.tolist(), std.tolist(), "speaker", cfg.train.prior_frames)
 

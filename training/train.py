@@ -44,15 +44,6 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, devel rho
 
 
-def normalisation_stats(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std over every real frame of the training features."""
-    D = features[0].shape[-1]
-    flat = torch.cat([f.reshape(-1, D) for f in features])  # (frames, D)
-    mean = flat.mean(0)
-    std = flat.std(0, correction=0).clamp(min=1e-5)
-    return mean, std
-
-
 def collate(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad (T, D) or (K, T, D) sequences along T -> (B, T, D) or (B, K, T, D), lengths (B,)."""
     from torch.nn.utils.rnn import pad_sequence
