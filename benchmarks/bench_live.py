@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_model import machine  # noqa: E402
 from benchmarks.report import table, update_doc  # noqa: E402
+from benchmarks.virtual_mic import SINK, ensure_virtual_mic  # noqa: E402
 from model.audio import SAMPLE_RATE  # noqa: E402
 from model.bundle import DEFAULT_BUNDLE  # noqa: E402
 from model.predictor import Predictor  # noqa: E402
@@ -43,21 +44,6 @@ CLIP_ENDS_S = [3.0 * i + 3.0 for i in range(6)]  # where each clip ends in the s
 GOAL = 1.2
 
 
-def _pactl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["pactl", *args], capture_output=True, text=True, timeout=10)
-
-
-def ensure_pulse() -> None:
-    if _pactl("info").returncode != 0:
-        subprocess.run(
-            ["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n", "--load=module-native-protocol-unix",
-             "--load=module-null-sink sink_name=vmic", "--load=module-always-sink"],
-            check=True, timeout=30,
-        )  # fmt: skip
-        time.sleep(1.0)
-    _pactl("set-default-source", "vmic.monitor")
-
-
 def one_run(predictor: Predictor) -> list[dict]:
     done: list[tuple[Result, float]] = []
     worker = InferenceWorker(predictor, lambda r: done.append((r, time.perf_counter())), drop_oldest=True).start()
@@ -65,7 +51,7 @@ def one_run(predictor: Predictor) -> list[dict]:
     mic = Microphone("pulse")
     with mic:
         time.sleep(0.5)
-        player = subprocess.Popen(["paplay", "--device=vmic", str(SAMPLE)])
+        player = subprocess.Popen(["paplay", f"--device={SINK}", str(SAMPLE)])
         threading.Timer(CLIP_ENDS_S[-1] + 2.5, stop.set).start()
         t_mic0 = None  # wall time of stream time 0: the first block's arrival minus its length
         for block in mic.blocks(stop):
@@ -104,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = ap.parse_args(argv)
-    ensure_pulse()
+    ensure_virtual_mic()
     predictor = Predictor.from_bundle(args.model, device="cpu")
     one_run(predictor)  # warm-up: first PulseAudio stream and model call
     rows = [r for _ in range(args.runs) for r in one_run(predictor)]

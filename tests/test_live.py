@@ -17,12 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.virtual_mic import SINK, ensure_virtual_mic, stop_pulse
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"
-
-
-def _pactl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["pactl", *args], capture_output=True, text=True, timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -32,25 +30,10 @@ def virtual_mic():
         if os.environ.get("CI"):
             pytest.fail(f"CI must provide PulseAudio for the live test; missing: {', '.join(missing)}")
         pytest.skip(f"PulseAudio tools missing: {', '.join(missing)}")
-    started = _pactl("info").returncode != 0
-    if started:
-        subprocess.run(
-            ["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n",
-             "--load=module-native-protocol-unix", "--load=module-null-sink sink_name=vmic",
-             "--load=module-always-sink"],
-            check=True, capture_output=True, timeout=30,
-        )  # fmt: skip
-        for _ in range(50):
-            if _pactl("info").returncode == 0:
-                break
-            time.sleep(0.1)
-    if "vmic" not in _pactl("list", "short", "sinks").stdout:
-        _pactl("load-module", "module-null-sink", "sink_name=vmic")
-    _pactl("set-default-sink", "vmic")
-    _pactl("set-default-source", "vmic.monitor")
-    yield "vmic"
+    started = ensure_virtual_mic()
+    yield SINK
     if started:  # leave the machine as we found it
-        subprocess.run(["pulseaudio", "--kill"], capture_output=True, timeout=30)
+        stop_pulse()
 
 
 def test_live_microphone_end_to_end(virtual_mic: str, tmp_path: Path) -> None:
