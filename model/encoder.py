@@ -4,8 +4,9 @@ Two kinds behind one interface (`Encoder.encode(segments) -> Embeddings`):
 
 - `SSLEncoder`: any HuBERT / wav2vec 2.0 / WavLM checkpoint through transformers, by hub
   id or local folder. The paper uses the last layer of HuBERT-Large.
-- `EgemapsEncoder`: openSMILE's eGeMAPSv02 low-level descriptors (25 values every 10 ms),
-  cheap on a CPU and fully offline; the bundled default model uses it.
+- `OpenSmileEncoder`: openSMILE low-level descriptors every 10 ms, cheap on a CPU and
+  fully offline: eGeMAPSv02 (25 values) or ComParE_2016 (65 values and their deltas,
+  130; the bundled default model uses it).
 
 Feature padding and masking, as in the paper: waveforms are never padded into one
 another's results. Layer-norm encoders (HuBERT-Large, wav2vec2-large-lv60, WavLM) take an
@@ -37,8 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("emomon")
 
 SSL_MODEL_TYPES = ("hubert", "wav2vec2", "wavlm", "data2vec-audio")
-EGEMAPS_DIM = 25  # eGeMAPSv02 low-level descriptors
-EGEMAPS_HOP_S = 0.010
+OPENSMILE_HOP_S = 0.010  # both openSMILE descriptor sets: one frame every 10 ms
+OPENSMILE_SETS = {"egemaps": ("eGeMAPSv02", 25, False), "compare": ("ComParE_2016", 65, True)}  # set, values, deltas
+DELTA_WINDOW = 2  # frames each side of the regression deltas (openSMILE's default)
 
 
 @dataclass
@@ -111,8 +113,8 @@ def pad_sequences(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
 
 def load_encoder(spec: EncoderSpec, device: str = "auto", dtype: str = "float32") -> Encoder:
     """Build the encoder `spec` describes on `device` in `dtype`."""
-    if spec.kind == "egemaps":
-        return EgemapsEncoder(spec)
+    if spec.kind in OPENSMILE_SETS:
+        return OpenSmileEncoder(spec)
     return SSLEncoder(spec, device, dtype)
 
 
@@ -265,24 +267,34 @@ def _from_pretrained(loader, spec: EncoderSpec, **kwargs):
         hub_log.setLevel(level)
 
 
-class EgemapsEncoder:
-    """openSMILE eGeMAPSv02 low-level descriptors: 25 values every 10 ms, on the CPU."""
+def deltas(x: np.ndarray, window: int = DELTA_WINDOW) -> np.ndarray:
+    """Regression deltas of (T, D) frames over +-window frames, edges repeated (as HTK/openSMILE)."""
+    padded = np.pad(x, ((window, window), (0, 0)), mode="edge")
+    T = len(x)
+    num = sum(n * (padded[window + n : window + n + T] - padded[window - n : window - n + T]) for n in range(1, window + 1))
+    return (num / (2 * sum(n * n for n in range(1, window + 1)))).astype(np.float32)
+
+
+class OpenSmileEncoder:
+    """openSMILE low-level descriptors every 10 ms on the CPU: eGeMAPSv02 (25 values) or
+    ComParE_2016 (65 values and their regression deltas: 130)."""
 
     def __init__(self, spec: EncoderSpec | None = None) -> None:
         try:
             import opensmile
         except ImportError as e:
-            raise EncoderLoadError("The eGeMAPS encoder needs the 'opensmile' package: pip install opensmile.") from e
+            raise EncoderLoadError("The openSMILE encoders need the 'opensmile' package: pip install opensmile.") from e
         import torch
 
         self.spec = spec or EncoderSpec(kind="egemaps", name="eGeMAPSv02")
+        feature_set, values, self.with_deltas = OPENSMILE_SETS[self.spec.kind]
         self.smile = opensmile.Smile(
-            feature_set=opensmile.FeatureSet.eGeMAPSv02,
+            feature_set=getattr(opensmile.FeatureSet, feature_set),
             feature_level=opensmile.FeatureLevel.LowLevelDescriptors,
         )
-        self.dim = EGEMAPS_DIM
+        self.dim = values * (2 if self.with_deltas else 1)
         self.num_layers = 1
-        self.frame_hop_s = EGEMAPS_HOP_S
+        self.frame_hop_s = OPENSMILE_HOP_S
         self.device = torch.device("cpu")
         self.revision = f"opensmile-{opensmile.__version__}"
 
@@ -291,7 +303,9 @@ class EgemapsEncoder:
 
         feats = []
         for s in segments:  # openSMILE is a C library that takes one signal per call
-            lld = self.smile.process_signal(np.asarray(s, dtype=np.float32), SAMPLE_RATE)
-            feats.append(torch.tensor(lld.to_numpy(dtype=np.float32)))
+            lld = self.smile.process_signal(np.asarray(s, dtype=np.float32), SAMPLE_RATE).to_numpy(dtype=np.float32)
+            if self.with_deltas:
+                lld = np.concatenate([lld, deltas(lld)], axis=1)
+            feats.append(torch.from_numpy(np.ascontiguousarray(lld)))
         padded, lengths = pad_sequences(feats)
         return Embeddings(padded, lengths, self.frame_hop_s)

@@ -17,6 +17,12 @@ and projected to the hidden size; keys = values = LSTM outputs; scaled dot-produ
 attention with a softmax over valid frames only -> FF 512->256->128->64->1 with
 LayerNorm and ReLU between layers and ReLU on the output (shares are >= 0).
 
+Architecture 3 (emomon's, not the paper's): statistics pooling. Each input dimension's
+mean, standard deviation, extremes or percentiles over the segment's real frames
+(`spec.pooling`), then the Architecture-2 feed-forward head. On small corpora and
+hand-crafted descriptors it learns far more than the sequence models; on SSL features it
+is the usual strong baseline (x-vector / SUPERB style statistics pooling).
+
 Normalisation (a deliberate departure from the original): the authors' code applies
 LayerNorm over the whole zero-padded (time, channel) block and normalises a padded
 attention vector, which ties every prediction to one fixed corpus-wide maximum length
@@ -46,6 +52,9 @@ from model.specs import RegressorSpec
 
 
 def _activate(z: Tensor, kind: str) -> Tensor:
+    """The output activation over the last axis (all emotions for "softmax")."""
+    if kind == "softmax":
+        return z.softmax(-1)
     return F.relu(z) if kind == "relu" else torch.sigmoid(z) if kind == "sigmoid" else z
 
 
@@ -59,6 +68,42 @@ def _mask(lengths: Tensor, T: int) -> Tensor:
     return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def pool_statistics(x: Tensor, lengths: Tensor, stats: tuple[str, ...]) -> Tensor:
+    """Statistics of each dimension over the real frames: x (B, T, D) -> (B, len(stats) * D).
+
+    "mean", "std" (population), "min", "max", "pNN" (the NN-th percentile, interpolated
+    linearly between the two nearest frames, as numpy's default). Padded frames never
+    count, so a segment gives the same statistics alone or inside a padded batch.
+    """
+    B, T, D = x.shape
+    valid = _mask(lengths, T)[:, :, None]  # (B, T, 1)
+    n = lengths.clamp(min=1).to(x.dtype)[:, None]  # (B, 1)
+    mean = (x * valid).sum(1) / n  # (B, D)
+    ordered = None
+    out = []
+    for stat in stats:
+        if stat == "mean":
+            out.append(mean)
+        elif stat == "std":
+            var = (((x - mean[:, None]) * valid) ** 2).sum(1) / n
+            out.append(torch.sqrt(var + 1e-6))  # the epsilon keeps the gradient finite at 0
+        elif stat == "min":
+            out.append(x.masked_fill(~valid, float("inf")).amin(1))
+        elif stat == "max":
+            out.append(x.masked_fill(~valid, float("-inf")).amax(1))
+        else:  # "pNN": sorted real frames first, padding (+inf) last
+            if ordered is None:
+                ordered = x.masked_fill(~valid, float("inf")).sort(1).values  # (B, T, D)
+            pos = (lengths.clamp(min=1) - 1).to(x.dtype) * (int(stat[1:]) / 100)  # (B,)
+            lo = pos.floor().long()
+            hi = torch.minimum(lo + 1, lengths.clamp(min=1) - 1)
+            frac = (pos - lo.to(x.dtype))[:, None]  # (B, 1)
+            a = ordered.gather(1, lo[:, None, None].expand(B, 1, D))[:, 0]
+            b = ordered.gather(1, hi[:, None, None].expand(B, 1, D))[:, 0]
+            out.append(a + (b - a) * frac)
+    return torch.cat(out, dim=-1)
+
+
 # --------------------------------------------------------------------------- reference
 
 
@@ -67,23 +112,28 @@ class Regressor(nn.Module):
 
     def __init__(self, spec: RegressorSpec, input_dim: int, out_dim: int = 1, mixed_layers: int = 0) -> None:
         super().__init__()
-        self.spec = spec
-        chans = (input_dim, *spec.conv_channels)
+        self.spec, self.input_dim = spec, input_dim
         self.layer_logits = nn.Parameter(torch.zeros(mixed_layers)) if mixed_layers else None
-        self.convs = nn.ModuleList(
-            nn.Conv1d(a, b, spec.kernel_size, padding=spec.kernel_size // 2) for a, b in zip(chans[:-1], chans[1:])
-        )
-        self.norm = nn.LayerNorm(chans[-1])
-        self.lstm = nn.LSTM(chans[-1], spec.lstm_hidden, spec.lstm_layers, batch_first=True)
-        H = spec.lstm_hidden
-        self.query = nn.Linear(spec.lstm_layers * H, H) if spec.arch == 2 else None
-        dims = (H, *spec.ff, out_dim)
+        if spec.arch == 3:
+            width = len(spec.pooling) * input_dim
+        else:
+            chans = (input_dim, *spec.conv_channels)
+            self.convs = nn.ModuleList(
+                nn.Conv1d(a, b, spec.kernel_size, padding=spec.kernel_size // 2) for a, b in zip(chans[:-1], chans[1:])
+            )
+            self.norm = nn.LayerNorm(chans[-1])
+            self.lstm = nn.LSTM(chans[-1], spec.lstm_hidden, spec.lstm_layers, batch_first=True)
+            width = spec.lstm_hidden
+            self.query = nn.Linear(spec.lstm_layers * width, width) if spec.arch == 2 else None
+        dims = (width, *spec.ff, out_dim)
         self.ff = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.ff_norms = nn.ModuleList(nn.LayerNorm(d) for d in spec.ff) if spec.arch == 2 else None
+        self.ff_norms = nn.ModuleList(nn.LayerNorm(d) for d in spec.ff) if spec.arch != 1 else None
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.layer_logits is not None:  # (B, K, T, D) -> (B, T, D)
             x = torch.einsum("k,bktd->btd", self.layer_logits.softmax(0), x)
+        if self.spec.arch == 3:
+            return self._head(pool_statistics(x, lengths, self.spec.pooling)), None
         B, T, _ = x.shape
         mask = _mask(lengths, T)[:, None, :]  # (B, 1, T)
         h = x.transpose(1, 2)  # (B, D, T)
@@ -105,11 +155,16 @@ class Regressor(nn.Module):
             scores = torch.einsum("bth,bh->bt", out, q) / math.sqrt(out.shape[-1])
             attn = scores.masked_fill(~valid, float("-inf")).softmax(-1)  # (B, T')
             z = torch.einsum("bt,bth->bh", attn, out)
+        return self._head(z), attn
+
+    def _head(self, z: Tensor) -> Tensor:
         for i, lin in enumerate(self.ff):
             z = lin(F.dropout(z, self.spec.dropout, self.training))
             if i < len(self.ff) - 1:
                 z = F.relu(self.ff_norms[i](z) if self.ff_norms is not None else z)
-        return _activate(z, self.spec.output_activation), attn
+        if self.spec.output_activation == "softmax" and z.shape[-1] == 1:
+            return z  # one emotion's logit: the softmax runs over the whole bank (RegressorBank)
+        return _activate(z, self.spec.output_activation)
 
 
 # --------------------------------------------------------------------------- fused bank
@@ -143,8 +198,9 @@ class RegressorBank(nn.Module):
         # A weightless LSTM (on the meta device) through which each model's slice of the
         # stacked parameters is run; set around nn.Module so it is not a submodule and
         # adds nothing to the state dict.
-        template = nn.LSTM(spec.conv_channels[-1], H, L, batch_first=True).to("meta")
-        object.__setattr__(self, "_lstm_template", template)
+        if spec.arch != 3:
+            template = nn.LSTM(spec.conv_channels[-1], H, L, batch_first=True).to("meta")
+            object.__setattr__(self, "_lstm_template", template)
 
     # Parameter names mirror Regressor.state_dict() with dots turned into "__".
     @staticmethod
@@ -157,7 +213,7 @@ class RegressorBank(nn.Module):
         first = models[0]
         bank = cls(
             first.spec,
-            first.convs[0].in_channels,
+            first.input_dim,
             len(models),
             first.ff[-1].out_features,
             0 if first.layer_logits is None else first.layer_logits.numel(),
@@ -228,6 +284,8 @@ class RegressorBank(nn.Module):
         return h.transpose(1, 2)
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.spec.arch == 3:
+            return self._pooled(x, lengths), None
         M, spec = self.n_models, self.spec
         if self.mixed_layers:  # each model mixes the encoder layers its own way
             w = self._p("layer_logits").softmax(-1)  # (M, K)
@@ -261,10 +319,26 @@ class RegressorBank(nn.Module):
             attn = scores.masked_fill(~valid, float("-inf")).softmax(-1)  # (M, B, T')
             z = torch.einsum("mbt,mbth->mbh", attn, out)
             attn = attn.transpose(0, 1)  # (B, M, T')
+        return self._head(z), attn
+
+    def _pooled(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """Architecture 3: statistics pooling, shared by all models unless each mixes layers."""
+        M, stats = self.n_models, self.spec.pooling
+        if self.mixed_layers:
+            w = self._p("layer_logits").softmax(-1)  # (M, K)
+            x = torch.einsum("mk,bktd->mbtd", w, x)  # (M, B, T, D)
+            z = torch.stack([pool_statistics(x[m], lengths, stats) for m in range(M)])  # (M, B, F)
+        else:
+            z = pool_statistics(x, lengths, stats).expand(M, -1, -1)  # (M, B, F)
+        return self._head(z)
+
+    def _head(self, z: Tensor) -> Tensor:
+        """Every model's feed-forward head: z (M, B, I) -> activated outputs (B, M * out)."""
+        spec, (M, B, _) = self.spec, z.shape
         n_ff = len(spec.ff) + 1
         for i in range(n_ff):
             z = self._linear(F.dropout(z, spec.dropout, self.training), f"ff.{i}")
             if i < n_ff - 1:
-                z = F.relu(self._layer_norm(z, f"ff_norms.{i}") if spec.arch == 2 else z)
-        z = _activate(z, spec.output_activation)
-        return z.permute(1, 0, 2).reshape(B, M * self.out_dim), attn  # (B, M*out)
+                z = F.relu(self._layer_norm(z, f"ff_norms.{i}") if spec.arch != 1 else z)
+        z = z.permute(1, 0, 2).reshape(B, M * self.out_dim)  # (B, M*out)
+        return _activate(z, spec.output_activation)  # a softmax spans every model's output

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.encoder import EGEMAPS_DIM, SSLEncoder, load_encoder
+from model.encoder import OPENSMILE_SETS, SSLEncoder, deltas, load_encoder
 from model.errors import ConfigError, EncoderLoadError
 from model.specs import EncoderSpec
 from tests.conftest import load_clip
@@ -132,7 +132,7 @@ def test_offline_without_weights_is_one_sentence_not_a_traceback(tmp_path: Path)
 def test_egemaps_on_real_emodb_speech(clips) -> None:
     enc = load_encoder(EncoderSpec(kind="egemaps", name="eGeMAPSv02"))
     emb = enc.encode(clips)
-    assert emb.features.shape[-1] == EGEMAPS_DIM == enc.dim
+    assert emb.features.shape[-1] == OPENSMILE_SETS["egemaps"][1] == enc.dim == 25
     for i, clip in enumerate(clips):  # one frame per 10 ms
         assert abs(int(emb.lengths[i]) - len(clip) / 160) <= 6
     assert torch.isfinite(emb.features).all()
@@ -148,6 +148,27 @@ def test_egemaps_separates_loud_anger_from_quiet_boredom_across_speakers(emodb_r
         e: np.mean([float(enc.encode([load_clip(f)]).segment(0)[:, 0].mean()) for f in fs]) for e, fs in pick.items()
     }
     assert loud["anger"] > loud["boredom"]
+
+
+def test_compare_descriptors_with_deltas_on_real_speech(clips) -> None:
+    enc = load_encoder(EncoderSpec(kind="compare", name="ComParE_2016"))
+    emb = enc.encode(clips)
+    assert enc.dim == 130 and emb.features.shape[-1] == 130
+    for i, clip in enumerate(clips):  # one frame per 10 ms
+        assert abs(int(emb.lengths[i]) - len(clip) / 160) <= 6
+    # A segment's features do not depend on what it was batched with.
+    alone = enc.encode([clips[1]]).segment(0)
+    assert torch.equal(alone, emb.segment(1))
+    # The second half is the regression delta of the first.
+    seg = emb.segment(0).numpy()
+    assert np.allclose(seg[:, 65:], deltas(seg[:, :65]), atol=1e-5)
+
+
+def test_deltas_of_a_ramp_are_its_slope() -> None:
+    ramp = np.arange(20, dtype=np.float32)[:, None] * np.array([[1.0, -2.0]], dtype=np.float32)
+    d = deltas(ramp)
+    assert np.allclose(d[2:-2], [[1.0, -2.0]])  # exact inside; the repeated edges flatten it
+    assert abs(d[0, 0]) < 1.0
 
 
 def test_egemaps_spec_has_one_layer() -> None:

@@ -7,7 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.regressor import Regressor, RegressorBank, pooled_lengths
+import numpy as np
+
+from model.regressor import Regressor, RegressorBank, pool_statistics, pooled_lengths
 from model.specs import RegressorSpec
 
 SMALL = dict(conv_channels=(16, 12, 8), lstm_hidden=10, ff_dims=(8, 6, 4))
@@ -41,6 +43,46 @@ def test_bank_equals_separate_regressors(arch: int, mixed: int) -> None:
         assert (attn - torch.stack([r[1] for r in ref], 1)).abs().max() <= 1e-5
     else:
         assert attn is None
+
+
+POOLED = dict(arch=3, pooling=("mean", "std", "min", "max", "p10", "p50", "p90"), ff_dims=(8, 6))
+
+
+@pytest.mark.parametrize("mixed", [0, 3])
+def test_pooled_bank_equals_separate_regressors(mixed: int) -> None:
+    torch.manual_seed(mixed)
+    regs = [Regressor(RegressorSpec(**POOLED), 5, 1, mixed).eval() for _ in range(4)]
+    bank = RegressorBank.from_regressors(regs).eval()
+    x, n = batch(4, 23, 5, [23, 17, 6, 1], K=mixed)
+    with torch.no_grad():
+        y, attn = bank(x, n)
+        ref = torch.cat([r(x, n)[0] for r in regs], 1)
+    assert attn is None and y.shape == (4, 4) and y.abs().max() > 1e-3
+    assert (y - ref).abs().max() <= 1e-5
+    # alone == inside the padded batch
+    with torch.no_grad():
+        alone = bank(x[2:3, ..., :6, :], n[2:3])[0]
+    assert (alone - y[2:3]).abs().max() <= 1e-5
+
+
+def test_pool_statistics_match_numpy() -> None:
+    x, n = batch(3, 20, 4, [20, 7, 2])
+    stats = ("mean", "std", "min", "max", "p0", "p10", "p50", "p90", "p100")
+    got = pool_statistics(x, n, stats).view(3, len(stats), 4)
+    for b in range(3):
+        real = x[b, : n[b]].double().numpy()
+        want = [real.mean(0), real.std(0), real.min(0), real.max(0)]
+        want += [np.percentile(real, q, axis=0) for q in (0, 10, 50, 90, 100)]
+        assert np.allclose(got[b].numpy(), np.stack(want), atol=1e-3), b
+
+
+def test_softmax_output_is_a_distribution_over_every_emotion() -> None:
+    for head_models, out in ((5, 1), (1, 5)):  # per-emotion models, or one shared head
+        bank = RegressorBank(RegressorSpec(output="softmax", **POOLED), 4, head_models, out).eval()
+        x, n = batch(3, 10, 4, [10, 5, 3])
+        with torch.no_grad():
+            y, _ = bank(x, n)
+        assert y.shape == (3, 5) and torch.allclose(y.sum(1), torch.ones(3)) and (y > 0).all()
 
 
 def test_bank_round_trips_through_regressors() -> None:

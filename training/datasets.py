@@ -1,10 +1,15 @@
-"""Labelled speech datasets: ComParE 2023 Emotion Share, a generic CSV manifest, Emo-DB.
+"""Labelled speech datasets: ComParE 2023 Emotion Share, a generic CSV manifest, Emo-DB, RAVDESS.
 
 Each loader returns a `Dataset`: the emotion names in order and one `Item` per usable
-audio file with its share targets, split and speaker. Problems (missing audio, bad label
-values, unknown columns) never stop a load halfway: each is recorded in
+audio file with its share targets, split, speaker and corpus. Problems (missing audio,
+bad label values, unknown columns) never stop a load halfway: each is recorded in
 `Dataset.problems` as (file, reason), the item is left out, and the caller prints one
 summary.
+
+Several corpora train together through `merge()`: the emotions become the union of their
+label sets, and each item keeps a mask of the emotions its own corpus can express (Emo-DB
+has boredom but no calm or surprise; RAVDESS the reverse). The training loss only looks
+at those, so a corpus never teaches that an emotion it cannot label is absent.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import csv
 import math
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from model.errors import EmomonError
@@ -27,7 +32,12 @@ EMODB_CODES = {
     "F": "happiness", "T": "sadness", "N": "neutral",
 }  # fmt: skip
 EMODB_EMOTIONS = tuple(EMODB_CODES.values())
-DATASETS = ("compare23", "csv", "emodb")
+RAVDESS_CODES = {
+    "01": "neutral", "02": "calm", "03": "happiness", "04": "sadness",
+    "05": "anger", "06": "fear", "07": "disgust", "08": "surprise",
+}  # fmt: skip
+RAVDESS_EMOTIONS = tuple(RAVDESS_CODES.values())
+DATASETS = ("compare23", "csv", "emodb", "ravdess")
 
 
 class DatasetError(EmomonError):
@@ -40,7 +50,9 @@ class Item:
     targets: tuple[float, ...] | None  # one share per emotion; None where labels are withheld
     split: str  # train | devel | test
     speaker: str = ""
-    label: int | None = None  # class index, for categorical datasets (Emo-DB)
+    label: int | None = None  # class index, for categorical datasets (Emo-DB, RAVDESS)
+    corpus: str = ""
+    mask: tuple[bool, ...] | None = None  # emotions this item's corpus labels; None = all of them
 
 
 @dataclass
@@ -50,12 +62,16 @@ class Dataset:
     items: list[Item]
     categorical: bool = False  # targets come from one class per file: UAR applies
     problems: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    label_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)  # corpus -> the emotions it labels
 
     def split(self, name: str) -> list[Item]:
         return [it for it in self.items if it.split == name and it.targets is not None]
 
     def speakers(self) -> list[str]:
         return sorted({it.speaker for it in self.items})
+
+    def corpora(self) -> list[str]:
+        return list(self.label_sets) or [self.name]
 
     def summary(self) -> str:
         counts = ", ".join(f"{s} {len(self.split(s))}" for s in ("train", "devel", "test") if self.split(s))
@@ -66,14 +82,47 @@ class Dataset:
 
 
 def load_dataset(kind: str, data: str | Path, **options) -> Dataset:
-    """Load dataset `kind` (compare23 | csv | emodb) from `data`."""
+    """Load dataset `kind` (compare23 | csv | emodb | ravdess) from `data`."""
     data = Path(data)
     if not data.exists():
         raise DatasetError(f"Dataset path '{data}' does not exist.")
-    loaders = {"compare23": load_compare23, "csv": load_csv_manifest, "emodb": load_emodb}
+    loaders = {"compare23": load_compare23, "csv": load_csv_manifest, "emodb": load_emodb, "ravdess": load_ravdess}
     if kind not in loaders:
         raise DatasetError(f"Unknown dataset kind '{kind}' (choose from {', '.join(DATASETS)}).")
-    return loaders[kind](data, **options)
+    ds = loaders[kind](data, **options)
+    ds.label_sets = {ds.name: ds.emotions}
+    ds.items = [replace(it, corpus=ds.name) for it in ds.items]
+    return ds
+
+
+def merge(datasets: list[Dataset]) -> Dataset:
+    """Several corpora as one: the union of their emotions (in alphabetical order), each item
+    with its targets spread onto the union and a mask of its own corpus's emotions.
+
+    Speakers are prefixed with their corpus ("emodb:03") so two corpora never share one.
+    """
+    if len(datasets) == 1:
+        return datasets[0]
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise DatasetError(f"Dataset {names[0]} is listed twice.")
+    emotions = tuple(sorted({e for d in datasets for e in d.emotions}))
+    out = Dataset("+".join(names), emotions, [], categorical=all(d.categorical for d in datasets))
+    for d in datasets:
+        where = [emotions.index(e) for e in d.emotions]
+        mask = tuple(e in d.emotions for e in emotions)
+        for it in d.items:
+            targets = None
+            if it.targets is not None:
+                spread = [0.0] * len(emotions)
+                for k, v in zip(where, it.targets):
+                    spread[k] = v
+                targets = tuple(spread)
+            label = None if it.label is None else where[it.label]
+            out.items.append(replace(it, targets=targets, label=label, mask=mask, speaker=f"{d.name}:{it.speaker}"))
+        out.problems += d.problems
+        out.label_sets[d.name] = d.emotions
+    return out
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -169,8 +218,6 @@ def load_csv_manifest(manifest: Path, devel_fraction: float = 0.2, seed: int = 0
 
 def _assign_devel(items: list[Item], fraction: float, seed: int) -> list[Item]:
     """Give items without a split one: a fraction of speakers (or files) becomes devel."""
-    from dataclasses import replace
-
     groups = sorted({it.speaker or str(it.path) for it in items if not it.split})
     rng = random.Random(seed)
     rng.shuffle(groups)
@@ -181,44 +228,71 @@ def _assign_devel(items: list[Item], fraction: float, seed: int) -> list[Item]:
     ]
 
 
-def load_emodb(root: Path, target: str = "recognition") -> Dataset:
-    """Emo-DB as in ../shared/data/emodb: labels.csv with file, speaker, emotion, recognition_pct.
+def _load_categorical(
+    root: Path, name: str, title: str, emotions: tuple[str, ...], share_of_intended
+) -> Dataset:
+    """A corpus with a labels.csv of file, speaker and emotion (one intended emotion per file).
 
-    Categorical labels become shares. `target = "recognition"` (default): the intended
-    emotion gets the share of listeners who recognised it (recognition_pct / 100) and the
-    rest is spread evenly over the other six emotions, so each target sums to 1 like a
-    listener distribution. `target = "onehot"`: 1 for the intended emotion, 0 elsewhere.
-    Every file is put in split "train"; speaker-independent folds are made by the caller
-    (leave-one-speaker-out).
+    `share_of_intended(row)` is the target share of the intended emotion; the rest is
+    spread evenly over the corpus's other emotions, so each target sums to 1 like a
+    listener distribution. It raises ValueError for a row whose label is unusable.
     """
-    if target not in ("recognition", "onehot"):
-        raise DatasetError(f"Emo-DB target '{target}' is not 'recognition' or 'onehot'.")
     lab = root / "labels.csv"
     if not lab.is_file():
-        raise DatasetError(f"Emo-DB folder '{root}' has no labels.csv.")
+        raise DatasetError(f"{title} folder '{root}' has no labels.csv.")
     columns, rows = _read_csv(lab)
     for need in ("file", "speaker", "emotion"):
         if need not in columns:
             raise DatasetError(f"Label file '{lab}' has no '{need}' column.")
-    ds = Dataset("emodb", EMODB_EMOTIONS, [], categorical=True)
-    E = len(EMODB_EMOTIONS)
+    ds = Dataset(name, emotions, [], categorical=True)
+    E = len(emotions)
     for row in rows:
         path = root / row["file"]
-        if row["emotion"] not in EMODB_EMOTIONS:
+        if row["emotion"] not in emotions:
             ds.problems.append((str(path), f"unknown emotion '{row['emotion']}'"))
             continue
         if not path.is_file():
             ds.problems.append((str(path), "audio file is missing"))
             continue
-        k = EMODB_EMOTIONS.index(row["emotion"])
-        r = 1.0
-        if target == "recognition":
-            try:
-                r = float(row["recognition_pct"]) / 100
-            except (KeyError, ValueError):
-                ds.problems.append((str(path), f"recognition_pct {row.get('recognition_pct')!r} is not a number"))
-                continue
+        try:
+            r = share_of_intended(row)
+        except ValueError as e:
+            ds.problems.append((str(path), str(e)))
+            continue
+        k = emotions.index(row["emotion"])
         rest = (1.0 - r) / (E - 1)
-        targets = tuple(r if i == k else rest for i in range(E))
-        ds.items.append(Item(path, targets, "train", row["speaker"], k))
+        ds.items.append(Item(path, tuple(r if i == k else rest for i in range(E)), "train", row["speaker"], k))
     return ds
+
+
+def load_emodb(root: Path, target: str = "recognition") -> Dataset:
+    """Emo-DB as in ../shared/data/emodb: labels.csv with file, speaker, emotion, recognition_pct.
+
+    Categorical labels become shares. `target = "recognition"` (default): the intended
+    emotion gets the share of listeners who recognised it (recognition_pct / 100) and the
+    rest is spread evenly over the other six emotions. `target = "onehot"`: 1 for the
+    intended emotion, 0 elsewhere. Every file is put in split "train"; speaker-independent
+    folds are made by the caller.
+    """
+    if target not in ("recognition", "onehot"):
+        raise DatasetError(f"Emo-DB target '{target}' is not 'recognition' or 'onehot'.")
+
+    def share(row: dict[str, str]) -> float:
+        if target == "onehot":
+            return 1.0
+        try:
+            return float(row["recognition_pct"]) / 100
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"recognition_pct {row.get('recognition_pct')!r} is not a number") from None
+
+    return _load_categorical(root, "emodb", "Emo-DB", EMODB_EMOTIONS, share)
+
+
+def load_ravdess(root: Path) -> Dataset:
+    """RAVDESS speech as in ../shared/data/ravdess: labels.csv with file, speaker, emotion.
+
+    No per-file listener ratings come with this copy, so each target is one-hot: share 1
+    for the emotion the actor portrayed (either intensity), 0 for the other seven. Every
+    file is put in split "train"; the caller makes speaker folds.
+    """
+    return _load_categorical(root, "ravdess", "RAVDESS", RAVDESS_EMOTIONS, lambda row: 1.0)
