@@ -47,6 +47,7 @@ class Bundle:
     bank: RegressorBank
     norm_mode: str = "global"  # "global" or "speaker" (model/normalize.py)
     norm_prior_frames: int = 3000  # weight of the training statistics in "speaker" mode
+    norm_session_frames: int = 0  # "speaker" mode: cap on the session's weight; 0 = none
     metrics: dict[str, Any] = field(default_factory=dict)  # evaluation results
     provenance: dict[str, Any] = field(default_factory=dict)  # data, command, versions
 
@@ -94,6 +95,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
         "normalization": {
             "mode": bundle.norm_mode,
             "prior_frames": bundle.norm_prior_frames,
+            "session_frames": bundle.norm_session_frames,
             "mean": list(bundle.norm_mean),
             "std": list(bundle.norm_std),
         },
@@ -147,11 +149,13 @@ def load_bundle(path: str | Path) -> Bundle:
             raise BundleError(f"{where}: normalization.{name} holds a value that is not a finite number.")
     if min(std) <= 0:
         raise BundleError(f"{where}: normalization.std must be positive.")
-    mode, prior = norm.get("mode", "global"), norm.get("prior_frames", 3000)
+    mode, prior, cap = norm.get("mode", "global"), norm.get("prior_frames", 3000), norm.get("session_frames", 0)
     if mode not in ("global", "speaker"):
         raise BundleError(f"{where}: normalization.mode {mode!r} is not 'global' or 'speaker'.")
     if not isinstance(prior, int) or isinstance(prior, bool) or prior < 0:
         raise BundleError(f"{where}: normalization.prior_frames must be a whole number >= 0.")
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+        raise BundleError(f"{where}: normalization.session_frames must be a whole number >= 0.")
 
     weights = need("weights", dict)
     bundle = Bundle(
@@ -165,6 +169,7 @@ def load_bundle(path: str | Path) -> Bundle:
         bank=None,  # type: ignore[arg-type]  # filled below, once the weights check out
         norm_mode=mode,
         norm_prior_frames=prior,
+        norm_session_frames=cap,
         metrics=m.get("metrics", {}),
         provenance=m.get("provenance", {}),
     )

@@ -17,8 +17,10 @@ from typing import Any, Literal, TypeVar, Union
 
 from model.errors import ConfigError
 from model.specs import (
+    AugmentSettings,
     DatasetSettings,
     EncoderSpec,
+    EvaluationSettings,
     ModelSettings,
     MonitorSettings,
     RegressorSpec,
@@ -136,6 +138,8 @@ class Config:
     runtime: RuntimeSettings = RuntimeSettings()
     train: TrainSettings = TrainSettings()
     dataset: DatasetSettings = DatasetSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    augment: AugmentSettings = AugmentSettings()
     model: ModelSettings = ModelSettings()
     vad: VadSettings = VadSettings()
     monitor: MonitorSettings = MonitorSettings()

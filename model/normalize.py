@@ -3,11 +3,15 @@
 - "global" (the paper): standardise each feature dimension with the training set's mean
   and standard deviation.
 - "speaker": standardise with the statistics of the audio heard so far in this session,
-  starting from the training statistics as a prior worth `prior_frames` frames. Models
+  starting from the training statistics as a prior worth `prior_frames` frames; with
+  `session_frames` the session never weighs more than that many frames, so the prior
+  keeps a share of the weight however long the session runs. Models
   trained this way saw each training speaker standardised by that speaker's own
   statistics, which removes much of what differs between voices (pitch range, loudness,
   microphone) and keeps what differs between emotions. In a live session the running
   statistics converge to the current speaker's; call `reset()` when the speaker changes.
+  Its trap: a speaker who stays angry for minutes makes anger their own average, so it
+  drifts towards "neutral" (measured in docs/training.md); the cap limits that drift.
 """
 
 from __future__ import annotations
@@ -20,36 +24,55 @@ NormMode = Literal["global", "speaker"]
 
 
 class FeatureNorm:
-    def __init__(self, mean: list[float], std: list[float], mode: NormMode = "global", prior_frames: int = 3000):
+    def __init__(
+        self,
+        mean: list[float],
+        std: list[float],
+        mode: NormMode = "global",
+        prior_frames: int = 3000,
+        session_frames: int = 0,
+    ):
         self.mode = mode
         self.prior_mean = torch.tensor(mean, dtype=torch.float64)  # (D,)
         self.prior_var = torch.tensor(std, dtype=torch.float64) ** 2
         self.prior_frames = prior_frames
+        self.session_frames = session_frames  # cap on the session's weight; 0 = none
         self.reset()
 
     def reset(self) -> None:
         """Forget the session: back to the training statistics."""
-        self.n = float(self.prior_frames)
-        self.mean = self.prior_mean.clone()
-        self.m2 = self.prior_var * self.n  # sum of squared deviations (Chan et al.'s merge)
+        self.n_session = 0.0
+        self.session_mean = torch.zeros_like(self.prior_mean)
+        self.session_m2 = torch.zeros_like(self.prior_var)  # sum of squared deviations
+
+    def update(self, frames: torch.Tensor) -> None:
+        """Fold frames (N, D) into the session's statistics (exact parallel-variance merge)."""
+        x = frames.detach().to("cpu", torch.float64)
+        if x.shape[0] == 0:
+            return
+        self.n_session, self.session_mean, self.session_m2 = _merge(
+            self.n_session, self.session_mean, self.session_m2, x.shape[0], x.mean(0), ((x - x.mean(0)) ** 2).sum(0)
+        )
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self._combined()[0]
 
     @property
     def std(self) -> torch.Tensor:
-        return (self.m2 / self.n).sqrt().clamp(min=1e-5)
+        return self._combined()[1]
 
-    def update(self, frames: torch.Tensor) -> None:
-        """Fold frames (N, D) into the running statistics (exact parallel-variance merge)."""
-        x = frames.detach().to("cpu", torch.float64)
-        k = x.shape[0]
-        if k == 0:
-            return
-        m_b = x.mean(0)
-        m2_b = ((x - m_b) ** 2).sum(0)
-        delta = m_b - self.mean
-        total = self.n + k
-        self.mean = self.mean + delta * (k / total)
-        self.m2 = self.m2 + m2_b + delta**2 * (self.n * k / total)
-        self.n = total
+    def _combined(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prior worth prior_frames merged with the session, which weighs at most session_frames."""
+        w = self.n_session if not self.session_frames else min(self.n_session, float(self.session_frames))
+        scale = w / self.n_session if self.n_session else 0.0
+        n, mean, m2 = _merge(
+            float(self.prior_frames), self.prior_mean, self.prior_var * self.prior_frames,
+            w, self.session_mean, self.session_m2 * scale,
+        )  # fmt: skip
+        if n == 0:
+            return self.prior_mean, self.prior_var.sqrt().clamp(min=1e-5)
+        return mean, (m2 / n).sqrt().clamp(min=1e-5)
 
     def __call__(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Standardise (B, T, D) or (B, K, T, D) features; padded frames stay exactly zero.
@@ -62,19 +85,26 @@ class FeatureNorm:
         if features.dim() == 4:
             valid = valid[:, None]  # (B, 1, T, 1)
         if self.mode == "global":
-            return (features - self._mean_like(features)) / self._std_like(features) * valid
+            return self._standardise(features) * valid
         D = features.shape[-1]
         out = torch.empty_like(features)
         for i in range(features.shape[0]):  # the session's timeline: order matters
             self.update(features[i, ..., : int(lengths[i]), :].reshape(-1, D))
-            out[i] = (features[i] - self._mean_like(features)) / self._std_like(features)
+            out[i] = self._standardise(features[i])
         return out * valid
 
-    def _mean_like(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mean.to(x.device, x.dtype)
+    def _standardise(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._combined()
+        return (x - mean.to(x.device, x.dtype)) / std.to(x.device, x.dtype)
 
-    def _std_like(self, x: torch.Tensor) -> torch.Tensor:
-        return self.std.to(x.device, x.dtype)
+
+def _merge(n_a: float, mean_a, m2_a, n_b: float, mean_b, m2_b):
+    """Chan et al.'s merge of two (count, mean, sum of squared deviations) summaries."""
+    total = n_a + n_b
+    if total == 0:
+        return 0.0, mean_a, m2_a
+    delta = mean_b - mean_a
+    return total, mean_a + delta * (n_b / total), m2_a + m2_b + delta**2 * (n_a * n_b / total)
 
 
 def feature_stats(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

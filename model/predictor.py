@@ -52,7 +52,9 @@ class Predictor:
         self.device = resolve_device(device)
         self.emotions = bundle.emotions
         self.bank = bundle.bank.to(self.device).eval()
-        self.norm = FeatureNorm(bundle.norm_mean, bundle.norm_std, bundle.norm_mode, bundle.norm_prior_frames)
+        self.norm = FeatureNorm(
+            bundle.norm_mean, bundle.norm_std, bundle.norm_mode, bundle.norm_prior_frames, bundle.norm_session_frames
+        )
         self._torch = torch
 
     @classmethod

@@ -146,6 +146,7 @@ class DatasetSettings:
     data: str | tuple[str, ...] = ""  # folder (compare23, emodb, ravdess) or manifest CSV (csv), one per kind
     target: Literal["recognition", "onehot"] = "recognition"  # Emo-DB labels -> shares
     devel_fraction: float = 0.2  # csv without a split column: share of speakers held out
+    trim: bool = True  # cut each file to its speech with the monitor's VAD, as live segments are
 
     def __post_init__(self) -> None:
         for k in self.kinds:

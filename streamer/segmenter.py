@@ -190,3 +190,16 @@ class Segmenter:
         seg = Segment(audio.copy(), self.seg_start / SAMPLE_RATE, end / SAMPLE_RATE, self.count)
         self.count += 1
         return seg
+
+
+def speech_span(audio: np.ndarray, settings: VadSettings | None = None) -> tuple[int, int]:
+    """Sample range from the first speech segment's start to the last one's end, as the
+    monitor would cut this recording; the whole of it when no speech is found."""
+    seg = Segmenter(settings)
+    tail = np.zeros(SAMPLE_RATE * (seg.s.hangover_ms + seg.s.window_ms) // 1000 + seg.frame, np.float32)
+    found = seg.push(np.concatenate([np.asarray(audio, np.float32), tail]))
+    last = seg.finish()
+    found += [last] if last is not None else []
+    if not found:
+        return 0, len(audio)
+    return int(round(found[0].start_s * SAMPLE_RATE)), min(len(audio), int(round(found[-1].end_s * SAMPLE_RATE)))

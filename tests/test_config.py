@@ -32,7 +32,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[encoder]\nlayre = 3\n", "Unknown setting 'encoder.layre'"),
         ("[encoder]\nlayer = -1\n", "layer must be 'last', 'weighted' or an index >= 0"),
         ("[encoder]\nlayer = 'first'\n", "'encoder.layer' must be 'last' or 'weighted' or an integer"),
-        ("[regressor]\narch = 3\n", "'regressor.arch' must be 1 or 2, not 3"),
+        ("[regressor]\narch = 4\n", "'regressor.arch' must be 1 or 2 or 3, not 4"),
         ("[regressor]\nconv_channels = [64, 'x']\n", "'regressor.conv_channels[1]' must be an integer"),
         ("[regressor]\nlstm_hidden = 1.5\n", "'regressor.lstm_hidden' must be an integer"),
         ("[runtime]\ndtype = 'float64'\n", "'runtime.dtype' must be 'float32' or 'float16' or 'bfloat16'"),

@@ -5,8 +5,10 @@
       shard-00000.safetensors one tensor per file, named by its content hash: (T, D) or
       shard-00001.safetensors (K, T, D) for layer="weighted"; float16 by default
 
-Keys are (audio content hash, encoder id + revision + layer): renaming or moving a file
-keeps its entry, changing its audio or the encoder does not. Sequences are stored at their
+Keys are (audio content hash, encoder id + revision + layer, variant): renaming or moving a
+file keeps its entry, changing its audio or the encoder does not. A variant names what was
+done to the audio before encoding (cut to its speech, a seeded augmentation, a robustness
+perturbation); the caller passes the function that does it and a name that identifies it. Sequences are stored at their
 true length, so a corpus costs what its frames cost (the full ComParE set at 1024-d fp16
 is ~25 GB instead of 100+ GB as one padded array). Extraction is resumable: the index is
 rewritten atomically after every shard, so an interrupted run loses at most one shard.
@@ -18,9 +20,11 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from model.audio import MIN_SEGMENT_SAMPLES, SAMPLE_RATE, read_audio
 from model.bundle import file_sha256
@@ -75,22 +79,34 @@ class EmbeddingCache:
             self._hashes[path] = file_sha256(path)
         return self._hashes[path]
 
+    def entry(self, path: Path, variant: str = "") -> str:
+        """The index key of `path` (its content hash) in `variant`."""
+        return f"{self.hash_of(path)}/{variant}" if variant else self.hash_of(path)
+
     def extract(
-        self, paths: Sequence[Path], batch_seconds: float = 60.0, console: Console | None = None
+        self,
+        paths: Sequence[Path],
+        batch_seconds: float = 60.0,
+        console: Console | None = None,
+        variant: str = "",
+        transform: Callable[[int, np.ndarray], np.ndarray] | None = None,
     ) -> list[tuple[str, str]]:
-        """Make sure every readable file in `paths` is cached; returns (file, reason) problems."""
+        """Make sure every readable file in `paths` is cached; returns (file, reason) problems.
+
+        With a `variant`, what is cached is `transform(i, audio)` of paths[i] instead.
+        """
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         problems: list[tuple[str, str]] = []
-        todo: dict[str, Path] = {}
-        for p in paths:
+        todo: dict[str, tuple[int, Path]] = {}
+        for i, p in enumerate(paths):
             try:
-                h = self.hash_of(p)
+                h = self.entry(p, variant)
             except OSError as e:
                 problems.append((str(p), f"cannot be read ({e.strerror})"))
                 continue
             if h not in self.entries:
-                todo.setdefault(h, p)
+                todo.setdefault(h, (i, p))
         if not todo:
             return problems
         pending: dict[str, torch.Tensor] = {}
@@ -99,16 +115,19 @@ class EmbeddingCache:
             TimeRemainingColumn(),
         )  # fmt: skip
         name = Path(self.encoder.spec.name.rstrip("/")).name
+        what = f" ({variant.split('/')[0]})" if variant else ""
         with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task(f"embedding with {name}", total=len(todo))
+            task = bar.add_task(f"embedding with {name}{what}", total=len(todo))
             for batch in _batches(list(todo.items()), batch_seconds):
                 keys, audio = [], []
-                for h, p in batch:
+                for h, (i, p) in batch:
                     try:
                         a = read_audio(p)
                     except AudioError as e:
                         problems.append((str(p), str(e)))
                         continue
+                    if transform is not None:
+                        a = transform(i, a)
                     if len(a) < MIN_SEGMENT_SAMPLES:
                         problems.append((str(p), f"shorter than {MIN_SEGMENT_SAMPLES / SAMPLE_RATE} s"))
                         continue
@@ -138,14 +157,14 @@ class EmbeddingCache:
         self._write_index()
         pending.clear()
 
-    def load(self, paths: Sequence[Path]) -> list[torch.Tensor | None]:
+    def load(self, paths: Sequence[Path], variant: str = "") -> list[torch.Tensor | None]:
         """Cached features per path as float32 ((T, D) or (K, T, D)); None where absent."""
         from safetensors import safe_open
 
         want: dict[str, list[str]] = {}
         keys = []
         for p in paths:
-            h = self.hash_of(p) if p.is_file() else None  # hashed once per run
+            h = self.entry(p, variant) if p.is_file() else None  # hashed once per run
             keys.append(h if h in self.entries else None)
             if keys[-1]:
                 want.setdefault(self.entries[h], []).append(h)
@@ -157,12 +176,12 @@ class EmbeddingCache:
         return [got[k] if k else None for k in keys]
 
 
-def _batches(items: list[tuple[str, Path]], seconds: float) -> Iterator[list[tuple[str, Path]]]:
+def _batches(items: list[tuple[str, tuple[int, Path]]], seconds: float) -> Iterator[list]:
     """Chunks of files whose audio adds up to about `seconds` (sizes from the file headers)."""
     import soundfile as sf
 
     batch, total = [], 0.0
-    for h, p in items:
+    for h, (i, p) in items:
         try:
             d = sf.info(p).duration
         except (sf.LibsndfileError, RuntimeError):
@@ -170,7 +189,7 @@ def _batches(items: list[tuple[str, Path]], seconds: float) -> Iterator[list[tup
         if batch and total + d > seconds:
             yield batch
             batch, total = [], 0.0
-        batch.append((h, p))
+        batch.append((h, (i, p)))
         total += d
     if batch:
         yield batch

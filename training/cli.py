@@ -43,8 +43,10 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=DATASETS, help="dataset layout")
-    p.add_argument("--data", help="dataset folder (compare23, emodb) or manifest CSV (csv)")
+    p.add_argument(
+        "--dataset", help=f"dataset layout ({', '.join(DATASETS)}); several with commas: emodb,ravdess"
+    )
+    p.add_argument("--data", help="dataset folder or manifest CSV (csv); one per --dataset kind, with commas")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--cache", help="embedding cache folder")
 
@@ -60,10 +62,13 @@ def apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
 def _apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
     ds, enc, reg, train, rt = cfg.dataset, cfg.encoder, cfg.regressor, cfg.train, cfg.runtime
     if args.dataset:
-        ds = replace(ds, kind=args.dataset)
+        unknown = [k for k in args.dataset.split(",") if k not in DATASETS]
+        if unknown:
+            raise ConfigError(f"--dataset {unknown[0]} is not a dataset layout (choose from {', '.join(DATASETS)}).")
+        ds = replace(ds, kind=args.dataset, data=args.data or ds.data)
     if args.data:
         ds = replace(ds, data=args.data)
-    if not ds.kind or not ds.data:
+    if not ds.kinds or not ds.paths:
         raise ConfigError("Say which data to use: --dataset and --data (or [dataset] kind and data in the config).")
     if args.device:
         rt = replace(rt, device=args.device)

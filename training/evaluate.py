@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from training.metrics import bootstrap_spearman, confusion, spearman_per_column, unweighted_average_recall
+from training.metrics import (
+    bootstrap_spearman,
+    bootstrap_uar,
+    calibration,
+    confusion,
+    spearman_per_column,
+    unweighted_average_recall,
+)
 
 
 def score(
@@ -18,10 +25,11 @@ def score(
     speakers: Sequence[str] | None = None,
     n_boot: int = 1000,
 ) -> dict:
-    """Spearman per emotion and mean with bootstrap 95 % intervals; UAR where there are
-    class labels; the same per speaker where speakers are given. JSON-ready."""
+    """Spearman per emotion and mean with bootstrap 95 % intervals; UAR (with its interval),
+    accuracy, confusion and the top share's calibration where there are class labels; the
+    same per speaker where speakers are given. JSON-ready. n_boot = 0 skips the intervals."""
     rho = spearman_per_column(pred, targets)
-    low, high = bootstrap_spearman(pred, targets, n_boot)
+    low, high = bootstrap_spearman(pred, targets, n_boot) if n_boot else (np.full(len(rho) + 1, np.nan),) * 2
     out: dict = {
         "n": int(len(pred)),
         "spearman_mean": round(float(rho.mean()), 4),
@@ -32,8 +40,11 @@ def score(
     if labels is not None:
         guess = pred.argmax(1)
         out["uar"] = round(unweighted_average_recall(guess, labels, len(emotions)), 4)
+        if n_boot:
+            out["uar_ci95"] = [round(v, 4) for v in bootstrap_uar(guess, labels, len(emotions), n_boot)]
         out["accuracy"] = round(float(np.mean(guess == labels)), 4)
         out["confusion"] = confusion(guess, labels, len(emotions)).tolist()  # rows: true, columns: predicted
+        out["calibration"] = calibration(pred, labels)
     if speakers is not None:
         spk = np.asarray(speakers)
         out["per_speaker"] = {}
@@ -86,11 +97,7 @@ def write_report(
     """report.md, metrics.json, predicted_vs_true.png and (with histories) learning_curves.png."""
     import json
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     text = markdown(metrics, emotions, title)
@@ -111,18 +118,101 @@ def write_report(
     plt.close(fig)
     text += "\n![predicted vs true](predicted_vs_true.png)\n"
     if histories:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-        for i, h in enumerate(histories):
-            ep = [r["epoch"] for r in h]
-            a1.plot(ep, [r["train_loss"] for r in h], lw=1, label=f"run {i + 1}" if len(histories) > 1 else None)
-            if h and "devel_spearman" in h[0]:
-                a2.plot(ep, [r["devel_spearman"] for r in h], lw=1)
-        a1.set(title="training loss (MSE)", xlabel="epoch", yscale="log")
-        a2.set(title="devel mean Spearman", xlabel="epoch")
-        fig.tight_layout()
-        fig.savefig(folder / "learning_curves.png", dpi=90)
-        plt.close(fig)
+        _learning_curves(folder / "learning_curves.png", histories)
         text += "\n![learning curves](learning_curves.png)\n"
     (folder / "report.md").write_text(text)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return folder
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _learning_curves(path: Path, histories: Sequence[Sequence[dict]]) -> None:
+    plt = _pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for h in histories:
+        ep = [r["epoch"] for r in h]
+        a1.plot(ep, [r["train_loss"] for r in h], lw=1, alpha=0.6)
+        if h and "devel_spearman" in h[0]:
+            a2.plot(ep, [r["devel_spearman"] for r in h], lw=1, alpha=0.6)
+    a1.set(title=f"training loss ({len(histories)} fits)", xlabel="epoch", yscale="log")
+    a2.set(title="devel mean Spearman", xlabel="epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _ci(m: dict, key: str) -> str:
+    lo_hi = m.get(f"{key}_ci95")
+    return f"{m[key]:.3f} ({lo_hi[0]:.3f}-{lo_hi[1]:.3f})" if lo_hi else f"{m[key]:.3f}"
+
+
+def write_experiment_report(
+    folder: str | Path,
+    title: str,
+    evaluations: dict[str, dict],
+    class_names: dict[str, list[str]],
+    histories: Sequence[Sequence[dict]] = (),
+) -> Path:
+    """A training run's report: one table of every evaluation (and its robustness), then a
+    section per evaluation (per emotion, per speaker, confusion), confusion matrices and the
+    calibration of the top share as PNGs, learning curves, and metrics.json."""
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    perturbations = sorted({p for m in evaluations.values() for p in m.get("robustness", {})})
+    head = "| evaluation | files | folds | UAR (95 % CI) | accuracy | mean Spearman (95 % CI) | ECE |"
+    lines = [f"# {title}", "", head + "".join(f" UAR {p} |" for p in perturbations)]
+    lines.append("|---" * (7 + len(perturbations)) + "|")
+    for name, m in evaluations.items():
+        row = f"| {name} | {m['n']} | {m.get('folds', 1)} | {_ci(m, 'uar') if 'uar' in m else '-'} | "
+        row += f"{m.get('accuracy', float('nan')):.3f} | {_ci(m, 'spearman_mean')} | "
+        row += f"{m['calibration']['ece']:.3f} |" if "calibration" in m else "- |"
+        for p in perturbations:
+            r = m.get("robustness", {}).get(p)
+            row += f" {r['uar']:.3f} ({r['uar'] - m['uar']:+.3f}) |" if r and "uar" in r else " - |"
+        lines.append(row)
+    lines += ["", "ECE: expected calibration error of the top share (0 = a top share of 0.7 is right 70 % of the time)."]
+    named = [(n, m) for n, m in evaluations.items() if "confusion" in m]
+    if named:
+        lines += ["", "![confusion matrices](confusion.png)", "", "![calibration](calibration.png)"]
+    if histories:
+        _learning_curves(folder / "learning_curves.png", histories)
+        lines += ["", "![learning curves](learning_curves.png)"]
+    text = "\n".join(lines) + "\n"
+    for name, m in evaluations.items():
+        text += "\n" + markdown(m, class_names[name], name).replace(f"# {name}", f"## {name}", 1)
+    plt = _pyplot()
+    if named:
+        fig, axes = plt.subplots(1, len(named), figsize=(4.2 * len(named), 4), squeeze=False)
+        for ax, (name, m) in zip(axes[0], named):
+            cm = np.array(m["confusion"], dtype=float)
+            ax.imshow(cm / cm.sum(1, keepdims=True).clip(1), vmin=0, vmax=1, cmap="Blues")
+            ticks = range(len(class_names[name]))
+            ax.set_xticks(ticks, [e[:4] for e in class_names[name]], rotation=90)
+            ax.set_yticks(ticks, [e[:4] for e in class_names[name]])
+            ax.set(title=f"{name} (UAR {m['uar']:.2f})", xlabel="predicted", ylabel="true")
+        fig.tight_layout()
+        fig.savefig(folder / "confusion.png", dpi=90)
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        ax.plot([0, 1], [0, 1], "k:", lw=1)
+        for name, m in named:
+            b = m["calibration"]["bins"]
+            ax.plot([r["confidence"] for r in b], [r["accuracy"] for r in b], "o-", label=f"{name} (ECE {m['calibration']['ece']:.3f})")
+        ax.set(xlabel="top share", ylabel="share of files where the top emotion was intended", title="calibration")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / "calibration.png", dpi=90)
+        plt.close(fig)
+    (folder / "report.md").write_text(text)
+    (folder / "metrics.json").write_text(json.dumps(evaluations, indent=2) + "\n")
     return folder

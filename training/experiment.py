@@ -1,8 +1,10 @@
-"""A training run from start to bundle: dataset -> cached embeddings -> fit -> evaluate -> save.
+"""A training run from start to bundle: corpora -> cached features -> evaluate -> fit -> save.
 
-Speaker-independent throughout: ComParE and CSV data come with (or are given) splits by
-speaker; Emo-DB is evaluated leave-one-speaker-out, after which the shipped model is
-trained on every speaker for the median of the folds' best epoch counts.
+Evaluation comes first and is speaker-independent throughout: every protocol in
+[evaluation] (training/protocols.py) trains and tests its folds, optionally also on
+perturbed test audio; then the shipped model is trained on all labelled files for the
+median of the folds' best epoch counts, and every evaluation is written into its
+bundle.json (metrics.evaluations.<name>).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from model.config import Config, to_dict
 from model.encoder import Encoder, load_encoder
 from model.normalize import FeatureNorm, feature_stats, per_speaker_standardise
 from model.predictor import Predictor
+from model.specs import AugmentSettings
 from training.cache import EmbeddingCache
-from training.datasets import Dataset, DatasetError, Item, load_dataset
-from training.evaluate import score, write_report
-from training.metrics import spearman_per_column, unweighted_average_recall
+from training.datasets import Dataset, DatasetError, Item, load_dataset, merge
+from training.evaluate import score, write_experiment_report, write_report
+from training.protocols import Protocol, default_protocols
 from training.train import FitResult, Split, collate, fit, predict
 
 log = logging.getLogger("emomon")
@@ -52,22 +55,97 @@ def report_problems(console: Console, problems: list[tuple[str, str]], what: str
         console.print(f"  ... and {len(problems) - 10} more")
 
 
-def embed(ds: Dataset, encoder: Encoder, cache_dir: Path, console: Console) -> tuple[list[Item], list[torch.Tensor]]:
-    """Features for every item that has them, extracting what the cache lacks."""
-    cache = EmbeddingCache(cache_dir, encoder)
-    report_problems(console, cache.extract([it.path for it in ds.items], console=console), "embedding")
-    feats = cache.load([it.path for it in ds.items])
-    kept = [(it, f) for it, f in zip(ds.items, feats) if f is not None]
-    return [it for it, _ in kept], [f for _, f in kept]
+def load_corpora(cfg: Config) -> Dataset:
+    """The [dataset] corpora, merged into one Dataset when there are several."""
+    kinds, paths = cfg.dataset.kinds, cfg.dataset.paths
+    if len(kinds) != len(paths):
+        raise DatasetError(f"{len(kinds)} dataset kinds ({', '.join(kinds)}) need as many data paths, not {len(paths)}.")
+    return merge([load_dataset(k, d, **_dataset_options(cfg, k)) for k, d in zip(kinds, paths)])
 
 
-def _split(items: list[Item], feats: list[torch.Tensor], mask: np.ndarray) -> tuple[Split, list[str]]:
-    idx = np.flatnonzero(mask)
-    targets = np.array([items[i].targets for i in idx], dtype=np.float32)
-    return Split([feats[i] for i in idx], targets), [items[i].speaker for i in idx]
+class Features:
+    """Every item's cached features: clean, augmented views, and perturbed for robustness.
+
+    All audio is first cut to its speech with the monitor's VAD ([dataset] trim), so a
+    training file looks like a live segment. Augmented views are drawn per file and view
+    from the training seed and the file's content hash, so the same run gives the same
+    copies on any machine and in any file order.
+    """
+
+    def __init__(self, ds: Dataset, encoder: Encoder, cfg: Config, console: Console) -> None:
+        self.ds, self.cfg, self.console = ds, cfg, console
+        self.cache = EmbeddingCache(cache_dir(cfg), encoder)
+        self.paths = [it.path for it in ds.items]
+        problems = self.cache.extract(self.paths, console=console, variant=self._base, transform=self._trimmed)
+        report_problems(console, problems, "embedding")
+        clean = self.cache.load(self.paths, self._base)
+        keep = [i for i, f in enumerate(clean) if f is not None]
+        self.items = [ds.items[i] for i in keep]
+        self.paths = [self.paths[i] for i in keep]
+        self.clean = [clean[i] for i in keep]
+        self.views: list[list[torch.Tensor]] = [[] for _ in keep]
+        for k in range(cfg.augment.views):
+            for i, f in enumerate(self._variant(f"aug{k}-{self._digest(cfg.augment)}", self._augmenter(k))):
+                if f is not None:
+                    self.views[i].append(f)
+
+    @property
+    def _base(self) -> str:
+        return "speech" if self.cfg.dataset.trim else ""
+
+    @staticmethod
+    def _digest(obj) -> str:
+        import hashlib
+
+        return hashlib.sha256(repr(obj).encode()).hexdigest()[:10]
+
+    def _trimmed(self, i: int, audio: np.ndarray) -> np.ndarray:
+        if not self.cfg.dataset.trim:
+            return audio
+        from streamer.segmenter import speech_span
+
+        a, b = speech_span(audio, self.cfg.vad)
+        return audio[a:b]
+
+    def _seed(self, i: int, k: int) -> np.random.Generator:
+        h = int(self.cache.hash_of(self.paths[i])[:12], 16)
+        return np.random.default_rng([self.cfg.train.seed, k, h])
+
+    def _augmenter(self, k: int):
+        from training.augment import augment
+
+        return lambda i, a: augment(self._trimmed(i, a), self.cfg.augment, self._seed(i, k))
+
+    def _variant(self, name: str, transform) -> list[torch.Tensor | None]:
+        variant = f"{self._base}+{name}"
+        report_problems(
+            self.console, self.cache.extract(self.paths, console=self.console, variant=variant, transform=transform),
+            f"embedding {name}",
+        )  # fmt: skip
+        return self.cache.load(self.paths, variant)
+
+    def perturbed(self, name: str) -> list[torch.Tensor | None]:
+        """Every item's features through one robustness perturbation ("white:20", ...)."""
+        from training.augment import perturb
+
+        def transform(i: int, a: np.ndarray) -> np.ndarray:
+            return perturb(self._trimmed(i, a), name, seed=int(self.cache.hash_of(self.paths[i])[:8], 16))
+
+        return self._variant(name, transform)
+
+    def split(self, idx: np.ndarray, augmented: bool = False) -> tuple[Split, list[str]]:
+        items = [self.items[i] for i in idx]
+        masks = np.array([it.mask if it.mask is not None else [True] * len(self.ds.emotions) for it in items])
+        split = Split(
+            [self.clean[i] for i in idx],
+            np.array([it.targets for it in items], dtype=np.float32),
+            masks.astype(bool).reshape(len(items), len(self.ds.emotions)),
+            [self.views[i] for i in idx] if augmented else [],
+        )
+        return split, [it.speaker for it in items]
 
 
-def fit_normalised(cfg: Config, emotions, train: tuple[Split, list[str]], devel=None, epochs=None):
+def fit_normalised(cfg: Config, emotions, train: tuple[Split, list[str]], devel=None, epochs=None, on_epoch=None):
     """fit() with the configured input normalisation; returns (FitResult, FeatureNorm).
 
     "speaker": training (and devel, for model selection) speakers are standardised by
@@ -76,18 +154,26 @@ def fit_normalised(cfg: Config, emotions, train: tuple[Split, list[str]], devel=
     """
     mean, std = feature_stats(train[0].features)  # the raw training statistics
     if cfg.train.normalization == "speaker":
-        norm = FeatureNorm(mean.tolist(), std.tolist(), "speaker", cfg.train.prior_frames)
+        norm = FeatureNorm(mean.tolist(), std.tolist(), "speaker", cfg.train.prior_frames, cfg.train.session_frames)
 
-        def prepare(split: Split, speakers: list[str]) -> Split:
-            return Split(per_speaker_standardise(split.features, speakers), split.targets)
+        def standardise(features: list[torch.Tensor], speakers: list[str]) -> list[torch.Tensor]:
+            return per_speaker_standardise(features, speakers)
     else:
         norm = FeatureNorm(mean.tolist(), std.tolist(), "global")
 
-        def prepare(split: Split, speakers: list[str]) -> Split:
-            return Split([(f - mean) / std for f in split.features], split.targets)
+        def standardise(features: list[torch.Tensor], speakers: list[str]) -> list[torch.Tensor]:
+            return [(f - mean) / std for f in features]
+
+    def prepare(split: Split, speakers: list[str]) -> Split:
+        views = [list(v) for v in zip(*split.views)] if split.views else []  # view k of every file
+        views = [standardise(v, speakers) for v in views]
+        return replace(
+            split, features=standardise(split.features, speakers), views=[list(v) for v in zip(*views)] if views else []
+        )
 
     dev = prepare(*devel) if devel is not None else None
-    return fit(prepare(*train), dev, emotions, cfg.regressor, cfg.train, epochs, str(_device(cfg))), norm
+    fitted = fit(prepare(*train), dev, emotions, cfg.regressor, cfg.train, epochs, str(_device(cfg)), on_epoch)
+    return fitted, norm
 
 
 def session_predict(r: FitResult, norm: FeatureNorm, feats: list[torch.Tensor]) -> np.ndarray:
@@ -97,35 +183,101 @@ def session_predict(r: FitResult, norm: FeatureNorm, feats: list[torch.Tensor]) 
     return predict(r.bank, normed)
 
 
-def loso(ds: Dataset, items: list[Item], feats: list[torch.Tensor], cfg: Config, console: Console):
-    """Leave-one-speaker-out: each speaker is the test set once; the next speaker in order
-    is the devel set for early stopping. The test speaker's files are scored in file order
-    as one session (speaker-mode statistics adapt across them, starting from the prior).
-    Returns (metrics, predictions, targets, fits)."""
-    spk = np.array([it.speaker for it in items])
-    speakers = sorted(set(spk))
-    if len(speakers) < 3:
-        raise DatasetError(f"Leave-one-speaker-out needs at least 3 speakers, not {len(speakers)}.")
-    pred = np.zeros((len(items), len(ds.emotions)), dtype=np.float32)
-    fits = []
-    for k, s in enumerate(speakers):
-        dev = speakers[(k + 1) % len(speakers)]
+def sessions_predict(r: FitResult, norm: FeatureNorm, items: list[Item], feats: list[torch.Tensor]) -> np.ndarray:
+    """Each speaker's clips as one session in file order (the normalisation adapting as live)."""
+    out = np.zeros((len(feats), r.bank.n_models * r.bank.out_dim), dtype=np.float32)
+    order = sorted(range(len(items)), key=lambda i: items[i].speaker)  # stable: file order within a speaker
+    for _, run in itertools.groupby(order, key=lambda i: items[i].speaker):
+        group = list(run)
+        out[group] = session_predict(r, norm, [feats[i] for i in group])
+    return out
+
+
+class TrainingProgress:
+    """One Rich display for a whole run: folds done, and the current fit's epochs with its
+    training loss, devel mean Spearman and best epoch so far; both with an ETA."""
+
+    def __init__(self, console: Console, folds: int, epochs: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
+        )  # fmt: skip
+        self.folds = self.bar.add_task("folds", total=folds, info="")
+        self.epochs = self.bar.add_task("epochs", total=epochs, info="")
+
+    def __enter__(self) -> TrainingProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def start_fit(self, name: str, epochs: int) -> None:
+        self.bar.reset(self.epochs, total=epochs, description=f"epochs ({name})", info="")
+
+    def epoch(self, row: dict[str, float]) -> None:
+        info = f"loss {row['train_loss']:.4f}"
+        if "devel_spearman" in row:
+            info += f"  devel rho {row['devel_spearman']:.3f}  best epoch {row['best_epoch']}"
+        self.bar.update(self.epochs, completed=row["epoch"], info=info)
+
+    def end_fit(self) -> None:
+        self.bar.advance(self.folds)
+
+
+def run_protocol(
+    protocol: Protocol, feats: Features, cfg: Config, progress: TrainingProgress, console: Console
+) -> tuple[dict, list[FitResult], FeatureNorm]:
+    """Train and test every fold of `protocol`; returns (metrics, fits, the last fold's
+    normalisation). The test files are also scored through each [evaluation]
+    perturbation, by the same fold models."""
+    ds, emotions = feats.ds, feats.ds.emotions
+    classes = protocol.classes(ds)
+    folds = protocol.folds(replace(ds, items=feats.items))
+    perturbed = {p: feats.perturbed(p) for p in cfg.evaluation.perturbations}
+    idx = np.concatenate([f.test for f in folds])
+    pred = {"idx": idx, "pred": np.zeros((len(idx), len(emotions)), np.float32)}
+    pred.update({p: np.zeros_like(pred["pred"]) for p in perturbed})
+    fits, at = [], 0
+    for k, fold in enumerate(folds):
+        progress.start_fit(f"{protocol.name} {k + 1}/{len(folds)}", cfg.train.epochs)
         r, norm = fit_normalised(
-            cfg, ds.emotions, _split(items, feats, (spk != s) & (spk != dev)), _split(items, feats, spk == dev)
+            cfg, emotions, feats.split(fold.train, augmented=True), feats.split(fold.devel), on_epoch=progress.epoch
         )
-        test = np.flatnonzero(spk == s)
-        pred[test] = session_predict(r, norm, [feats[i] for i in test])
+        test_items = [feats.items[i] for i in fold.test]
+        rows = slice(at, at + len(fold.test))
+        pred["pred"][rows] = sessions_predict(r, norm, test_items, [feats.clean[i] for i in fold.test])
+        for p, pf in perturbed.items():
+            pred[p][rows] = sessions_predict(r, norm, test_items, [pf[i] for i in fold.test])
+        at += len(fold.test)
         fits.append(r)
-        rho = spearman_per_column(pred[test], np.array([items[i].targets for i in test])).mean()
-        extra = ""
-        if ds.categorical:
-            labels = np.array([items[i].label for i in test])
-            extra = f", UAR {unweighted_average_recall(pred[test].argmax(1), labels, len(ds.emotions)):.3f}"
-        console.print(f"speaker {s}: best epoch {r.best_epoch}, mean Spearman {rho:.3f}{extra}")
-    targets = np.array([it.targets for it in items], dtype=np.float32)
-    labels = np.array([it.label for it in items]) if ds.categorical else None
-    metrics = score(pred, targets, ds.emotions, labels, speakers=list(spk))
-    return metrics, pred, targets, fits
+        progress.end_fit()
+    items = [feats.items[i] for i in idx]
+    metrics = score_classes(pred["pred"], items, emotions, classes)
+    metrics["folds"] = len(folds)
+    if perturbed:
+        metrics["robustness"] = {}
+        for p in perturbed:
+            m = score_classes(pred[p], items, emotions, classes, n_boot=0)
+            metrics["robustness"][p] = {k: m[k] for k in ("uar", "accuracy", "spearman_mean") if k in m}
+    line = f"{protocol.name}: {len(idx)} files, {len(folds)} fold(s)"
+    if "uar" in metrics:
+        line += f", UAR {metrics['uar']:.3f} (95 % CI {metrics['uar_ci95'][0]:.3f} to {metrics['uar_ci95'][1]:.3f})"
+    console.print(line + f", mean Spearman {metrics['spearman_mean']:.3f}")
+    return metrics, fits, norm
+
+
+def score_classes(pred: np.ndarray, items: list[Item], emotions, classes: list[int], n_boot: int = 1000) -> dict:
+    """score() over the emotions `classes` only (arg-max among them, shares renormalised)."""
+    sub = pred[:, classes]
+    sub = sub / np.clip(sub.sum(1, keepdims=True), 1e-12, None) if (pred >= 0).all() else sub
+    targets = np.array([[it.targets[c] for c in classes] for it in items], dtype=np.float32)
+    labels = None
+    if all(it.label is not None for it in items):
+        labels = np.array([classes.index(it.label) for it in items])
+    return score(sub, targets, [emotions[c] for c in classes], labels, [it.speaker for it in items], n_boot)
 
 
 def _device(cfg: Config) -> torch.device:
@@ -135,45 +287,40 @@ def _device(cfg: Config) -> torch.device:
 
 
 def train_experiment(cfg: Config, report: Path | None, console: Console, argv: list[str]) -> Path:
-    """Run the experiment `cfg` describes; returns the bundle folder."""
-    ds = load_dataset(cfg.dataset.kind, cfg.dataset.data, **_dataset_options(cfg))
+    """Run the experiment `cfg` describes: evaluate every protocol, then train the final
+    model on all labelled data for the median of the folds' best epochs; returns the bundle."""
+    ds = load_corpora(cfg)
     console.print(ds.summary())
     report_problems(console, ds.problems, "reading labels")
     encoder = load_encoder(cfg.encoder, cfg.runtime.device, cfg.runtime.dtype)
-    items, feats = embed(ds, encoder, cache_dir(cfg), console)
-    split = np.array([it.split if it.targets is not None else "unlabelled" for it in items])
-    metrics: dict = {}
-    histories = []
-    if ds.name == "emodb":
-        metrics["loso"], pred, targets, fits = loso(ds, items, feats, cfg, console)
-        epochs = int(np.median([r.best_epoch for r in fits]))
-        histories = [r.history for r in fits]
-        console.print(f"final model: all {len(ds.speakers())} speakers, {epochs} epochs (median best epoch)")
-        final, norm = fit_normalised(cfg, ds.emotions, _split(items, feats, split == "train"), epochs=epochs)
-        metrics["final_training"] = {"epochs": epochs, "speakers": ds.speakers(), "n": len(items)}
-        evaluated = "loso"
-    else:
-        train, devel = _split(items, feats, split == "train"), _split(items, feats, split == "devel")
-        if not len(train[0]) or not len(devel[0]):
-            raise DatasetError(
-                f"Dataset {ds.name} at '{cfg.dataset.data}' needs labelled train and devel files; "
-                f"found {len(train[0])} and {len(devel[0])}."
+    feats = Features(ds, encoder, cfg, console)
+    protocols = [Protocol.parse(p) for p in cfg.evaluation.protocols] or default_protocols(ds)
+    n_folds = sum(len(p.folds(replace(ds, items=feats.items))) for p in protocols)
+    n_folds += 0 if len(protocols) == 1 and protocols[0].kind == "split" else 1  # the final model
+    evaluations, histories, best_epochs = {}, [], []
+    with TrainingProgress(console, n_folds, cfg.train.epochs) as progress:
+        for protocol in protocols:
+            evaluations[protocol.name], fits, last_norm = run_protocol(protocol, feats, cfg, progress, console)
+            histories += [r.history for r in fits]
+            if protocol.kind != "cross":  # trained on data like the final model's
+                best_epochs += [r.best_epoch for r in fits]
+        labelled = np.array([i for i, it in enumerate(feats.items) if it.targets is not None])
+        if len(protocols) == 1 and protocols[0].kind == "split":
+            # The paper's recipe: the model trained on the train split, its epoch chosen on devel.
+            final, norm, epochs = fits[0], last_norm, fits[0].best_epoch
+            console.print(f"final model: the {protocols[0].name} fit (best epoch {epochs})")
+        else:
+            epochs = int(np.median(best_epochs or [cfg.train.epochs]))
+            progress.start_fit("final model", epochs)
+            final, norm = fit_normalised(
+                cfg, ds.emotions, feats.split(labelled, augmented=True), epochs=epochs, on_epoch=progress.epoch
             )
-        final, norm = fit_normalised(cfg, ds.emotions, train, devel)
-        histories = [final.history]
-        pred = session_predict(final, norm, devel[0].features)
-        targets = devel[0].targets
-        metrics["devel"] = score(pred, targets, ds.emotions)
-        metrics["best_epoch"] = final.best_epoch
-        test, _ = _split(items, feats, split == "test")
-        if len(test):
-            metrics["test"] = score(session_predict(final, norm, test.features), test.targets, ds.emotions)
-        evaluated = "devel"
-    m = metrics[evaluated]
-    console.print(
-        f"{evaluated}: mean Spearman {m['spearman_mean']:.3f} (95 % CI {m['spearman_mean_ci95'][0]:.3f} to "
-        f"{m['spearman_mean_ci95'][1]:.3f})" + (f", UAR {m['uar']:.3f}" if "uar" in m else "")
-    )
+            progress.end_fit()
+            console.print(f"final model: all {len(labelled)} labelled files, {epochs} epochs (median best epoch)")
+    metrics = {
+        "evaluations": evaluations,
+        "final_training": {"epochs": epochs, "n": int(len(labelled)), "corpora": ds.corpora()},
+    }
     bundle = Bundle(
         emotions=ds.emotions,
         encoder=replace(cfg.encoder, revision=str(getattr(encoder, "revision", cfg.encoder.revision))),
@@ -185,72 +332,77 @@ def train_experiment(cfg: Config, report: Path | None, console: Console, argv: l
         bank=final.bank,
         norm_mode=norm.mode,
         norm_prior_frames=norm.prior_frames,
+        norm_session_frames=norm.session_frames,
         metrics=metrics,
-        provenance=provenance(cfg, ds, len(items), argv),
+        provenance=provenance(cfg, ds, len(feats.items), argv),
     )
     out = Path(cfg.train.out or f"models/{ds.name}-{_slug(cfg.encoder)}-arch{cfg.regressor.arch}")
     save_bundle(bundle, out)
     console.print(f"saved bundle: {out}", soft_wrap=True)
     if report is not None:
-        write_report(report, m, ds.emotions, pred, targets, histories, title=f"{out.name}: {evaluated}")
+        names = {p.name: [ds.emotions[c] for c in p.classes(ds)] for p in protocols}
+        write_experiment_report(report, f"{out.name}: evaluation", evaluations, names, histories)
         console.print(f"report: {report / 'report.md'}", soft_wrap=True)
     return out
 
 
 def evaluate_bundle(path: Path, cfg: Config, report: Path | None, console: Console) -> dict:
-    """Score a saved bundle on a dataset's devel/test files (all files for Emo-DB)."""
+    """Score a saved bundle on a dataset's test (else devel, else all) files, each speaker's
+    files as one session in file order, over the emotions every scored file labels."""
     predictor = Predictor.from_bundle(path, cfg.runtime.device, cfg.runtime.dtype)
-    ds = load_dataset(cfg.dataset.kind, cfg.dataset.data, **_dataset_options(cfg))
-    if tuple(ds.emotions) != tuple(predictor.emotions):
+    ds = load_corpora(cfg)
+    missing = [e for e in ds.emotions if e not in predictor.emotions]
+    if missing:
         raise DatasetError(
             f"Bundle '{path}' predicts {', '.join(predictor.emotions)}, but dataset {ds.name} is labelled "
-            f"with {', '.join(ds.emotions)}."
+            f"with {', '.join(ds.emotions)} ({', '.join(missing)} missing)."
         )
     console.print(ds.summary())
     report_problems(console, ds.problems, "reading labels")
-    items, feats = embed(ds, predictor.encoder, cache_dir(cfg), console)
-    labelled = {it.split for it in items if it.targets is not None}
+    feats = Features(ds, predictor.encoder, replace(cfg, augment=AugmentSettings()), console)
+    labelled = {it.split for it in feats.items if it.targets is not None}
     part = next(p for p in ("test", "devel", "train") if p in labelled)  # held-out first
-    keep = [i for i, it in enumerate(items) if it.split == part and it.targets is not None]
+    keep = [i for i, it in enumerate(feats.items) if it.split == part and it.targets is not None]
     if part == "train":
         console.print(
             f"[yellow]{ds.name} has no held-out split, so all its files are scored: a model trained "
             "on them is not evaluated speaker-independently here.[/yellow]"
         )
-    # One session per speaker, in file order, so that "speaker"-mode bundles adapt as they would live.
-    keep.sort(key=lambda k: items[k].speaker)  # stable: file order within each speaker
-    pred = []
-    for _, run in itertools.groupby(keep, key=lambda k: items[k].speaker):
-        predictor.reset_session()
+    items = [feats.items[k] for k in keep]
+    pred = np.zeros((len(keep), len(predictor.emotions)), dtype=np.float32)
+    order = sorted(range(len(keep)), key=lambda j: items[j].speaker)  # stable: file order within a speaker
+    for _, run in itertools.groupby(order, key=lambda j: items[j].speaker):
+        predictor.reset_session()  # "speaker"-mode bundles adapt as they would live
         group = list(run)
         for i in range(0, len(group), 64):
-            x, n = collate([feats[k] for k in group[i : i + 64]])
-            pred.append(predictor.regress(x, n)[0].float().cpu().numpy())
-    pred = np.concatenate(pred)
-    targets = np.array([items[k].targets for k in keep], dtype=np.float32)
-    labels = np.array([items[k].label for k in keep]) if ds.categorical else None
-    speakers = [items[k].speaker for k in keep] if all(items[k].speaker for k in keep) else None
-    metrics = score(pred, targets, ds.emotions, labels, speakers)
+            x, n = collate([feats.clean[keep[j]] for j in group[i : i + 64]])
+            pred[group[i : i + 64]] = predictor.regress(x, n)[0].float().cpu().numpy()
+    pred = np.clip(pred[:, [predictor.emotions.index(e) for e in ds.emotions]], 0.0, None)  # dataset order
+    masks = np.array([it.mask or [True] * len(ds.emotions) for it in items], dtype=bool)
+    classes = [c for c in range(len(ds.emotions)) if masks[:, c].all()]
+    metrics = score_classes(pred, items, ds.emotions, classes)
     console.print(
         f"{ds.name} {part}: {metrics['n']} files, mean Spearman {metrics['spearman_mean']:.3f}"
         + (f", UAR {metrics['uar']:.3f}" if "uar" in metrics else "")
     )
     if report is not None:
-        write_report(report, metrics, ds.emotions, pred, targets, title=f"{Path(path).name} on {ds.name} {part}")
+        sub = [ds.emotions[c] for c in classes]
+        targets = np.array([[it.targets[c] for c in classes] for it in items], dtype=np.float32)
+        write_report(report, metrics, sub, pred[:, classes], targets, title=f"{Path(path).name} on {ds.name} {part}")
         console.print(f"report: {report / 'report.md'}", soft_wrap=True)
     return metrics
 
 
-def _dataset_options(cfg: Config) -> dict:
-    if cfg.dataset.kind == "emodb":
+def _dataset_options(cfg: Config, kind: str) -> dict:
+    if kind == "emodb":
         return {"target": cfg.dataset.target}
-    if cfg.dataset.kind == "csv":
+    if kind == "csv":
         return {"devel_fraction": cfg.dataset.devel_fraction, "seed": cfg.train.seed}
     return {}
 
 
 def _slug(spec) -> str:
-    return "egemaps" if spec.kind == "egemaps" else Path(spec.name.rstrip("/")).name.lower()
+    return spec.kind if spec.kind != "ssl" else Path(spec.name.rstrip("/")).name.lower()
 
 
 def provenance(cfg: Config, ds: Dataset, n_items: int, argv: list[str]) -> dict:
@@ -260,8 +412,8 @@ def provenance(cfg: Config, ds: Dataset, n_items: int, argv: list[str]) -> dict:
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": "emomon " + " ".join(argv),
         "dataset": {
-            "kind": ds.name,
-            "data": str(cfg.dataset.data),
+            "kind": list(cfg.dataset.kinds),
+            "data": list(cfg.dataset.paths),
             "files_used": n_items,
             "files_left_out": len(ds.problems),
             "speakers": len(ds.speakers()),

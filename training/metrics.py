@@ -52,3 +52,34 @@ def confusion(pred_class: np.ndarray, true_class: np.ndarray, n_classes: int) ->
     m = np.zeros((n_classes, n_classes), dtype=int)
     np.add.at(m, (true_class, pred_class), 1)
     return m
+
+
+def bootstrap_uar(pred_class: np.ndarray, true_class: np.ndarray, n_classes: int, n_boot: int = 1000, seed: int = 0):
+    """95 % percentile-bootstrap interval (low, high) of the UAR, resampling files."""
+    rng = np.random.default_rng(seed)
+    N = len(pred_class)
+    stats = [
+        unweighted_average_recall(pred_class[i], true_class[i], n_classes)
+        for i in (rng.integers(0, N, N) for _ in range(n_boot))
+    ]
+    return float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))
+
+
+def calibration(shares: np.ndarray, true_class: np.ndarray, bins: int = 10) -> dict:
+    """Expected calibration error of the top share, and the reliability table behind it.
+
+    Files are binned by their top share (confidence); in each bin the mean confidence is
+    compared with how often the top emotion was the intended one. ECE is the files-weighted
+    mean gap (0 = the top share means what it says)."""
+    conf = shares.max(1)
+    hit = (shares.argmax(1) == true_class).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            table.append({"low": round(edges[b], 2), "high": round(edges[b + 1], 2), "n": int(m.sum()),
+                          "confidence": round(float(conf[m].mean()), 4), "accuracy": round(float(hit[m].mean()), 4)})  # fmt: skip
+            ece += m.mean() * abs(conf[m].mean() - hit[m].mean())
+    return {"ece": round(float(ece), 4), "bins": table}

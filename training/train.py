@@ -5,6 +5,13 @@ set's mean Spearman with early stopping. All per-emotion regressors train togeth
 `RegressorBank`: the loss is the mean of the per-emotion MSEs, and since each model's
 parameters get gradients only from its own emotion and Adam is elementwise, this is the
 same as training the nine models one by one (bar float rounding), in one pass.
+
+Two additions for corpora with different label sets and for small data:
+- a mask per file of the emotions its corpus labels: the loss only looks at those
+  (masked MSE, or cross-entropy with the shares renormalised over them), and the devel
+  Spearman only at emotions every devel file labels;
+- augmented views: each epoch draws, per file, its clean features or one of its
+  augmented copies (seeded, so a run is reproducible).
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from model.bundle import new_bank
 from model.regressor import RegressorBank
@@ -32,9 +38,29 @@ class Split:
 
     features: list[torch.Tensor]  # each (T, D) or (K, T, D), float32
     targets: np.ndarray  # (N, E)
+    masks: np.ndarray | None = None  # (N, E) bool: emotions each file's corpus labels; None = all
+    views: list[list[torch.Tensor]] = field(default_factory=list)  # per file: its augmented copies
 
     def __len__(self) -> int:
         return len(self.features)
+
+    def mask_array(self) -> np.ndarray:
+        return np.ones(self.targets.shape, dtype=bool) if self.masks is None else self.masks
+
+
+def masked_loss(y: torch.Tensor, t: torch.Tensor, m: torch.Tensor, kind: str) -> torch.Tensor:
+    """Loss over the emotions each file labels: y, t (B, E) shares, m (B, E) bool.
+
+    "mse": mean squared error over the labelled entries. "ce": cross-entropy of the
+    target shares against the predicted shares renormalised over the labelled emotions
+    (a softmax output restricted to them), so an emotion a corpus cannot label is never
+    pushed down by it.
+    """
+    m = m.to(y.dtype)
+    if kind == "mse":
+        return (((y - t) ** 2) * m).sum() / m.sum().clamp(min=1)
+    p = (y * m) / (y * m).sum(1, keepdim=True).clamp(min=1e-12)
+    return -(t * m * torch.log(p.clamp(min=1e-8))).sum(1).mean()
 
 
 @dataclass
@@ -88,6 +114,12 @@ def fit(
     bank = new_bank(spec, emotions, train.features[0].shape[-1], mixed).to(device)
     opt = torch.optim.Adam(bank.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     targets = torch.as_tensor(train.targets, dtype=torch.float32)
+    masks = torch.as_tensor(train.mask_array())
+    n_views = min((len(v) for v in train.views), default=0)
+    if devel is not None:
+        scored = devel.mask_array().all(0)  # emotions every devel file labels
+        if not scored.any():
+            raise ValueError("the devel files share no labelled emotion")
 
     best = (-np.inf, 0, copy.deepcopy(bank.state_dict()))
     history = []
@@ -96,22 +128,24 @@ def fit(
         bank.train()
         order = torch.randperm(len(train), generator=gen)
         total = 0.0
+        view = torch.randint(0, n_views + 1, (len(train),), generator=gen).tolist()  # 0 = the clean features
         for i in range(0, len(order), settings.batch_size):
             idx = order[i : i + settings.batch_size].tolist()
-            x, n = collate([train.features[j] for j in idx])
+            x, n = collate([train.views[j][view[j] - 1] if view[j] else train.features[j] for j in idx])
             y, _ = bank(x.to(device), n.to(device))
-            loss = F.mse_loss(y, targets[idx].to(device))
+            loss = masked_loss(y, targets[idx].to(device), masks[idx].to(device), settings.loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
         row = {"epoch": epoch, "train_loss": total / len(train)}
         if devel is not None:
-            pred = predict(bank, devel.features, device=device)
-            rho = spearman_per_column(pred, devel.targets)
-            row.update(devel_loss=float(np.mean((pred - devel.targets) ** 2)), devel_spearman=float(np.mean(rho)))
+            pred = predict(bank, devel.features, device=device)[:, scored]
+            rho = spearman_per_column(pred, devel.targets[:, scored])
+            row.update(devel_loss=float(np.mean((pred - devel.targets[:, scored]) ** 2)), devel_spearman=float(np.mean(rho)))
             if row["devel_spearman"] > best[0]:
                 best = (row["devel_spearman"], epoch, copy.deepcopy(bank.state_dict()))
+            row["best_epoch"] = best[1]
         history.append(row)
         if on_epoch:
             on_epoch(row)

@@ -1,0 +1,127 @@
+"""Evaluation protocols: which files train, pick the epoch, and test, fold by fold.
+
+One concept for every corpus, chosen in `[evaluation] protocols`:
+
+- "CORPUS:split"   the corpus's own train / devel / test split (ComParE, CSV manifests);
+- "CORPUS:loso"    leave-one-speaker-out over CORPUS: each of its speakers is the test set
+                   once, the next of its speakers the devel set, everything else trains
+                   (other corpora included);
+- "CORPUS:kfoldK"  the same with K groups of CORPUS's speakers instead of single speakers;
+- "A>B"            trained on corpus A only (one group of A's speakers held out as devel),
+                   tested on all of corpus B, over the emotions both corpora label.
+
+Every protocol is speaker-independent: no speaker is ever in two of a fold's parts.
+A fold's test files are scored over `classes`, the emotions the test corpus (and for
+"A>B" also the training corpus) labels; arg-max and UAR are taken over those alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.datasets import Dataset, DatasetError
+
+CROSS_DEVEL_FRACTION = 0.1  # "A>B": share of A's speakers held out for early stopping
+
+
+@dataclass(frozen=True)
+class Fold:
+    train: np.ndarray  # item indices
+    devel: np.ndarray
+    test: np.ndarray
+
+
+@dataclass(frozen=True)
+class Protocol:
+    kind: str  # split | loso | kfold | cross
+    corpus: str  # the test corpus (for cross: the training corpus)
+    target: str = ""  # cross: the test corpus
+    k: int = 0  # kfold: groups
+
+    @classmethod
+    def parse(cls, text: str) -> Protocol:
+        if m := re.fullmatch(r"([a-z0-9_]+)>([a-z0-9_]+)", text):
+            return cls("cross", m[1], m[2])
+        m = re.fullmatch(r"([a-z0-9_]+):(split|loso|kfold(\d+))", text)
+        if not m:
+            raise DatasetError(f"Evaluation protocol '{text}' is not CORPUS:split, CORPUS:loso, CORPUS:kfoldK or A>B.")
+        if m[3]:
+            if int(m[3]) < 2:
+                raise DatasetError(f"Evaluation protocol '{text}' needs at least 2 folds.")
+            return cls("kfold", m[1], k=int(m[3]))
+        return cls(m[2], m[1])
+
+    @property
+    def name(self) -> str:
+        """The key in the bundle's metrics: emodb_loso, ravdess_kfold6, emodb_to_ravdess, ..."""
+        if self.kind == "cross":
+            return f"{self.corpus}_to_{self.target}"
+        return f"{self.corpus}_{self.kind}{self.k or ''}"
+
+    @property
+    def test_corpus(self) -> str:
+        return self.target or self.corpus
+
+    def classes(self, ds: Dataset) -> list[int]:
+        """Indices into ds.emotions that this protocol scores."""
+        labelled = set(ds.label_sets.get(self.test_corpus, ds.emotions))
+        if self.kind == "cross":
+            labelled &= set(ds.label_sets[self.corpus])
+        return [i for i, e in enumerate(ds.emotions) if e in labelled]
+
+    def folds(self, ds: Dataset) -> list[Fold]:
+        for c in {self.corpus, self.test_corpus}:
+            if c not in ds.corpora():
+                raise DatasetError(
+                    f"Evaluation protocol '{self.name}' names corpus '{c}', which is not among the "
+                    f"training data ({', '.join(ds.corpora())})."
+                )
+        corpus = np.array([it.corpus or ds.name for it in ds.items])
+        speaker = np.array([it.speaker for it in ds.items])
+        labelled = np.array([it.targets is not None for it in ds.items])
+        idx = np.arange(len(ds.items))
+        if self.kind == "split":
+            split = np.array([it.split for it in ds.items])
+            own = (corpus == self.corpus) & labelled
+            test = own & (split == "test")
+            if not test.any():
+                test = own & (split == "devel")
+            train, devel = labelled & (split == "train"), own & (split == "devel")
+            if not train.any() or not devel.any():
+                raise DatasetError(f"Corpus {self.corpus} has no labelled train and devel split for '{self.name}'.")
+            return [Fold(idx[train], idx[devel], idx[test])]
+        if self.kind == "cross":
+            own = (corpus == self.corpus) & labelled
+            groups = sorted(set(speaker[own]))
+            if len(groups) < 2:
+                raise DatasetError(f"Corpus {self.corpus} needs at least 2 speakers for '{self.name}'.")
+            n_devel = max(1, round(CROSS_DEVEL_FRACTION * len(groups)))
+            devel = own & np.isin(speaker, groups[-n_devel:])
+            keep = set(self.classes(ds))
+            test = (corpus == self.target) & labelled & np.array([it.label in keep for it in ds.items])
+            return [Fold(idx[own & ~devel], idx[devel], idx[test])]
+        own = (corpus == self.corpus) & labelled
+        speakers = sorted(set(speaker[own]))
+        groups = [[s] for s in speakers] if self.kind == "loso" else [speakers[g :: self.k] for g in range(self.k)]
+        if len(groups) < 3 or not all(groups):
+            raise DatasetError(
+                f"'{self.name}' needs at least 3 speaker groups; corpus {self.corpus} has {len(speakers)} speakers."
+            )
+        folds = []
+        for g, group in enumerate(groups):
+            test = own & np.isin(speaker, group)
+            devel = own & np.isin(speaker, groups[(g + 1) % len(groups)])
+            folds.append(Fold(idx[labelled & ~test & ~devel], idx[devel], idx[test]))
+        return folds
+
+
+def default_protocols(ds: Dataset) -> list[Protocol]:
+    """Each corpus by its own split when it has one (train and devel), else leave-one-speaker-out."""
+    out = []
+    for c in ds.corpora():
+        splits = {it.split for it in ds.items if (it.corpus or ds.name) == c and it.targets is not None}
+        out.append(Protocol("split" if {"train", "devel"} <= splits else "loso", c))
+    return out
