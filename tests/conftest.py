@@ -12,6 +12,7 @@ from model.audio import SAMPLE_RATE, read_audio
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EMODB = SHARED / "data" / "emodb"
+RAVDESS = SHARED / "data" / "ravdess"
 EMOTIONS9 = (
     "Anger",
     "Boredom",
@@ -26,8 +27,9 @@ EMOTIONS9 = (
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not EMODB.is_dir():
-        raise pytest.UsageError(f"Emo-DB is missing at {EMODB}: the tests need ../shared/data/emodb.")
+    for name, folder in (("Emo-DB", EMODB), ("RAVDESS", RAVDESS)):
+        if not folder.is_dir():
+            raise pytest.UsageError(f"{name} is missing at {folder}: the tests need it under ../shared/data.")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -43,3 +43,17 @@ def test_bench_vad_writes_every_condition(tmp_path: Path) -> None:
     assert all(c["one_per_clip"] and c["within"] == c["of"] == 24 for c in clean)
     text = doc.read_text()
     assert "## VAD boundaries" in text and "| clean | 4/4 | 96/96 (worst " in text
+
+
+def test_bench_default_model_quick_run(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    out = subprocess.run(
+        [sys.executable, "benchmarks/bench_default_model.py", "--quick", "--out", str(tmp_path), "--doc", str(doc)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "bench_default_model_quick.json").read_text())
+    assert result["threads"] == 1 and result["bundle_bytes"] > 0
+    assert [r["segment_s"] for r in result["rows"]] == [1.0, 2.0, 4.0]
+    assert all(r["total_ms"] >= r["encoder_ms"] > 0 for r in result["rows"])
+    assert "2 s segment:" in out.stdout and not doc.exists()

@@ -68,3 +68,17 @@ def test_unreadable_and_too_short_files_are_reported(encoder, tmp_path: Path) ->
     problems = dict(EmbeddingCache(tmp_path / "c", encoder).extract([bad, short]))
     assert "cannot be read as audio" in problems[str(bad)]
     assert "shorter than 0.3 s" in problems[str(short)]
+
+
+def test_large_descriptors_survive_the_cache_and_variants_are_separate(files: list[Path], tmp_path: Path) -> None:
+    """ComParE descriptors pass float16's range (spectral variance > 65504): the cache must
+    hand back exactly what the encoder gave, and a variant is its own entry."""
+    enc = load_encoder(EncoderSpec(kind="compare", name="ComParE_2016"))
+    cache = EmbeddingCache(tmp_path / "c", enc)
+    assert cache.extract(files[:2]) == []
+    assert cache.extract(files[:2], variant="half", transform=lambda i, a: a[: len(a) // 2]) == []
+    clean, half = cache.load(files[:2]), cache.load(files[:2], "half")
+    direct = enc.encode([read_audio(files[0])]).segment(0)
+    assert direct.abs().max() > 65504  # the case float16 cannot hold
+    assert torch.equal(clean[0], direct)
+    assert half[0].shape[0] < clean[0].shape[0] and torch.isfinite(half[0]).all()

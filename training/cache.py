@@ -3,7 +3,8 @@
     <root>/<encoder slug>/
       index.json              encoder id, revision, dim; content hash -> shard file
       shard-00000.safetensors one tensor per file, named by its content hash: (T, D) or
-      shard-00001.safetensors (K, T, D) for layer="weighted"; float16 by default
+      shard-00001.safetensors (K, T, D) for layer="weighted"; float16 for SSL encoders,
+                              float32 for openSMILE descriptors (they pass float16's range)
 
 Keys are (audio content hash, encoder id + revision + layer, variant): renaming or moving a
 file keeps its entry, changing its audio or the encoder does not. A variant names what was
@@ -41,12 +42,15 @@ INDEX = "index.json"
 
 
 class EmbeddingCache:
-    def __init__(self, root: str | Path, encoder: Encoder, shard_items: int = 512, store_dtype: str = "float16"):
+    def __init__(self, root: str | Path, encoder: Encoder, shard_items: int = 512, store_dtype: str | None = None):
         import torch
 
+        # SSL embeddings are layer-normed and fit float16; openSMILE descriptors do not
+        # (spectral variances and energies pass 65504, float16's largest value).
+        store_dtype = store_dtype or ("float16" if encoder.spec.kind == "ssl" else "float32")
         self.encoder = encoder
         revision = getattr(encoder, "revision", encoder.spec.revision)
-        self.key = f"{encoder.spec.encoder_id}#{revision}"
+        self.key = f"{encoder.spec.encoder_id}#{revision}#{store_dtype}"
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder.spec.encoder_id.split(":", 1)[-1])[-60:]
         self.folder = Path(root) / f"{slug}-{hashlib.sha256(self.key.encode()).hexdigest()[:12]}"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -95,6 +99,7 @@ class EmbeddingCache:
 
         With a `variant`, what is cached is `transform(i, audio)` of paths[i] instead.
         """
+        import torch
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         problems: list[tuple[str, str]] = []
@@ -120,6 +125,7 @@ class EmbeddingCache:
             task = bar.add_task(f"embedding with {name}{what}", total=len(todo))
             for batch in _batches(list(todo.items()), batch_seconds):
                 keys, audio = [], []
+                batch_paths = {h: p for h, (_, p) in batch}
                 for h, (i, p) in batch:
                     try:
                         a = read_audio(p)
@@ -136,7 +142,11 @@ class EmbeddingCache:
                 if audio:
                     emb = self.encoder.encode(audio)
                     for i, h in enumerate(keys):
-                        pending[h] = emb.segment(i).to(self.store_dtype).cpu().contiguous()
+                        stored = emb.segment(i).to(self.store_dtype).cpu().contiguous()
+                        if not torch.isfinite(stored).all():
+                            problems.append((str(batch_paths[h]), f"its features are not finite in {self.store_dtype}"))
+                            continue
+                        pending[h] = stored
                 if len(pending) >= self.shard_items:
                     self._flush(pending)
                 bar.advance(task, len(batch))

@@ -38,6 +38,10 @@ RAVDESS_CODES = {
 }  # fmt: skip
 RAVDESS_EMOTIONS = tuple(RAVDESS_CODES.values())
 DATASETS = ("compare23", "csv", "emodb", "ravdess")
+LICENCES = {  # what a model trained on the corpus inherits
+    "emodb": "Emo-DB: free for research use",
+    "ravdess": "RAVDESS: CC BY-NC-SA 4.0 (non-commercial, share-alike)",
+}
 
 
 class DatasetError(EmomonError):

@@ -29,7 +29,7 @@ from model.normalize import FeatureNorm, feature_stats, per_speaker_standardise
 from model.predictor import Predictor
 from model.specs import AugmentSettings
 from training.cache import EmbeddingCache
-from training.datasets import Dataset, DatasetError, Item, load_dataset, merge
+from training.datasets import LICENCES, Dataset, DatasetError, Item, load_dataset, merge
 from training.evaluate import score, write_experiment_report, write_report
 from training.protocols import Protocol, default_protocols
 from training.train import FitResult, Split, collate, fit, predict
@@ -75,6 +75,7 @@ class Features:
     def __init__(self, ds: Dataset, encoder: Encoder, cfg: Config, console: Console) -> None:
         self.ds, self.cfg, self.console = ds, cfg, console
         self.cache = EmbeddingCache(cache_dir(cfg), encoder)
+        self.spans: dict[Path, tuple[int, int]] = {}  # speech span per file, found once for every variant
         self.paths = [it.path for it in ds.items]
         problems = self.cache.extract(self.paths, console=console, variant=self._base, transform=self._trimmed)
         report_problems(console, problems, "embedding")
@@ -104,7 +105,10 @@ class Features:
             return audio
         from streamer.segmenter import speech_span
 
-        a, b = speech_span(audio, self.cfg.vad)
+        path = self.paths[i]
+        if path not in self.spans:
+            self.spans[path] = speech_span(audio, self.cfg.vad)
+        a, b = self.spans[path]
         return audio[a:b]
 
     def _seed(self, i: int, k: int) -> np.random.Generator:
@@ -405,6 +409,13 @@ def _slug(spec) -> str:
     return spec.kind if spec.kind != "ssl" else Path(spec.name.rstrip("/")).name.lower()
 
 
+def _licence(kinds: tuple[str, ...]) -> str:
+    known = [LICENCES[k] for k in kinds if k in LICENCES]
+    if not known:
+        return "the licences of the training data apply"
+    return "; ".join(known) + ". A model trained on it is for non-commercial research use only."
+
+
 def provenance(cfg: Config, ds: Dataset, n_items: int, argv: list[str]) -> dict:
     import transformers
 
@@ -418,8 +429,10 @@ def provenance(cfg: Config, ds: Dataset, n_items: int, argv: list[str]) -> dict:
             "files_left_out": len(ds.problems),
             "speakers": len(ds.speakers()),
         },  # fmt: skip
+        "licence": _licence(cfg.dataset.kinds),
         "config": {
-            name: to_dict(getattr(cfg, name)) for name in ("encoder", "regressor", "train", "dataset", "runtime")
+            name: to_dict(getattr(cfg, name))
+            for name in ("encoder", "regressor", "train", "dataset", "evaluation", "augment", "runtime")
         },
         "versions": {
             "python": platform.python_version(),
