@@ -332,6 +332,10 @@ class RegressorBank(nn.Module):
             z = pool_statistics(x, lengths, stats).expand(M, -1, -1)  # (M, B, F)
         return self._head(z)
 
+    def head(self, pooled: Tensor) -> Tensor:
+        """Architecture 3 from precomputed statistics: (B, F) -> activated outputs (B, M * out)."""
+        return self._head(pooled.expand(self.n_models, -1, -1))
+
     def _head(self, z: Tensor) -> Tensor:
         """Every model's feed-forward head: z (M, B, I) -> activated outputs (B, M * out)."""
         spec, (M, B, _) = self.spec, z.shape

@@ -163,3 +163,12 @@ def test_dropout_only_in_training_mode() -> None:
         assert torch.equal(bank(x, n)[0], bank(x, n)[0])
     with pytest.raises(ValueError):
         RegressorSpec(dropout=1.0)
+
+
+def test_pooled_head_from_precomputed_statistics_equals_the_forward() -> None:
+    bank = RegressorBank(RegressorSpec(**POOLED), 5, 3).eval()
+    x, n = batch(4, 23, 5, [23, 17, 6, 1])
+    with torch.no_grad():
+        whole = bank(x, n)[0]
+        stats = torch.cat([pool_statistics(x[i : i + 1, : n[i]], n[i : i + 1], POOLED["pooling"]) for i in range(4)])
+        assert torch.allclose(bank.head(stats), whole, atol=1e-6)

@@ -242,8 +242,7 @@ def run_protocol(
     folds = protocol.folds(replace(ds, items=feats.items))
     perturbed = {p: feats.perturbed(p) for p in cfg.evaluation.perturbations}
     idx = np.concatenate([f.test for f in folds])
-    pred = {"idx": idx, "pred": np.zeros((len(idx), len(emotions)), np.float32)}
-    pred.update({p: np.zeros_like(pred["pred"]) for p in perturbed})
+    pred = {name: np.zeros((len(idx), len(emotions)), np.float32) for name in ("clean", *perturbed)}
     fits, at = [], 0
     for k, fold in enumerate(folds):
         progress.start_fit(f"{protocol.name} {k + 1}/{len(folds)}", cfg.train.epochs)
@@ -252,14 +251,14 @@ def run_protocol(
         )
         test_items = [feats.items[i] for i in fold.test]
         rows = slice(at, at + len(fold.test))
-        pred["pred"][rows] = sessions_predict(r, norm, test_items, [feats.clean[i] for i in fold.test])
+        pred["clean"][rows] = sessions_predict(r, norm, test_items, [feats.clean[i] for i in fold.test])
         for p, pf in perturbed.items():
             pred[p][rows] = sessions_predict(r, norm, test_items, [pf[i] for i in fold.test])
         at += len(fold.test)
         fits.append(r)
         progress.end_fit()
     items = [feats.items[i] for i in idx]
-    metrics = score_classes(pred["pred"], items, emotions, classes)
+    metrics = score_classes(pred["clean"], items, emotions, classes)
     metrics["folds"] = len(folds)
     if perturbed:
         metrics["robustness"] = {}

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from model.bundle import new_bank
-from model.regressor import RegressorBank
+from model.regressor import RegressorBank, pool_statistics
 from model.specs import RegressorSpec, TrainSettings
 from training.metrics import spearman_per_column
 
@@ -121,6 +121,31 @@ def fit(
         if not scored.any():
             raise ValueError("the devel files share no labelled emotion")
 
+    # Architecture 3 pools fixed (already normalised) features before any trained layer, so
+    # each file's statistics are computed once and the epochs train the head alone: the
+    # same maths as bank(x, lengths), without padding and pooling every batch again.
+    pooled = spec.arch == 3 and not mixed
+    if pooled:
+        def stats(feats: list[torch.Tensor]) -> torch.Tensor:
+            return torch.cat([pool_statistics(f[None], torch.tensor([f.shape[0]]), spec.pooling) for f in feats])
+
+        versions = [stats(train.features)] + [stats([v[k] for v in train.views]) for k in range(n_views)]
+        versions = torch.stack(versions).to(device)  # (1 + views, N, F)
+        devel_in = stats(devel.features).to(device) if devel is not None else None
+
+    def batch_forward(idx: list[int], view: list[int]) -> torch.Tensor:
+        if pooled:
+            return bank.head(versions[torch.tensor([view[j] for j in idx]), torch.tensor(idx)])
+        x, n = collate([train.views[j][view[j] - 1] if view[j] else train.features[j] for j in idx])
+        return bank(x.to(device), n.to(device))[0]
+
+    def devel_predict() -> np.ndarray:
+        if not pooled:
+            return predict(bank, devel.features, device=device)
+        bank.eval()
+        with torch.inference_mode():
+            return bank.head(devel_in).float().cpu().numpy()
+
     best = (-np.inf, 0, copy.deepcopy(bank.state_dict()))
     history = []
     n_epochs = epochs or settings.epochs
@@ -131,8 +156,7 @@ def fit(
         view = torch.randint(0, n_views + 1, (len(train),), generator=gen).tolist()  # 0 = the clean features
         for i in range(0, len(order), settings.batch_size):
             idx = order[i : i + settings.batch_size].tolist()
-            x, n = collate([train.views[j][view[j] - 1] if view[j] else train.features[j] for j in idx])
-            y, _ = bank(x.to(device), n.to(device))
+            y = batch_forward(idx, view)
             loss = masked_loss(y, targets[idx].to(device), masks[idx].to(device), settings.loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -140,7 +164,7 @@ def fit(
             total += loss.item() * len(idx)
         row = {"epoch": epoch, "train_loss": total / len(train)}
         if devel is not None:
-            pred = predict(bank, devel.features, device=device)[:, scored]
+            pred = devel_predict()[:, scored]
             rho = spearman_per_column(pred, devel.targets[:, scored])
             row.update(devel_loss=float(np.mean((pred - devel.targets[:, scored]) ** 2)), devel_spearman=float(np.mean(rho)))
             if row["devel_spearman"] > best[0]:
