@@ -176,8 +176,10 @@ def render(s: Snapshot) -> Group:
         + ("" if s.lost is None else f"   input lost {s.lost} blocks"),
         style="bold red" if s.vad == "speech" else "dim",
     )
-    attention = Text("attention " + (spark(fit(s.attention, 60)) or "-"), style="yellow")
-    body = Group(shares_table(s), Text(""), attention)
+    rows = [shares_table(s)]
+    if s.attention:  # Architecture 2 only: the pooled and Architecture-1 regressors attend to nothing
+        rows += [Text(""), Text("attention " + spark(fit(s.attention, 60)), style="yellow")]
+    body = Group(*rows)
     return Group(
         Panel(body, title=f"emotion shares  {s.latest_label}", subtitle="bars: latest segment, right: trend"),
         vad,

@@ -42,7 +42,11 @@ def test_screen_shows_the_latest_segment_trend_and_stats() -> None:
         assert e in text
     top = max(snap.latest, key=snap.latest.get)
     assert top == "sadness" and f"{snap.latest[top]:.2f}" in text
-    assert "VAD speech" in text and "attention " in text
+    assert "VAD speech" in text
+    assert "attention" not in text  # the pooled default model has no attention weights to show
+    with_attention = fed_state()
+    with_attention.attention = [0.1, 0.6, 0.3]  # as an Architecture-2 model's latest segment leaves it
+    assert "attention " + spark([0.1, 0.6, 0.3]) in screen(with_attention)
     # 0.05 RMS is -26 dBFS: 11 of 20 blocks on the meter's -60 .. 0 dBFS scale
     assert f"input {'█' * 11:<20}  -26 dBFS   background  -47 dBFS   input lost 3 blocks" in text
     replayed = fed_state()
