@@ -76,6 +76,7 @@ class Features:
         self.ds, self.cfg, self.console = ds, cfg, console
         self.cache = EmbeddingCache(cache_dir(cfg), encoder)
         self.spans: dict[Path, tuple[int, int]] = {}  # speech span per file, found once for every variant
+        self._perturbed: dict[str, list[torch.Tensor | None]] = {}
         self.paths = [it.path for it in ds.items]
         problems = self.cache.extract(self.paths, console=console, variant=self._base, transform=self._trimmed)
         report_problems(console, problems, "embedding")
@@ -129,7 +130,13 @@ class Features:
         return self.cache.load(self.paths, variant)
 
     def perturbed(self, name: str) -> list[torch.Tensor | None]:
-        """Every item's features through one robustness perturbation ("white:20", ...)."""
+        """Every item's features through one robustness perturbation ("white:20", ...),
+        extracted and read from the cache once per run, whichever protocols ask."""
+        if name not in self._perturbed:
+            self._perturbed[name] = self._perturb(name)
+        return self._perturbed[name]
+
+    def _perturb(self, name: str) -> list[torch.Tensor | None]:
         from training.augment import perturb
 
         def transform(i: int, a: np.ndarray) -> np.ndarray:
@@ -187,12 +194,16 @@ def session_predict(r: FitResult, norm: FeatureNorm, feats: list[torch.Tensor]) 
     return predict(r.bank, normed)
 
 
+def speaker_sessions(items: list[Item]) -> list[list[int]]:
+    """Indices of each speaker's items, in file order: one session per speaker."""
+    order = sorted(range(len(items)), key=lambda i: items[i].speaker)  # stable: file order within a speaker
+    return [list(run) for _, run in itertools.groupby(order, key=lambda i: items[i].speaker)]
+
+
 def sessions_predict(r: FitResult, norm: FeatureNorm, items: list[Item], feats: list[torch.Tensor]) -> np.ndarray:
     """Each speaker's clips as one session in file order (the normalisation adapting as live)."""
     out = np.zeros((len(feats), r.bank.n_models * r.bank.out_dim), dtype=np.float32)
-    order = sorted(range(len(items)), key=lambda i: items[i].speaker)  # stable: file order within a speaker
-    for _, run in itertools.groupby(order, key=lambda i: items[i].speaker):
-        group = list(run)
+    for group in speaker_sessions(items):
         out[group] = session_predict(r, norm, [feats[i] for i in group])
     return out
 
@@ -373,10 +384,8 @@ def evaluate_bundle(path: Path, cfg: Config, report: Path | None, console: Conso
         )
     items = [feats.items[k] for k in keep]
     pred = np.zeros((len(keep), len(predictor.emotions)), dtype=np.float32)
-    order = sorted(range(len(keep)), key=lambda j: items[j].speaker)  # stable: file order within a speaker
-    for _, run in itertools.groupby(order, key=lambda j: items[j].speaker):
+    for group in speaker_sessions(items):
         predictor.reset_session()  # "speaker"-mode bundles adapt as they would live
-        group = list(run)
         for i in range(0, len(group), 64):
             x, n = collate([feats.clean[keep[j]] for j in group[i : i + 64]])
             pred[group[i : i + 64]] = predictor.regress(x, n)[0].float().cpu().numpy()
