@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(VENV)/bin/emomon replay streamer/samples/emodb_speaker11.wav --no-dashboard --csv out/demo.csv
+	$(VENV)/bin/emomon replay --sample --no-dashboard --csv out/demo.csv
 
 # PortAudio for the microphone, PulseAudio for the virtual microphone of the live test.
 # Installed with apt-get when missing and run as root; otherwise the missing names are printed.

@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from model.audio import SAMPLE_RATE, read_audio
-    from model.bundle import DEFAULT_BUNDLE
-    from model.predictor import Predictor
+    from emomon.model.audio import SAMPLE_RATE, read_audio
+    from emomon.model.bundle import DEFAULT_BUNDLE
+    from emomon.model.predictor import Predictor
 
     predictor = Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu")
     speech = np.concatenate([read_audio(p) for p in sorted((ROOT.parent / "shared/data/emodb/wav").glob("03a0*.wav"))])
@@ -93,8 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     body = (
         f"{result['date']}, {result['cpu']}, one core, one torch thread, median of {repeats} calls of "
         "`Predictor.predict` on one real Emo-DB segment:\n\n"
-        + table(rows, [("segment_s", "segment (s)"), ("total_ms", "total (ms)"), ("encoder_ms", "encoder (ms)"),
-                       ("regressor_ms", "regressors (ms)"), ("rtf", "real-time factor")])  # fmt: skip
+        + table(
+            rows,
+            [
+                ("segment_s", "segment (s)"),
+                ("total_ms", "total (ms)"),
+                ("encoder_ms", "encoder (ms)"),
+                ("regressor_ms", "regressors (ms)"),
+                ("rtf", "real-time factor"),
+            ],
+        )  # fmt: skip
         + f"\n{verdict}\n"
     )
     print(body)

@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import table, update_doc  # noqa: E402
-from model.audio import SAMPLE_RATE  # noqa: E402
-from model.encoder import load_encoder  # noqa: E402
-from model.regressor import RegressorBank  # noqa: E402
-from model.specs import EncoderSpec, RegressorSpec  # noqa: E402
+from emomon.model.audio import SAMPLE_RATE  # noqa: E402
+from emomon.model.encoder import load_encoder  # noqa: E402
+from emomon.model.regressor import RegressorBank  # noqa: E402
+from emomon.model.specs import EncoderSpec, RegressorSpec  # noqa: E402
 
 GOAL_ENCODER_OVERHEAD = 0.05  # the project's encoder path within 5 % of a bare forward
 GOAL_BANK_SPEEDUP = 3.0  # fused bank at least 3x faster than a loop on a 3 s segment
@@ -162,7 +162,7 @@ def machine(device: str) -> dict:
         pass
     import transformers
 
-    from model.encoder import fast_bf16
+    from emomon.model.encoder import fast_bf16
 
     info = dict(
         cpu=cpu, threads=torch.get_num_threads(), torch=torch.__version__, fast_bf16=fast_bf16(device),

@@ -34,10 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import table, update_doc  # noqa: E402
-from model.audio import SAMPLE_RATE, read_audio  # noqa: E402
-from model.specs import VadSettings  # noqa: E402
-from streamer.segmenter import Segment, Segmenter  # noqa: E402
-from training.datasets import load_emodb  # noqa: E402
+from emomon.model.audio import SAMPLE_RATE, read_audio  # noqa: E402
+from emomon.streamer.segmenter import (  # noqa: E402
+    Segment,
+    Segmenter,
+    VadSettings,  # noqa: E402
+)
+from emomon.training.datasets import load_emodb  # noqa: E402
 
 EMODB = ROOT.parent / "shared" / "data" / "emodb"
 TOLERANCE_S = 0.150

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.errors import AudioError
+from .errors import AudioError
 
 SAMPLE_RATE = 16_000  # Hz: the rate every encoder here takes; sources resample to it
 MIN_SEGMENT_S = 0.3  # s: shortest segment the model accepts (shorter speech carries little emotion)

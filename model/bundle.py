@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from model.config import from_dict, to_dict
-from model.errors import BundleError, ConfigError
-from model.specs import EncoderSpec, RegressorSpec
+from .errors import BundleError, ConfigError
+from .settings import from_dict, to_dict
+from .specs import EncoderSpec, RegressorSpec
 
 if TYPE_CHECKING:
-    from model.regressor import RegressorBank
+    from .regressor import RegressorBank
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default"  # shipped: eGeMAPS + Emo-DB, offline
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default"  # shipped with the package, offline
 FORMAT = "emomon-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
@@ -64,7 +64,7 @@ def new_bank(
     regressor: RegressorSpec, emotions: tuple[str, ...], input_dim: int, mixed_layers: int = 0
 ) -> RegressorBank:
     """A freshly initialised bank with the layout a bundle of these emotions expects."""
-    from model.regressor import RegressorBank
+    from .regressor import RegressorBank
 
     per_emotion = regressor.head == "per_emotion"
     return RegressorBank(

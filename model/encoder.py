@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from model.audio import SAMPLE_RATE
-from model.errors import ConfigError, EncoderLoadError
-from model.specs import EncoderSpec
+from .audio import SAMPLE_RATE
+from .errors import ConfigError, EncoderLoadError
+from .specs import EncoderSpec
 
 if TYPE_CHECKING:
     import torch
@@ -271,7 +271,9 @@ def deltas(x: np.ndarray, window: int = DELTA_WINDOW) -> np.ndarray:
     """Regression deltas of (T, D) frames over +-window frames, edges repeated (as HTK/openSMILE)."""
     padded = np.pad(x, ((window, window), (0, 0)), mode="edge")
     T = len(x)
-    num = sum(n * (padded[window + n : window + n + T] - padded[window - n : window - n + T]) for n in range(1, window + 1))
+    num = sum(
+        n * (padded[window + n : window + n + T] - padded[window - n : window - n + T]) for n in range(1, window + 1)
+    )
     return (num / (2 * sum(n * n for n in range(1, window + 1)))).astype(np.float32)
 
 

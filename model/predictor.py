@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.audio import MIN_SEGMENT_S, MIN_SEGMENT_SAMPLES, SAMPLE_RATE
-from model.bundle import Bundle, load_bundle
-from model.encoder import Encoder, load_encoder, resolve_device
-from model.errors import BundleError
-from model.normalize import FeatureNorm
+from .audio import MIN_SEGMENT_S, MIN_SEGMENT_SAMPLES, SAMPLE_RATE
+from .bundle import DEFAULT_BUNDLE, Bundle, load_bundle
+from .encoder import Encoder, load_encoder, resolve_device
+from .errors import BundleError
+from .normalize import FeatureNorm
 
 if TYPE_CHECKING:
     import torch
@@ -60,15 +60,16 @@ class Predictor:
     @classmethod
     def from_bundle(
         cls,
-        path: str | Path,
+        path: str | Path | None = None,
         device: str = "auto",
         dtype: str = "float32",
         encoder_name: str | None = None,
     ) -> Predictor:
-        """Load a bundle and its encoder. `encoder_name` points an SSL bundle at a local copy."""
+        """Load a bundle (default: the bundled default model) and its encoder.
+        `encoder_name` points an SSL bundle at a local copy."""
         from dataclasses import replace
 
-        bundle = load_bundle(path)
+        bundle = load_bundle(DEFAULT_BUNDLE if path is None else path)
         spec = bundle.encoder if encoder_name is None else replace(bundle.encoder, name=encoder_name)
         return cls(bundle, load_encoder(spec, device, dtype), device)
 

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from model.specs import RegressorSpec
+from .specs import RegressorSpec
 
 
 def _activate(z: Tensor, kind: str) -> Tensor:

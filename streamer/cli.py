@@ -8,13 +8,14 @@ import logging
 import sys
 from pathlib import Path
 
-from model.errors import ConfigError, EmomonError
+from ..model.errors import ConfigError, EmomonError
 
 DEFAULT_CONFIG = Path("config.toml")
+SAMPLE = Path(__file__).resolve().parent / "samples" / "emodb_speaker11.wav"  # shipped in the package
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.cli import add_parsers as add_training
+    from ..training.cli import add_parsers as add_training
 
     parser = argparse.ArgumentParser(
         prog="emomon",
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run recorded audio through the monitor",
         description="Replay audio files (or folders of them) through VAD and the model, as the microphone would.",
     )
-    r.add_argument("paths", nargs="+", metavar="PATH", help="audio file or folder (its audio files, sorted)")
+    r.add_argument("paths", nargs="*", metavar="PATH", help="audio file or folder (its audio files, sorted)")
+    r.add_argument("--sample", action="store_true", help="replay the bundled sample (six Emo-DB sentences)")
     r.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
     r.add_argument("--csv", help="append one row per segment to this CSV file")
     r.add_argument("--speed", type=float, help="1 = real time (default), 0 = as fast as possible")
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
-    from streamer.capture import NO_DEVICE, DeviceError, input_devices
+    from .capture import NO_DEVICE, DeviceError, input_devices
 
     devices = input_devices()
     if not devices:
@@ -75,7 +77,7 @@ def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     from dataclasses import replace
 
-    from streamer.live import live
+    from .live import live
 
     monitor = replace(cfg.monitor, csv=args.csv) if args.csv else cfg.monitor
     if args.duration is not None and args.duration <= 0:
@@ -94,8 +96,8 @@ def _dashboard(args: argparse.Namespace, cfg, console) -> bool:
 
 def load_predictor(cfg, model: str | None, device: str | None):
     """The bundle from --model, [model] bundle, or the shipped default."""
-    from model.bundle import DEFAULT_BUNDLE
-    from model.predictor import Predictor
+    from ..model.bundle import DEFAULT_BUNDLE
+    from ..model.predictor import Predictor
 
     path = model or cfg.model.bundle or DEFAULT_BUNDLE
     return Predictor.from_bundle(
@@ -106,8 +108,11 @@ def load_predictor(cfg, model: str | None, device: str | None):
 def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     from dataclasses import replace
 
-    from streamer.replay import replay
+    from .replay import replay
 
+    paths = [*args.paths, *([str(SAMPLE)] if args.sample else [])]
+    if not paths:
+        raise ConfigError("Say what to replay: one or more audio files or folders, or --sample.")
     monitor = cfg.monitor
     if args.csv:
         monitor = replace(monitor, csv=args.csv)
@@ -116,7 +121,7 @@ def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
             raise ConfigError(f"--speed {args.speed} must be 0 (as fast as possible) or more.")
         monitor = replace(monitor, speed=args.speed)
     predictor = load_predictor(cfg, args.model, args.device)
-    return replay(args.paths, predictor, cfg.vad, monitor, console, dashboard=_dashboard(args, cfg, console))
+    return replay(paths, predictor, cfg.vad, monitor, console, dashboard=_dashboard(args, cfg, console))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(stderr=False)
     try:
-        from model.config import load_config
+        from .config import load_config
 
         path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
         cfg = load_config(path)

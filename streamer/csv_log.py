@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.errors import EmomonError
+from ..model.errors import EmomonError
 
 STATUSES = ("ok", "dropped", "error")
 

@@ -18,7 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from streamer.worker import Result
+from .worker import Result
 
 SPARK = "▁▂▃▄▅▆▇█"
 TREND_ALPHA = 0.3  # exponential smoothing of the per-emotion trend

@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
-from model.audio import SAMPLE_RATE
-from model.predictor import Predictor
-from model.specs import MonitorSettings, VadSettings
-from streamer.capture import Microphone
-from streamer.pipeline import Pipeline
-from streamer.segmenter import Segmenter
+from ..model.audio import SAMPLE_RATE
+from ..model.predictor import Predictor
+from .capture import Microphone
+from .config import MonitorSettings
+from .pipeline import Pipeline
+from .segmenter import Segmenter, VadSettings
 
 
 def live(

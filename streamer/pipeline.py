@@ -10,13 +10,13 @@ from datetime import datetime
 import numpy as np
 from rich.console import Console
 
-from model.predictor import Predictor
-from model.specs import MonitorSettings
-from streamer.csv_log import CsvLog
-from streamer.dashboard import Dashboard, MonitorState
-from streamer.segmenter import Segmenter
-from streamer.sinks import make_sink
-from streamer.worker import InferenceWorker, Job
+from ..model.predictor import Predictor
+from .config import MonitorSettings
+from .csv_log import CsvLog
+from .dashboard import Dashboard, MonitorState
+from .segmenter import Segmenter
+from .sinks import make_sink
+from .worker import InferenceWorker, Job
 
 
 class Pipeline:

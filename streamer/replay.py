@@ -14,13 +14,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from model.audio import SAMPLE_RATE
-from model.errors import AudioError
-from model.predictor import Predictor
-from model.specs import MonitorSettings, VadSettings
-from streamer.pipeline import Pipeline
-from streamer.segmenter import Segmenter
-from streamer.sources import audio_files, file_blocks
+from ..model.audio import SAMPLE_RATE
+from ..model.errors import AudioError
+from ..model.predictor import Predictor
+from .config import MonitorSettings
+from .pipeline import Pipeline
+from .segmenter import Segmenter, VadSettings
+from .sources import audio_files, file_blocks
 
 
 def replay(

@@ -39,8 +39,46 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.audio import SAMPLE_RATE
-from model.specs import VadSettings
+from ..model.audio import SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class VadSettings:
+    """The [vad] table of config.toml."""
+
+    frame_ms: int = 30  # WebRTC VAD takes 10, 20 or 30 ms frames
+    aggressiveness: int = 2  # 0 (keeps most) to 3 (most aggressive at calling audio non-speech)
+    window_ms: int = 300  # recent audio looked at to open a segment
+    open_ratio: float = 0.6  # voiced share of that window that opens a segment
+    hangover_ms: int = 600  # recent audio looked at to close a segment: pauses shorter than this are bridged
+    close_ratio: float = 0.9  # unvoiced share of the hang-over that closes the segment
+    pre_roll_ms: int = 30  # audio kept before the first voiced frame
+    post_roll_ms: int = 0  # audio kept after the last voiced frame (the VAD already runs ~100 ms late)
+    min_segment_s: float = 0.5
+    max_segment_s: float = 10.0
+    # WebRTC VAD calls steady noise louder than about -30 dBFS speech. The VAD hears the input
+    # turned down so that the background stays at or below this level; 0 turns that off.
+    max_background_dbfs: float = -40.0
+    # WebRTC VAD hears below 4 kHz only. Inside a segment, a frame right after a voiced one whose
+    # 4-8 kHz level is this far above that band's background continues it (word-final s, sch, t); 0 = off.
+    high_band_db: float = 6.0
+
+    def __post_init__(self) -> None:
+        if not -80.0 <= self.max_background_dbfs <= 0.0:
+            raise ValueError(f"max_background_dbfs must be between -80 and 0 dBFS, not {self.max_background_dbfs}")
+        if self.high_band_db < 0:
+            raise ValueError(f"high_band_db must be 0 (off) or more, not {self.high_band_db}")
+        if self.frame_ms not in (10, 20, 30):
+            raise ValueError(f"frame_ms must be 10, 20 or 30 (WebRTC VAD's frame sizes), not {self.frame_ms}")
+        if self.aggressiveness not in (0, 1, 2, 3):
+            raise ValueError(f"aggressiveness must be 0, 1, 2 or 3, not {self.aggressiveness}")
+        if min(self.window_ms, self.hangover_ms) < self.frame_ms:
+            raise ValueError(f"window_ms and hangover_ms must each hold at least one {self.frame_ms} ms frame")
+        if not (0 < self.open_ratio <= 1 and 0 < self.close_ratio <= 1):
+            raise ValueError("open_ratio and close_ratio must be in (0, 1]")
+        if not 0.3 <= self.min_segment_s < self.max_segment_s:
+            raise ValueError("min_segment_s must be >= 0.3 (the model's minimum) and below max_segment_s")
+
 
 BACKGROUND_S = 5.0  # history for the background level
 BACKGROUND_PERCENTILE = 10

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from streamer.csv_log import CsvLog, Row
-from streamer.dashboard import MonitorState
-from streamer.worker import Result
+from .csv_log import CsvLog, Row
+from .dashboard import MonitorState
+from .worker import Result
 
 
 def describe(result: Result) -> str:

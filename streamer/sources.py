@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.audio import SAMPLE_RATE, open_audio
-from model.errors import AudioError
+from ..model.audio import SAMPLE_RATE, open_audio
+from ..model.errors import AudioError
 
 
 def audio_files(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:

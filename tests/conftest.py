@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.audio import SAMPLE_RATE, read_audio
+from emomon.model.audio import SAMPLE_RATE, read_audio
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EMODB = SHARED / "data" / "emodb"
@@ -119,8 +119,8 @@ def make_bundle(encoder, emotions=EMOTIONS9, seed: int = 0, **regressor):
     """A randomly initialised bundle for `encoder` with tiny regressors."""
     import torch
 
-    from model.bundle import Bundle, new_bank
-    from model.specs import RegressorSpec
+    from emomon.model.bundle import Bundle, new_bank
+    from emomon.model.specs import RegressorSpec
 
     spec = RegressorSpec(**{**TINY_REGRESSOR, **regressor})
     mixed = encoder.num_layers if encoder.spec.layer == "weighted" else 0

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_bundle
 
-from model.bundle import MANIFEST, WEIGHTS, load_bundle, save_bundle
-from model.encoder import load_encoder
-from model.errors import BundleError
-from model.predictor import Predictor
-from model.specs import EncoderSpec
-from tests.conftest import make_bundle
+from emomon.model.bundle import MANIFEST, WEIGHTS, load_bundle, save_bundle
+from emomon.model.encoder import load_encoder
+from emomon.model.errors import BundleError
+from emomon.model.predictor import Predictor
+from emomon.model.specs import EncoderSpec
 
 
 @pytest.fixture(scope="module")

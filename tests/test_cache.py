@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
+from conftest import EMODB, load_clip
 
-from model.audio import SAMPLE_RATE, read_audio
-from model.encoder import load_encoder
-from model.specs import EncoderSpec
-from tests.conftest import EMODB, load_clip
-from training.cache import EmbeddingCache
+from emomon.model.audio import SAMPLE_RATE, read_audio
+from emomon.model.encoder import load_encoder
+from emomon.model.specs import EncoderSpec
+from emomon.training.cache import EmbeddingCache
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_help_imports_no_heavy_library() -> None:
     code = (
-        "import sys\nfrom streamer.cli import main\n"
+        "import sys\nfrom emomon.streamer.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('torch', 'transformers', 'numpy', 'opensmile') if m in sys.modules))"
     )
@@ -24,7 +24,8 @@ def test_bad_config_is_one_sentence(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[train]\nepochs = 'many'\n")
     out = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "--config", str(cfg), "train", "--dataset", "emodb", "--data", "x"],
+        [sys.executable, "-m", "emomon.streamer.cli", "--config", str(cfg), "train", "--dataset", "emodb",
+         "--data", "x"],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 2
@@ -32,7 +33,7 @@ def test_bad_config_is_one_sentence(tmp_path: Path) -> None:
 
 
 def test_config_goes_before_or_after_the_command(tmp_path: Path) -> None:
-    from streamer.cli import build_parser
+    from emomon.streamer.cli import build_parser
 
     parser = build_parser()
     for argv in (["--config", "a.toml", "live"], ["live", "--config", "a.toml"]):
@@ -43,7 +44,15 @@ def test_config_goes_before_or_after_the_command(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[vad]\nframe_ms = 25\n")
     out = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "replay", "x.wav", "--config", str(cfg)],
+        [sys.executable, "-m", "emomon.streamer.cli", "replay", "x.wav", "--config", str(cfg)],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 2 and "frame_ms must be 10, 20 or 30" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_replay_without_audio_says_what_is_missing(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "emomon.streamer.cli", "replay"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip() == "emomon: Say what to replay: one or more audio files or folders, or --sample."

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from model.config import Config, from_dict, load_config, to_dict
-from model.errors import ConfigError
-from model.specs import EncoderSpec, RegressorSpec
+from emomon.model.errors import ConfigError
+from emomon.model.settings import from_dict, to_dict
+from emomon.model.specs import EncoderSpec, RegressorSpec
+from emomon.streamer.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,6 +72,9 @@ def test_booleans_are_not_integers() -> None:
 
 
 def test_reading_config_does_not_import_torch() -> None:
-    code = "import sys; from model.config import load_config; load_config('config.toml'); print('torch' in sys.modules)"
+    code = (
+        "import sys; from emomon.streamer.config import load_config; load_config('config.toml'); "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import EMODB, RAVDESS, load_clip
 
-from model.audio import SAMPLE_RATE
-from model.bundle import load_bundle
-from streamer.cli import main
-from tests.conftest import EMODB, RAVDESS, load_clip
-from training.augment import augment, gain, noise, perturb, telephone
-from training.datasets import load_dataset, merge
-from training.protocols import Protocol
-from training.train import masked_loss
+from emomon.model.audio import SAMPLE_RATE
+from emomon.model.bundle import load_bundle
+from emomon.streamer.cli import main
+from emomon.training.augment import augment, gain, noise, perturb, telephone
+from emomon.training.datasets import load_dataset, merge
+from emomon.training.protocols import Protocol
+from emomon.training.train import masked_loss
 
 NINE = ("anger", "boredom", "calm", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "training" / "experiments"
@@ -83,7 +83,7 @@ def test_protocols_are_speaker_independent(both) -> None:
 
 @pytest.mark.parametrize("bad", ["emodb", "emodb:loo", "a>", "ravdess:kfold1"])
 def test_bad_protocol_is_one_sentence(bad: str) -> None:
-    from training.datasets import DatasetError
+    from emomon.training.datasets import DatasetError
 
     with pytest.raises(DatasetError, match="protocol"):
         Protocol.parse(bad)
@@ -114,7 +114,7 @@ def test_perturbations_do_what_they_say() -> None:
 
 
 def test_augmentation_is_seeded() -> None:
-    from model.specs import AugmentSettings
+    from emomon.training.settings import AugmentSettings
 
     x = load_clip("03a01Wa.wav")
     s = AugmentSettings(views=1, noise=1.0, telephone=0.5, reverb=0.5)

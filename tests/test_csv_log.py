@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from model.errors import EmomonError
-from streamer.csv_log import CsvLog, Row
+from emomon.model.errors import EmomonError
+from emomon.streamer.csv_log import CsvLog, Row
 
 EMOTIONS = ("anger", "sadness", "neutral")
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_append_with_same_header_and_refuse_another(tmp_path: Path) -> None:
 def test_a_killed_writer_leaves_only_complete_rows(tmp_path: Path) -> None:
     path = tmp_path / "log.csv"
     code = (
-        "import itertools, sys\nfrom streamer.csv_log import CsvLog, Row\n"
+        "import itertools, sys\nfrom emomon.streamer.csv_log import CsvLog, Row\n"
         f"log = CsvLog({str(path)!r}, {EMOTIONS!r})\n"
         "for i in itertools.count():\n"
         "    log.write(Row('mic', i, i, i + 1.0, shares={'anger': 0.5, 'sadness': 0.25, 'neutral': 0.25}))\n"

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import soundfile as sf
 from rich.console import Console
+from test_replay import SAMPLE
 
-from model.audio import SAMPLE_RATE
-from model.bundle import DEFAULT_BUNDLE
-from model.predictor import Predictor
-from streamer.dashboard import MonitorState, fit, render, spark
-from streamer.segmenter import Segment
-from streamer.worker import Job, Result
-from tests.test_replay import SAMPLE
+from emomon.model.audio import SAMPLE_RATE
+from emomon.model.bundle import DEFAULT_BUNDLE
+from emomon.model.predictor import Predictor
+from emomon.streamer.dashboard import MonitorState, fit, render, spark
+from emomon.streamer.segmenter import Segment
+from emomon.streamer.worker import Job, Result
 
 
 def fed_state() -> MonitorState:

@@ -7,12 +7,12 @@ import csv
 
 import numpy as np
 import pytest
+from conftest import RAVDESS, load_clip
 
-from model.audio import read_audio
-from model.bundle import DEFAULT_BUNDLE, load_bundle
-from model.predictor import Predictor
-from streamer.segmenter import speech_span
-from tests.conftest import RAVDESS, load_clip
+from emomon.model.audio import read_audio
+from emomon.model.bundle import DEFAULT_BUNDLE, load_bundle
+from emomon.model.predictor import Predictor
+from emomon.streamer.segmenter import speech_span
 
 NINE = ("anger", "boredom", "calm", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import load_clip
 
-from model.encoder import OPENSMILE_SETS, SSLEncoder, deltas, load_encoder
-from model.errors import ConfigError, EncoderLoadError
-from model.specs import EncoderSpec
-from tests.conftest import load_clip
+from emomon.model.encoder import OPENSMILE_SETS, SSLEncoder, deltas, load_encoder
+from emomon.model.errors import ConfigError, EncoderLoadError
+from emomon.model.specs import EncoderSpec
 
 
 def test_loads_tiny_hubert_from_a_local_folder(tiny_hubert: Path, clips) -> None:
@@ -115,8 +115,8 @@ def test_broken_local_folder_names_the_folder(tmp_path: Path) -> None:
 
 def test_offline_without_weights_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
     code = (
-        "from model.encoder import load_encoder\nfrom model.specs import EncoderSpec\n"
-        "from model.errors import EmomonError\n"
+        "from emomon.model.encoder import load_encoder\nfrom emomon.model.specs import EncoderSpec\n"
+        "from emomon.model.errors import EmomonError\n"
         "try:\n    load_encoder(EncoderSpec(), 'cpu')\n"
         "except EmomonError as e:\n    print(e)\n"
     )

@@ -40,7 +40,17 @@ def test_live_microphone_end_to_end(virtual_mic: str, tmp_path: Path) -> None:
     out = tmp_path / "live.csv"
     cfg = tmp_path / "c.toml"  # device and duration from the config file, the rest as flags
     cfg.write_text('[monitor]\ninput = "pulse"\nduration_s = 26.0\n')
-    cmd = [sys.executable, "-m", "streamer.cli", "--config", str(cfg), "live", "--no-dashboard", "--csv", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "emomon.streamer.cli",
+        "--config",
+        str(cfg),
+        "live",
+        "--no-dashboard",
+        "--csv",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for _ in range(300):  # wait until it listens, then speak into the virtual microphone
         if out.exists():
@@ -68,7 +78,7 @@ def test_unknown_device_is_one_sentence_with_the_list(virtual_mic: str, tmp_path
         cfg.write_text('[monitor]\ninput = "no-such-mic"\nduration_s = 1.0\ndashboard = false\n')
         args = ["live", "--config", str(cfg)]
     out = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "emomon.streamer.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2
     err = out.stderr.strip()
@@ -80,7 +90,17 @@ def test_sigterm_stops_cleanly_and_keeps_finished_segments(virtual_mic: str, tmp
     import signal
 
     out = tmp_path / "live.csv"
-    cmd = [sys.executable, "-m", "streamer.cli", "live", "--device", "pulse", "--no-dashboard", "--csv", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "emomon.streamer.cli",
+        "live",
+        "--device",
+        "pulse",
+        "--no-dashboard",
+        "--csv",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for _ in range(300):
         if out.exists():
@@ -107,7 +127,12 @@ def test_no_input_device_is_one_sentence(command: list[str]) -> None:
         pytest.skip("this machine has a sound card: its devices stay visible without the sound server")
     env = dict(os.environ, PULSE_SERVER="unix:/nonexistent")  # no sound server reachable, no sound card
     out = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", *command], cwd=REPO, capture_output=True, text=True, timeout=60, env=env
+        [sys.executable, "-m", "emomon.streamer.cli", *command],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert out.returncode == 2
     assert out.stderr == "emomon: No audio input device found (is a microphone connected, or PulseAudio running?).\n"
@@ -122,7 +147,12 @@ def test_missing_portaudio_names_the_package(tmp_path: Path) -> None:
     )
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
     out = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "devices"], cwd=REPO, capture_output=True, text=True, timeout=60, env=env
+        [sys.executable, "-m", "emomon.streamer.cli", "devices"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert out.returncode == 2
     assert out.stderr.startswith(

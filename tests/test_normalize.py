@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model.normalize import FeatureNorm, per_speaker_standardise
+from emomon.model.normalize import FeatureNorm, per_speaker_standardise
 
 
 def test_running_statistics_equal_batch_statistics() -> None:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EMOTIONS9, make_bundle
 
-from model.audio import SAMPLE_RATE
-from model.bundle import save_bundle
-from model.encoder import load_encoder
-from model.predictor import Predictor
-from model.specs import EncoderSpec
-from tests.conftest import EMOTIONS9, make_bundle
+from emomon.model.audio import SAMPLE_RATE
+from emomon.model.bundle import save_bundle
+from emomon.model.encoder import load_encoder
+from emomon.model.predictor import Predictor
+from emomon.model.specs import EncoderSpec
 
 
 @pytest.mark.parametrize("fixture", ["tiny_hubert", "tiny_hubert_group"])

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import numpy as np
-
-from model.regressor import Regressor, RegressorBank, pool_statistics, pooled_lengths
-from model.specs import RegressorSpec
+from emomon.model.regressor import Regressor, RegressorBank, pool_statistics, pooled_lengths
+from emomon.model.specs import RegressorSpec
 
 SMALL = dict(conv_channels=(16, 12, 8), lstm_hidden=10, ff_dims=(8, 6, 4))
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from model.audio import SAMPLE_RATE
-from model.bundle import DEFAULT_BUNDLE
-from model.predictor import Predictor
-from streamer.cli import main
-from streamer.segmenter import Segment
-from streamer.sources import file_blocks
-from streamer.worker import InferenceWorker, Job, Result
+from emomon.model.audio import SAMPLE_RATE
+from emomon.model.bundle import DEFAULT_BUNDLE
+from emomon.model.predictor import Predictor
+from emomon.streamer.cli import main
+from emomon.streamer.segmenter import Segment
+from emomon.streamer.sources import file_blocks
+from emomon.streamer.worker import InferenceWorker, Job, Result
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"

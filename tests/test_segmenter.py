@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import EMODB
 
 from benchmarks.bench_vad import (
     TOLERANCE_S,
@@ -19,10 +20,8 @@ from benchmarks.bench_vad import (
     summary,
 )
 from benchmarks.bench_vad import segment as run
-from model.audio import SAMPLE_RATE, read_audio
-from model.specs import VadSettings
-from streamer.segmenter import Segmenter
-from tests.conftest import EMODB
+from emomon.model.audio import SAMPLE_RATE, read_audio
+from emomon.streamer.segmenter import Segmenter, VadSettings
 
 
 def load_programme(offset: int = 0):

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import EMODB, EMOTIONS9, load_clip
 
-from model.audio import SAMPLE_RATE
-from model.bundle import load_bundle
-from model.predictor import Predictor
-from streamer.cli import main
-from tests.conftest import EMODB, EMOTIONS9, load_clip
-from training.datasets import load_dataset
+from emomon.model.audio import SAMPLE_RATE
+from emomon.model.bundle import load_bundle
+from emomon.model.predictor import Predictor
+from emomon.streamer.cli import main
+from emomon.training.datasets import load_dataset
 
 
 def make_compare23(root: Path, n_train: int = 16, n_devel: int = 8, n_test: int = 4) -> Path:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.audio import SAMPLE_RATE
-from model.specs import AugmentSettings
+from ..model.audio import SAMPLE_RATE
+from .settings import AugmentSettings
 
 TELEPHONE_RATE = 8_000  # Hz: narrow-band telephony
 TELEPHONE_LOW_HZ = 300.0  # its lower band edge

@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.audio import MIN_SEGMENT_SAMPLES, SAMPLE_RATE, read_audio
-from model.bundle import file_sha256
-from model.errors import AudioError
+from ..model.audio import MIN_SEGMENT_SAMPLES, SAMPLE_RATE, read_audio
+from ..model.bundle import file_sha256
+from ..model.errors import AudioError
 
 if TYPE_CHECKING:
     import torch
     from rich.console import Console
 
-    from model.encoder import Encoder
+    from ..model.encoder import Encoder
 
 log = logging.getLogger("emomon")
 INDEX = "index.json"

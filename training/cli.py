@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from model.config import Config
-from model.errors import ConfigError
-from training.datasets import DATASETS
+from ..model.errors import ConfigError
+from .datasets import DATASETS
+
+if TYPE_CHECKING:
+    from ..streamer.config import Config
 
 
 def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -43,9 +46,7 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--dataset", help=f"dataset layout ({', '.join(DATASETS)}); several with commas: emodb,ravdess"
-    )
+    p.add_argument("--dataset", help=f"dataset layout ({', '.join(DATASETS)}); several with commas: emodb,ravdess")
     p.add_argument("--data", help="dataset folder or manifest CSV (csv); one per --dataset kind, with commas")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--cache", help="embedding cache folder")
@@ -97,14 +98,14 @@ def _apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
 
 
 def run_train(args: argparse.Namespace, cfg: Config, console, argv: list[str]) -> int:
-    from training.experiment import train_experiment
+    from .experiment import train_experiment
 
     train_experiment(apply_flags(cfg, args), args.report, console, argv)
     return 0
 
 
 def run_evaluate(args: argparse.Namespace, cfg: Config, console, argv: list[str]) -> int:
-    from training.experiment import evaluate_bundle
+    from .experiment import evaluate_bundle
 
     evaluate_bundle(args.bundle, apply_flags(cfg, args), args.report, console)
     return 0

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from model.errors import EmomonError
+from ..model.errors import EmomonError
 
 COMPARE23_EMOTIONS = (
     "Anger", "Boredom", "Calmness", "Concentration", "Determination",
@@ -232,9 +232,7 @@ def _assign_devel(items: list[Item], fraction: float, seed: int) -> list[Item]:
     ]
 
 
-def _load_categorical(
-    root: Path, name: str, title: str, emotions: tuple[str, ...], share_of_intended
-) -> Dataset:
+def _load_categorical(root: Path, name: str, title: str, emotions: tuple[str, ...], share_of_intended) -> Dataset:
     """A corpus with a labels.csv of file, speaker and emotion (one intended emotion per file).
 
     `share_of_intended(row)` is the target share of the intended emotion; the rest is

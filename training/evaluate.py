@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.metrics import (
+from .metrics import (
     bootstrap_spearman,
     bootstrap_uar,
     calibration,
@@ -180,7 +180,10 @@ def write_experiment_report(
             r = m.get("robustness", {}).get(p)
             row += f" {r['uar']:.3f} ({r['uar'] - m['uar']:+.3f}) |" if r and "uar" in r else " - |"
         lines.append(row)
-    lines += ["", "ECE: expected calibration error of the top share (0 = a top share of 0.7 is right 70 % of the time)."]
+    lines += [
+        "",
+        "ECE: expected calibration error of the top share (0 = a top share of 0.7 is right 70 % of the time).",
+    ]
     named = [(n, m) for n, m in evaluations.items() if "confusion" in m]
     if named:
         lines += ["", "![confusion matrices](confusion.png)", "", "![calibration](calibration.png)"]
@@ -207,7 +210,12 @@ def write_experiment_report(
         ax.plot([0, 1], [0, 1], "k:", lw=1)
         for name, m in named:
             b = m["calibration"]["bins"]
-            ax.plot([r["confidence"] for r in b], [r["accuracy"] for r in b], "o-", label=f"{name} (ECE {m['calibration']['ece']:.3f})")
+            ax.plot(
+                [r["confidence"] for r in b],
+                [r["accuracy"] for r in b],
+                "o-",
+                label=f"{name} (ECE {m['calibration']['ece']:.3f})",
+            )
         ax.set(xlabel="top share", ylabel="share of files where the top emotion was intended", title="calibration")
         ax.legend(fontsize=7)
         fig.tight_layout()

@@ -22,17 +22,18 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from model.bundle import Bundle, save_bundle
-from model.config import Config, to_dict
-from model.encoder import Encoder, load_encoder
-from model.normalize import FeatureNorm, feature_stats, per_speaker_standardise
-from model.predictor import Predictor
-from model.specs import AugmentSettings
-from training.cache import EmbeddingCache
-from training.datasets import LICENCES, Dataset, DatasetError, Item, load_dataset, merge
-from training.evaluate import score, write_experiment_report, write_report
-from training.protocols import Protocol, default_protocols
-from training.train import FitResult, Split, collate, fit, predict
+from ..model.bundle import Bundle, save_bundle
+from ..model.encoder import Encoder, load_encoder
+from ..model.normalize import FeatureNorm, feature_stats, per_speaker_standardise
+from ..model.predictor import Predictor
+from ..model.settings import to_dict
+from ..streamer.config import Config
+from .cache import EmbeddingCache
+from .datasets import LICENCES, Dataset, DatasetError, Item, load_dataset, merge
+from .evaluate import score, write_experiment_report, write_report
+from .protocols import Protocol, default_protocols
+from .settings import AugmentSettings
+from .train import FitResult, Split, collate, fit, predict
 
 log = logging.getLogger("emomon")
 
@@ -59,7 +60,9 @@ def load_corpora(cfg: Config) -> Dataset:
     """The [dataset] corpora, merged into one Dataset when there are several."""
     kinds, paths = cfg.dataset.kinds, cfg.dataset.paths
     if len(kinds) != len(paths):
-        raise DatasetError(f"{len(kinds)} dataset kinds ({', '.join(kinds)}) need as many data paths, not {len(paths)}.")
+        raise DatasetError(
+            f"{len(kinds)} dataset kinds ({', '.join(kinds)}) need as many data paths, not {len(paths)}."
+        )
     return merge([load_dataset(k, d, **_dataset_options(cfg, k)) for k, d in zip(kinds, paths)])
 
 
@@ -104,7 +107,7 @@ class Features:
     def _trimmed(self, i: int, audio: np.ndarray) -> np.ndarray:
         if not self.cfg.dataset.trim:
             return audio
-        from streamer.segmenter import speech_span
+        from ..streamer.segmenter import speech_span
 
         path = self.paths[i]
         if path not in self.spans:
@@ -117,7 +120,7 @@ class Features:
         return np.random.default_rng([self.cfg.train.seed, k, h])
 
     def _augmenter(self, k: int):
-        from training.augment import augment
+        from .augment import augment
 
         return lambda i, a: augment(self._trimmed(i, a), self.cfg.augment, self._seed(i, k))
 
@@ -137,7 +140,7 @@ class Features:
         return self._perturbed[name]
 
     def _perturb(self, name: str) -> list[torch.Tensor | None]:
-        from training.augment import perturb
+        from .augment import perturb
 
         def transform(i: int, a: np.ndarray) -> np.ndarray:
             return perturb(self._trimmed(i, a), name, seed=int(self.cache.hash_of(self.paths[i])[:8], 16))
@@ -295,7 +298,7 @@ def score_classes(pred: np.ndarray, items: list[Item], emotions, classes: list[i
 
 
 def _device(cfg: Config) -> torch.device:
-    from model.encoder import resolve_device
+    from ..model.encoder import resolve_device
 
     return resolve_device(cfg.runtime.device)
 

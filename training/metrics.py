@@ -79,7 +79,14 @@ def calibration(shares: np.ndarray, true_class: np.ndarray, bins: int = 10) -> d
     for b in range(bins):
         m = which == b
         if m.any():
-            table.append({"low": round(edges[b], 2), "high": round(edges[b + 1], 2), "n": int(m.sum()),
-                          "confidence": round(float(conf[m].mean()), 4), "accuracy": round(float(hit[m].mean()), 4)})  # fmt: skip
+            table.append(
+                {
+                    "low": round(edges[b], 2),
+                    "high": round(edges[b + 1], 2),
+                    "n": int(m.sum()),
+                    "confidence": round(float(conf[m].mean()), 4),
+                    "accuracy": round(float(hit[m].mean()), 4),
+                }
+            )
             ece += m.mean() * abs(conf[m].mean() - hit[m].mean())
     return {"ece": round(float(ece), 4), "bins": table}

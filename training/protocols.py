@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.datasets import Dataset, DatasetError
+from .datasets import Dataset, DatasetError
 
 CROSS_DEVEL_FRACTION = 0.1  # "A>B": share of A's speakers held out for early stopping
 

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from model.bundle import new_bank
-from model.regressor import RegressorBank, pool_statistics
-from model.specs import RegressorSpec, TrainSettings
-from training.metrics import spearman_per_column
+from ..model.bundle import new_bank
+from ..model.regressor import RegressorBank, pool_statistics
+from ..model.specs import RegressorSpec
+from .metrics import spearman_per_column
+from .settings import TrainSettings
 
 log = logging.getLogger("emomon")
 
@@ -126,6 +127,7 @@ def fit(
     # same maths as bank(x, lengths), without padding and pooling every batch again.
     pooled = spec.arch == 3 and not mixed
     if pooled:
+
         def stats(feats: list[torch.Tensor]) -> torch.Tensor:
             return torch.cat([pool_statistics(f[None], torch.tensor([f.shape[0]]), spec.pooling) for f in feats])
 
@@ -166,7 +168,9 @@ def fit(
         if devel is not None:
             pred = devel_predict()[:, scored]
             rho = spearman_per_column(pred, devel.targets[:, scored])
-            row.update(devel_loss=float(np.mean((pred - devel.targets[:, scored]) ** 2)), devel_spearman=float(np.mean(rho)))
+            row.update(
+                devel_loss=float(np.mean((pred - devel.targets[:, scored]) ** 2)), devel_spearman=float(np.mean(rho))
+            )
             if row["devel_spearman"] > best[0]:
                 best = (row["devel_spearman"], epoch, copy.deepcopy(bank.state_dict()))
             row["best_epoch"] = best[1]

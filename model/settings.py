@@ -1,6 +1,8 @@
 """Typed settings: frozen dataclasses built from plain dicts (a TOML table or bundle.json).
 
-Every section of config.toml maps one-to-one onto a frozen dataclass. `from_dict` checks
+Every table of config.toml maps one-to-one onto a frozen dataclass that lives beside the
+stage it configures (model/specs.py, streamer/segmenter.py, training/settings.py, ...);
+streamer/config.py assembles the whole file. `from_dict` checks
 each key and value against the dataclass's type hints, so a misspelt key or a wrong type
 fails at start-up with one sentence that names the key, instead of deep inside a thread.
 """
@@ -11,22 +13,10 @@ import dataclasses
 import tomllib
 import types
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-from model.errors import ConfigError
-from model.specs import (
-    AugmentSettings,
-    DatasetSettings,
-    EncoderSpec,
-    EvaluationSettings,
-    ModelSettings,
-    MonitorSettings,
-    RegressorSpec,
-    TrainSettings,
-    VadSettings,
-)
+from .errors import ConfigError
 
 T = TypeVar("T")
 
@@ -119,46 +109,3 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"Config file '{path}' is not valid TOML: {e}.") from e
     except OSError as e:
         raise ConfigError(f"Config file '{path}' cannot be read: {e.strerror}.") from e
-
-
-@dataclass(frozen=True)
-class RuntimeSettings:
-    """Where and how the model runs."""
-
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # encoder compute dtype
-
-
-@dataclass(frozen=True)
-class Config:
-    """The whole of config.toml: one frozen dataclass per table."""
-
-    encoder: EncoderSpec = EncoderSpec()
-    regressor: RegressorSpec = RegressorSpec()
-    runtime: RuntimeSettings = RuntimeSettings()
-    train: TrainSettings = TrainSettings()
-    dataset: DatasetSettings = DatasetSettings()
-    evaluation: EvaluationSettings = EvaluationSettings()
-    augment: AugmentSettings = AugmentSettings()
-    model: ModelSettings = ModelSettings()
-    vad: VadSettings = VadSettings()
-    monitor: MonitorSettings = MonitorSettings()
-
-
-def load_config(path: str | Path | None = None) -> Config:
-    """Read config.toml (or the file at `path`); missing tables and keys keep their defaults."""
-    data = read_toml(path) if path is not None else {}
-    hints = typing.get_type_hints(Config)
-    unknown = sorted(set(data) - set(hints))
-    if unknown:
-        raise ConfigError(f"Config file '{path}' has an unknown table [{unknown[0]}] (known: {', '.join(hints)}).")
-    sections = {}
-    for name, cls in hints.items():
-        table = data.get(name, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"Config file '{path}': '{name}' must be a table ([{name}]).")
-        try:
-            sections[name] = from_dict(cls, table, name)
-        except ConfigError as e:
-            raise ConfigError(f"Config file '{path}': {e}") from e
-    return Config(**sections)

@@ -1,0 +1,69 @@
+"""config.toml: the [monitor] table, and the one loader that assembles every table.
+
+Each table's dataclass lives beside the stage it configures; this module only gathers
+them. Nothing here imports torch, so a bad setting is reported before any model loads.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..model.errors import ConfigError
+from ..model.settings import from_dict, read_toml
+from ..model.specs import EncoderSpec, ModelSettings, RegressorSpec, RuntimeSettings
+from ..training.settings import AugmentSettings, DatasetSettings, EvaluationSettings, TrainSettings
+from .segmenter import VadSettings
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """[monitor]: the live and replay pipeline."""
+
+    csv: str = ""  # per-segment CSV log; "" = none
+    input: str = ""  # live: input device index or (part of its) name; "" = the system default
+    duration_s: float = 0.0  # live: stop after this long; 0 = until Ctrl-C or SIGTERM
+    dashboard: bool = True  # the Rich dashboard on a terminal; false = one plain line per segment
+    speed: float = 1.0  # replay: 1 = real time, 0 = as fast as possible (back-pressure, nothing dropped)
+    queue_size: int = 8  # segments waiting for the model; live mode drops the oldest beyond this
+    max_batch: int = 8  # segments run through the model together when they queue up
+
+    def __post_init__(self) -> None:
+        if self.speed < 0 or self.duration_s < 0 or self.queue_size < 1 or self.max_batch < 1:
+            raise ValueError("speed and duration_s must be >= 0, queue_size and max_batch >= 1")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole of config.toml: one frozen dataclass per table."""
+
+    encoder: EncoderSpec = EncoderSpec()
+    regressor: RegressorSpec = RegressorSpec()
+    runtime: RuntimeSettings = RuntimeSettings()
+    train: TrainSettings = TrainSettings()
+    dataset: DatasetSettings = DatasetSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    augment: AugmentSettings = AugmentSettings()
+    model: ModelSettings = ModelSettings()
+    vad: VadSettings = VadSettings()
+    monitor: MonitorSettings = MonitorSettings()
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read config.toml (or the file at `path`); missing tables and keys keep their defaults."""
+    data = read_toml(path) if path is not None else {}
+    hints = typing.get_type_hints(Config)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        raise ConfigError(f"Config file '{path}' has an unknown table [{unknown[0]}] (known: {', '.join(hints)}).")
+    sections = {}
+    for name, cls in hints.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"Config file '{path}': '{name}' must be a table ([{name}]).")
+        try:
+            sections[name] = from_dict(cls, table, name)
+        except ConfigError as e:
+            raise ConfigError(f"Config file '{path}': {e}") from e
+    return Config(**sections)

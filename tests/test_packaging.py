@@ -1,0 +1,84 @@
+"""The built wheel: one `emomon` import package with its data files, installable into a
+fresh virtual environment outside the checkout, where `emomon replay` runs the bundled
+sample with the bundled default model. Takes about two minutes (torch is installed again)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SKIP = {".git", ".venv", "build", "dist", "out", "models", ".pytest_cache", ".hypothesis", "__pycache__"}
+
+
+def _copy_source(dest: Path) -> Path:
+    """The checkout without its virtual environment, outputs and caches."""
+    return Path(shutil.copytree(REPO, dest, ignore=lambda d, names: [n for n in names if n in SKIP]))
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = _copy_source(tmp / "src")
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", str(src), "-w", str(tmp / "dist")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in (out.stdout + out.stderr).splitlines() if "warning" in line.lower()]
+    assert warnings == [], "building the wheel warned:\n" + "\n".join(warnings)
+    (whl,) = (tmp / "dist").glob("emomon-*.whl")
+    return whl
+
+
+def test_wheel_holds_one_import_package_with_its_data(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"emomon"}
+    for data in (
+        "emomon/model/default/bundle.json",
+        "emomon/model/default/regressors.safetensors",
+        "emomon/streamer/samples/emodb_speaker11.wav",
+        "emomon/training/experiments/default_compare_pooled.toml",
+    ):
+        assert data in names
+    assert not any(n.startswith(("emomon/tests/", "emomon/benchmarks/", "emomon/docs/")) for n in names)
+
+
+def test_wheel_in_a_fresh_venv_replays_the_bundled_sample(wheel: Path, tmp_path: Path) -> None:
+    import torch
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    # The torch build this environment runs (the CPU wheel here), then the wheel and its other dependencies.
+    subprocess.run([*pip, f"torch=={torch.__version__.split('+')[0]}"], check=True, timeout=900)
+    subprocess.run([*pip, str(wheel)], check=True, timeout=900)
+
+    work = tmp_path / "elsewhere"  # no config.toml, no checkout on the path
+    work.mkdir()
+    emomon = str(venv / "bin" / "emomon")
+    out = subprocess.run(
+        [emomon, "replay", "--sample", "--speed", "0", "--no-dashboard", "--csv", "demo.csv"],
+        cwd=work, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader((work / "demo.csv").open()))
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+    assert "6 segment(s) from 1 file(s)" in out.stdout
+
+    # Only `emomon` is importable from the install: no generic top-level `model` or `streamer`.
+    probe = (
+        "import importlib.util as u, emomon\n"
+        "print([m for m in ('model', 'streamer', 'training') if u.find_spec(m)])\nprint(emomon.__file__)"
+    )
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=work, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    found, where = out.stdout.splitlines()
+    assert found == "[]" and where.startswith(str(venv))
