@@ -173,8 +173,19 @@ def load_bundle(path: str | Path) -> Bundle:
         metrics=m.get("metrics", {}),
         provenance=m.get("provenance", {}),
     )
-    bundle.bank = _load_weights(folder / str(weights.get("file", WEIGHTS)), weights.get("sha256"), bundle)
+    bundle.bank = _load_weights(_inside(folder, weights.get("file", WEIGHTS), where), weights.get("sha256"), bundle)
     return bundle
+
+
+def _inside(folder: Path, name: Any, where: str) -> Path:
+    """The bundle's file `name`, refused unless it stays inside `folder` (after following
+    symbolic links): a bundle.json must not make emomon open /etc/... or ~/.ssh/..."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute():
+        raise BundleError(f"{where}: weights.file must be a file name inside the bundle folder, not {name!r}.")
+    path = folder / name
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise BundleError(f"{where}: weights.file '{name}' points outside the bundle folder; refusing to open it.")
+    return path
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -199,16 +210,22 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 def _load_weights(path: Path, sha256: Any, bundle: Bundle) -> RegressorBank:
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
+    if not isinstance(sha256, str):
+        raise BundleError(f"{path.parent / MANIFEST} has no weights.sha256: emomon checks the weights before it reads them.")
     if not path.is_file():
         raise BundleError(f"Model bundle '{path.parent}' has no weights file {path.name}.")
     try:
-        tensors = load_file(path)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise BundleError(f"Weights file {path} is truncated or not a safetensors file ({e}).") from e
-    if sha256 is not None and file_sha256(path) != sha256:
+        data = path.read_bytes()  # read once: the bytes hashed are the bytes parsed
+    except OSError as e:
+        raise BundleError(f"Weights file {path} cannot be read: {e.strerror}.") from e
+    if hashlib.sha256(data).hexdigest() != sha256:
         raise BundleError(f"Weights file {path} is corrupt: its SHA-256 differs from the one in {MANIFEST}.")
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError) as e:
+        raise BundleError(f"Weights file {path} is not a valid safetensors file ({e}).") from e
     bank = new_bank(bundle.regressor, bundle.emotions, bundle.input_dim, bundle.mixed_layers)
     expected = bank.state_dict()
     missing = sorted(set(expected) - set(tensors))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -81,9 +82,31 @@ CASES = {
     "no weights": (lambda f: (f / WEIGHTS).unlink(), f"has no weights file {WEIGHTS}"),
     "truncated weights": (
         lambda f: (f / WEIGHTS).write_bytes((f / WEIGHTS).read_bytes()[:-100]),
-        "is truncated or not a safetensors file",
+        "is corrupt: its SHA-256 differs",
     ),
-    "garbage weights": (lambda f: (f / WEIGHTS).write_bytes(b"\x00" * 64), "is truncated or not a safetensors file"),
+    "garbage weights with their hash": (
+        lambda f: (
+            (f / WEIGHTS).write_bytes(b"\x00" * 64),
+            edit_manifest(f, weights={"file": WEIGHTS, "sha256": hashlib.sha256(b"\x00" * 64).hexdigest()}),
+        ),
+        "is not a valid safetensors file",
+    ),
+    "no hash": (lambda f: edit_manifest(f, weights={"file": WEIGHTS}), "has no weights.sha256"),
+    "path traversal": (
+        lambda f: edit_manifest(f, weights={"file": "../../../../etc/hostname", "sha256": "0" * 64}),
+        "weights.file '../../../../etc/hostname' points outside the bundle folder",
+    ),
+    "absolute path": (
+        lambda f: edit_manifest(f, weights={"file": "/etc/hostname", "sha256": "0" * 64}),
+        "weights.file must be a file name inside the bundle folder, not '/etc/hostname'",
+    ),
+    "symlink out of the folder": (
+        lambda f: (
+            (f / "w.safetensors").symlink_to("/etc/hostname"),
+            edit_manifest(f, weights={"file": "w.safetensors", "sha256": "0" * 64}),
+        ),
+        "weights.file 'w.safetensors' points outside the bundle folder",
+    ),
     "flipped byte": (lambda f: flip_last_byte(f / WEIGHTS), "is corrupt: its SHA-256 differs"),
     "emotion count": (
         lambda f: edit_manifest(f, emotions=[f"e{i}" for i in range(7)]),
@@ -142,3 +165,15 @@ def test_encoder_mismatch_is_refused(encoder, saved: Path) -> None:
 def test_predictions_are_finite_numbers(saved: Path, clips) -> None:
     out = Predictor.from_bundle(saved, device="cpu").predict(clips)
     assert all(np.isfinite(list(p.shares.values())).all() for p in out)
+
+
+def test_refused_weights_outside_the_folder_are_never_opened(saved: Path, tmp_path: Path) -> None:
+    """A weights file outside the folder is refused before anything reads it: here it is a
+    FIFO, on which any open() would block the test forever."""
+    import os
+
+    fifo = tmp_path / "outside.fifo"
+    os.mkfifo(fifo)
+    edit_manifest(saved, weights={"file": f"../{fifo.name}", "sha256": "0" * 64})
+    with pytest.raises(BundleError, match="points outside the bundle folder"):
+        load_bundle(saved)
