@@ -213,7 +213,9 @@ def _load_weights(path: Path, sha256: Any, bundle: Bundle) -> RegressorBank:
     from safetensors.torch import load
 
     if not isinstance(sha256, str):
-        raise BundleError(f"{path.parent / MANIFEST} has no weights.sha256: emomon checks the weights before it reads them.")
+        raise BundleError(
+            f"{path.parent / MANIFEST} has no weights.sha256: emomon checks the weights before it reads them."
+        )
     if not path.is_file():
         raise BundleError(f"Model bundle '{path.parent}' has no weights file {path.name}.")
     try:

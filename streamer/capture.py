@@ -5,12 +5,24 @@ PortAudio callback only copies the block into a bounded queue and returns, as in
 python-sounddevice's rec_unlimited example; downmixing and resampling happen in the
 consuming thread. Input overflows reported by PortAudio and blocks the queue had no room
 for are both counted, never silent.
+
+A device can go away while it records (unplugged, the sound server killed). PortAudio
+does not always say so: the stream may stay "active" while no callback comes. `blocks()`
+therefore raises DeviceError, naming the device, when the stream ends or errors, or when no
+block has arrived for `timeout_s` seconds; the caller flushes and closes what it has.
+PortAudio and ALSA print their own diagnostics straight to file descriptor 2;
+`quiet_native_stderr()` keeps them off the user's terminal (emomon -v shows them).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import queue
+import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -77,15 +89,19 @@ def resolve_device(device: str | int | None) -> dict:
 class Microphone:
     """A running input stream: iterate `blocks()` for float32 mono 16 kHz audio."""
 
-    def __init__(self, device: str | int | None = None, block_s: float = 0.05, max_blocks: int = 400) -> None:
+    def __init__(
+        self, device: str | int | None = None, block_s: float = 0.05, max_blocks: int = 400, timeout_s: float = 3.0
+    ) -> None:
         self.info = resolve_device(device)
         self.name = self.info["name"]
         self.rate = self.info["rate"]
         self.block = max(1, int(block_s * self.rate))
+        self.timeout_s = timeout_s  # no block for this long while running: the device is gone
         self.q: queue.Queue[np.ndarray] = queue.Queue(maxsize=max_blocks)  # ~20 s of audio
         self.overflows = 0  # PortAudio said input was lost
         self.lost_blocks = 0  # our queue was full
         self._stream = None
+        self._ended = threading.Event()  # PortAudio finished the stream (stopped, aborted or failed)
 
     def _callback(self, indata, frames, time_info, status) -> None:  # PortAudio's thread
         if status.input_overflow:
@@ -100,7 +116,7 @@ class Microphone:
         try:
             self._stream = sd.InputStream(
                 device=self.info["index"], samplerate=self.rate, channels=1, dtype="float32",
-                blocksize=self.block, callback=self._callback,
+                blocksize=self.block, callback=self._callback, finished_callback=self._ended.set,
             )  # fmt: skip
             self._stream.start()
         except sd.PortAudioError as e:
@@ -108,10 +124,21 @@ class Microphone:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._stream is not None:
-            self._stream.stop()
-            self._stream.close()
-            self._stream = None
+        """Close the stream. After a device fault PortAudio may block in stop or close (the
+        sound server is gone), so that runs in a daemon thread given one second."""
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+
+        def close() -> None:
+            with contextlib.suppress(Exception):  # the device may already be gone: nothing to save
+                stream.abort() if exc[0] is not None else stream.stop()
+            with contextlib.suppress(Exception):
+                stream.close()
+
+        closer = threading.Thread(target=close, name="close-input", daemon=True)
+        closer.start()
+        closer.join(1.0)
 
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
         """Resampled blocks until `stop` is set (checked at least every 0.1 s)."""
@@ -120,11 +147,56 @@ class Microphone:
         resampler = (
             soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="float32") if self.rate != SAMPLE_RATE else None
         )
+        last = time.monotonic()
         while not stop.is_set():
             try:
                 block = self.q.get(timeout=0.1)[:, 0]
             except queue.Empty:
+                if self._ended.is_set():
+                    raise DeviceError(f"Input device '{self.name}' stopped: PortAudio ended its stream.") from None
+                if time.monotonic() - last > self.timeout_s:
+                    raise DeviceError(
+                        f"Input device '{self.name}' stopped delivering audio ({self.timeout_s:g} s without any); "
+                        "it was unplugged or its sound server stopped."
+                    ) from None
                 continue
+            last = time.monotonic()
             out = resampler.resample_chunk(block) if resampler is not None else block
             if len(out):
                 yield out
+
+
+@contextlib.contextmanager
+def quiet_native_stderr(enabled: bool = True) -> Iterator[None]:
+    """Send what C libraries write to file descriptor 2 (PortAudio's "Expression ... failed",
+    ALSA's "ALSA lib ...") to /dev/null, while Python's sys.stderr and logging keep writing
+    to the real stderr through a duplicate of it. A no-op when disabled (emomon -v) or when
+    stderr is not a real file descriptor."""
+    try:
+        fd = sys.stderr.fileno() if enabled else -1
+    except (AttributeError, OSError, ValueError):
+        fd = -1
+    if fd != 2:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    python_stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+    old = sys.stderr
+    handlers = [h for h in logging.root.handlers if isinstance(h, logging.StreamHandler) and h.stream is old]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = python_stderr
+    for h in handlers:
+        h.setStream(python_stderr)
+    try:
+        yield
+    finally:
+        python_stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        sys.stderr = old
+        for h in handlers:
+            h.setStream(old)
+        python_stderr.close()

@@ -63,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
-    from .capture import NO_DEVICE, DeviceError, input_devices
+    from .capture import NO_DEVICE, DeviceError, input_devices, quiet_native_stderr
 
-    devices = input_devices()
+    with quiet_native_stderr(not args.verbose):
+        devices = input_devices()
     if not devices:
         raise DeviceError(NO_DEVICE)
     for d in devices:
@@ -77,6 +78,7 @@ def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     from dataclasses import replace
 
+    from .capture import quiet_native_stderr
     from .live import live
 
     monitor = replace(cfg.monitor, csv=args.csv) if args.csv else cfg.monitor
@@ -85,7 +87,8 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     duration = args.duration or monitor.duration_s or None
     device = args.input or monitor.input or None
     predictor = load_predictor(cfg, args.model, None)
-    return live(predictor, device, cfg.vad, monitor, duration, console, dashboard=_dashboard(args, cfg, console))
+    with quiet_native_stderr(not args.verbose):  # PortAudio's own lines only with -v
+        return live(predictor, device, cfg.vad, monitor, duration, console, dashboard=_dashboard(args, cfg, console))
 
 
 def _dashboard(args: argparse.Namespace, cfg, console) -> bool:

@@ -28,10 +28,13 @@ class MonitorSettings:
     speed: float = 1.0  # replay: 1 = real time, 0 = as fast as possible (back-pressure, nothing dropped)
     queue_size: int = 8  # segments waiting for the model; live mode drops the oldest beyond this
     max_batch: int = 8  # segments run through the model together when they queue up
+    input_timeout_s: float = 3.0  # live: no audio from the device for this long ends the run (device gone)
 
     def __post_init__(self) -> None:
         if self.speed < 0 or self.duration_s < 0 or self.queue_size < 1 or self.max_batch < 1:
             raise ValueError("speed and duration_s must be >= 0, queue_size and max_batch >= 1")
+        if self.input_timeout_s <= 0:
+            raise ValueError(f"input_timeout_s must be a positive number of seconds, not {self.input_timeout_s}")
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,14 @@
 The capture never waits for the model: the worker queue drops its oldest segment when
 full, and every dropped segment is still logged (status "dropped") and counted.
 Shutdown order: stop the source, flush the open segment, drain the worker, close the CSV.
+The same order runs when the input device fails or goes silent; live() then says so in
+one sentence and returns 1.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +18,7 @@ from rich.console import Console
 
 from ..model.audio import SAMPLE_RATE
 from ..model.predictor import Predictor
-from .capture import Microphone
+from .capture import DeviceError, Microphone
 from .config import MonitorSettings
 from .pipeline import Pipeline
 from .segmenter import Segmenter, VadSettings
@@ -30,13 +33,14 @@ def live(
     console: Console,
     dashboard: bool = False,
 ) -> int:
-    mic = Microphone(device)  # first: a wrong device fails before anything is opened
+    mic = Microphone(device, timeout_s=monitor.input_timeout_s)  # first: a wrong device fails before anything opens
     seg = Segmenter(vad)
     t0: list[datetime] = []  # wall time of stream time 0: the first block's arrival minus its length
     pipe = Pipeline(
         predictor, monitor, console, dashboard, drop_oldest=True, stream_start=lambda: t0[0] if t0 else None
     )
     stop = threading.Event()
+    fault: DeviceError | None = None
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     console.print(f"listening on {mic.name} ({mic.rate} Hz); Ctrl-C stops", soft_wrap=True)
     timer = threading.Timer(duration or 0, stop.set)
@@ -51,6 +55,8 @@ def live(
                 pipe.feed(mic.name, seg, block, lost=mic.overflows + mic.lost_blocks)
     except KeyboardInterrupt:
         pass
+    except DeviceError as e:
+        fault = e
     finally:
         stop.set()
         timer.cancel()
@@ -62,4 +68,7 @@ def live(
         f"{worker.processed} segment(s), {worker.dropped} dropped, {worker.failed} failed"
         + (f", {lost} input block(s) lost" if lost else "")
     )
+    if fault is not None:
+        print(f"emomon: {fault}", file=sys.stderr)
+        return 1
     return 0

@@ -31,9 +31,20 @@ def virtual_mic():
             pytest.fail(f"CI must provide PulseAudio for the live test; missing: {', '.join(missing)}")
         pytest.skip(f"PulseAudio tools missing: {', '.join(missing)}")
     started = ensure_virtual_mic()
+    OWN_DAEMON.append(started)
     yield SINK
     if started:  # leave the machine as we found it
         stop_pulse()
+
+
+OWN_DAEMON: list[bool] = []  # whether the fixture started PulseAudio (then a test may kill it)
+
+
+def _wait_for(path: Path) -> None:
+    for _ in range(300):  # until it listens (the CSV is opened once the model is loaded)
+        if path.exists():
+            return
+        time.sleep(0.1)
 
 
 def test_live_microphone_end_to_end(virtual_mic: str, tmp_path: Path) -> None:
@@ -159,3 +170,66 @@ def test_missing_portaudio_names_the_package(tmp_path: Path) -> None:
         "emomon: PortAudio is not installed: install it (Debian/Ubuntu: apt install libportaudio2"
     )
     assert "Traceback" not in out.stderr
+
+
+def test_sound_server_killed_mid_capture_ends_the_run_in_one_sentence(virtual_mic: str, tmp_path: Path) -> None:
+    """The input goes away (the PulseAudio daemon is killed while a sentence is under way):
+    emomon says so naming the device, keeps the finished segments, exits 1 within 5 s, and
+    PortAudio's own C-level messages stay off stderr."""
+    if not OWN_DAEMON[-1]:
+        if os.environ.get("CI"):
+            pytest.fail("CI must start its own PulseAudio daemon for this test")
+        pytest.skip("PulseAudio was already running here; the test does not kill a daemon it did not start")
+    out = tmp_path / "live.csv"
+    cmd = [sys.executable, "-m", "emomon.streamer.cli", "live", "--device", "pulse", "--no-dashboard"]
+    cmd += ["--csv", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(out)
+        time.sleep(1.0)
+        player = subprocess.Popen(["paplay", f"--device={virtual_mic}", str(SAMPLE)], stderr=subprocess.DEVNULL)
+        time.sleep(8.5)  # two sentences heard, the third under way
+        t = time.monotonic()
+        stop_pulse()
+        stdout, stderr = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - t
+        player.wait(timeout=30)
+    finally:
+        proc.kill()
+        ensure_virtual_mic()  # the daemon again, for the tests after this one
+    assert proc.returncode == 1, stdout + stderr
+    assert elapsed < 5.0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("emomon: Input device 'pulse' stopped"), stderr
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= 2 and all(r["status"] == "ok" for r in rows), stdout
+    assert f"{len(rows)} segment(s), 0 dropped, 0 failed" in stdout
+
+
+def test_input_that_goes_silent_ends_the_run(virtual_mic: str, tmp_path: Path) -> None:
+    """The device stays open but delivers nothing (the null sink suspended): after
+    [monitor] input_timeout_s without a block, one sentence naming the device and exit 1."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[monitor]\ninput_timeout_s = 1.5\n")
+    cmd = [sys.executable, "-m", "emomon.streamer.cli", "--config", str(cfg), "live", "--device", "pulse"]
+    proc = subprocess.Popen(
+        [*cmd, "--no-dashboard", "--csv", str(tmp_path / "live.csv")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for(tmp_path / "live.csv")
+        time.sleep(1.0)
+        t = time.monotonic()
+        subprocess.run(["pactl", "suspend-sink", virtual_mic, "1"], check=True, timeout=10)
+        stdout, stderr = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - t
+    finally:
+        proc.kill()
+        subprocess.run(["pactl", "suspend-sink", virtual_mic, "0"], timeout=10)
+    assert proc.returncode == 1, stdout + stderr
+    assert 1.5 <= elapsed < 5.0
+    assert stderr == (
+        "emomon: Input device 'pulse' stopped delivering audio (1.5 s without any); "
+        "it was unplugged or its sound server stopped.\n"
+    )
