@@ -74,17 +74,18 @@ class FeatureNorm:
             return self.prior_mean, self.prior_var.sqrt().clamp(min=1e-5)
         return mean, (m2 / n).sqrt().clamp(min=1e-5)
 
-    def __call__(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def __call__(self, features: torch.Tensor, lengths: torch.Tensor, update: bool = True) -> torch.Tensor:
         """Standardise (B, T, D) or (B, K, T, D) features; padded frames stay exactly zero.
 
         In "speaker" mode segment i is folded into the statistics and then standardised
         with them, in batch order, so a batch gives what the same segments give one by one.
+        `update=False` standardises with the statistics as they are and leaves them so.
         """
         T = features.shape[-2]
         valid = torch.arange(T, device=features.device)[:, None] < lengths[:, None, None]  # (B, T, 1)
         if features.dim() == 4:
             valid = valid[:, None]  # (B, 1, T, 1)
-        if self.mode == "global":
+        if self.mode == "global" or not update:
             return self._standardise(features) * valid
         D = features.shape[-1]
         out = torch.empty_like(features)

@@ -51,6 +51,7 @@ class Predictor:
         self.bundle, self.encoder = bundle, encoder
         self.device = resolve_device(device)
         self.emotions = bundle.emotions
+        self.name = "bundle"  # the bundle folder's name once loaded by from_bundle
         self.bank = bundle.bank.to(self.device).eval()
         self.norm = FeatureNorm(
             bundle.norm_mean, bundle.norm_std, bundle.norm_mode, bundle.norm_prior_frames, bundle.norm_session_frames
@@ -69,24 +70,41 @@ class Predictor:
         `encoder_name` points an SSL bundle at a local copy."""
         from dataclasses import replace
 
-        bundle = load_bundle(DEFAULT_BUNDLE if path is None else path)
+        folder = Path(DEFAULT_BUNDLE if path is None else path)
+        bundle = load_bundle(folder)
         spec = bundle.encoder if encoder_name is None else replace(bundle.encoder, name=encoder_name)
-        return cls(bundle, load_encoder(spec, device, dtype), device)
+        predictor = cls(bundle, load_encoder(spec, device, dtype), device)
+        predictor.name = folder.resolve().name
+        return predictor
+
+    def describe(self) -> dict[str, str]:
+        """What runs, for the dashboard's header and -v: model, encoder, emotions, device, dtype."""
+        return {
+            "model": self.name,
+            "encoder": self.encoder.spec.name,
+            "emotions": f"{len(self.emotions)} emotions",
+            "device": str(self.device),
+            "dtype": getattr(self.encoder, "compute", "float32"),
+        }
 
     def reset_session(self) -> None:
         """A new speaker or session: "speaker"-mode normalisation starts again from the prior."""
         self.norm.reset()
 
-    def regress(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def regress(
+        self, features: torch.Tensor, lengths: torch.Tensor, update_session: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Encoder features (B, T, D) or (B, K, T, D) -> shares (B, E), attention (B, M, T')."""
         torch = self._torch
-        x = self.norm(features.to(self.device), lengths.to(self.device))
+        x = self.norm(features.to(self.device), lengths.to(self.device), update=update_session)
         lengths = lengths.to(self.device)
         with torch.inference_mode():
             return self.bank(x, lengths)
 
-    def predict(self, segments: Sequence[np.ndarray]) -> list[Prediction]:
-        """Emotion shares for each segment, batched where that gives the lone result."""
+    def predict(self, segments: Sequence[np.ndarray], update_session: bool = True) -> list[Prediction]:
+        """Emotion shares for each segment, batched where that gives the lone result.
+        `update_session=False` (interim results) leaves a speaker-adaptive bundle's session
+        statistics as they were."""
         if not segments:
             return []
         for i, s in enumerate(segments):
@@ -95,7 +113,7 @@ class Predictor:
         emb = self.encoder.encode(segments)
         self._sync()
         t1 = time.perf_counter()
-        shares, attn = self.regress(emb.features, emb.lengths)
+        shares, attn = self.regress(emb.features, emb.lengths, update_session)
         # Shares are proportions of listeners: a linear output head can stray past [0, 1].
         shares = np.clip(shares.float().cpu().numpy(), 0.0, 1.0)
         attn = None if attn is None else attn.float().cpu()

@@ -24,6 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     # --config and -v work before the command and after it (`emomon live --config x.toml`);
     # after it they are SUPPRESSed unless given, so they do not overwrite the global ones.
     common = argparse.ArgumentParser(add_help=False)
+    outputs = argparse.ArgumentParser(add_help=False)  # what live and replay write, besides the screen
+    outputs.add_argument("--csv", help="append one row per segment to this CSV file")
+    outputs.add_argument("--jsonl", help="append one JSON object per segment to this file; - = stdout")
+    outputs.add_argument("--attention", action="store_true", help="JSON Lines: add the attention weights")
+    outputs.add_argument("--save-audio", metavar="DIR", help="save each scored segment as DIR/<id>.flac")
+    outputs.add_argument("--interim", type=float, metavar="S", help="score a segment still open every S s; 0 = off")
     for p, default in ((parser, None), (common, argparse.SUPPRESS)):
         p.add_argument(
             "--config", type=Path, default=default, help="settings file (default: ./config.toml when present)"
@@ -32,27 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     r = sub.add_parser(
         "replay",
-        parents=[common],
+        parents=[common, outputs],
         help="run recorded audio through the monitor",
         description="Replay audio files (or folders of them) through VAD and the model, as the microphone would.",
     )
     r.add_argument("paths", nargs="*", metavar="PATH", help="audio file or folder (its audio files, sorted)")
     r.add_argument("--sample", action="store_true", help="replay the bundled sample (six Emo-DB sentences)")
     r.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
-    r.add_argument("--csv", help="append one row per segment to this CSV file")
     r.add_argument("--speed", type=float, help="1 = real time (default), 0 = as fast as possible")
     r.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--no-dashboard", action="store_true", help="print one plain line per segment")
     r.set_defaults(run=run_replay)
     lv = sub.add_parser(
         "live",
-        parents=[common],
+        parents=[common, outputs],
         help="monitor a microphone",
         description="Monitor a microphone: VAD, model, CSV, one line per segment.",
     )
     lv.add_argument("--device", dest="input", help="input device index or (part of its) name (see: emomon devices)")
     lv.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
-    lv.add_argument("--csv", help="append one row per segment to this CSV file")
     lv.add_argument("--duration", type=float, help="stop after this many seconds")
     lv.add_argument("--no-dashboard", action="store_true", help="print one plain line per segment")
     lv.set_defaults(run=run_live, device=None)
@@ -76,12 +80,11 @@ def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 
 
 def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
-    from dataclasses import replace
 
     from .capture import quiet_native_stderr
     from .live import live
 
-    monitor = replace(cfg.monitor, csv=args.csv) if args.csv else cfg.monitor
+    monitor = monitor_settings(args, cfg)
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration {args.duration} must be a positive number of seconds.")
     duration = args.duration or monitor.duration_s or None
@@ -89,6 +92,24 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     predictor = load_predictor(cfg, args.model, None)
     with quiet_native_stderr(not args.verbose):  # PortAudio's own lines only with -v
         return live(predictor, device, cfg.vad, monitor, duration, console, dashboard=_dashboard(args, cfg, console))
+
+
+def monitor_settings(args: argparse.Namespace, cfg):
+    """[monitor] with the output flags of live and replay applied."""
+    from dataclasses import replace
+
+    flags = {"csv": args.csv, "jsonl": args.jsonl, "save_audio": args.save_audio, "interim_s": args.interim}
+    monitor = replace(cfg.monitor, **{k: v for k, v in flags.items() if v is not None})
+    if args.attention:
+        monitor = replace(monitor, attention=True)
+    if monitor.interim_s < 0:
+        raise ConfigError(f"--interim {monitor.interim_s} must be 0 (off) or a positive number of seconds.")
+    return monitor
+
+
+def json_on_stdout(args: argparse.Namespace, cfg) -> bool:
+    """--jsonl - (or [monitor] jsonl = "-"): stdout carries JSON only, everything human goes to stderr."""
+    return getattr(args, "jsonl", None) == "-" or (getattr(args, "jsonl", None) is None and cfg.monitor.jsonl == "-")
 
 
 def _dashboard(args: argparse.Namespace, cfg, console) -> bool:
@@ -116,9 +137,7 @@ def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     paths = [*args.paths, *([str(SAMPLE)] if args.sample else [])]
     if not paths:
         raise ConfigError("Say what to replay: one or more audio files or folders, or --sample.")
-    monitor = cfg.monitor
-    if args.csv:
-        monitor = replace(monitor, csv=args.csv)
+    monitor = monitor_settings(args, cfg)
     if args.speed is not None:
         if args.speed < 0:
             raise ConfigError(f"--speed {args.speed} must be 0 (as fast as possible) or more.")
@@ -134,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="emomon: %(message)s")
     from rich.console import Console
 
-    console = Console(stderr=False)
     try:
         from .config import load_config
 
         path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
         cfg = load_config(path)
+        console = Console(stderr=json_on_stdout(args, cfg))
         return args.run(args, cfg, console, argv)
     except EmomonError as e:
         print(f"emomon: {e}", file=sys.stderr)

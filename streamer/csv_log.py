@@ -1,7 +1,9 @@
 """The per-segment CSV log: one row per segment, flushed as it is written.
 
-Columns: source, segment, start_s, end_s, duration_s, wall_time, one column per emotion,
-top_emotion, latency_ms, status (ok | dropped | error). Every row is flushed to the
+Columns: id, source, segment, start_s, end_s, duration_s, wall_time, one column per
+emotion, top_emotion, latency_ms, status (ok | dropped | error, and interim when interim
+rows are asked for). `id` names the segment in the JSON Lines log and its saved audio
+(RUN-SOURCE-NNNN: the run's start time, the file or device, the segment's index). Every row is flushed to the
 operating system at once, so a run killed even with SIGKILL leaves only complete rows.
 Appending to a file with another header is refused: mixing models would mix columns.
 """
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from ..model.errors import EmomonError
 
-STATUSES = ("ok", "dropped", "error")
+STATUSES = ("ok", "dropped", "error", "interim")
 
 
 @dataclass
@@ -28,6 +30,11 @@ class Row:
     shares: dict[str, float] | None = None  # None for dropped and failed segments
     latency_ms: float | None = None
     status: str = "ok"
+    id: str = ""  # RUN-SOURCE-NNNN, shared with the JSON Lines record and the saved audio
+
+    @property
+    def top_emotion(self) -> str:
+        return max(self.shares, key=self.shares.__getitem__) if self.shares else ""
 
 
 class CsvLog:
@@ -35,7 +42,7 @@ class CsvLog:
         self.path = Path(path)
         self.emotions = tuple(emotions)
         self.header = [
-            "source", "segment", "start_s", "end_s", "duration_s", "wall_time",
+            "id", "source", "segment", "start_s", "end_s", "duration_s", "wall_time",
             *self.emotions, "top_emotion", "latency_ms", "status",
         ]  # fmt: skip
         exists = self.path.is_file() and self.path.stat().st_size > 0
@@ -67,13 +74,12 @@ class CsvLog:
         if row.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {row.status!r}")
         shares = row.shares or {}
-        top = max(shares, key=shares.__getitem__) if shares else ""
         self._writer.writerow(
             [
-                row.source, row.segment, f"{row.start_s:.3f}", f"{row.end_s:.3f}",
+                row.id, row.source, row.segment, f"{row.start_s:.3f}", f"{row.end_s:.3f}",
                 f"{row.end_s - row.start_s:.3f}", row.wall_time,
                 *(f"{shares[e]:.4f}" if e in shares else "" for e in self.emotions),
-                top, "" if row.latency_ms is None else f"{row.latency_ms:.1f}", row.status,
+                row.top_emotion, "" if row.latency_ms is None else f"{row.latency_ms:.1f}", row.status,
             ]
         )  # fmt: skip
         self._file.flush()

@@ -8,8 +8,10 @@ and input level); the dashboard's own `Live` pulls `snapshot()` at its refresh r
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console, Group
@@ -22,6 +24,19 @@ from .worker import Result
 
 SPARK = "▁▂▃▄▅▆▇█"
 TREND_ALPHA = 0.3  # exponential smoothing of the per-emotion trend
+BAR_WIDTH = 30
+
+
+@dataclass(frozen=True)
+class Header:
+    """What runs: the input, the model and the compute path (the dashboard's first line)."""
+
+    input: str = ""  # device name and rate, or the file being replayed
+    model: str = ""  # bundle folder name
+    encoder: str = ""
+    emotions: str = ""
+    device: str = ""
+    dtype: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,12 +58,16 @@ class Snapshot:
     p50: float | None
     p95: float | None
     rtf: float | None
+    header: Header = Header()
+    elapsed_s: float = 0.0
+    interim: int = 0  # interim results shown
 
 
 @dataclass
 class MonitorState:
     emotions: tuple[str, ...]
-    history: int = 40
+    history: int = 400  # trend points kept; the screen shows as many as its width allows
+    header: Header = Header()
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -60,13 +79,20 @@ class MonitorState:
         self.latencies: deque[float] = deque(maxlen=200)
         self.vad, self.level, self.queue, self.background_dbfs = "silence", 0.0, 0, -100.0
         self.lost: int | None = None
-        self.segments = self.dropped = self.failed = 0
+        self.segments = self.dropped = self.failed = self.interim = 0
         self.model_s = self.audio_s = 0.0
+        self.started = time.monotonic()
 
     def add(self, result: Result) -> None:
         """Called by the worker thread for every segment."""
         seg = result.job.segment
         with self._lock:
+            if result.job.interim:  # the audio so far of an open segment: the bars only
+                if result.prediction is not None:
+                    self.interim += 1
+                    self.latest = dict(result.prediction.shares)
+                    self.latest_label = f"#{seg.index}  {seg.start_s:.2f}-{seg.end_s:.2f} s  (interim, still talking)"
+                return
             if result.status == "dropped":
                 self.dropped += 1
             elif result.status == "error" or result.prediction is None:
@@ -88,12 +114,20 @@ class MonitorState:
                                 result.latency_ms, "ok"))  # fmt: skip
 
     def set_input(
-        self, vad: str, level: float, queue: int, background_dbfs: float = -100.0, lost: int | None = None
+        self,
+        vad: str,
+        level: float,
+        queue: int,
+        background_dbfs: float = -100.0,
+        lost: int | None = None,
+        source: str | None = None,
     ) -> None:
-        """Called by the source loop for every block."""
+        """Called by the source loop for every block; `source` names a replayed file."""
         with self._lock:
             self.vad, self.level, self.queue, self.background_dbfs = vad, level, queue, background_dbfs
             self.lost = lost
+            if source is not None and lost is None and not self.header.input.startswith(Path(source).name):
+                self.header = replace(self.header, input=Path(source).name)
 
     def set_queue(self, queue: int) -> None:
         with self._lock:
@@ -111,6 +145,7 @@ class MonitorState:
                 p50=None if lat is None else float(np.percentile(lat, 50)),
                 p95=None if lat is None else float(np.percentile(lat, 95)),
                 rtf=self.model_s / self.audio_s if self.audio_s else None,
+                header=self.header, elapsed_s=time.monotonic() - self.started, interim=self.interim,
             )  # fmt: skip
 
 
@@ -130,7 +165,13 @@ def fit(values: list[float], width: int) -> list[float]:
     return [float(np.mean(values[a:b])) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def shares_table(s: Snapshot, width: int = 30) -> Table:
+def trend_width(s: Snapshot, screen: int) -> int:
+    """Columns left for the trend sparkline on a screen `screen` characters wide."""
+    name = max((len(e) for e in s.emotions), default=8)
+    return max(8, screen - name - BAR_WIDTH - 4 - 3 - 4)  # value, column gaps, panel borders
+
+
+def shares_table(s: Snapshot, width: int = BAR_WIDTH, trend: int = 40) -> Table:
     t = Table.grid(padding=(0, 1))
     t.add_column(justify="right", style="bold")
     t.add_column()
@@ -141,8 +182,8 @@ def shares_table(s: Snapshot, width: int = 30) -> Table:
         v = s.latest.get(e, 0.0)
         bar = Text("█" * int(round(v * width)) + "·" * (width - int(round(v * width))),
                    style="green" if e == top else "cyan")  # fmt: skip
-        trend = spark([row[k] for row in s.trend], 0.0, 1.0)
-        t.add_row(e, bar, f"{v:.2f}", Text(trend, style="magenta"))
+        line = spark([row[k] for row in s.trend[-trend:]], 0.0, 1.0)
+        t.add_row(e, bar, f"{v:.2f}", Text(line, style="magenta"))
     return t
 
 
@@ -162,13 +203,26 @@ def stats_line(s: Snapshot) -> Text:
 
     rtf = "-" if s.rtf is None else f"{s.rtf:.2f}"
     return Text(
-        f"segments {s.segments}   dropped {s.dropped}   failed {s.failed}   queue {s.queue}   "
+        f"segments {s.segments}   dropped {s.dropped}   failed {s.failed}   interim {s.interim}   queue {s.queue}   "
         f"latency p50 {ms(s.p50)} p95 {ms(s.p95)}   real-time factor {rtf}"
     )
 
 
-def render(s: Snapshot) -> Group:
-    """The whole screen from one snapshot (pure: same snapshot, same output)."""
+def header_line(s: Snapshot) -> Text:
+    """One line: input, model (bundle, encoder, emotions), compute path, elapsed time."""
+    h, t = s.header, int(s.elapsed_s)
+    encoder = h.encoder.rstrip("/").rsplit("/", 1)[-1]  # a hub id's or folder's last part
+    return Text.assemble(
+        (h.input or "-", "bold"), (" · ", "dim"),
+        (h.model or "-", "bold"), (f" ({encoder}, {h.emotions})" if encoder else ""), (" · ", "dim"),
+        (f"{h.device} {h.dtype}".strip() or "-", "bold"), (" · ", "dim"),
+        (f"{t // 3600:d}:{t // 60 % 60:02d}:{t % 60:02d}", "bold"),
+        no_wrap=True, overflow="ellipsis",
+    )  # fmt: skip
+
+
+def render(s: Snapshot, screen: int = 100) -> Group:
+    """The whole screen, `screen` columns wide, from one snapshot (pure: same snapshot, same output)."""
     level_dbfs = 20 * np.log10(max(s.level, 1e-5))
     level_bar = "█" * max(0, min(20, int((level_dbfs + 60) / 3)))  # -60 .. 0 dBFS
     vad = Text(
@@ -176,11 +230,12 @@ def render(s: Snapshot) -> Group:
         + ("" if s.lost is None else f"   input lost {s.lost} blocks"),
         style="bold red" if s.vad == "speech" else "dim",
     )
-    rows = [shares_table(s)]
+    rows = [shares_table(s, trend=trend_width(s, screen))]
     if s.attention:  # Architecture 2 only: the pooled and Architecture-1 regressors attend to nothing
         rows += [Text(""), Text("attention " + spark(fit(s.attention, 60)), style="yellow")]
     body = Group(*rows)
     return Group(
+        header_line(s),
         Panel(body, title=f"emotion shares  {s.latest_label}", subtitle="bars: latest segment, right: trend"),
         vad,
         Panel(recent_table(s), title="recent segments"),
@@ -193,8 +248,8 @@ class Dashboard:
 
     def __init__(self, state: MonitorState, console: Console) -> None:
         self.state = state
-        self.live = Live(get_renderable=lambda: render(state.snapshot()), console=console, refresh_per_second=4,
-                         transient=False)  # fmt: skip
+        self.live = Live(get_renderable=lambda: render(state.snapshot(), console.width), console=console,
+                         refresh_per_second=4, transient=False)  # fmt: skip
 
     def __enter__(self) -> Dashboard:
         self.live.__enter__()

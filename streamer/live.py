@@ -37,8 +37,9 @@ def live(
     seg = Segmenter(vad)
     t0: list[datetime] = []  # wall time of stream time 0: the first block's arrival minus its length
     pipe = Pipeline(
-        predictor, monitor, console, dashboard, drop_oldest=True, stream_start=lambda: t0[0] if t0 else None
-    )
+        predictor, monitor, console, dashboard, drop_oldest=True, stream_start=lambda: t0[0] if t0 else None,
+        input_name=f"{mic.name} ({mic.rate} Hz)",
+    )  # fmt: skip
     stop = threading.Event()
     fault: DeviceError | None = None
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -63,11 +64,10 @@ def live(
         pipe.flush(mic.name, seg)
         pipe.close()
         signal.signal(signal.SIGTERM, previous)
-    lost, worker = mic.overflows + mic.lost_blocks, pipe.worker
-    console.print(
-        f"{worker.processed} segment(s), {worker.dropped} dropped, {worker.failed} failed"
-        + (f", {lost} input block(s) lost" if lost else "")
-    )
+    lost = mic.overflows + mic.lost_blocks
+    w = pipe.worker
+    counts = [f"{w.processed} segment(s)", f"{w.dropped} dropped", f"{w.failed} failed", *pipe.extra_counts()]
+    console.print(", ".join(counts + ([f"{lost} input block(s) lost"] if lost else [])))
     if fault is not None:
         print(f"emomon: {fault}", file=sys.stderr)
         return 1

@@ -1,27 +1,38 @@
 """The part live and replay share: segments from a Segmenter go to the inference worker,
-results to the CSV log, the dashboard state and/or one printed line per segment."""
+results to the CSV and JSON Lines logs, saved audio, the dashboard state and/or one
+printed line per segment.
+
+Interim results: while a segment stays open longer than [monitor] interim_s, the audio
+so far is offered to the worker every interim_s seconds of it (see worker.py: interim
+work waits in a slot of its own and is skipped before any final segment waits)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 
-from ..model.predictor import Predictor
+from ..model.audio import SAMPLE_RATE
+from .audio_saver import AudioSaver
 from .config import MonitorSettings
 from .csv_log import CsvLog
-from .dashboard import Dashboard, MonitorState
+from .dashboard import Dashboard, Header, MonitorState
+from .jsonl_log import JsonlLog
 from .segmenter import Segmenter
-from .sinks import make_sink
+from .sinks import Outputs
 from .worker import InferenceWorker, Job
+
+if TYPE_CHECKING:
+    from ..model.predictor import Predictor
 
 
 class Pipeline:
-    """Opens the CSV log (if configured) and starts the worker; `screen` is the dashboard's
-    context (a no-op without one). `close()` drains the worker and closes the log; both idempotent."""
+    """Opens the logs (if configured) and starts the worker; `screen` is the dashboard's
+    context (a no-op without one). `close()` drains the worker and closes the logs; both idempotent."""
 
     def __init__(
         self,
@@ -31,19 +42,48 @@ class Pipeline:
         dashboard: bool,
         drop_oldest: bool,
         stream_start: Callable[[], datetime | None] | None = None,
+        input_name: str = "",
     ) -> None:
-        self.log = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
-        self.state = MonitorState(predictor.emotions) if dashboard else None
-        sink = make_sink(self.log, None if dashboard else console, stream_start, self.state)
-        self.worker = InferenceWorker(predictor, sink, monitor.queue_size, monitor.max_batch, drop_oldest).start()
+        self.interim_s = monitor.interim_s if (drop_oldest or monitor.speed > 0) else 0.0  # off as fast as possible
+        csv = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
+        try:
+            jsonl = JsonlLog(monitor.jsonl, monitor.attention) if monitor.jsonl else None
+        except Exception:
+            if csv is not None:
+                csv.close()
+            raise
+        saver = AudioSaver(monitor.save_audio) if monitor.save_audio else None
+        header = Header(input_name, **predictor.describe())
+        self.state = MonitorState(predictor.emotions, header=header) if dashboard else None
+        self.outputs = Outputs(
+            datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"), csv, jsonl, saver, None if dashboard else console,
+            self.state, stream_start, monitor.csv_interim,
+        )  # fmt: skip
+        self.saver = saver
+        self.worker = InferenceWorker(predictor, self.outputs, monitor.queue_size, monitor.max_batch, drop_oldest)
+        self.worker.start()
         self.screen = Dashboard(self.state, console) if self.state is not None else contextlib.nullcontext()
+        self._next_interim: tuple[int, float] = (-1, 0.0)  # (segment index, open seconds of the next interim)
 
     def feed(self, source: str, seg: Segmenter, block: np.ndarray, lost: int | None = None) -> None:
         """One block of audio: completed segments go to the worker; the dashboard sees the input."""
         for s in seg.push(block):
             self.worker.submit(Job(source, s))
+        if self.interim_s > 0 and seg.in_speech:
+            self._offer_interim(source, seg)
         if self.state is not None:
-            self.state.set_input(seg.state, seg.level, self.worker.queue.qsize(), seg.background_dbfs, lost)
+            self.state.set_input(seg.state, seg.level, self.worker.queue.qsize(), seg.background_dbfs, lost, source)
+
+    def _offer_interim(self, source: str, seg: Segmenter) -> None:
+        index, due = self._next_interim
+        if index != seg.count:  # a new open segment
+            index, due = seg.count, self.interim_s
+        if (seg.t - seg.seg_start) / SAMPLE_RATE >= due:
+            so_far = seg.open_segment()
+            if so_far is not None:
+                self.worker.submit_interim(Job(source, so_far, interim=True))
+            due += self.interim_s
+        self._next_interim = (index, due)
 
     def flush(self, source: str, seg: Segmenter) -> None:
         """End of a source: its open segment, if long enough, goes to the worker too."""
@@ -59,5 +99,13 @@ class Pipeline:
 
     def close(self) -> None:
         self.drain()
-        if self.log is not None:
-            self.log.close()
+        self.outputs.close()
+
+    def extra_counts(self) -> list[str]:
+        """Interim and saved-audio counts for the run's last line, where there are any."""
+        w, out = self.worker, []
+        if w.interim_done or w.interim_skipped:
+            out.append(f"{w.interim_done} interim ({w.interim_skipped} skipped)")
+        if self.saver is not None:
+            out.append(f"{self.saver.saved} saved" + (f" ({self.saver.failed} not saved)" if self.saver.failed else ""))
+        return out

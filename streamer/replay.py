@@ -35,7 +35,8 @@ def replay(
     for f, why in problems:
         console.print(f"emomon: {f}: {why}", markup=False, highlight=False, soft_wrap=True)
     failed = len(problems)
-    pipe = Pipeline(predictor, monitor, console, dashboard, drop_oldest=False)
+    name = files[0].name + (f" (+{len(files) - 1} more)" if len(files) > 1 else "") if files else "no file"
+    pipe = Pipeline(predictor, monitor, console, dashboard, drop_oldest=False, input_name=name)
     try:
         with pipe.screen:
             for f in files:
@@ -49,8 +50,10 @@ def replay(
         console.print("emomon: interrupted; finishing the segments already cut")
     finally:
         pipe.close()
-    processed = pipe.worker.processed
-    console.print(f"{processed} segment(s) from {len(files)} file(s)" + (f", {failed} failed" if failed else ""))
+    counts = [f"{pipe.worker.processed} segment(s) from {len(files)} file(s)"]
+    counts += [f"{failed} failed"] if failed else []
+    counts += [f"{failed} failed"] if failed else []
+    console.print(", ".join(counts + pipe.extra_counts()))
     return 1 if failed else 0
 
 

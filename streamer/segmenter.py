@@ -151,6 +151,15 @@ class Segmenter:
                 out.append(seg)
         return out
 
+    def open_segment(self) -> Segment | None:
+        """The segment under way, from its start to the audio heard so far, with the index it
+        will have when it closes; None in silence. For interim results: nothing changes."""
+        if not self.in_speech or not self.history:
+            return None
+        kept = np.concatenate(self.history)
+        audio = kept[self.seg_start - self.history_start : self.t - self.history_start]
+        return Segment(audio.copy(), self.seg_start / SAMPLE_RATE, self.t / SAMPLE_RATE, self.count)
+
     def finish(self) -> Segment | None:
         """End of input: close the open segment, if it is long enough."""
         seg = None

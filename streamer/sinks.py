@@ -1,15 +1,20 @@
-"""Where results go: the CSV log and one plain printed line per segment (--no-dashboard)."""
+"""Where results go: the CSV log, the JSON Lines log, saved segment audio, the dashboard
+state and one plain printed line per segment (--no-dashboard). All of it runs in the
+worker thread, the only writer."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
 
+from .audio_saver import AudioSaver
 from .csv_log import CsvLog, Row
 from .dashboard import MonitorState
+from .jsonl_log import JsonlLog
 from .worker import Result
 
 
@@ -21,33 +26,53 @@ def describe(result: Result) -> str:
         return f"{where}  {result.status.upper()}: {result.error}"
     top = sorted(result.prediction.shares.items(), key=lambda kv: -kv[1])[:3]
     shares = "  ".join(f"{e} {v:.2f}" for e, v in top)
-    return f"{where}  {shares}  ({result.latency_ms:.0f} ms)"
+    return f"{where}  {shares}  ({result.latency_ms:.0f} ms)" + ("  interim" if result.job.interim else "")
 
 
-def make_sink(
-    log: CsvLog | None,
-    console: Console | None,
-    stream_start: Callable[[], datetime | None] | None = None,
-    state: MonitorState | None = None,
-) -> Callable[[Result], None]:
-    """A result handler for the worker thread (the only writer). With `stream_start` (live
-    mode: the wall time of stream time 0) each row's wall_time is the ISO 8601 time the
-    segment began; `state` feeds the dashboard, `console` gets one plain line per segment."""
+def segment_id(run: str, source: str, index: int) -> str:
+    """RUN-SOURCE-NNNN: unique across runs and sources, safe as a file name."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).stem if Path(source).suffix else source).strip("._")
+    return f"{run}-{name[:40] or 'input'}-{index:04d}"
 
-    def sink(result: Result) -> None:
-        seg = result.job.segment
-        if log is not None:
-            t0 = stream_start() if stream_start else None
-            wall = (t0 + timedelta(seconds=seg.start_s)).isoformat(timespec="milliseconds") if t0 else ""
-            shares = result.prediction.shares if result.prediction else None
-            log.write(
-                Row(
-                    result.job.source, seg.index, seg.start_s, seg.end_s, wall, shares, result.latency_ms, result.status
-                )
-            )
-        if state is not None:
-            state.add(result)
-        if console is not None:
-            console.print(describe(result), markup=False, highlight=False, soft_wrap=True)
 
-    return sink
+class Outputs:
+    """The worker's result handler. With `stream_start` (live mode: the wall time of stream
+    time 0) each record's wall_time is the ISO 8601 time the segment began."""
+
+    def __init__(
+        self,
+        run: str,
+        csv: CsvLog | None = None,
+        jsonl: JsonlLog | None = None,
+        saver: AudioSaver | None = None,
+        console: Console | None = None,
+        state: MonitorState | None = None,
+        stream_start: Callable[[], datetime | None] | None = None,
+        csv_interim: bool = False,
+    ) -> None:
+        self.run, self.csv, self.jsonl, self.saver = run, csv, jsonl, saver
+        self.console, self.state, self.stream_start, self.csv_interim = console, state, stream_start, csv_interim
+
+    def __call__(self, result: Result) -> None:
+        seg, interim, p = result.job.segment, result.job.interim, result.prediction
+        t0 = self.stream_start() if self.stream_start else None
+        wall = (t0 + timedelta(seconds=seg.start_s)).isoformat(timespec="milliseconds") if t0 else ""
+        row = Row(
+            result.job.source, seg.index, seg.start_s, seg.end_s, wall, p.shares if p else None, result.latency_ms,
+            "interim" if interim else result.status, segment_id(self.run, result.job.source, seg.index),
+        )  # fmt: skip
+        if self.csv is not None and (self.csv_interim or not interim):
+            self.csv.write(row)
+        if self.jsonl is not None:
+            self.jsonl.write(row, interim, None if p is None else p.attention, 0.0 if p is None else p.attention_hop_s)
+        if self.saver is not None and not interim and result.status == "ok":
+            self.saver.save(row.id, seg.audio)
+        if self.state is not None:
+            self.state.add(result)
+        if self.console is not None:
+            self.console.print(describe(result), markup=False, highlight=False, soft_wrap=True)
+
+    def close(self) -> None:
+        for log in (self.csv, self.jsonl):
+            if log is not None:
+                log.close()

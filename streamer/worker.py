@@ -10,6 +10,12 @@ written only here). Two policies when the queue is full:
 - `drop_oldest=False` (replay): the producer waits (back-pressure), nothing is dropped.
 
 A change of `source` between segments starts a new normalisation session.
+
+Interim work (the audio so far of a segment still open, [monitor] interim_s) waits in a
+slot of its own, never in the queue: it runs only when no final segment waits, a newer
+interim replaces an older one, and an interim whose segment has meanwhile closed is
+thrown away; each of those is counted in `interim_skipped`. An interim result never
+updates a speaker-adaptive model's session statistics (the final segment will).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class Job:
     source: str
     segment: Segment
     ready: float = field(default_factory=time.perf_counter)  # when the segment was complete
+    interim: bool = False  # the audio so far of a segment that is still open
 
 
 @dataclass
@@ -59,7 +66,12 @@ class InferenceWorker:
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
         self.stop = threading.Event()
         self.processed = self.dropped = self.failed = 0
+        self.interim_done = self.interim_skipped = 0
+        self._interim: Job | None = None  # the one interim job waiting, newest wins
+        self._closed: dict[str, int] = {}  # source -> highest segment index submitted as final
+        self._lock = threading.Lock()
         self._source: str | None = None
+        self._output_error = ""
         self._dropped_results: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="emomon-worker", daemon=True)
 
@@ -67,8 +79,25 @@ class InferenceWorker:
         self._thread.start()
         return self
 
+    def submit_interim(self, job: Job) -> None:
+        """Offer an interim job; it replaces (and counts as skipped) one still waiting."""
+        with self._lock:
+            if self._interim is not None:
+                self.interim_skipped += 1
+            self._interim = job
+
+    def _take_interim(self) -> Job | None:
+        with self._lock:
+            job, self._interim = self._interim, None
+            if job is not None and job.segment.index <= self._closed.get(job.source, -1):
+                self.interim_skipped += 1  # its segment closed meanwhile: the final result says more
+                return None
+            return job
+
     def submit(self, job: Job) -> None:
         """Queue a segment: blocks when full (replay), or drops the oldest waiting one (live)."""
+        with self._lock:
+            self._closed[job.source] = max(job.segment.index, self._closed.get(job.source, -1))
         if not self.drop_oldest:
             self.queue.put(job)
             return
@@ -93,10 +122,20 @@ class InferenceWorker:
                 log.warning("the inference worker did not finish within %.0f s", timeout)
         self._report_dropped()
 
+    def _deliver(self, result: Result) -> None:
+        """Hand a result to the outputs; an output that fails is said once and the run goes on."""
+        try:
+            self.on_result(result)
+        except Exception as e:  # noqa: BLE001 - a full disk must not stop the model or lose the other outputs
+            if str(e) != self._output_error:
+                self._output_error = str(e)
+                log.warning("Writing the result of segment %d failed (%s); the monitor goes on.",
+                            result.job.segment.index, e)  # fmt: skip
+
     def _report_dropped(self) -> None:
         while True:
             try:
-                self.on_result(self._dropped_results.get_nowait())
+                self._deliver(self._dropped_results.get_nowait())
             except queue.Empty:
                 return
 
@@ -107,7 +146,13 @@ class InferenceWorker:
                 first = self.queue.get(timeout=0.05)
             except queue.Empty:
                 if self.stop.is_set():
+                    with self._lock:  # shutting down: an interim result is not worth the wait
+                        self.interim_skipped += self._interim is not None
+                        self._interim = None
                     return
+                interim = self._take_interim()
+                if interim is not None:
+                    self._process_interim(interim)
                 continue
             batch = [first]
             while len(batch) < self.max_batch:
@@ -129,9 +174,24 @@ class InferenceWorker:
             log.warning("inference failed for %d segment(s) of %s: %s", len(batch), batch[0].source, e)
             for j in batch:
                 self.failed += 1
-                self.on_result(Result(j, "error", error=str(e)))
+                self._deliver(Result(j, "error", error=str(e)))
             return
         done = time.perf_counter()
         for j, p in zip(batch, predictions):
             self.processed += 1
-            self.on_result(Result(j, "ok", p, latency_ms=(done - j.ready) * 1e3, queue_ms=(started - j.ready) * 1e3))
+            self._deliver(Result(j, "ok", p, latency_ms=(done - j.ready) * 1e3, queue_ms=(started - j.ready) * 1e3))
+
+    def _process_interim(self, job: Job) -> None:
+        started = time.perf_counter()
+        if job.source != self._source:
+            self.predictor.reset_session()
+            self._source = job.source
+        try:
+            [prediction] = self.predictor.predict([job.segment.audio], update_session=False)
+        except Exception as e:  # noqa: BLE001 - an interim result is optional; the final one will say
+            log.info("interim inference failed for %s: %s", job.source, e)
+            return
+        self.interim_done += 1
+        done = time.perf_counter()
+        self._deliver(Result(job, "ok", prediction, latency_ms=(done - job.ready) * 1e3,
+                              queue_ms=(started - job.ready) * 1e3))  # fmt: skip

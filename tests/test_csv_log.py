@@ -26,11 +26,12 @@ def read(path: Path) -> list[dict[str, str]]:
 def test_rows_and_columns(tmp_path: Path) -> None:
     path = tmp_path / "out" / "log.csv"
     with CsvLog(path, EMOTIONS) as log:
-        log.write(Row("a.wav", 0, 1.0, 2.5, "", {"anger": 0.7, "sadness": 0.1, "neutral": 0.2}, 12.34))
+        log.write(Row("a.wav", 0, 1.0, 2.5, "", {"anger": 0.7, "sadness": 0.1, "neutral": 0.2}, 12.34, id="r-a-0000"))
         log.write(Row("mic", 1, 3.0, 4.0, "2026-11-24T12:00:00+00:00", None, None, "dropped"))
     rows = read(path)
+    assert rows[0]["id"] == "r-a-0000" and rows[1]["id"] == ""
     assert list(rows[0]) == [
-        "source", "segment", "start_s", "end_s", "duration_s", "wall_time", *EMOTIONS,
+        "id", "source", "segment", "start_s", "end_s", "duration_s", "wall_time", *EMOTIONS,
         "top_emotion", "latency_ms", "status",
     ]  # fmt: skip
     assert rows[0]["duration_s"] == "1.500" and rows[0]["top_emotion"] == "anger" and rows[0]["latency_ms"] == "12.3"

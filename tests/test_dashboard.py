@@ -9,7 +9,7 @@ from test_replay import SAMPLE
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.bundle import DEFAULT_BUNDLE
 from emomon.model.predictor import Predictor
-from emomon.streamer.dashboard import MonitorState, fit, render, spark
+from emomon.streamer.dashboard import Header, MonitorState, fit, render, spark
 from emomon.streamer.segmenter import Segment
 from emomon.streamer.worker import Job, Result
 
@@ -17,7 +17,7 @@ from emomon.streamer.worker import Job, Result
 def fed_state() -> MonitorState:
     audio, _ = sf.read(SAMPLE, dtype="float32")
     predictor = Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu")
-    state = MonitorState(predictor.emotions)
+    state = MonitorState(predictor.emotions, header=Header("pulse (44100 Hz)", **predictor.describe()))
     for i in range(3):  # neutral, anger, sadness
         a, b = 1 + 3 * i, 3 + 3 * i
         seg = Segment(audio[a * SAMPLE_RATE : b * SAMPLE_RATE], a, b, i)
@@ -30,7 +30,7 @@ def fed_state() -> MonitorState:
 
 def screen(state: MonitorState, width: int = 100) -> str:
     console = Console(width=width, record=True, force_terminal=False, color_system=None)
-    console.print(render(state.snapshot()))
+    console.print(render(state.snapshot(), width))
     return console.export_text()
 
 
@@ -52,7 +52,7 @@ def test_screen_shows_the_latest_segment_trend_and_stats() -> None:
     replayed = fed_state()
     replayed.set_input("silence", 0.0, 0)  # a file source loses nothing: no such count
     assert "input lost" not in screen(replayed)
-    assert "segments 3   dropped 1   failed 0   queue 2   latency p50 50 ms p95 59 ms" in text
+    assert "segments 3   dropped 1   failed 0   interim 0   queue 2   latency p50 50 ms p95 59 ms" in text
     assert "dropped" in text.split("recent segments")[1]
 
 
@@ -80,3 +80,36 @@ def test_queue_count_can_be_set_on_its_own() -> None:
     state = fed_state()  # the source loop last saw 2 waiting
     state.set_queue(0)  # the pipeline after draining the worker
     assert "queue 0" in screen(state)
+
+
+def test_header_names_input_model_compute_and_elapsed_time() -> None:
+    state = fed_state()
+    state.started -= 3725  # an hour, two minutes and five seconds ago
+    first = screen(state).splitlines()[0]
+    assert first.rstrip() == "pulse (44100 Hz) · default (ComParE_2016, 9 emotions) · cpu float32 · 1:02:05"
+
+
+def test_trend_uses_the_width_the_terminal_has() -> None:
+    state = fed_state()
+    for _ in range(200):  # a long session: more trend points than any screen shows
+        state.trend.append(state.trend[-1])
+
+    def trend_columns(width: int) -> int:
+        line = next(x for x in screen(state, width).splitlines() if x.strip("│ ").startswith("sadness"))
+        return max(len(run) for run in line.replace(" ", "|").split("|") if set(run) <= set("▁▂▃▄▅▆▇█"))
+
+    narrow, wide = trend_columns(100), trend_columns(180)
+    assert wide - narrow == 80  # every extra column shows one more segment
+    assert max(len(x) for x in screen(state, 180).splitlines()) <= 180
+
+
+def test_interim_result_shows_in_the_bars_not_in_the_counts() -> None:
+    state = fed_state()
+    audio, _ = sf.read(SAMPLE, dtype="float32")
+    seg = Segment(audio[4 * SAMPLE_RATE : 9 * SAMPLE_RATE], 4.0, 9.0, 3)
+    (p,) = Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu").predict([seg.audio])
+    state.add(Result(Job("sample", seg, interim=True), "ok", p, latency_ms=30.0))
+    text = screen(state)
+    assert "#3  4.00-9.00 s  (interim, still talking)" in text
+    assert "segments 3   dropped 1   failed 0   interim 1" in text
+    assert len(state.snapshot().trend) == 3  # the trend follows final segments only

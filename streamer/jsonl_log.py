@@ -1,0 +1,81 @@
+"""The per-segment JSON Lines log, for other programs (`--jsonl PATH`, or `-` for stdout).
+
+One JSON object per line and segment: the CSV's fields with `shares` as an object,
+`type` "segment" for final results and "interim" for the audio so far of a segment that
+is still open ([monitor] interim_s), and with `--attention` the attention weights
+(`attention.weights`, one row per regressor, `attention.hop_s` seconds apart) where the
+model has them. Each line is written with one call and flushed, so a run killed even with
+SIGKILL leaves whole lines, and `tail -f FILE | jq` follows a live run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from ..model.errors import EmomonError
+from .csv_log import Row
+
+log = logging.getLogger("emomon")
+
+
+def record(row: Row, interim: bool = False, attention: np.ndarray | None = None, hop_s: float = 0.0) -> dict[str, Any]:
+    """The JSON object of one segment."""
+    out: dict[str, Any] = {
+        "type": "interim" if interim else "segment",
+        "id": row.id,
+        "source": row.source,
+        "segment": row.segment,
+        "start_s": round(row.start_s, 3),
+        "end_s": round(row.end_s, 3),
+        "duration_s": round(row.end_s - row.start_s, 3),
+        "wall_time": row.wall_time or None,
+        "shares": None if row.shares is None else {e: round(v, 4) for e, v in row.shares.items()},
+        "top_emotion": row.top_emotion or None,
+        "latency_ms": None if row.latency_ms is None else round(row.latency_ms, 1),
+        "status": "ok" if interim else row.status,
+    }
+    if attention is not None:
+        out["attention"] = {"hop_s": hop_s, "weights": np.round(np.asarray(attention, float), 6).tolist()}
+    return out
+
+
+class JsonlLog:
+    def __init__(self, path: str | Path, attention: bool = False) -> None:
+        self.path = str(path)
+        self.attention = attention
+        self._own = self.path != "-"
+        self._where = f"'{self.path}'" if self._own else "stdout"
+        self._file: TextIO | None
+        if self._own:
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            except OSError as e:
+                raise EmomonError(f"JSON Lines file '{self.path}' cannot be opened for writing: {e.strerror}.") from e
+        else:
+            self._file = sys.stdout
+
+    def write(self, row: Row, interim: bool = False, attention: np.ndarray | None = None, hop_s: float = 0.0) -> None:
+        if self._file is None:
+            return
+        obj = record(row, interim, attention if self.attention else None, hop_s)
+        try:
+            self._file.write(json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n")
+            self._file.flush()
+        except BrokenPipeError:  # the reader of stdout went away (`| head`): stop writing, go on monitoring
+            log.warning("The JSON Lines reader closed %s; JSON output stops, the rest goes on.", self._where)
+            with contextlib.suppress(OSError):  # Python would complain again at exit while flushing stdout
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self._file.fileno())
+            self._file = None
+
+    def close(self) -> None:
+        if self._own and self._file is not None and not self._file.closed:
+            self._file.close()

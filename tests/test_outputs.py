@@ -1,0 +1,210 @@
+"""What live and replay write besides the screen: JSON Lines, saved segment audio, interim
+results. Through the real command on the bundled sample and real Emo-DB speech."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from conftest import load_clip, make_bundle
+
+from emomon.model.audio import SAMPLE_RATE
+from emomon.model.bundle import DEFAULT_BUNDLE, save_bundle
+from emomon.model.encoder import load_encoder
+from emomon.model.predictor import Predictor
+from emomon.model.specs import EncoderSpec
+from emomon.streamer.csv_log import Row
+from emomon.streamer.jsonl_log import JsonlLog
+from emomon.streamer.segmenter import Segment, Segmenter, speech_span
+from emomon.streamer.worker import InferenceWorker, Job, Result
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"
+CLI = [sys.executable, "-m", "emomon.streamer.cli"]
+
+
+def emomon(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_jsonl_on_stdout_is_json_only_and_matches_the_csv(tmp_path: Path) -> None:
+    out = emomon("replay", "--sample", "--speed", "0", "--no-dashboard", "--jsonl", "-", "--csv", "log.csv",
+                 cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]  # every stdout line is one JSON object
+    rows = read_csv(tmp_path / "log.csv")
+    assert len(records) == len(rows) == 6
+    for r, row in zip(records, rows):
+        assert r["type"] == "segment" and r["status"] == "ok" and r["id"] == row["id"]
+        assert r["segment"] == int(row["segment"]) and r["start_s"] == float(row["start_s"])
+        assert r["top_emotion"] == row["top_emotion"] == max(r["shares"], key=r["shares"].get)
+        assert {e: round(float(row[e]), 4) for e in r["shares"]} == r["shares"]
+        assert abs(sum(r["shares"].values()) - 1.0) < 1e-3  # the default model's softmax
+        assert "attention" not in r
+    assert len({r["id"] for r in records}) == 6
+    assert "6 segment(s) from 1 file(s)" in out.stderr  # the human lines moved to stderr
+
+
+def test_jsonl_attention_weights_with_their_hop(tmp_path: Path) -> None:
+    """An Architecture-2 bundle (tiny real encoder) writes its attention rows, each summing to 1."""
+    encoder = load_encoder(EncoderSpec(kind="egemaps", name="eGeMAPSv02"))
+    bundle = save_bundle(make_bundle(encoder, arch=2, head="shared"), tmp_path / "arch2")
+    out = emomon("replay", "--sample", "--speed", "0", "--model", str(bundle), "--no-dashboard",
+                 "--jsonl", "seg.jsonl", "--attention", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in (tmp_path / "seg.jsonl").read_text().splitlines()]
+    assert len(records) == 6
+    for r in records:
+        weights = np.array(r["attention"]["weights"])
+        assert weights.ndim == 2 and np.allclose(weights.sum(1), 1.0, atol=1e-4)
+        frames = weights.shape[1]
+        assert abs(frames * r["attention"]["hop_s"] - r["duration_s"]) < 0.1  # the weights cover the segment
+
+
+def test_a_killed_jsonl_writer_leaves_only_whole_lines(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    code = (
+        "import itertools\nfrom emomon.streamer.csv_log import Row\nfrom emomon.streamer.jsonl_log import JsonlLog\n"
+        f"log = JsonlLog({str(path)!r})\n"
+        "for i in itertools.count():\n"
+        "    log.write(Row('mic', i, i, i + 1.0, shares={'anger': 0.5, 'sadness': 0.25, 'neutral': 0.25}))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not path.exists() or path.stat().st_size < 50_000):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    data = path.read_bytes()
+    assert data.endswith(b"\n")
+    records = [json.loads(line) for line in data.decode().splitlines()]
+    assert len(records) > 100 and [r["segment"] for r in records] == list(range(len(records)))
+
+
+def test_jsonl_record_of_a_dropped_segment_has_no_shares(tmp_path: Path) -> None:
+    log = JsonlLog(tmp_path / "x.jsonl")
+    log.write(Row("mic", 3, 1.0, 2.0, "2026-11-25T10:00:00.000+00:00", None, None, "dropped", "r-mic-0003"))
+    log.close()
+    (r,) = [json.loads(x) for x in (tmp_path / "x.jsonl").read_text().splitlines()]
+    assert r["status"] == "dropped" and r["shares"] is None and r["top_emotion"] is None
+    assert r["wall_time"].startswith("2026-11-25T10:00")
+
+
+def test_save_audio_writes_exactly_what_was_scored(tmp_path: Path) -> None:
+    out = emomon("replay", "--sample", "--speed", "0", "--no-dashboard", "--csv", "log.csv",
+                 "--save-audio", "clips", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "6 segment(s) from 1 file(s), 6 saved" in out.stdout
+    sample, _ = sf.read(SAMPLE, dtype="float32")
+    rows = read_csv(tmp_path / "log.csv")
+    assert sorted(p.stem for p in (tmp_path / "clips").iterdir()) == sorted(r["id"] for r in rows)
+    for r in rows:
+        audio, rate = sf.read(tmp_path / "clips" / f"{r['id']}.flac", dtype="float32")
+        info = sf.info(tmp_path / "clips" / f"{r['id']}.flac")
+        assert rate == SAMPLE_RATE and info.format == "FLAC" and info.channels == 1
+        a = round(float(r["start_s"]) * SAMPLE_RATE)
+        assert len(audio) == round(float(r["duration_s"]) * SAMPLE_RATE)
+        assert np.allclose(audio, sample[a : a + len(audio)], atol=1 / 32768 + 1e-6)  # 16-bit FLAC of the same audio
+
+
+def test_save_audio_into_an_unusable_folder_is_one_sentence_and_the_run_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    out = emomon("replay", "--sample", "--speed", "0", "--no-dashboard", "--csv", "log.csv",
+                 "--save-audio", "a-file/clips", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    said = "emomon: Cannot save segment audio in 'a-file/clips' (Not a directory); scoring and logging go on.\n"
+    assert out.stderr == said  # once, not once per segment
+    assert len(read_csv(tmp_path / "log.csv")) == 6
+    assert "6 segment(s) from 1 file(s), 0 saved (7 not saved)" in out.stdout  # the folder, then each segment
+
+
+def monologue(tmp_path: Path) -> Path:
+    """About 10 s of one speaker talking without a pause: four Emo-DB sentences, trimmed."""
+    parts = []
+    for name in ("03a01Wa.wav", "03a02Wb.wav", "03a04Wc.wav", "03a05Wa.wav"):
+        audio = load_clip(name)
+        a, b = speech_span(audio)
+        parts.append(audio[a:b])
+    silence = np.zeros(SAMPLE_RATE, np.float32)
+    path = tmp_path / "monologue.wav"
+    sf.write(path, np.concatenate([silence, *parts, silence]), SAMPLE_RATE)
+    return path
+
+
+def test_interim_results_while_someone_keeps_talking(tmp_path: Path) -> None:
+    wav = monologue(tmp_path)
+    out = emomon("replay", str(wav), "--speed", "4", "--no-dashboard", "--jsonl", "seg.jsonl", "--csv", "log.csv",
+                 "--interim", "2", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in (tmp_path / "seg.jsonl").read_text().splitlines()]
+    final = [r for r in records if r["type"] == "segment"]
+    interim = [r for r in records if r["type"] == "interim"]
+    assert len(final) == 1 and final[0]["duration_s"] > 7.0  # one long segment
+    assert len(interim) >= 3
+    assert all(r["id"] == final[0]["id"] and r["start_s"] == final[0]["start_s"] for r in interim)
+    lengths = [r["duration_s"] for r in interim]
+    # every 2 s of the open segment, checked once per replay block (0.5 s; 50 ms live)
+    assert 2.0 <= lengths[0] < 2.55 and all(abs(b - a - 2.0) < 0.1 for a, b in zip(lengths, lengths[1:]))
+    assert records.index(final[0]) > records.index(interim[-1])  # the final result comes last
+    assert len(read_csv(tmp_path / "log.csv")) == 1  # the CSV keeps final rows only
+    assert "interim" in out.stdout.splitlines()[-1]
+
+    off = emomon("replay", str(wav), "--speed", "4", "--no-dashboard", "--jsonl", "off.jsonl", "--interim", "0",
+                 cwd=tmp_path)  # fmt: skip
+    assert off.returncode == 0 and '"interim"' not in (tmp_path / "off.jsonl").read_text()
+
+
+def test_open_segment_is_the_final_segment_so_far() -> None:
+    audio = load_clip("03a01Wa.wav")
+    seg = Segmenter()
+    seg.push(np.zeros(SAMPLE_RATE // 2, np.float32))
+    assert seg.open_segment() is None  # silence: nothing open
+    half = len(audio) // 2
+    seg.push(audio[:half])
+    so_far = seg.open_segment()
+    assert so_far is not None and so_far.index == 0
+    rest = seg.push(audio[half:]) + seg.push(np.zeros(SAMPLE_RATE, np.float32))
+    (final,) = rest
+    assert final.index == so_far.index and final.start_s == so_far.start_s
+    assert np.array_equal(final.audio[: len(so_far.audio)], so_far.audio)
+
+
+def test_interim_work_never_goes_before_a_final_segment() -> None:
+    """The worker takes finals first; a newer interim replaces an older one; an interim whose
+    segment has closed is thrown away. All counted."""
+    predictor = Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu")
+    audio = load_clip("03a01Wa.wav")
+    results: list[Result] = []
+    worker = InferenceWorker(predictor, results.append, queue_size=8)
+    worker.submit_interim(Job("a", Segment(audio[:16000], 0.0, 1.0, 0), interim=True))
+    worker.submit_interim(Job("a", Segment(audio[:32000], 0.0, 2.0, 0), interim=True))  # replaces the first
+    worker.submit(Job("a", Segment(audio, 0.0, len(audio) / SAMPLE_RATE, 0)))  # segment 0 closed meanwhile
+    worker.submit_interim(Job("a", Segment(audio[:16000], 3.0, 4.0, 1), interim=True))  # segment 1, still open
+    worker.start()
+    time.sleep(1.0)
+    worker.close()
+    assert [(r.job.segment.index, r.job.interim) for r in results] == [(0, False), (1, True)]
+    assert worker.interim_skipped == 2 and worker.interim_done == 1 and worker.processed == 1
+
+
+def test_interim_results_leave_the_session_statistics_alone() -> None:
+    predictor = Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu")
+    predictor.norm.mode = "speaker"  # as a speaker-adaptive bundle's
+    audio = load_clip("03a01Wa.wav")
+    before = (predictor.norm.n_session, predictor.norm.mean.clone())
+    predictor.predict([audio], update_session=False)
+    assert predictor.norm.n_session == before[0] and predictor.norm.mean.equal(before[1])
+    predictor.predict([audio])
+    assert predictor.norm.n_session > before[0]
