@@ -36,6 +36,7 @@ from emomon.model.specs import EncoderSpec, RegressorSpec  # noqa: E402
 
 GOAL_ENCODER_OVERHEAD = 0.05  # the project's encoder path within 5 % of a bare forward
 GOAL_BANK_SPEEDUP = 3.0  # fused bank at least 3x faster than a loop on a 3 s segment
+GOAL_SHARE_DIFF = 0.01  # every compute dtype keeps the shares within this of float32
 EMOTIONS = 9
 
 
@@ -126,6 +127,86 @@ def bench_encoders(
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
+
+
+def bench_dtypes(sizes: list[str], seconds: float, repeats: int, device: str, tmp: Path) -> list[dict]:
+    """[runtime] dtype = "auto" (and int8) against float32 on this machine: time per segment,
+    embedding cosine to float32, and the largest share difference through a random softmax
+    head (pooled, as the default's) on real Emo-DB clips when ../shared holds them."""
+    from emomon.model.bundle import new_bank
+    from emomon.model.encoder import choose_dtype
+
+    rng = np.random.default_rng(0)
+    clips = _real_clips(seconds) or [(0.1 * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32)]
+    rows = []
+    for size in sizes:
+        folder = tmp / size if (tmp / size).is_dir() else save_random(size, tmp / size)
+        ref = load_encoder(EncoderSpec(name=str(folder)), device, "float32")
+        torch.manual_seed(0)
+        spec = RegressorSpec(arch=3, head="shared", output="softmax", pooling=("mean", "std"), ff_dims=(64,))
+        bank = new_bank(spec, tuple(f"e{i}" for i in range(EMOTIONS)), ref.dim, 0).to(ref.device).eval()
+
+        def shares(enc):
+            emb = enc.encode(clips)
+            x = (emb.features - emb.features.mean()) / emb.features.std()
+            with torch.inference_mode():
+                return bank(x, emb.lengths)[0].float().cpu(), emb.features
+
+        ref_shares, ref_feats = shares(ref)
+        fp32_ms = median_ms(lambda: ref.encode(clips[:1]), repeats)
+        extra = ("int8",) if device == "cpu" and choose_dtype("auto", device)[0] != "int8" else ()
+        for dtype in ("auto", *extra):
+            chosen, _ = choose_dtype(dtype, device)
+            enc = ref if chosen == "float32" else load_encoder(EncoderSpec(name=str(folder)), device, dtype)
+            ms = fp32_ms if enc is ref else median_ms(lambda: enc.encode(clips[:1]), repeats)
+            other_shares, other_feats = shares(enc)
+            cos = float(torch.nn.functional.cosine_similarity(ref_feats.flatten(), other_feats.flatten(), dim=0))
+            row = dict(
+                encoder=f"hubert-{size}", seconds=seconds, dtype=dtype, chosen=chosen, fp32_ms=round(fp32_ms, 1),
+                ms=round(ms, 1), speedup=round(fp32_ms / ms, 2), cosine=round(cos, 5),
+                max_share_diff=round(float((ref_shares - other_shares).abs().max()), 4), clips=len(clips),
+            )  # fmt: skip
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def _real_clips(seconds: float) -> list[np.ndarray]:
+    """Up to four Emo-DB sentences cut to `seconds`, when ../shared/data/emodb is there."""
+    folder = ROOT.parent / "shared" / "data" / "emodb" / "wav"
+    if not folder.is_dir():
+        return []
+    from emomon.model.audio import read_audio
+
+    out = [read_audio(f)[: int(seconds * SAMPLE_RATE)] for f in sorted(folder.glob("*.wav"))[:40:10]]
+    return [a for a in out if len(a) >= SAMPLE_RATE // 2]
+
+
+def render_dtypes(result: dict) -> str:
+    m = result["machine"]
+    rows = result["dtypes"]
+    ok = all(r["max_share_diff"] <= GOAL_SHARE_DIFF for r in rows if r["dtype"] == "auto")
+    return (
+        f"Run {m['date']} on {m['cpu']} ({m['threads']} threads), torch {m['torch']}, device `{m['device']}`, "
+        f"native bf16 kernels: {'yes' if m['fast_bf16'] else 'no'}.\n"
+        f"Command: `python benchmarks/bench_model.py{result['args']}`. One segment, medians in ms; shares through "
+        f"a random pooled softmax head on {rows[0]['clips'] if rows else 0} real Emo-DB clips.\n\n"
+        + table(
+            rows,
+            [
+                ("encoder", "encoder"),
+                ("seconds", "audio (s)"),
+                ("dtype", "setting"),
+                ("chosen", "runs as"),
+                ("fp32_ms", "float32"),
+                ("ms", "setting (ms)"),
+                ("speedup", "speed-up"),
+                ("cosine", "cosine to fp32"),
+                ("max_share_diff", "max share diff"),
+            ],
+        )  # fmt: skip
+        + f"\nGoal: `auto` keeps every share within {GOAL_SHARE_DIFF} of float32: **{'met' if ok else 'not met'}**.\n"
+    )
 
 
 def bench_bank(cases: list[tuple[str, int, float, float, int]], repeats: int, device: str, spec: RegressorSpec):
@@ -235,9 +316,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    ap.add_argument("--only", choices=["dtype"], help="run only the dtype comparison (auto and int8 vs float32)")
     args = ap.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 5)
+    dtype_sizes = ["tiny"] if args.quick else ["base", "large"]
     with tempfile.TemporaryDirectory() as tmp:
+        dtypes = bench_dtypes(dtype_sizes, 3.0, repeats, args.device, Path(tmp))
+        if args.only == "dtype":
+            result = dict(machine=machine(args.device), dtypes=dtypes,
+                          args="".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])))  # fmt: skip
+            args.out.mkdir(parents=True, exist_ok=True)
+            name = (
+                "bench_model_dtype_quick.json" if args.quick else f"bench_model_dtype_{args.device.split(':')[0]}.json"
+            )
+            (args.out / name).write_text(json.dumps(result, indent=2) + "\n")
+            body = render_dtypes(result)
+            print(body)
+            if not args.quick:
+                update_doc(args.doc, body, "bench_model_dtype", "Compute dtype: auto against float32")
+            return 0
         if args.quick:
             encoders = bench_encoders(["tiny"], [1.0], repeats, args.device, Path(tmp), 1.0)
             spec = RegressorSpec(conv_channels=(16, 12, 8), lstm_hidden=8, ff_dims=(8, 4, 2))
@@ -254,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             bank = bench_bank(cases, repeats, args.device, RegressorSpec(arch=2))
     result = dict(
-        machine=machine(args.device), encoders=encoders, bank=bank,
+        machine=machine(args.device), encoders=encoders, bank=bank, dtypes=dtypes,
         args="".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
     )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
@@ -264,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     if not args.quick:
         update_doc(args.doc, body, "bench_model", "Model")
+        update_doc(args.doc, render_dtypes(result), "bench_model_dtype", "Compute dtype: auto against float32")
     return 0
 
 

@@ -63,7 +63,7 @@ class Predictor:
         cls,
         path: str | Path | None = None,
         device: str = "auto",
-        dtype: str = "float32",
+        dtype: str = "auto",
         encoder_name: str | None = None,
     ) -> Predictor:
         """Load a bundle (default: the bundled default model) and its encoder.

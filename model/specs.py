@@ -110,4 +110,7 @@ class RuntimeSettings:
     """Where and how the model runs."""
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # encoder compute dtype
+    # Encoder compute dtype. auto: bfloat16 where it has fast kernels (CUDA with bf16, CPUs
+    # with AMX or AVX512-BF16), int8 dynamic quantisation of the linear layers on other CPUs,
+    # float32 on other GPUs. openSMILE encoders always compute in float32.
+    dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = "auto"

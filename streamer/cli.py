@@ -124,9 +124,14 @@ def load_predictor(cfg, model: str | None, device: str | None):
     from ..model.predictor import Predictor
 
     path = model or cfg.model.bundle or DEFAULT_BUNDLE
-    return Predictor.from_bundle(
+    predictor = Predictor.from_bundle(
         path, device or cfg.runtime.device, cfg.runtime.dtype, encoder_name=cfg.model.encoder or None
     )
+    d = predictor.describe()
+    logging.getLogger("emomon").info(
+        "model %s (%s, %s) on %s in %s", d["model"], d["encoder"], d["emotions"], d["device"], d["dtype"]
+    )
+    return predictor
 
 
 def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:

@@ -138,3 +138,26 @@ def make_bundle(encoder, emotions=EMOTIONS9, seed: int = 0, **regressor):
         metrics={"note": "random weights for tests"},
         provenance={"made_by": "tests"},
     )
+
+
+def kill_writer(log: str, path: Path, min_bytes: int) -> None:
+    """Run a process that writes rows to the log `log` (a constructor call on `path`) as
+    fast as it can, and SIGKILL it once `path` holds `min_bytes`: what a crash leaves."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import itertools\nfrom emomon.streamer.csv_log import CsvLog, Row\n"
+        "from emomon.streamer.jsonl_log import JsonlLog\n"
+        f"log = {log}\n"
+        "for i in itertools.count():\n"
+        "    log.write(Row('mic', i, i, i + 1.0, shares={'anger': 0.5, 'sadness': 0.25, 'neutral': 0.25}))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not path.exists() or path.stat().st_size < min_bytes):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)

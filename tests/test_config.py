@@ -36,7 +36,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[regressor]\narch = 4\n", "'regressor.arch' must be 1 or 2 or 3, not 4"),
         ("[regressor]\nconv_channels = [64, 'x']\n", "'regressor.conv_channels[1]' must be an integer"),
         ("[regressor]\nlstm_hidden = 1.5\n", "'regressor.lstm_hidden' must be an integer"),
-        ("[runtime]\ndtype = 'float64'\n", "'runtime.dtype' must be 'float32' or 'float16' or 'bfloat16'"),
+        ("[runtime]\ndtype = 'float64'\n", "'runtime.dtype' must be 'auto' or 'float32' or 'float16' or 'bfloat16' or"),
         ("[runtim]\n", "unknown table [runtim]"),
         ("runtime = 3\n", "'runtime' must be a table"),
         ("[encoder\n", "is not valid TOML"),

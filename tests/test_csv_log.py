@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import csv
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import kill_writer
 
 from emomon.model.errors import EmomonError
 from emomon.streamer.csv_log import CsvLog, Row
@@ -51,18 +48,7 @@ def test_append_with_same_header_and_refuse_another(tmp_path: Path) -> None:
 
 def test_a_killed_writer_leaves_only_complete_rows(tmp_path: Path) -> None:
     path = tmp_path / "log.csv"
-    code = (
-        "import itertools, sys\nfrom emomon.streamer.csv_log import CsvLog, Row\n"
-        f"log = CsvLog({str(path)!r}, {EMOTIONS!r})\n"
-        "for i in itertools.count():\n"
-        "    log.write(Row('mic', i, i, i + 1.0, shares={'anger': 0.5, 'sadness': 0.25, 'neutral': 0.25}))\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (not path.exists() or path.stat().st_size < 20_000):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    kill_writer(f"CsvLog({str(path)!r}, {EMOTIONS!r})", path, 20_000)
     rows = read(path)
     assert len(rows) > 100
     assert all(r["status"] == "ok" and r["neutral"] == "0.2500" for r in rows)  # every row whole

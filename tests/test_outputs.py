@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from conftest import load_clip, make_bundle
+from conftest import kill_writer, load_clip, make_bundle
 
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.bundle import DEFAULT_BUNDLE, save_bundle
@@ -75,18 +74,7 @@ def test_jsonl_attention_weights_with_their_hop(tmp_path: Path) -> None:
 
 def test_a_killed_jsonl_writer_leaves_only_whole_lines(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
-    code = (
-        "import itertools\nfrom emomon.streamer.csv_log import Row\nfrom emomon.streamer.jsonl_log import JsonlLog\n"
-        f"log = JsonlLog({str(path)!r})\n"
-        "for i in itertools.count():\n"
-        "    log.write(Row('mic', i, i, i + 1.0, shares={'anger': 0.5, 'sadness': 0.25, 'neutral': 0.25}))\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (not path.exists() or path.stat().st_size < 50_000):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    kill_writer(f"JsonlLog({str(path)!r})", path, 50_000)
     data = path.read_bytes()
     assert data.endswith(b"\n")
     records = [json.loads(line) for line in data.decode().splitlines()]

@@ -84,3 +84,28 @@ def test_cuda_matches_cpu(tiny_hubert: Path, clips) -> None:
     gpu = Predictor(make_bundle(enc_cpu), enc_gpu, "cuda").predict(clips)
     for a, b in zip(cpu, gpu):
         assert max(abs(a.shares[e] - b.shares[e]) for e in EMOTIONS9) <= 1e-3
+
+
+@pytest.mark.parametrize("dtype", ["auto", "bfloat16", "int8"])
+def test_every_compute_dtype_keeps_the_shares_within_001_of_float32(tiny_hubert: Path, clips, dtype: str) -> None:
+    """The same bundle through a float32 encoder and one in `dtype`, on real Emo-DB clips."""
+    ref_enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu", "float32")
+    bundle = make_bundle(ref_enc, output="softmax")
+    enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu", dtype)
+    reference = Predictor(bundle, ref_enc, "cpu").predict(clips)
+    other = Predictor(bundle, enc, "cpu").predict(clips)
+    assert enc.compute == dtype or (dtype == "auto" and enc.compute in ("int8", "bfloat16"))
+    for a, b in zip(reference, other):
+        assert max(abs(a.shares[e] - b.shares[e]) for e in EMOTIONS9) <= 0.01
+
+
+def test_auto_dtype_follows_the_cpu(tiny_hubert: Path) -> None:
+    """bfloat16 only with native bf16 instructions (AMX or AVX512-BF16), int8 on other CPUs."""
+    from emomon.model.encoder import _cpu_flags, choose_dtype
+
+    native = bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    chosen, why = choose_dtype("auto", "cpu")
+    assert chosen == ("bfloat16" if native else "int8") and why.startswith("auto: ")
+    assert choose_dtype("float16", "cpu") == ("float16", "as configured")
+    enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu", "auto")
+    assert Predictor(make_bundle(enc), enc, "cpu").describe()["dtype"] == chosen
