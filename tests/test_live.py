@@ -172,8 +172,37 @@ def test_missing_portaudio_names_the_package(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
+def test_input_that_goes_silent_ends_the_run(virtual_mic: str, tmp_path: Path) -> None:
+    """The device stays open but delivers nothing (the null sink suspended): after
+    [monitor] input_timeout_s without a block, one sentence naming the device and exit 1."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[monitor]\ninput_timeout_s = 1.5\n")
+    cmd = [sys.executable, "-m", "emomon.streamer.cli", "--config", str(cfg), "live", "--device", "pulse"]
+    proc = subprocess.Popen(
+        [*cmd, "--no-dashboard", "--csv", str(tmp_path / "live.csv")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for(tmp_path / "live.csv")
+        time.sleep(1.0)
+        t = time.monotonic()
+        subprocess.run(["pactl", "suspend-sink", virtual_mic, "1"], check=True, timeout=10)
+        stdout, stderr = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - t
+    finally:
+        proc.kill()
+        subprocess.run(["pactl", "suspend-sink", virtual_mic, "0"], timeout=10)
+    assert proc.returncode == 1, stdout + stderr
+    assert 1.5 <= elapsed < 5.0
+    assert stderr == (
+        "emomon: Input device 'pulse' stopped delivering audio (1.5 s without any); "
+        "it was unplugged or its sound server stopped.\n"
+    )
+
+
 def test_sound_server_killed_mid_capture_ends_the_run_in_one_sentence(virtual_mic: str, tmp_path: Path) -> None:
-    """The input goes away (the PulseAudio daemon is killed while a sentence is under way):
+    """(Last in this file: it kills the daemon and starts a new one.) The input goes away
+    (the PulseAudio daemon is killed while a sentence is under way):
     emomon says so naming the device, keeps the finished segments, exits 1 within 5 s, and
     PortAudio's own C-level messages stay off stderr."""
     if not OWN_DAEMON[-1]:
@@ -205,31 +234,3 @@ def test_sound_server_killed_mid_capture_ends_the_run_in_one_sentence(virtual_mi
         rows = list(csv.DictReader(f))
     assert len(rows) >= 2 and all(r["status"] == "ok" for r in rows), stdout
     assert f"{len(rows)} segment(s), 0 dropped, 0 failed" in stdout
-
-
-def test_input_that_goes_silent_ends_the_run(virtual_mic: str, tmp_path: Path) -> None:
-    """The device stays open but delivers nothing (the null sink suspended): after
-    [monitor] input_timeout_s without a block, one sentence naming the device and exit 1."""
-    cfg = tmp_path / "c.toml"
-    cfg.write_text("[monitor]\ninput_timeout_s = 1.5\n")
-    cmd = [sys.executable, "-m", "emomon.streamer.cli", "--config", str(cfg), "live", "--device", "pulse"]
-    proc = subprocess.Popen(
-        [*cmd, "--no-dashboard", "--csv", str(tmp_path / "live.csv")],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        _wait_for(tmp_path / "live.csv")
-        time.sleep(1.0)
-        t = time.monotonic()
-        subprocess.run(["pactl", "suspend-sink", virtual_mic, "1"], check=True, timeout=10)
-        stdout, stderr = proc.communicate(timeout=30)
-        elapsed = time.monotonic() - t
-    finally:
-        proc.kill()
-        subprocess.run(["pactl", "suspend-sink", virtual_mic, "0"], timeout=10)
-    assert proc.returncode == 1, stdout + stderr
-    assert 1.5 <= elapsed < 5.0
-    assert stderr == (
-        "emomon: Input device 'pulse' stopped delivering audio (1.5 s without any); "
-        "it was unplugged or its sound server stopped.\n"
-    )
