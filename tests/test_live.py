@@ -193,7 +193,8 @@ def test_input_that_goes_silent_ends_the_run(virtual_mic: str, tmp_path: Path) -
         proc.kill()
         subprocess.run(["pactl", "suspend-sink", virtual_mic, "0"], timeout=10)
     assert proc.returncode == 1, stdout + stderr
-    assert 1.5 <= elapsed < 5.0
+    # not before the timeout, counted from the last block (PulseAudio delivers in bursts of up to ~0.5 s)
+    assert 0.9 <= elapsed < 5.0
     assert stderr == (
         "emomon: Input device 'pulse' stopped delivering audio (1.5 s without any); "
         "it was unplugged or its sound server stopped.\n"
