@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     import torch
 
 
+MAX_SESSIONS = 1024  # per-stream normalisation states kept by use_session
+
+
 @dataclass
 class Prediction:
     """One segment's result."""
@@ -53,9 +56,8 @@ class Predictor:
         self.emotions = bundle.emotions
         self.name = "bundle"  # the bundle folder's name once loaded by from_bundle
         self.bank = bundle.bank.to(self.device).eval()
-        self.norm = FeatureNorm(
-            bundle.norm_mean, bundle.norm_std, bundle.norm_mode, bundle.norm_prior_frames, bundle.norm_session_frames
-        )
+        self.norm = self._new_norm()
+        self._sessions: dict[str, FeatureNorm] = {}  # session key -> its statistics, least recently used first
         self._torch = torch
 
     @classmethod
@@ -87,9 +89,33 @@ class Predictor:
             "dtype": getattr(self.encoder, "compute", "float32"),
         }
 
+    def _new_norm(self) -> FeatureNorm:
+        b = self.bundle
+        return FeatureNorm(b.norm_mean, b.norm_std, b.norm_mode, b.norm_prior_frames, b.norm_session_frames)
+
+    @property
+    def adapts(self) -> bool:
+        """Whether results depend on the session ("speaker"-mode normalisation): then segments
+        of different sessions must not share a call."""
+        return self.norm.mode == "speaker"
+
     def reset_session(self) -> None:
         """A new speaker or session: "speaker"-mode normalisation starts again from the prior."""
         self.norm.reset()
+
+    def use_session(self, key: str) -> None:
+        """Make `key`'s session current (its own normalisation statistics; a new key starts
+        from the prior), so that several streams adapt separately. The MAX_SESSIONS most
+        recently used are kept."""
+        norm = self._sessions.pop(key, None) or self._new_norm()
+        self._sessions[key] = norm
+        while len(self._sessions) > MAX_SESSIONS:
+            self._sessions.pop(next(iter(self._sessions)))
+        self.norm = norm
+
+    def end_session(self, key: str) -> None:
+        """Forget `key`'s statistics (its stream closed)."""
+        self._sessions.pop(key, None)
 
     def regress(
         self, features: torch.Tensor, lengths: torch.Tensor, update_session: bool = True

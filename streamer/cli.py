@@ -60,6 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--duration", type=float, help="stop after this many seconds")
     lv.add_argument("--no-dashboard", action="store_true", help="print one plain line per segment")
     lv.set_defaults(run=run_live, device=None)
+    sv = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the streaming WebSocket API and its browser page",
+        description="Emotion shares for audio streamed over WebSockets: many streams batched on one model.",
+    )
+    sv.add_argument("--host", help="address to bind (default 127.0.0.1; any other needs --token)")
+    sv.add_argument("--port", type=int, help="port (default 8765)")
+    sv.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
+    sv.add_argument("--token", help="clients must send it (Authorization: Bearer TOKEN, or ?token=TOKEN)")
+    sv.add_argument("--max-streams", type=int, help="open streams at once (default 64)")
+    sv.add_argument("--csv", help="append every stream's segments to this CSV file (source = stream-N)")
+    sv.add_argument("--jsonl", help="append every stream's segments to this JSON Lines file")
+    sv.add_argument("--device", help="compute device: auto, cpu, cuda or cuda:N")
+    sv.set_defaults(run=run_serve)
     dv = sub.add_parser("devices", parents=[common], help="list audio input devices")
     dv.set_defaults(run=run_devices)
     add_training(sub, [common])
@@ -92,6 +107,23 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     predictor = load_predictor(cfg, args.model, None)
     with quiet_native_stderr(not args.verbose):  # PortAudio's own lines only with -v
         return live(predictor, device, cfg.vad, monitor, duration, console, dashboard=_dashboard(args, cfg, console))
+
+
+def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
+    from dataclasses import replace
+
+    from .server import check_bind, serve
+
+    flags = {"host": args.host, "port": args.port, "token": args.token, "max_streams": args.max_streams}
+    try:
+        settings = replace(cfg.serve, **{k: v for k, v in flags.items() if v is not None})
+    except ValueError as e:
+        raise ConfigError(f"emomon serve: {e}.") from e
+    check_bind(settings)  # before the model loads
+    logs = {"csv": args.csv, "jsonl": args.jsonl}
+    monitor = replace(cfg.monitor, **{k: v for k, v in logs.items() if v is not None})
+    predictor = load_predictor(cfg, args.model, args.device)
+    return serve(predictor, settings, cfg.vad, monitor, console)
 
 
 def monitor_settings(args: argparse.Namespace, cfg):

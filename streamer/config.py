@@ -15,6 +15,7 @@ from ..model.settings import from_dict, read_toml
 from ..model.specs import EncoderSpec, ModelSettings, RegressorSpec, RuntimeSettings
 from ..training.settings import AugmentSettings, DatasetSettings, EvaluationSettings, TrainSettings
 from .segmenter import VadSettings
+from .server import ServeSettings
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Config:
     model: ModelSettings = ModelSettings()
     vad: VadSettings = VadSettings()
     monitor: MonitorSettings = MonitorSettings()
+    serve: ServeSettings = ServeSettings()
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -22,12 +22,34 @@ from .config import MonitorSettings
 from .csv_log import CsvLog
 from .dashboard import Dashboard, Header, MonitorState
 from .jsonl_log import JsonlLog
-from .segmenter import Segmenter
+from .segmenter import Segment, Segmenter
 from .sinks import Outputs
 from .worker import InferenceWorker, Job
 
 if TYPE_CHECKING:
     from ..model.predictor import Predictor
+
+
+class InterimClock:
+    """When a segment still open has grown by another `every_s` seconds: then `due()` gives
+    the audio so far (an interim segment), else None. One clock per audio source."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._next: tuple[tuple[int, int], float] = ((0, -1), 0.0)  # ((segmenter, segment index), seconds)
+
+    def due(self, seg: Segmenter) -> Segment | None:
+        if self.every_s <= 0 or not seg.in_speech:
+            return None
+        key, at = self._next
+        if key != (id(seg), seg.count):  # a new open segment
+            key, at = (id(seg), seg.count), self.every_s
+        so_far = None
+        if (seg.t - seg.seg_start) / SAMPLE_RATE >= at:
+            so_far = seg.open_segment()
+            at += self.every_s
+        self._next = (key, at)
+        return so_far
 
 
 class Pipeline:
@@ -63,27 +85,17 @@ class Pipeline:
         self.worker = InferenceWorker(predictor, self.outputs, monitor.queue_size, monitor.max_batch, drop_oldest)
         self.worker.start()
         self.screen = Dashboard(self.state, console) if self.state is not None else contextlib.nullcontext()
-        self._next_interim: tuple[int, float] = (-1, 0.0)  # (segment index, open seconds of the next interim)
+        self.interim = InterimClock(self.interim_s)
 
     def feed(self, source: str, seg: Segmenter, block: np.ndarray, lost: int | None = None) -> None:
         """One block of audio: completed segments go to the worker; the dashboard sees the input."""
         for s in seg.push(block):
             self.worker.submit(Job(source, s))
-        if self.interim_s > 0 and seg.in_speech:
-            self._offer_interim(source, seg)
+        so_far = self.interim.due(seg)
+        if so_far is not None:
+            self.worker.submit_interim(Job(source, so_far, interim=True))
         if self.state is not None:
             self.state.set_input(seg.state, seg.level, self.worker.queue.qsize(), seg.background_dbfs, lost, source)
-
-    def _offer_interim(self, source: str, seg: Segmenter) -> None:
-        index, due = self._next_interim
-        if index != seg.count:  # a new open segment
-            index, due = seg.count, self.interim_s
-        if (seg.t - seg.seg_start) / SAMPLE_RATE >= due:
-            so_far = seg.open_segment()
-            if so_far is not None:
-                self.worker.submit_interim(Job(source, so_far, interim=True))
-            due += self.interim_s
-        self._next_interim = (index, due)
 
     def flush(self, source: str, seg: Segmenter) -> None:
         """End of a source: its open segment, if long enough, goes to the worker too."""

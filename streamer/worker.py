@@ -9,7 +9,9 @@ written only here). Two policies when the queue is full:
   segment is dropped and reported with status "dropped" (counted, logged, never silent);
 - `drop_oldest=False` (replay): the producer waits (back-pressure), nothing is dropped.
 
-A change of `source` between segments starts a new normalisation session.
+Each `source` (a file, the microphone, a server stream) is its own normalisation session.
+Segments of different sources share one model call unless the model adapts to its session
+("speaker"-mode normalisation), so that a server batches across its streams.
 
 Interim work (the audio so far of a segment still open, [monitor] interim_s) waits in a
 slot of its own, never in the queue: it runs only when no final segment waits, a newer
@@ -160,14 +162,15 @@ class InferenceWorker:
                     batch.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
+            if not getattr(self.predictor, "adapts", True):
+                self._process(batch)  # sessions do not matter: every source in one call
+                continue
             for _, run in itertools.groupby(batch, key=lambda j: j.source):  # one session per call
                 self._process(list(run))
 
     def _process(self, batch: list[Job]) -> None:
         started = time.perf_counter()
-        if batch[0].source != self._source:
-            self.predictor.reset_session()
-            self._source = batch[0].source
+        self._session(batch[0].source)
         try:
             predictions = self.predictor.predict([j.segment.audio for j in batch])
         except Exception as e:  # noqa: BLE001 - one bad segment must not end the run; it is logged as an error row
@@ -181,11 +184,14 @@ class InferenceWorker:
             self.processed += 1
             self._deliver(Result(j, "ok", p, latency_ms=(done - j.ready) * 1e3, queue_ms=(started - j.ready) * 1e3))
 
+    def _session(self, source: str) -> None:
+        if source != self._source:
+            self.predictor.use_session(source)
+            self._source = source
+
     def _process_interim(self, job: Job) -> None:
         started = time.perf_counter()
-        if job.source != self._source:
-            self.predictor.reset_session()
-            self._source = job.source
+        self._session(job.source)
         try:
             [prediction] = self.predictor.predict([job.segment.audio], update_session=False)
         except Exception as e:  # noqa: BLE001 - an interim result is optional; the final one will say

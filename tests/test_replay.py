@@ -94,8 +94,8 @@ class SlowPredictor:
         self.inner = Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu")
         self.gate = gate
 
-    def reset_session(self) -> None:
-        self.inner.reset_session()
+    def use_session(self, key: str) -> None:
+        self.inner.use_session(key)
 
     def predict(self, segments):
         self.gate.wait(10)

@@ -1,0 +1,458 @@
+"""`emomon serve`: a streaming emotion API over WebSockets, many streams on one model.
+
+Each WebSocket stream gets its own resampler, VAD segmenter and interim clock; all streams'
+segments go to the one inference worker (worker.py), which batches what waits across
+streams and drops the oldest when it falls behind. Results go back to their stream in
+order through that stream's outbox. Protocol (README, "emomon serve"):
+
+    GET /healthz                      {"status": "ok", "model", "emotions", "streams"}
+    GET /metrics                      Prometheus text
+    GET /                             the browser page (microphone -> this API)
+    WS  /v1/stream?sample_rate=16000  binary: s16le mono PCM; text: {"type": "end"}
+                                      server -> client: ready, segment, interim, error, end
+
+Bounds: a binary message holds at most 1 MiB; a stream's audio is read at most
+`max_speed` x real time (faster clients wait: TCP back-pressure); at most `max_streams`
+streams; the model queue holds `queue_size` segments over all streams.
+
+This module's top imports stay light: `ServeSettings` is read with config.toml before
+torch loads; Starlette, uvicorn and prometheus-client load in `serve()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..model.audio import SAMPLE_RATE
+from ..model.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..model.predictor import Predictor
+    from .config import MonitorSettings
+    from .segmenter import VadSettings
+    from .worker import Result
+
+log = logging.getLogger("emomon")
+
+MAX_MESSAGE_BYTES = 1 << 20  # one binary message: 1 MiB, about 33 s at 16 kHz
+RATES = (8000, 48000)  # accepted sample rates, inclusive
+PAGE = Path(__file__).resolve().parent / "web" / "index.html"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """[serve]: the WebSocket API."""
+
+    host: str = "127.0.0.1"  # loopback by default; any other address needs a token
+    port: int = 8765
+    token: str = ""  # clients send "Authorization: Bearer TOKEN" (or ?token=TOKEN); "" = none (loopback only)
+    max_streams: int = 64  # open streams at once; one more is refused (close 1013)
+    queue_size: int = 64  # segments of all streams waiting for the model; beyond, the oldest is dropped
+    max_batch: int = 16  # segments run through the model together
+    max_speed: float = 4.0  # a stream's audio is read at most this many times faster than real time
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be 1 to 65535, not {self.port}")
+        if self.max_streams < 1 or self.queue_size < 1 or self.max_batch < 1 or self.max_speed <= 0:
+            raise ValueError("max_streams, queue_size and max_batch must be >= 1, max_speed > 0")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: ServeSettings) -> None:
+    """A server reachable from other machines must ask for a token."""
+    if not is_loopback(settings.host) and not settings.token:
+        raise ConfigError(
+            f"Refusing to serve on {settings.host} without a token: set --token (or [serve] token), "
+            "or bind 127.0.0.1."
+        )
+
+
+class Stream:
+    """One client's audio: resampler, segmenter, interim clock; results queue in `outbox`."""
+
+    def __init__(self, sid: int, rate: int, vad: VadSettings, interim_s: float) -> None:
+        import soxr
+
+        from .pipeline import InterimClock
+        from .segmenter import Segmenter
+
+        self.id, self.key, self.rate = sid, f"stream-{sid}", rate
+        self.resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32") if rate != SAMPLE_RATE else None
+        self.seg = Segmenter(vad)
+        self.interim = InterimClock(interim_s)
+        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.pending = 0  # final segments submitted, result not yet in the outbox
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.samples_in = 0  # at the client's rate
+        self.started = time.monotonic()
+
+    def audio(self, pcm: bytes, last: bool = False) -> np.ndarray:
+        x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        self.samples_in += len(x)
+        return self.resampler.resample_chunk(x, last=last) if self.resampler is not None else x
+
+    def ahead_s(self, max_speed: float) -> float:
+        """How long to wait before reading more so that audio arrives at most max_speed x real time."""
+        return self.samples_in / self.rate / max_speed - (time.monotonic() - self.started)
+
+
+def message(result: Result, emotions: tuple[str, ...]) -> dict[str, Any]:
+    seg, p = result.job.segment, result.prediction
+    return {
+        "type": "interim" if result.job.interim else "segment",
+        "segment": seg.index,
+        "start_s": round(seg.start_s, 3),
+        "end_s": round(seg.end_s, 3),
+        "shares": None if p is None else {e: round(p.shares[e], 4) for e in emotions},
+        "top_emotion": None if p is None else p.top_emotion,
+        "latency_ms": None if result.latency_ms is None else round(result.latency_ms, 1),
+        "status": result.status,
+        **({"error": result.error} if result.error else {}),
+    }
+
+
+class Hub:
+    """The streams and the one worker; the bridge from the worker thread to the event loop."""
+
+    def __init__(
+        self, predictor: Predictor, settings: ServeSettings, vad: VadSettings, monitor: MonitorSettings
+    ) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        from .csv_log import CsvLog
+        from .jsonl_log import JsonlLog
+        from .sinks import Outputs
+        from .worker import InferenceWorker
+
+        self.predictor, self.settings, self.vad, self.monitor = predictor, settings, vad, monitor
+        self.streams: dict[str, Stream] = {}
+        self.next_id = 1
+        self.closing = False  # SIGTERM or SIGINT: no new streams; open ones finish and close with 1001
+        self.closing_event: asyncio.Event | None = None  # set in the loop, wakes every stream's reader
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.lock = threading.Lock()  # self.streams is read by the worker thread
+        self.registry = CollectorRegistry()
+        self.m_streams = Gauge("emomon_streams", "Open streams", registry=self.registry)
+        self.m_opened = Counter("emomon_streams_opened", "Streams accepted", registry=self.registry)
+        self.m_segments = Counter("emomon_segments", "Segments by status", ["status"], registry=self.registry)
+        self.m_interim = Counter("emomon_interim", "Interim results sent", registry=self.registry)
+        self.m_refused = Counter("emomon_refused", "Connections or streams refused", ["reason"], registry=self.registry)
+        self.m_latency = Histogram(
+            "emomon_latency_seconds", "Segment complete -> result ready", registry=self.registry,
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
+        )  # fmt: skip
+        csv = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
+        jsonl = JsonlLog(monitor.jsonl, monitor.attention) if monitor.jsonl and monitor.jsonl != "-" else None
+        self.logs = Outputs(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), csv, jsonl, csv_interim=monitor.csv_interim)
+        self.worker = InferenceWorker(
+            predictor, self._on_result, settings.queue_size, settings.max_batch, drop_oldest=True
+        ).start()
+
+    # -- worker thread -------------------------------------------------------------------
+    def _on_result(self, result: Result) -> None:
+        self.logs(result)
+        if result.job.interim:
+            self.m_interim.inc()
+        else:
+            self.m_segments.labels(result.status).inc()
+            if result.status == "ok" and result.latency_ms is not None:
+                self.m_latency.observe(result.latency_ms / 1e3)
+        with self.lock:
+            stream = self.streams.get(result.job.source)
+        if stream is not None and self.loop is not None:  # a closed stream's results go nowhere
+            self.loop.call_soon_threadsafe(self._deliver, stream, result)
+
+    # -- event loop ----------------------------------------------------------------------
+    def _deliver(self, stream: Stream, result: Result) -> None:
+        stream.outbox.put_nowait(message(result, self.predictor.emotions))
+        if not result.job.interim:
+            stream.pending -= 1
+            if stream.pending <= 0:
+                stream.idle.set()
+
+    def open(self, rate: int) -> Stream:
+        stream = Stream(self.next_id, rate, self.vad, self.monitor.interim_s)
+        self.next_id += 1
+        with self.lock:
+            self.streams[stream.key] = stream
+        self.m_streams.set(len(self.streams))
+        self.m_opened.inc()
+        return stream
+
+    def close(self, stream: Stream) -> None:
+        with self.lock:
+            self.streams.pop(stream.key, None)
+        self.m_streams.set(len(self.streams))
+        self.predictor_sessions_end(stream.key)
+
+    def predictor_sessions_end(self, key: str) -> None:
+        end = getattr(self.predictor, "end_session", None)
+        if end is not None:
+            end(key)
+
+    def feed(self, stream: Stream, audio: np.ndarray) -> None:
+        from .worker import Job
+
+        for s in stream.seg.push(audio):
+            self.submit(stream, Job(stream.key, s))
+        so_far = stream.interim.due(stream.seg)
+        if so_far is not None:
+            self.worker.submit_interim(Job(stream.key, so_far, interim=True))
+
+    def submit(self, stream: Stream, job) -> None:
+        stream.pending += 1
+        stream.idle.clear()
+        self.worker.submit(job)
+
+    def flush(self, stream: Stream) -> None:
+        """End of the stream's audio: the resampler's tail and the open segment go in."""
+        from .worker import Job
+
+        if stream.resampler is not None:
+            self.feed(stream, stream.resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+        last = stream.seg.finish()
+        if last is not None:
+            self.submit(stream, Job(stream.key, last))
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "closing" if self.closing else "ok",
+            "model": self.predictor.name,
+            "emotions": list(self.predictor.emotions),
+            "streams": len(self.streams),
+        }
+
+    def shutdown(self) -> None:
+        self.worker.close()
+        self.logs.close()
+
+
+def create_app(hub: Hub):
+    """The Starlette application: routes over the hub."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse, JSONResponse, Response
+    from starlette.routing import Route, WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    async def healthz(request):
+        return JSONResponse(hub.health())
+
+    async def metrics(request):
+        return Response(generate_latest(hub.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def page(request):
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    async def stream_endpoint(ws: WebSocket) -> None:
+        await StreamSession(hub, ws).run()
+
+    return Starlette(
+        routes=[
+            Route("/", page),
+            Route("/healthz", healthz),
+            Route("/metrics", metrics),
+            WebSocketRoute("/v1/stream", stream_endpoint),
+        ]
+    )
+
+
+class StreamSession:
+    """One WebSocket connection from handshake to close."""
+
+    def __init__(self, hub: Hub, ws) -> None:
+        self.hub, self.ws = hub, ws
+
+    def _authorised(self) -> bool:
+        token = self.hub.settings.token
+        if not token:
+            return True
+        header = self.ws.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else self.ws.query_params.get("token", "")
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    async def _refuse(self, code: int, text: str, reason: str) -> None:
+        """After the handshake: one error message naming the problem, then close `code`."""
+        self.hub.m_refused.labels(reason).inc()
+        await self.ws.send_json({"type": "error", "message": text})
+        await self.ws.close(code)
+
+    async def run(self) -> None:
+        from starlette.websockets import WebSocketDisconnect
+
+        hub, ws = self.hub, self.ws
+        if not self._authorised():
+            hub.m_refused.labels("token").inc()
+            await ws.close(1008)  # before accept: the handshake is refused (HTTP 403)
+            return
+        await ws.accept()
+        raw = ws.query_params.get("sample_rate", str(SAMPLE_RATE))
+        if not raw.isdigit() or not RATES[0] <= int(raw) <= RATES[1]:
+            await self._refuse(1008, f"sample_rate {raw!r} is not a whole number from 8000 to 48000.", "rate")
+            return
+        if hub.closing:
+            await self._refuse(1001, "The server is shutting down.", "closing")
+            return
+        if len(hub.streams) >= hub.settings.max_streams:
+            await self._refuse(1013, f"The server is at its limit of {hub.settings.max_streams} streams.", "full")
+            return
+        stream = hub.open(int(raw))
+        sender = asyncio.create_task(self._send(stream))
+        try:
+            await ws.send_json({
+                "type": "ready", "stream": stream.id, "model": hub.predictor.name,
+                "emotions": list(hub.predictor.emotions), "sample_rate": stream.rate,
+            })  # fmt: skip
+            code, text = await self._receive(stream)
+            if code == 1000 or code == 1001:
+                hub.flush(stream)
+                await stream.idle.wait()  # every final result is in the outbox
+                if code == 1000:
+                    stream.outbox.put_nowait({"type": "end"})
+            stream.outbox.put_nowait(None)
+            await sender
+            if text:
+                await ws.send_json({"type": "error", "message": text})
+            await ws.close(code)
+        except WebSocketDisconnect:
+            pass  # the client went away: its segments still in the queue cost one model call, no more
+        finally:
+            sender.cancel()
+            hub.close(stream)
+
+    async def _send(self, stream: Stream) -> None:
+        while True:
+            msg = await stream.outbox.get()
+            if msg is None:
+                return
+            await self.ws.send_json(msg)
+
+    async def _receive(self, stream: Stream) -> tuple[int, str]:
+        """Read until the client ends (1000), the server closes (1001) or a message is bad."""
+        hub, ws = self.hub, self.ws
+        while True:
+            wait = stream.ahead_s(hub.settings.max_speed)
+            if wait > 0:  # faster than max_speed x real time: stop reading, TCP pushes back
+                await asyncio.sleep(wait)
+            if hub.closing:
+                return 1001, ""
+            receive = asyncio.ensure_future(ws.receive())
+            closing = asyncio.ensure_future(hub.closing_event.wait())
+            done, _ = await asyncio.wait({receive, closing}, return_when=asyncio.FIRST_COMPLETED)
+            closing.cancel()
+            if receive not in done:
+                receive.cancel()
+                return 1001, ""
+            msg = receive.result()
+            if msg["type"] == "websocket.disconnect":
+                from starlette.websockets import WebSocketDisconnect
+
+                raise WebSocketDisconnect(msg.get("code", 1006))
+            data, text = msg.get("bytes"), msg.get("text")
+            if data is not None:
+                if len(data) > MAX_MESSAGE_BYTES:
+                    return 1009, f"A binary message holds at most {MAX_MESSAGE_BYTES} bytes; this one had {len(data)}."
+                if len(data) % 2:
+                    return 1003, f"Audio must be 16-bit samples (an even number of bytes); got {len(data)} bytes."
+                hub.feed(stream, stream.audio(data))
+                continue
+            try:
+                obj = json.loads(text or "")
+            except json.JSONDecodeError:
+                obj = None
+            if isinstance(obj, dict) and obj.get("type") == "end":
+                return 1000, ""
+            return 1003, f"Unknown text message {text[:80]!r}: the only one is {{\"type\": \"end\"}}."
+
+
+def serve(predictor: Predictor, settings: ServeSettings, vad: VadSettings, monitor: MonitorSettings, console) -> int:
+    """Run the server until SIGINT or SIGTERM: then stop accepting, finish the queued
+    segments, send them, close every stream with 1001, and exit 0."""
+    import uvicorn
+
+    check_bind(settings)
+    hub = Hub(predictor, settings, vad, monitor)
+    app = create_app(hub)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, ws="websockets-sansio", ws_max_size=2 * MAX_MESSAGE_BYTES,
+        log_level="warning", lifespan="off", timeout_graceful_shutdown=30,
+    )  # fmt: skip
+    server = _make_server(config, hub)
+    console.print(
+        f"emomon serve on http://{settings.host}:{settings.port} (model {predictor.name}, "
+        f"{len(predictor.emotions)} emotions, up to {settings.max_streams} streams"
+        + (", token required)" if settings.token else ")"),
+        markup=False, highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    try:
+        server.run()
+    finally:
+        hub.shutdown()
+    w = hub.worker
+    console.print(f"{w.processed} segment(s), {w.dropped} dropped, {w.failed} failed, {hub.next_id - 1} stream(s)")
+    return 0
+
+
+def _make_server(config, hub: Hub):
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server with emomon's shutdown: the first SIGINT/SIGTERM closes the streams
+        gracefully (their remaining results, then 1001) before uvicorn stops."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            """SIGINT/SIGTERM call handle_exit; unlike uvicorn's own, the signal is not raised
+            again afterwards, so a graceful stop exits 0."""
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+        async def startup(self, sockets=None) -> None:
+            hub.loop = asyncio.get_running_loop()
+            hub.closing_event = asyncio.Event()
+            await super().startup(sockets)
+
+        def handle_exit(self, sig, frame) -> None:
+            if hub.closing or hub.loop is None:
+                return super().handle_exit(sig, frame)  # a second signal: stop now
+            hub.closing = True
+            hub.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain()))
+
+        async def _drain(self) -> None:
+            hub.closing_event.set()
+            deadline = time.monotonic() + 30
+            while hub.streams and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # each stream flushes, sends its results, closes with 1001
+            self.should_exit = True
+
+    return Server(config)

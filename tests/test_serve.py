@@ -1,0 +1,250 @@
+"""`emomon serve` for real: the server in its own process on loopback with the default
+model, real WebSocket clients (the `websockets` package) streaming real speech."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"  # six sentences, 1 s pauses
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, *args: str, cwd: Path = REPO) -> None:
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "emomon.streamer.cli", "serve", "--port", str(self.port), *args]
+        self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.url = f"ws://127.0.0.1:{self.port}/v1/stream"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.get("/healthz")
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(self.proc.stderr.read()) from None
+                time.sleep(0.1)
+        raise RuntimeError("emomon serve did not answer /healthz within 60 s")
+
+    def get(self, path: str) -> tuple[int, str]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+
+    def stop(self) -> tuple[str, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.communicate(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server()
+    yield s
+    s.stop()
+
+
+def pcm(rate: int = 16000, path: Path = SAMPLE) -> bytes:
+    audio, sr = sf.read(path, dtype="float32")
+    if sr != rate:
+        audio = soxr.resample(audio, sr, rate)
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def stream(url: str, data: bytes, chunk_s: float = 0.25, rate: int = 16000, end: bool = True, **kw):
+    """Send `data` in chunks, then {"type": "end"}; return every message and the close code."""
+    messages = []
+    with connect(url, max_size=None, open_timeout=20, **kw) as ws:
+        messages.append(json.loads(ws.recv(timeout=20)))
+        step = int(chunk_s * rate) * 2
+        for i in range(0, len(data), step):
+            ws.send(data[i : i + step])
+        if end:
+            ws.send(json.dumps({"type": "end"}))
+        try:
+            while True:
+                messages.append(json.loads(ws.recv(timeout=60)))
+        except ConnectionClosed:
+            pass
+        return messages, ws.close_code
+
+
+def segments(messages: list[dict]) -> list[dict]:
+    return [m for m in messages if m["type"] == "segment"]
+
+
+def test_healthz_and_page(server: Server) -> None:
+    status, body = server.get("/healthz")
+    health = json.loads(body)
+    assert status == 200 and health["status"] == "ok" and health["model"] == "default"
+    assert len(health["emotions"]) == 9 and health["streams"] == 0
+    status, page = server.get("/")
+    assert status == 200 and "/v1/stream" in page and "audioWorklet" in page
+
+
+@pytest.mark.parametrize("rate", [16000, 8000, 44100])
+def test_a_stream_gets_one_segment_per_sentence(server: Server, rate: int) -> None:
+    messages, code = stream(f"{server.url}?sample_rate={rate}", pcm(rate), rate=rate)
+    ready = messages[0]
+    assert ready["type"] == "ready" and ready["sample_rate"] == rate and len(ready["emotions"]) == 9
+    segs = segments(messages)
+    assert [s["segment"] for s in segs] == list(range(6)) and all(s["status"] == "ok" for s in segs)
+    for i, s in enumerate(segs):
+        assert abs(s["start_s"] - (1.0 + 3.0 * i)) <= 0.2  # times of this stream's audio
+        assert abs(sum(s["shares"].values()) - 1.0) < 1e-3 and s["top_emotion"] == max(s["shares"], key=s["shares"].get)
+    assert messages[-1] == {"type": "end"} and code == 1000
+
+
+def test_streams_run_together_and_keep_their_own_results(server: Server) -> None:
+    """Two clients at once, one of them sending garbage in the middle: each gets its own
+    segments in order; the bad one is closed alone."""
+    out: dict[str, tuple] = {}
+    good = threading.Thread(target=lambda: out.update(good=stream(server.url, pcm())))
+    good.start()
+    time.sleep(1.0)
+    with connect(server.url) as ws:
+        ws.recv(timeout=20)
+        ws.send(b"\x00\x01\x02")  # an odd byte count
+        err = json.loads(ws.recv(timeout=20))
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=20)
+        assert err["type"] == "error" and "even number of bytes" in err["message"] and ws.close_code == 1003
+    good.join(120)
+    messages, code = out["good"]
+    assert [s["segment"] for s in segments(messages)] == list(range(6)) and code == 1000
+
+
+@pytest.mark.parametrize(
+    "send,code,words",
+    [
+        (b"\x00" * (1 << 20 | 2), 1009, "at most 1048576 bytes"),
+        ("hello", 1003, "Unknown text message"),
+        (json.dumps({"type": "pause"}), 1003, "Unknown text message"),
+    ],
+)
+def test_bad_messages_get_one_error_and_a_close_code(server: Server, send, code: int, words: str) -> None:
+    with connect(server.url, max_size=None) as ws:
+        assert json.loads(ws.recv(timeout=20))["type"] == "ready"
+        ws.send(send)
+        err = json.loads(ws.recv(timeout=20))
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=20)
+    assert err["type"] == "error" and words in err["message"] and ws.close_code == code
+
+
+@pytest.mark.parametrize("rate", ["7999", "48001", "fast"])
+def test_an_unknown_sample_rate_is_refused(server: Server, rate: str) -> None:
+    with connect(f"{server.url}?sample_rate={rate}") as ws:
+        err = json.loads(ws.recv(timeout=20))
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=20)
+    assert err["type"] == "error" and "sample_rate" in err["message"] and ws.close_code == 1008
+
+
+def test_a_fast_client_is_slowed_to_four_times_real_time(server: Server) -> None:
+    data = pcm()  # 18 s of audio: at most 4x real time takes at least 4.5 s
+    t = time.monotonic()
+    messages, code = stream(server.url, data, chunk_s=1.0)
+    assert time.monotonic() - t >= 18.6 / 4 - 0.5 and code == 1000
+    assert len(segments(messages)) == 6
+
+
+def test_metrics_count_streams_and_segments(server: Server) -> None:
+    stream(server.url, pcm())
+    status, text = server.get("/metrics")
+    assert status == 200
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"}
+    assert values['emomon_segments_total{status="ok"}'] >= 6 and values["emomon_streams"] == 0
+    assert values["emomon_latency_seconds_count"] >= 6 and values["emomon_streams_opened_total"] >= 1
+
+
+def test_more_streams_than_allowed_are_refused() -> None:
+    s = Server("--max-streams", "1")
+    try:
+        with connect(s.url) as first:
+            assert json.loads(first.recv(timeout=20))["type"] == "ready"
+            with connect(s.url) as second:
+                err = json.loads(second.recv(timeout=20))
+                with pytest.raises(ConnectionClosed):
+                    second.recv(timeout=20)
+            assert err["type"] == "error" and "limit of 1 streams" in err["message"] and second.close_code == 1013
+    finally:
+        s.stop()
+
+
+def test_token_is_required_when_set() -> None:
+    s = Server("--token", "s3cret")
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(s.url, open_timeout=20)
+        assert refused.value.response.status_code in (401, 403)
+        with pytest.raises(InvalidStatus):
+            connect(s.url, additional_headers={"Authorization": "Bearer wrong"}, open_timeout=20)
+        bearer = {"additional_headers": {"Authorization": "Bearer s3cret"}}
+        for kw, url in ((bearer, s.url), ({}, f"{s.url}?token=s3cret")):
+            with connect(url, open_timeout=20, **kw) as ws:
+                assert json.loads(ws.recv(timeout=20))["type"] == "ready"
+    finally:
+        s.stop()
+
+
+def test_binding_beyond_loopback_needs_a_token() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "emomon.streamer.cli", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr == (
+        "emomon: Refusing to serve on 0.0.0.0 without a token: set --token (or [serve] token), or bind 127.0.0.1.\n"
+    )
+
+
+def test_sigterm_finishes_open_streams_and_closes_them_with_1001(tmp_path: Path) -> None:
+    s = Server("--csv", str(tmp_path / "serve.csv"))
+    data = pcm()
+    with connect(s.url) as ws:
+        ws.recv(timeout=20)
+        ws.send(data[: 2 * 16000 * 8])  # 8 s: two sentences, the third under way
+        time.sleep(2.0)
+        s.proc.send_signal(signal.SIGTERM)
+        got = []
+        with pytest.raises(ConnectionClosed):
+            while True:
+                got.append(json.loads(ws.recv(timeout=30)))
+    stdout, _ = s.stop()
+    assert ws.close_code == 1001 and s.proc.returncode == 0
+    assert [m["segment"] for m in segments(got)] == [0, 1, 2]  # the open segment was flushed and sent
+    rows = (tmp_path / "serve.csv").read_text().splitlines()
+    assert len(rows) == 4 and all(",stream-1," in r for r in rows[1:])
+
+
+def test_a_client_that_vanishes_costs_nothing_more(server: Server) -> None:
+    with connect(server.url) as ws:
+        ws.recv(timeout=20)
+        ws.send(pcm()[: 2 * 16000 * 5])
+    # gone mid-segment; the server keeps serving others
+    messages, code = stream(server.url, pcm())
+    assert len(segments(messages)) == 6 and code == 1000
+    assert json.loads(server.get("/healthz")[1])["streams"] == 0
+
