@@ -122,7 +122,17 @@ def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     check_bind(settings)  # before the model loads
     logs = {"csv": args.csv, "jsonl": args.jsonl}
     monitor = replace(cfg.monitor, **{k: v for k, v in logs.items() if v is not None})
-    predictor = load_predictor(cfg, args.model, args.device)
+    if settings.model_process:
+        from ..model.bundle import DEFAULT_BUNDLE, load_bundle
+        from .model_process import ModelProcess
+
+        path = args.model or cfg.model.bundle or DEFAULT_BUNDLE
+        load_bundle(path)  # a bad bundle is one sentence here, not in the child
+        predictor = ModelProcess(
+            path, args.device or cfg.runtime.device, cfg.runtime.dtype, encoder_name=cfg.model.encoder or None
+        )
+    else:
+        predictor = load_predictor(cfg, args.model, args.device)
     return serve(predictor, settings, cfg.vad, monitor, console)
 
 

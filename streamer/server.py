@@ -63,6 +63,7 @@ class ServeSettings:
     queue_size: int = 64  # segments of all streams waiting for the model; beyond, the oldest is dropped
     max_batch: int = 16  # segments run through the model together
     max_speed: float = 4.0  # a stream's audio is read at most this many times faster than real time
+    model_process: bool = True  # run the model in a child process, off the event loop's interpreter (GIL)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -411,6 +412,9 @@ def serve(predictor: Predictor, settings: ServeSettings, vad: VadSettings, monit
         server.run()
     finally:
         hub.shutdown()
+        close = getattr(predictor, "close", None)
+        if close is not None:
+            close()
     w = hub.worker
     console.print(f"{w.processed} segment(s), {w.dropped} dropped, {w.failed} failed, {hub.next_id - 1} stream(s)")
     return 0

@@ -173,3 +173,16 @@ def test_silence_gives_nothing_and_state_follows_speech(programme) -> None:
 def test_settings_are_checked(bad: dict) -> None:
     with pytest.raises(ValueError):
         VadSettings(**bad)
+
+
+def test_fast_percentile_equals_numpy_exactly() -> None:
+    import collections
+
+    from emomon.streamer.segmenter import percentile
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 10, 166, 167):
+        for _ in range(100):
+            values = collections.deque(rng.normal(-50, 10, n).tolist())
+            for q in (10, 50, 90):
+                assert percentile(values, q) == float(np.percentile(values, q))

@@ -248,3 +248,18 @@ def test_a_client_that_vanishes_costs_nothing_more(server: Server) -> None:
     assert len(segments(messages)) == 6 and code == 1000
     assert json.loads(server.get("/healthz")[1])["streams"] == 0
 
+
+
+def test_the_model_in_the_servers_own_process_gives_the_same_results(server: Server, tmp_path: Path) -> None:
+    """[serve] model_process = false: the same segments and shares as with the model process."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[serve]\nmodel_process = false\n")
+    inline = Server("--config", str(cfg))
+    try:
+        here, code = stream(inline.url, pcm())
+    finally:
+        inline.stop()
+    there, _ = stream(server.url, pcm())
+    assert code == 1000 and len(segments(here)) == 6
+    for a, b in zip(segments(here), segments(there)):
+        assert a["segment"] == b["segment"] and a["shares"] == b["shares"]

@@ -1,0 +1,243 @@
+"""Load benchmark of `emomon serve`: N concurrent clients on loopback, each streaming Emo-DB
+sentences between 1 s pauses in real time (100 ms messages), against one server process.
+
+For each N: sentences sent, segments returned and dropped, the latency from the client
+sending a sentence's last sample to receiving its segment (p50/p95; the VAD's 0.6 s
+hang-over is part of it), and the server's CPU (of the machine's cores, from /proc).
+The clients run in this process with asyncio and share the machine with the server.
+
+    python benchmarks/bench_serve.py                  # N = 1, 8, 32, 64, 128; updates docs/benchmarks.md
+    python benchmarks/bench_serve.py --streams 1 4 --sentences 2 --no-doc   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_model import machine  # noqa: E402
+from benchmarks.report import table, update_doc  # noqa: E402
+from emomon.model.audio import SAMPLE_RATE, read_audio  # noqa: E402
+
+EMODB = ROOT.parent / "shared" / "data" / "emodb" / "wav"
+GOAL_STREAMS, GOAL_P95_S = 64, 1.2
+CHUNK_S = 0.1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, max_streams: int, extra: list[str]) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "emomon.streamer.cli", "serve", "--port", str(port),
+           "--max-streams", str(max_streams), *extra]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read()) from None
+            time.sleep(0.1)
+    raise RuntimeError("the server did not start")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of the process and its children (the model process) so far, from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent's pid
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def programme(sentences: list[np.ndarray], k: int, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple]]:
+    """A client's audio: 1 s of silence, then k random sentences each followed by 1 s of silence;
+    and each sentence's (start_s, end_s) in that audio."""
+    pause = np.zeros(SAMPLE_RATE, np.float32)
+    parts, spans, t = [pause], [], 1.0
+    for i in rng.choice(len(sentences), k, replace=False):
+        s = sentences[i]
+        spans.append((t, t + len(s) / SAMPLE_RATE))
+        t += len(s) / SAMPLE_RATE + 1.0
+        parts += [s, pause]
+    return np.concatenate(parts), spans
+
+
+async def client(url: str, audio: np.ndarray, spans: list[tuple], start_at: float) -> dict:
+    """One client; a connection the server lets fail (no answer to keepalive pings for 20 s,
+    refused) is counted, with what it received before."""
+    from websockets.exceptions import WebSocketException
+
+    received: list[tuple[float, dict]] = []
+    sent_end: dict[int, float] = {}
+    try:
+        await _stream(url, audio, spans, start_at, received, sent_end)
+        failed = 0
+    except (WebSocketException, OSError, TimeoutError):
+        failed = 1
+    return _score(spans, received, sent_end) | {"failed": failed}
+
+
+async def _stream(url: str, audio: np.ndarray, spans: list[tuple], start_at: float, received: list, sent_end: dict):
+    from websockets.asyncio.client import connect
+
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    step = int(CHUNK_S * SAMPLE_RATE)
+    async with connect(url, max_size=None, open_timeout=60) as ws:
+        await ws.recv()  # ready
+
+        async def reader() -> None:
+            async for raw in ws:
+                msg = json.loads(raw)
+                if msg["type"] == "segment":
+                    received.append((time.perf_counter(), msg))
+                elif msg["type"] == "end":
+                    return
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
+        t0 = time.perf_counter()
+        for n, i in enumerate(range(0, len(audio), step)):
+            await asyncio.sleep(max(0.0, t0 + n * CHUNK_S - time.perf_counter()))  # real time
+            await ws.send(pcm[2 * i : 2 * (i + step)])
+            now_s = (i + step) / SAMPLE_RATE
+            for k, (_, end) in enumerate(spans):
+                if k not in sent_end and now_s >= end:
+                    sent_end[k] = time.perf_counter()
+        await ws.send(json.dumps({"type": "end"}))
+        await asyncio.wait_for(task, 120)
+
+
+def _score(spans: list[tuple], received: list[tuple[float, dict]], sent_end: dict[int, float]) -> dict:
+    """Match segments to sentences (by end time) and take each sentence's latency."""
+    latencies, dropped, matched = [], 0, set()
+    for t, msg in received:
+        if msg["status"] == "dropped":
+            dropped += 1
+            continue
+        # the sentence whose end this segment is closest to
+        k = min(range(len(spans)), key=lambda j: abs(spans[j][1] - msg["end_s"]))
+        if abs(spans[k][1] - msg["end_s"]) < 0.8 and k not in matched and k in sent_end:
+            matched.add(k)
+            latencies.append(t - sent_end[k])
+    return dict(sent=len(spans), returned=len(received) - dropped, dropped=dropped, latencies=latencies)
+
+
+async def run_load(port: int, n: int, sentences: list[np.ndarray], k: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    start_at = time.perf_counter() + 2.0 + n * 0.01  # every client connected before the audio starts
+    jobs = []
+    for _ in range(n):
+        audio, spans = programme(sentences, k, rng)
+        jobs.append(client(f"ws://127.0.0.1:{port}/v1/stream", audio, spans, start_at))
+    return await asyncio.gather(*jobs)
+
+
+def bench(n: int, sentences: list[np.ndarray], k: int, extra: list[str]) -> dict:
+    port = free_port()
+    server = start_server(port, max(n, 1), extra)
+    try:
+        cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
+        results = asyncio.run(run_load(port, n, sentences, k, seed=n))
+        cpu = (cpu_seconds(server.pid) - cpu0) / (time.perf_counter() - t0)
+    finally:
+        server.terminate()
+        server.wait(60)
+    lat = sorted(x for r in results for x in r["latencies"])
+    sent = sum(r["sent"] for r in results)
+    row = dict(
+        streams=n, sentences=sent, segments=sum(r["returned"] for r in results),
+        dropped=sum(r["dropped"] for r in results), failed=sum(r["failed"] for r in results), matched=len(lat),
+        p50_s=round(statistics.median(lat), 3) if lat else None,
+        p95_s=round(float(np.percentile(lat, 95)), 3) if lat else None,
+        server_cpu_cores=round(cpu, 2),
+    )  # fmt: skip
+    in_time = row["p95_s"] is not None and row["p95_s"] <= GOAL_P95_S
+    row["holds"] = bool(in_time and row["dropped"] == 0 and row["failed"] == 0 and row["matched"] >= 0.95 * sent)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def render(result: dict) -> str:
+    m, rows = result["machine"], result["rows"]
+    holds = [r["streams"] for r in rows if r["holds"]]
+    largest = max((n for n in holds if all(r["holds"] for r in rows if r["streams"] <= n)), default=0)
+    goal = any(r["streams"] >= GOAL_STREAMS and r["holds"] for r in rows)
+    return (
+        f"Run {m['date']} on {m['cpu']} ({os.cpu_count()} cores), torch {m['torch']}, model "
+        f"`{result['model']}`. Command: `python benchmarks/bench_serve.py{result['args']}`.\n"
+        f"Each client streams {result['sentences_per_client']} Emo-DB sentences between 1 s pauses in real time "
+        "(100 ms messages) on loopback; the clients run in the benchmark's process on the same machine. Latency: "
+        "the client sending a sentence's last sample -> its segment received (VAD hang-over included).\n\n"
+        + table(
+            rows,
+            [
+                ("streams", "streams"),
+                ("sentences", "sentences"),
+                ("segments", "segments"),
+                ("dropped", "dropped"),
+                ("failed", "streams failed"),
+                ("matched", "matched"),
+                ("p50_s", "p50 (s)"),
+                ("p95_s", "p95 (s)"),
+                ("server_cpu_cores", "server CPU (cores)"),
+                ("holds", "real time, none dropped, p95 <= 1.2 s"),
+            ],
+        )  # fmt: skip
+        + f"\nLargest N that holds: **{largest}**. Goal: {GOAL_STREAMS} streams, nothing dropped, p95 <= "
+        f"{GOAL_P95_S} s: **{'met' if goal else 'not met'}**.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32, 64, 128])
+    ap.add_argument("--sentences", type=int, default=4, help="sentences per client")
+    ap.add_argument("--model", help="bundle folder (default: the shipped default)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    ap.add_argument("--no-doc", action="store_true", help="print and save JSON only")
+    args = ap.parse_args(argv)
+    files = sorted(EMODB.glob("*.wav"))
+    if not files:
+        raise SystemExit(f"bench_serve needs Emo-DB at {EMODB}")
+    sentences = [read_audio(f) for f in files[::5]]  # about a hundred sentences, all speakers
+    extra = ["--model", args.model] if args.model else []
+    rows = [bench(n, sentences, args.sentences, extra) for n in args.streams]
+    result = dict(
+        machine=machine("cpu"), rows=rows, model=args.model or "default", sentences_per_client=args.sentences,
+        args="".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
+    )  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_serve.json").write_text(json.dumps(result, indent=2) + "\n")
+    body = render(result)
+    print(body)
+    if not args.no_doc:
+        update_doc(args.doc, body, "bench_serve", "Serve: streams on one model")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
