@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     outputs.add_argument("--attention", action="store_true", help="JSON Lines: add the attention weights")
     outputs.add_argument("--save-audio", metavar="DIR", help="save each scored segment as DIR/<id>.flac")
     outputs.add_argument("--interim", type=float, metavar="S", help="score a segment still open every S s; 0 = off")
+    outputs.add_argument(
+        "--server", metavar="URL", help="stream to an emomon serve (ws://HOST:PORT) instead of a local model"
+    )
+    outputs.add_argument("--token", help="the server's token, with --server")
     for p, default in ((parser, None), (common, argparse.SUPPRESS)):
         p.add_argument(
             "--config", type=Path, default=default, help="settings file (default: ./config.toml when present)"
@@ -104,6 +108,13 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
         raise ConfigError(f"--duration {args.duration} must be a positive number of seconds.")
     duration = args.duration or monitor.duration_s or None
     device = args.input or monitor.input or None
+    if args.server:
+        from .remote import live_via_server
+
+        with quiet_native_stderr(not args.verbose):
+            return live_via_server(
+                device, args.server, args.token, monitor, duration, console, _dashboard(args, cfg, console)
+            )
     predictor = load_predictor(cfg, args.model, None)
     with quiet_native_stderr(not args.verbose):  # PortAudio's own lines only with -v
         return live(predictor, device, cfg.vad, monitor, duration, console, dashboard=_dashboard(args, cfg, console))
@@ -189,6 +200,10 @@ def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
         if args.speed < 0:
             raise ConfigError(f"--speed {args.speed} must be 0 (as fast as possible) or more.")
         monitor = replace(monitor, speed=args.speed)
+    if args.server:
+        from .remote import replay_via_server
+
+        return replay_via_server(paths, args.server, args.token, monitor, console, _dashboard(args, cfg, console))
     predictor = load_predictor(cfg, args.model, args.device)
     return replay(paths, predictor, cfg.vad, monitor, console, dashboard=_dashboard(args, cfg, console))
 

@@ -172,6 +172,29 @@ def test_missing_portaudio_names_the_package(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
+
+def test_live_microphone_scored_by_a_server(virtual_mic: str, tmp_path: Path) -> None:
+    """`emomon live --server`: the virtual microphone streamed to a real `emomon serve`."""
+    from test_serve import Server
+
+    server = Server()
+    out = tmp_path / "live.csv"
+    cmd = [sys.executable, "-m", "emomon.streamer.cli", "live", "--device", "pulse", "--no-dashboard",
+           "--duration", "24", "--server", f"ws://127.0.0.1:{server.port}", "--csv", str(out)]  # fmt: skip
+    try:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(4.0)  # connected and listening
+        subprocess.run(["paplay", f"--device={virtual_mic}", str(SAMPLE)], check=True, timeout=60)
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        server.stop()
+    assert proc.returncode == 0, stderr
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == ["ok"] * 6, stdout + stderr
+    assert f"6 segment(s), 0 dropped, 0 failed via ws://127.0.0.1:{server.port}" in stdout
+
+
 def test_input_that_goes_silent_ends_the_run(virtual_mic: str, tmp_path: Path) -> None:
     """The device stays open but delivers nothing (the null sink suspended): after
     [monitor] input_timeout_s without a block, one sentence naming the device and exit 1."""

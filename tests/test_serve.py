@@ -3,6 +3,7 @@ model, real WebSocket clients (the `websockets` package) streaming real speech."
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import socket
@@ -263,3 +264,32 @@ def test_the_model_in_the_servers_own_process_gives_the_same_results(server: Ser
     assert code == 1000 and len(segments(here)) == 6
     for a, b in zip(segments(here), segments(there)):
         assert a["segment"] == b["segment"] and a["shares"] == b["shares"]
+
+
+def test_replay_through_the_server_logs_what_a_local_replay_logs(server: Server, tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "emomon.streamer.cli", "replay", "--sample", "--no-dashboard", "--speed", "0"]
+    remote = subprocess.run([*cli, "--server", f"ws://127.0.0.1:{server.port}", "--csv", "remote.csv"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    local = subprocess.run([*cli, "--csv", "local.csv"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert remote.returncode == 0 and local.returncode == 0, remote.stderr + local.stderr
+    assert f"6 segment(s) from 1 file(s) via ws://127.0.0.1:{server.port}" in remote.stdout
+    rows = {name: list(csv.DictReader((tmp_path / f"{name}.csv").open())) for name in ("remote", "local")}
+    assert len(rows["remote"]) == len(rows["local"]) == 6
+    for a, b in zip(rows["remote"], rows["local"]):
+        keys = ("segment", "start_s", "end_s", "top_emotion")
+        assert [a[k] for k in keys] == [b[k] for k in keys]
+        assert abs(float(a["anger"]) - float(b["anger"])) < 1e-3  # the same model on the same segments
+
+
+def test_a_refused_remote_stream_is_one_sentence(tmp_path: Path) -> None:
+    s = Server("--token", "s3cret")
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "emomon.streamer.cli", "replay", "--sample", "--no-dashboard",
+             "--server", f"ws://127.0.0.1:{s.port}", "--token", "wrong"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        s.stop()
+    assert out.returncode == 2
+    assert out.stderr == f"emomon: Server ws://127.0.0.1:{s.port} refused the stream: the token is missing or wrong.\n"
