@@ -25,9 +25,10 @@ demo: install
 	$(VENV)/bin/emomon replay --sample --no-dashboard --csv out/demo.csv
 
 # PortAudio for the microphone, PulseAudio for the virtual microphone of the live test,
-# Chromium and its WebDriver for the browser-page test of emomon serve.
-# Installed with apt-get when missing and run as root; otherwise the missing names are printed.
-SYSTEM_PACKAGES = libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins chromium chromium-driver
+# Chromium and its WebDriver for the browser-page test of emomon serve, nginx for its
+# scale-out test. Installed with apt-get when missing and run as root; otherwise the
+# missing names are printed.
+SYSTEM_PACKAGES = libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins chromium chromium-driver nginx-light
 
 system-deps:
 	@command -v dpkg >/dev/null || exit 0; \

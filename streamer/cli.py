@@ -133,6 +133,8 @@ def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     check_bind(settings)  # before the model loads
     logs = {"csv": args.csv, "jsonl": args.jsonl}
     monitor = replace(cfg.monitor, **{k: v for k, v in logs.items() if v is not None})
+    if monitor.jsonl == "-":
+        raise ConfigError("emomon serve writes JSON Lines to a file (--jsonl FILE), not to stdout.")
     if settings.model_process:
         from ..model.bundle import DEFAULT_BUNDLE, load_bundle
         from .model_process import ModelProcess

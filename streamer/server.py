@@ -166,7 +166,7 @@ class Hub:
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
         )  # fmt: skip
         csv = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
-        jsonl = JsonlLog(monitor.jsonl, monitor.attention) if monitor.jsonl and monitor.jsonl != "-" else None
+        jsonl = JsonlLog(monitor.jsonl, monitor.attention) if monitor.jsonl else None
         self.logs = Outputs(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), csv, jsonl, csv_interim=monitor.csv_interim)
         self.worker = InferenceWorker(
             predictor, self._on_result, settings.queue_size, settings.max_batch, drop_oldest=True
@@ -207,9 +207,9 @@ class Hub:
         with self.lock:
             self.streams.pop(stream.key, None)
         self.m_streams.set(len(self.streams))
-        self.predictor_sessions_end(stream.key)
+        self._end_session(stream.key)
 
-    def predictor_sessions_end(self, key: str) -> None:
+    def _end_session(self, key: str) -> None:
         end = getattr(self.predictor, "end_session", None)
         if end is not None:
             end(key)

@@ -293,3 +293,12 @@ def test_a_refused_remote_stream_is_one_sentence(tmp_path: Path) -> None:
         s.stop()
     assert out.returncode == 2
     assert out.stderr == f"emomon: Server ws://127.0.0.1:{s.port} refused the stream: the token is missing or wrong.\n"
+
+
+def test_serve_jsonl_goes_to_a_file_not_stdout() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "emomon.streamer.cli", "serve", "--port", str(free_port()), "--jsonl", "-"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr == "emomon: emomon serve writes JSON Lines to a file (--jsonl FILE), not to stdout.\n"
