@@ -204,7 +204,7 @@ def stats_line(s: Snapshot) -> Text:
     rtf = "-" if s.rtf is None else f"{s.rtf:.2f}"
     return Text(
         f"segments {s.segments}   dropped {s.dropped}   failed {s.failed}   interim {s.interim}   queue {s.queue}   "
-        f"latency p50 {ms(s.p50)} p95 {ms(s.p95)}   real-time factor {rtf}"
+        f"latency p50 {ms(s.p50)} p95 {ms(s.p95)}   RTF {rtf}"
     )
 
 
