@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
     sv.add_argument("--token", help="clients must send it (Authorization: Bearer TOKEN, or ?token=TOKEN)")
     sv.add_argument("--max-streams", type=int, help="open streams at once (default 64)")
-    sv.add_argument("--csv", help="append every stream's segments to this CSV file (source = stream-N)")
+    sv.add_argument("--csv", help="append every stream's segments to this CSV file (with a stream column)")
     sv.add_argument("--jsonl", help="append every stream's segments to this JSON Lines file")
     sv.add_argument("--device", help="compute device: auto, cpu, cuda or cuda:N")
     sv.set_defaults(run=run_serve)

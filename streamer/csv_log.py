@@ -31,6 +31,7 @@ class Row:
     latency_ms: float | None = None
     status: str = "ok"
     id: str = ""  # RUN-SOURCE-NNNN, shared with the JSON Lines record and the saved audio
+    stream: int | None = None  # emomon serve: the stream's number (the CSV's `stream` column)
 
     @property
     def top_emotion(self) -> str:
@@ -38,11 +39,12 @@ class Row:
 
 
 class CsvLog:
-    def __init__(self, path: str | Path, emotions: Sequence[str]) -> None:
+    def __init__(self, path: str | Path, emotions: Sequence[str], streams: bool = False) -> None:
         self.path = Path(path)
         self.emotions = tuple(emotions)
+        self.streams = streams  # emomon serve: a `stream` column after `id`
         self.header = [
-            "id", "source", "segment", "start_s", "end_s", "duration_s", "wall_time",
+            "id", *(["stream"] if streams else []), "source", "segment", "start_s", "end_s", "duration_s", "wall_time",
             *self.emotions, "top_emotion", "latency_ms", "status",
         ]  # fmt: skip
         exists = self.path.is_file() and self.path.stat().st_size > 0
@@ -76,7 +78,8 @@ class CsvLog:
         shares = row.shares or {}
         self._writer.writerow(
             [
-                row.id, row.source, row.segment, f"{row.start_s:.3f}", f"{row.end_s:.3f}",
+                row.id, *([row.stream] if self.streams else []), row.source, row.segment,
+                f"{row.start_s:.3f}", f"{row.end_s:.3f}",
                 f"{row.end_s - row.start_s:.3f}", row.wall_time,
                 *(f"{shares[e]:.4f}" if e in shares else "" for e in self.emotions),
                 row.top_emotion, "" if row.latency_ms is None else f"{row.latency_ms:.1f}", row.status,

@@ -31,6 +31,7 @@ def record(row: Row, interim: bool = False, attention: np.ndarray | None = None,
     out: dict[str, Any] = {
         "type": "interim" if interim else "segment",
         "id": row.id,
+        **({"stream": row.stream} if row.stream is not None else {}),
         "source": row.source,
         "segment": row.segment,
         "start_s": round(row.start_s, 3),

@@ -165,7 +165,7 @@ class Hub:
             "emomon_latency_seconds", "Segment complete -> result ready", registry=self.registry,
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
         )  # fmt: skip
-        csv = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
+        csv = CsvLog(monitor.csv, predictor.emotions, streams=True) if monitor.csv else None
         jsonl = JsonlLog(monitor.jsonl, monitor.attention) if monitor.jsonl else None
         self.logs = Outputs(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), csv, jsonl, csv_interim=monitor.csv_interim)
         self.worker = InferenceWorker(
@@ -218,10 +218,10 @@ class Hub:
         from .worker import Job
 
         for s in stream.seg.push(audio):
-            self.submit(stream, Job(stream.key, s))
+            self.submit(stream, Job(stream.key, s, stream=stream.id))
         so_far = stream.interim.due(stream.seg)
         if so_far is not None:
-            self.worker.submit_interim(Job(stream.key, so_far, interim=True))
+            self.worker.submit_interim(Job(stream.key, so_far, interim=True, stream=stream.id))
 
     def submit(self, stream: Stream, job) -> None:
         stream.pending += 1
@@ -236,7 +236,7 @@ class Hub:
             self.feed(stream, stream.resampler.resample_chunk(np.zeros(0, np.float32), last=True))
         last = stream.seg.finish()
         if last is not None:
-            self.submit(stream, Job(stream.key, last))
+            self.submit(stream, Job(stream.key, last, stream=stream.id))
 
     def health(self) -> dict[str, Any]:
         return {

@@ -60,6 +60,7 @@ class Outputs:
         row = Row(
             result.job.source, seg.index, seg.start_s, seg.end_s, wall, p.shares if p else None, result.latency_ms,
             "interim" if interim else result.status, segment_id(self.run, result.job.source, seg.index),
+            result.job.stream,
         )  # fmt: skip
         if self.csv is not None and (self.csv_interim or not interim):
             self.csv.write(row)

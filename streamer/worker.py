@@ -42,6 +42,7 @@ class Job:
     segment: Segment
     ready: float = field(default_factory=time.perf_counter)  # when the segment was complete
     interim: bool = False  # the audio so far of a segment that is still open
+    stream: int | None = None  # emomon serve: the stream it came from
 
 
 @dataclass

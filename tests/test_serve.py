@@ -222,7 +222,7 @@ def test_binding_beyond_loopback_needs_a_token() -> None:
 
 
 def test_sigterm_finishes_open_streams_and_closes_them_with_1001(tmp_path: Path) -> None:
-    s = Server("--csv", str(tmp_path / "serve.csv"))
+    s = Server("--csv", str(tmp_path / "serve.csv"), "--jsonl", str(tmp_path / "serve.jsonl"))
     data = pcm()
     with connect(s.url) as ws:
         ws.recv(timeout=20)
@@ -236,8 +236,10 @@ def test_sigterm_finishes_open_streams_and_closes_them_with_1001(tmp_path: Path)
     stdout, _ = s.stop()
     assert ws.close_code == 1001 and s.proc.returncode == 0
     assert [m["segment"] for m in segments(got)] == [0, 1, 2]  # the open segment was flushed and sent
-    rows = (tmp_path / "serve.csv").read_text().splitlines()
-    assert len(rows) == 4 and all(",stream-1," in r for r in rows[1:])
+    rows = list(csv.DictReader((tmp_path / "serve.csv").open()))
+    assert len(rows) == 3 and all(r["stream"] == "1" and r["source"] == "stream-1" for r in rows)
+    records = [json.loads(x) for x in (tmp_path / "serve.jsonl").read_text().splitlines()]
+    assert [(r["stream"], r["segment"]) for r in records if r["type"] == "segment"] == [(1, 0), (1, 1), (1, 2)]
 
 
 def test_a_client_that_vanishes_costs_nothing_more(server: Server) -> None:
