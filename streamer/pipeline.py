@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 
 from ..model.audio import SAMPLE_RATE
-from .audio_saver import AudioSaver
 from .config import MonitorSettings
-from .csv_log import CsvLog
 from .dashboard import Dashboard, Header, MonitorState
-from .jsonl_log import JsonlLog
 from .segmenter import Segment, Segmenter
 from .sinks import Outputs
 from .worker import InferenceWorker, Job
@@ -67,21 +64,12 @@ class Pipeline:
         input_name: str = "",
     ) -> None:
         self.interim_s = monitor.interim_s if (drop_oldest or monitor.speed > 0) else 0.0  # off as fast as possible
-        csv = CsvLog(monitor.csv, predictor.emotions) if monitor.csv else None
-        try:
-            jsonl = JsonlLog(monitor.jsonl, monitor.attention) if monitor.jsonl else None
-        except Exception:
-            if csv is not None:
-                csv.close()
-            raise
-        saver = AudioSaver(monitor.save_audio) if monitor.save_audio else None
         header = Header(input_name, **predictor.describe())
         self.state = MonitorState(predictor.emotions, header=header) if dashboard else None
-        self.outputs = Outputs(
-            datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"), csv, jsonl, saver, None if dashboard else console,
-            self.state, stream_start, monitor.csv_interim,
-        )  # fmt: skip
-        self.saver = saver
+        self.outputs = Outputs.open(
+            monitor, predictor.emotions, None if dashboard else console, self.state, stream_start
+        )
+        self.saver = self.outputs.saver
         self.worker = InferenceWorker(predictor, self.outputs, monitor.queue_size, monitor.max_batch, drop_oldest)
         self.worker.start()
         self.screen = Dashboard(self.state, console) if self.state is not None else contextlib.nullcontext()

@@ -153,25 +153,17 @@ class _Outputs:
 
     def open(self, remote: RemoteStream) -> None:
         import contextlib
-        from datetime import UTC, datetime
 
-        from .csv_log import CsvLog
         from .dashboard import Dashboard, Header, MonitorState
-        from .jsonl_log import JsonlLog
         from .sinks import Outputs
 
         if self.sink is not None:
             return
-        m = self.monitor
-        csv = CsvLog(m.csv, remote.emotions) if m.csv else None
-        jsonl = JsonlLog(m.jsonl, m.attention) if m.jsonl else None
         if self.dashboard:
             header = Header(self.input_name, f"{remote.model} @ {self.server}", "", f"{len(remote.emotions)} emotions")
             self.state = MonitorState(remote.emotions, header=header)
-        self.sink = Outputs(
-            datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"), csv, jsonl, None,
-            None if self.dashboard else self.console, self.state, None, m.csv_interim,
-        )  # fmt: skip
+        console = None if self.dashboard else self.console
+        self.sink = Outputs.open(self.monitor, remote.emotions, console, self.state, save_audio=False)
         self.screen = Dashboard(self.state, self.console) if self.state is not None else contextlib.nullcontext()
         self.screen.__enter__()
 

@@ -143,10 +143,8 @@ class Hub:
     ) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-        from .csv_log import CsvLog
-        from .jsonl_log import JsonlLog
         from .sinks import Outputs
-        from .worker import InferenceWorker
+        from .worker import InferenceWorker, Job
 
         self.predictor, self.settings, self.vad, self.monitor = predictor, settings, vad, monitor
         self.streams: dict[str, Stream] = {}
@@ -165,9 +163,8 @@ class Hub:
             "emomon_latency_seconds", "Segment complete -> result ready", registry=self.registry,
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
         )  # fmt: skip
-        csv = CsvLog(monitor.csv, predictor.emotions, streams=True) if monitor.csv else None
-        jsonl = JsonlLog(monitor.jsonl, monitor.attention) if monitor.jsonl else None
-        self.logs = Outputs(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), csv, jsonl, csv_interim=monitor.csv_interim)
+        self.logs = Outputs.open(monitor, predictor.emotions, save_audio=False, streams=True)
+        self.Job = Job  # the worker's job type, without an import on every audio message
         self.worker = InferenceWorker(
             predictor, self._on_result, settings.queue_size, settings.max_batch, drop_oldest=True
         ).start()
@@ -207,16 +204,11 @@ class Hub:
         with self.lock:
             self.streams.pop(stream.key, None)
         self.m_streams.set(len(self.streams))
-        self._end_session(stream.key)
+        self.predictor.end_session(stream.key)
 
-    def _end_session(self, key: str) -> None:
-        end = getattr(self.predictor, "end_session", None)
-        if end is not None:
-            end(key)
 
     def feed(self, stream: Stream, audio: np.ndarray) -> None:
-        from .worker import Job
-
+        Job = self.Job
         for s in stream.seg.push(audio):
             self.submit(stream, Job(stream.key, s, stream=stream.id))
         so_far = stream.interim.due(stream.seg)
@@ -230,8 +222,7 @@ class Hub:
 
     def flush(self, stream: Stream) -> None:
         """End of the stream's audio: the resampler's tail and the open segment go in."""
-        from .worker import Job
-
+        Job = self.Job
         if stream.resampler is not None:
             self.feed(stream, stream.resampler.resample_chunk(np.zeros(0, np.float32), last=True))
         last = stream.seg.finish()

@@ -53,6 +53,32 @@ class Outputs:
         self.run, self.csv, self.jsonl, self.saver = run, csv, jsonl, saver
         self.console, self.state, self.stream_start, self.csv_interim = console, state, stream_start, csv_interim
 
+    @classmethod
+    def open(
+        cls,
+        monitor,
+        emotions: tuple[str, ...],
+        console: Console | None = None,
+        state: MonitorState | None = None,
+        stream_start: Callable[[], datetime | None] | None = None,
+        save_audio: bool = True,
+        streams: bool = False,
+    ) -> Outputs:
+        """The outputs [monitor] asks for (CSV, JSON Lines, saved audio), for a new run: the one
+        place that opens them, for live, replay, --server and serve (`streams`: a stream column)."""
+        from datetime import UTC
+
+        csv = CsvLog(monitor.csv, emotions, streams=streams) if monitor.csv else None
+        try:
+            jsonl = JsonlLog(monitor.jsonl, monitor.attention) if monitor.jsonl else None
+        except Exception:
+            if csv is not None:
+                csv.close()
+            raise
+        saver = AudioSaver(monitor.save_audio) if monitor.save_audio and save_audio else None
+        run = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return cls(run, csv, jsonl, saver, console, state, stream_start, monitor.csv_interim)
+
     def __call__(self, result: Result) -> None:
         seg, interim, p = result.job.segment, result.job.interim, result.prediction
         t0 = self.stream_start() if self.stream_start else None
