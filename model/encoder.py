@@ -21,6 +21,7 @@ torch and transformers are imported inside the functions that need them, so that
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -340,31 +341,28 @@ class OpenSmileEncoder:
     ComParE_2016 (65 values and their regression deltas: 130)."""
 
     def __init__(self, spec: EncoderSpec | None = None) -> None:
-        try:
-            import opensmile
-        except ImportError as e:
-            raise EncoderLoadError("The openSMILE encoders need the 'opensmile' package: pip install opensmile.") from e
         import torch
+
+        from .smile import SmileLLD
 
         self.spec = spec or EncoderSpec(kind="egemaps", name="eGeMAPSv02")
         feature_set, values, self.with_deltas = OPENSMILE_SETS[self.spec.kind]
-        self.smile = opensmile.Smile(
-            feature_set=getattr(opensmile.FeatureSet, feature_set),
-            feature_level=opensmile.FeatureLevel.LowLevelDescriptors,
-        )
+        self.smile = SmileLLD(feature_set, SAMPLE_RATE)
+        if self.smile.dim != values:
+            raise EncoderLoadError(f"openSMILE's {feature_set} gave {self.smile.dim} descriptors instead of {values}.")
         self.dim = values * (2 if self.with_deltas else 1)
         self.num_layers = 1
         self.frame_hop_s = OPENSMILE_HOP_S
         self.device = torch.device("cpu")
         self.compute = "float32"  # openSMILE computes in float32 on the CPU, whatever [runtime] says
-        self.revision = f"opensmile-{opensmile.__version__}"
+        self.revision = f"opensmile-{importlib.metadata.version('opensmile')}"
 
     def encode(self, segments: Sequence[np.ndarray]) -> Embeddings:
         import torch
 
         feats = []
         for s in segments:  # openSMILE is a C library that takes one signal per call
-            lld = self.smile.process_signal(np.asarray(s, dtype=np.float32), SAMPLE_RATE).to_numpy(dtype=np.float32)
+            lld = self.smile(s)
             if self.with_deltas:
                 lld = np.concatenate([lld, deltas(lld)], axis=1)
             feats.append(torch.from_numpy(np.ascontiguousarray(lld)))

@@ -13,8 +13,10 @@ import pytest
 import torch
 from conftest import load_clip
 
+from emomon.model.audio import SAMPLE_RATE
 from emomon.model.encoder import OPENSMILE_SETS, SSLEncoder, deltas, load_encoder
 from emomon.model.errors import ConfigError, EncoderLoadError
+from emomon.model.smile import SmileLLD
 from emomon.model.specs import EncoderSpec
 
 
@@ -162,6 +164,34 @@ def test_compare_descriptors_with_deltas_on_real_speech(clips) -> None:
     # The second half is the regression delta of the first.
     seg = emb.segment(0).numpy()
     assert np.allclose(seg[:, 65:], deltas(seg[:, :65]), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", sorted(OPENSMILE_SETS))
+def test_descriptors_are_opensmiles_own_bit_for_bit(kind: str, clips) -> None:
+    """SmileLLD leaves the functionals out and resets one instance between signals; the frames
+    are still exactly those of opensmile.Smile.process_signal, for every signal after the first."""
+    import opensmile
+
+    name = OPENSMILE_SETS[kind][0]
+    reference = opensmile.Smile(
+        feature_set=opensmile.FeatureSet[name], feature_level=opensmile.FeatureLevel.LowLevelDescriptors
+    )
+    lld = SmileLLD(name, SAMPLE_RATE)
+    assert lld.dim == OPENSMILE_SETS[kind][1]
+    for clip in clips + clips[::-1]:
+        expected = reference.process_signal(clip, SAMPLE_RATE).to_numpy(np.float32)
+        assert np.array_equal(lld(clip), expected)
+
+
+def test_descriptors_of_short_and_full_scale_signals(clips) -> None:
+    lld = SmileLLD("ComParE_2016", SAMPLE_RATE)
+    short = lld(np.zeros(80, dtype=np.float32))  # shorter than one analysis window
+    assert short.shape == (1, 65) and np.isnan(short).all()
+    # Full scale (1.0) is clipped to the largest 16-bit sample, not wrapped round to -32768.
+    peaks = np.abs(clips[0]).astype(np.float32)
+    peaks[::40] = 1.0
+    assert np.array_equal(lld(peaks), lld(np.minimum(peaks, np.float32(32767 / 32768))))
+    assert np.isfinite(lld(clips[1])).all()  # and the instance works on after both
 
 
 def test_deltas_of_a_ramp_are_its_slope() -> None:
