@@ -56,11 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    import opensmile
+
     from emomon.model.audio import SAMPLE_RATE, read_audio
     from emomon.model.bundle import DEFAULT_BUNDLE
     from emomon.model.predictor import Predictor
-
-    import opensmile
 
     predictor = Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu")
     # The descriptors as opensmile's own wrapper computes them (the whole configuration, functionals
@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         + "\nThe encoder runs openSMILE's ComParE descriptors through its SMILEapi without the functionals "
         "(model/smile.py); the last column times the same descriptors through `opensmile.Smile.process_signal`, "
-        "the way the encoder computed them before, in the same run.\n"
-        + f"\n{verdict}\n"
+        "the way the encoder computed them before, in the same run.\n" + f"\n{verdict}\n"
     )
     print(body)
     args.out.mkdir(parents=True, exist_ok=True)
