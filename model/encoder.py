@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,18 +339,27 @@ def deltas(x: np.ndarray, window: int = DELTA_WINDOW) -> np.ndarray:
 
 class OpenSmileEncoder:
     """openSMILE low-level descriptors every 10 ms on the CPU: eGeMAPSv02 (25 values) or
-    ComParE_2016 (65 values and their regression deltas: 130)."""
+    ComParE_2016 (65 values and their regression deltas: 130).
 
-    def __init__(self, spec: EncoderSpec | None = None) -> None:
+    openSMILE takes one signal per call and releases the interpreter lock while it runs, so
+    the segments of one `encode` call are spread over `threads` threads, each with its own
+    openSMILE instance (default: as many as torch may use, `torch.get_num_threads()`)."""
+
+    def __init__(self, spec: EncoderSpec | None = None, threads: int | None = None) -> None:
         import torch
 
         from .smile import SmileLLD
 
         self.spec = spec or EncoderSpec(kind="egemaps", name="eGeMAPSv02")
-        feature_set, values, self.with_deltas = OPENSMILE_SETS[self.spec.kind]
-        self.smile = SmileLLD(feature_set, SAMPLE_RATE)
+        self.feature_set, values, self.with_deltas = OPENSMILE_SETS[self.spec.kind]
+        self.smile = SmileLLD(self.feature_set, SAMPLE_RATE)
         if self.smile.dim != values:
-            raise EncoderLoadError(f"openSMILE's {feature_set} gave {self.smile.dim} descriptors instead of {values}.")
+            raise EncoderLoadError(
+                f"openSMILE's {self.feature_set} gave {self.smile.dim} descriptors instead of {values}."
+            )
+        self.threads = max(1, threads or torch.get_num_threads())
+        self._pool = None
+        self._local = threading.local()
         self.dim = values * (2 if self.with_deltas else 1)
         self.num_layers = 1
         self.frame_hop_s = OPENSMILE_HOP_S
@@ -357,14 +367,28 @@ class OpenSmileEncoder:
         self.compute = "float32"  # openSMILE computes in float32 on the CPU, whatever [runtime] says
         self.revision = f"opensmile-{importlib.metadata.version('opensmile')}"
 
+    def _descriptors(self, segment: np.ndarray) -> np.ndarray:
+        """One segment's (frames, dim) features, on a pool thread's own openSMILE instance."""
+        from .smile import SmileLLD
+
+        smile = getattr(self._local, "smile", None)
+        if smile is None:
+            smile = self._local.smile = SmileLLD(self.feature_set, SAMPLE_RATE)
+        return self._with_deltas(smile(segment))
+
+    def _with_deltas(self, lld: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.concatenate([lld, deltas(lld)], axis=1) if self.with_deltas else lld)
+
     def encode(self, segments: Sequence[np.ndarray]) -> Embeddings:
         import torch
 
-        feats = []
-        for s in segments:  # openSMILE is a C library that takes one signal per call
-            lld = self.smile(s)
-            if self.with_deltas:
-                lld = np.concatenate([lld, deltas(lld)], axis=1)
-            feats.append(torch.from_numpy(np.ascontiguousarray(lld)))
-        padded, lengths = pad_sequences(feats)
+        if self.threads == 1 or len(segments) == 1:
+            feats = [self._with_deltas(self.smile(s)) for s in segments]
+        else:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="emomon-opensmile")
+            feats = list(self._pool.map(self._descriptors, segments))
+        padded, lengths = pad_sequences([torch.from_numpy(f) for f in feats])
         return Embeddings(padded, lengths, self.frame_hop_s)

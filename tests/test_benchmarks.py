@@ -60,15 +60,18 @@ def test_bench_default_model_quick_run(tmp_path: Path) -> None:
 
 
 def test_bench_serve_quick_run(tmp_path: Path) -> None:
-    """Two real-time clients against a real server: every sentence comes back with a latency."""
+    """Two real-time clients against a real server, staggered and then aligned: every sentence
+    comes back with a latency."""
     out = subprocess.run(
         [sys.executable, "benchmarks/bench_serve.py", "--streams", "2", "--sentences", "2", "--no-doc",
-         "--out", str(tmp_path)],
+         "--also-aligned", "2", "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
-    (row,) = json.loads((tmp_path / "bench_serve.json").read_text())["rows"]
-    assert row["streams"] == 2 and row["sentences"] == 4 and row["dropped"] == 0
-    assert row["matched"] == 4 and 0.3 < row["p50_s"] <= row["p95_s"] < 5.0  # the 0.6 s hang-over is inside
-    assert 0 < row["server_cpu_cores"] <= 2.5
-    assert "Largest N that holds" in out.stdout
+    rows = json.loads((tmp_path / "bench_serve.json").read_text())["rows"]
+    assert [r["starts"] for r in rows] == ["staggered", "aligned"]
+    for row in rows:
+        assert row["streams"] == 2 and row["sentences"] == 4 and row["dropped"] == 0
+        assert row["matched"] == 4 and 0.3 < row["p50_s"] <= row["p95_s"] < 5.0  # the 0.6 s hang-over is inside
+        assert 0 < row["server_cpu_cores"] <= 2.5
+    assert "Largest N that holds: staggered **" in out.stdout and "aligned **" in out.stdout

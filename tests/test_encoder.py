@@ -183,6 +183,19 @@ def test_descriptors_are_opensmiles_own_bit_for_bit(kind: str, clips) -> None:
         assert np.array_equal(lld(clip), expected)
 
 
+def test_threads_give_the_same_descriptors_in_order(emodb_rows) -> None:
+    from emomon.model.encoder import OpenSmileEncoder
+
+    spec = EncoderSpec(kind="compare", name="ComParE_2016")
+    segments = [load_clip(r["file"].split("/")[-1]) for r in emodb_rows[:24]]
+    segments = [s[: len(s) - 800 * (i % 5)] for i, s in enumerate(segments)]  # lengths differ
+    one, three = OpenSmileEncoder(spec, threads=1), OpenSmileEncoder(spec, threads=3)
+    assert three.threads == 3
+    a, b = one.encode(segments), three.encode(segments)
+    assert torch.equal(a.lengths, b.lengths) and torch.equal(a.features, b.features)
+    assert torch.equal(three.encode(segments[:2]).features, one.encode(segments[:2]).features)
+
+
 def test_descriptors_of_short_and_full_scale_signals(clips) -> None:
     lld = SmileLLD("ComParE_2016", SAMPLE_RATE)
     short = lld(np.zeros(80, dtype=np.float32))  # shorter than one analysis window
