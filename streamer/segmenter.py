@@ -34,7 +34,9 @@ segment, never open one.
 
 from __future__ import annotations
 
+import bisect
 import collections
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,17 +89,39 @@ HIGH_BAND_HZ = 4000  # WebRTC VAD hears below this
 HIGH_BAND_FLOOR_DBFS = -70.0  # below this a 4-8 kHz level is a recording's own noise, never a word ending
 
 
-def percentile(values: collections.deque[float], q: float) -> float:
-    """np.percentile(values, q) (linear interpolation) by partial sorting: a third of its
-    time on the VAD's 5 s windows, which it runs for every frame of every stream."""
-    a = np.fromiter(values, np.float64, len(values))
-    k = q / 100 * (len(a) - 1)
-    lo = int(k)
-    hi = min(lo + 1, len(a) - 1)
-    part = np.partition(a, (lo, hi))
-    t = k - lo
-    lo_v, hi_v = float(part[lo]), float(part[hi])
-    return hi_v - (hi_v - lo_v) * (1 - t) if t >= 0.5 else lo_v + (hi_v - lo_v) * t  # numpy's own _lerp
+class RollingPercentile:
+    """A percentile of the last `size` values, as np.percentile (linear interpolation) gives it.
+
+    The values are kept sorted as well as in order (bisect on a list: two memmoves of at most
+    `size` floats per value), so that the VAD, which asks for the background level at every
+    frame of every stream, does not sort its 5 s history each time."""
+
+    def __init__(self, size: int) -> None:
+        self.order: collections.deque[float] = collections.deque()
+        self.sorted: list[float] = []
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def add(self, value: float) -> None:
+        if len(self.order) == self.size:
+            del self.sorted[bisect.bisect_left(self.sorted, self.order.popleft())]
+        self.order.append(value)
+        bisect.insort(self.sorted, value)
+
+    def clear(self) -> None:
+        self.order.clear()
+        self.sorted.clear()
+
+    def value(self, q: float) -> float:
+        a = self.sorted
+        k = q / 100 * (len(a) - 1)
+        lo = int(k)
+        hi = min(lo + 1, len(a) - 1)
+        t = k - lo
+        lo_v, hi_v = a[lo], a[hi]
+        return hi_v - (hi_v - lo_v) * (1 - t) if t >= 0.5 else lo_v + (hi_v - lo_v) * t  # numpy's own _lerp
 
 
 @dataclass
@@ -122,8 +146,8 @@ class Segmenter:
         self.window = self.s.window_ms // self.s.frame_ms  # frames looked at to open a segment
         self.hangover = self.s.hangover_ms // self.s.frame_ms  # frames looked at to close it
         n_background = int(BACKGROUND_S * 1000 / self.s.frame_ms)
-        self.levels: collections.deque[float] = collections.deque(maxlen=n_background)  # dBFS per frame
-        self.high_levels: collections.deque[float] = collections.deque(maxlen=n_background)  # 4-8 kHz, dB
+        self.levels = RollingPercentile(n_background)  # dBFS per frame
+        self.high_levels = RollingPercentile(n_background)  # 4-8 kHz, dB
         self.taper = np.hanning(self.frame)
         self.taper_power = float(np.sum(self.taper**2))
         self.high_bins = np.fft.rfftfreq(self.frame, 1 / SAMPLE_RATE) >= HIGH_BAND_HZ
@@ -157,9 +181,17 @@ class Segmenter:
         audio = np.concatenate([self.pending, np.asarray(chunk, np.float32).ravel()])
         n = len(audio) // self.frame * self.frame
         self.pending = audio[n:]
+        if n == 0:
+            return []
+        # What does not depend on the frames before, for the whole chunk at once: levels,
+        # the 4-8 kHz band's levels and the 16-bit samples the VAD reads.
+        frames = audio[:n].reshape(-1, self.frame)
+        power = np.mean(frames**2, axis=1, dtype=np.float64)
+        high = self._high_band_power(frames)
+        pcm = (np.clip(frames, -1.0, 1.0) * 32767).astype("<i2")
         out = []
-        for i in range(0, n, self.frame):
-            seg = self._frame(audio[i : i + self.frame])
+        for k in range(len(frames)):
+            seg = self._frame(frames[k], float(power[k]), None if high is None else float(high[k]), pcm[k])
             if seg is not None:
                 out.append(seg)
         return out
@@ -184,32 +216,36 @@ class Segmenter:
     def _ms(self, ms: int) -> int:
         return SAMPLE_RATE * ms // 1000
 
-    def _voiced(self, frame: np.ndarray) -> bool:
-        """WebRTC VAD's decision on the frame, turned down when the background is loud."""
-        power = float(np.mean(frame**2))
+    def _voiced(self, frame: np.ndarray, power: float, pcm: np.ndarray) -> bool:
+        """WebRTC VAD's decision on the frame (`pcm`: its 16-bit samples), turned down when
+        the background is loud."""
         self.level = power**0.5
-        self.levels.append(max(SILENCE_DBFS, 10 * np.log10(power + 1e-12)))
-        self.background_dbfs = percentile(self.levels, BACKGROUND_PERCENTILE)
+        self.levels.add(max(SILENCE_DBFS, 10 * math.log10(power + 1e-12)))
+        self.background_dbfs = self.levels.value(BACKGROUND_PERCENTILE)
         excess_db = self.background_dbfs - self.s.max_background_dbfs
         if self.s.max_background_dbfs < 0 and excess_db > 0:
-            frame = frame * 10 ** (-excess_db / 20)
-        pcm = (np.clip(frame, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-        return self.vad.is_speech(pcm, SAMPLE_RATE)
+            pcm = (np.clip(frame * 10 ** (-excess_db / 20), -1.0, 1.0) * 32767).astype("<i2")
+        return self.vad.is_speech(pcm.tobytes(), SAMPLE_RATE)
 
-    def _high_band_loud(self, frame: np.ndarray) -> bool:
-        """Whether the frame's 4-8 kHz level is `high_band_db` above that band's background."""
+    def _high_band_power(self, frames: np.ndarray) -> np.ndarray | None:
+        """Each frame's 4-8 kHz power (the band's share of the mean power); None when that rule is off."""
         if self.s.high_band_db == 0:
-            return False  # off: no spectrum, no history
-        spectrum = np.abs(np.fft.rfft(frame * self.taper)[self.high_bins]) ** 2
-        power = 2 * float(spectrum.sum()) / (self.frame * self.taper_power)  # the band's share of the mean power
-        level = max(SILENCE_DBFS, 10 * np.log10(power + 1e-12))
-        self.high_levels.append(level)
-        background = max(HIGH_BAND_FLOOR_DBFS, percentile(self.high_levels, BACKGROUND_PERCENTILE))
+            return None  # off: no spectrum, no history
+        spectrum = np.abs(np.fft.rfft(frames * self.taper, axis=1)[:, self.high_bins]) ** 2
+        return 2 * spectrum.sum(axis=1) / (self.frame * self.taper_power)
+
+    def _high_band_loud(self, power: float | None) -> bool:
+        """Whether the frame's 4-8 kHz level is `high_band_db` above that band's background."""
+        if power is None:
+            return False
+        level = max(SILENCE_DBFS, 10 * math.log10(power + 1e-12))
+        self.high_levels.add(level)
+        background = max(HIGH_BAND_FLOOR_DBFS, self.high_levels.value(BACKGROUND_PERCENTILE))
         return level >= background + self.s.high_band_db
 
-    def _frame(self, frame: np.ndarray) -> Segment | None:
-        voiced = self._voiced(frame)
-        if self._high_band_loud(frame) and self.in_speech and not voiced and self.closing[-1]:
+    def _frame(self, frame: np.ndarray, power: float, high_power: float | None, pcm: np.ndarray) -> Segment | None:
+        voiced = self._voiced(frame, power, pcm)
+        if self._high_band_loud(high_power) and self.in_speech and not voiced and self.closing[-1]:
             voiced = True  # a word ending WebRTC VAD cannot hear: continues the segment
         start = self.t
         self.t += len(frame)

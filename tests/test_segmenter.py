@@ -175,14 +175,18 @@ def test_settings_are_checked(bad: dict) -> None:
         VadSettings(**bad)
 
 
-def test_fast_percentile_equals_numpy_exactly() -> None:
-    import collections
-
-    from emomon.streamer.segmenter import percentile
+def test_rolling_percentile_equals_numpy_exactly() -> None:
+    from emomon.streamer.segmenter import RollingPercentile
 
     rng = np.random.default_rng(0)
-    for n in (1, 2, 3, 10, 166, 167):
-        for _ in range(100):
-            values = collections.deque(rng.normal(-50, 10, n).tolist())
+    for size in (1, 2, 3, 10, 167):
+        rolling = RollingPercentile(size)
+        stream = np.round(rng.normal(-50, 10, 3 * size + 20), 1).tolist()  # ties included
+        for i, x in enumerate(stream):
+            rolling.add(x)
+            window = stream[max(0, i + 1 - size) : i + 1]
+            assert len(rolling) == len(window)
             for q in (10, 50, 90):
-                assert percentile(values, q) == float(np.percentile(values, q))
+                assert rolling.value(q) == float(np.percentile(window, q))
+        rolling.clear()
+        assert len(rolling) == 0
