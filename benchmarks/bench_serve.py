@@ -112,7 +112,7 @@ async def _stream(url: str, audio: np.ndarray, spans: list[tuple], start_at: flo
 
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
     step = int(CHUNK_S * SAMPLE_RATE)
-    async with connect(url, max_size=None, open_timeout=60) as ws:
+    async with connect(url, max_size=None, open_timeout=60, compression=None) as ws:
         await ws.recv()  # ready
 
         async def reader() -> None:

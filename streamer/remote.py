@@ -48,7 +48,7 @@ class RemoteStream:
         self.processed = self.dropped = self.failed = self.interim = 0
         self.error = ""
         try:
-            self.ws = connect(stream_url(server, token), max_size=None, open_timeout=20)
+            self.ws = connect(stream_url(server, token), max_size=None, open_timeout=20, compression=None)
             ready = json.loads(self.ws.recv(timeout=20))
         except InvalidStatus as e:
             code = e.response.status_code

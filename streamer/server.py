@@ -390,7 +390,9 @@ def serve(predictor: Predictor, settings: ServeSettings, vad: VadSettings, monit
     app = create_app(hub)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, ws="websockets-sansio", ws_max_size=2 * MAX_MESSAGE_BYTES,
-        log_level="warning", lifespan="off", timeout_graceful_shutdown=30,
+        # No permessage-deflate: PCM hardly compresses, and inflating every stream's audio cost the
+        # event loop CPU on every message for nothing; results are a few hundred bytes.
+        ws_per_message_deflate=False, log_level="warning", lifespan="off", timeout_graceful_shutdown=30,
     )  # fmt: skip
     server = _make_server(config, hub)
     console.print(

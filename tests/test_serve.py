@@ -104,6 +104,13 @@ def test_healthz_and_page(server: Server) -> None:
     assert status == 200 and "/v1/stream" in page and "audioWorklet" in page
 
 
+def test_audio_is_not_compressed(server: Server) -> None:
+    """The client offers permessage-deflate (websockets does by default); the server declines."""
+    with connect(server.url, open_timeout=20) as ws:
+        assert "permessage-deflate" in ws.request.headers.get("Sec-WebSocket-Extensions", "")
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+
+
 @pytest.mark.parametrize("rate", [16000, 8000, 44100])
 def test_a_stream_gets_one_segment_per_sentence(server: Server, rate: int) -> None:
     messages, code = stream(f"{server.url}?sample_rate={rate}", pcm(rate), rate=rate)
