@@ -85,8 +85,7 @@ def check_bind(settings: ServeSettings) -> None:
     """A server reachable from other machines must ask for a token."""
     if not is_loopback(settings.host) and not settings.token:
         raise ConfigError(
-            f"Refusing to serve on {settings.host} without a token: set --token (or [serve] token), "
-            "or bind 127.0.0.1."
+            f"Refusing to serve on {settings.host} without a token: set --token (or [serve] token), or bind 127.0.0.1."
         )
 
 
@@ -205,7 +204,6 @@ class Hub:
             self.streams.pop(stream.key, None)
         self.m_streams.set(len(self.streams))
         self.predictor.end_session(stream.key)
-
 
     def feed(self, stream: Stream, audio: np.ndarray) -> None:
         Job = self.Job
@@ -377,7 +375,7 @@ class StreamSession:
                 obj = None
             if isinstance(obj, dict) and obj.get("type") == "end":
                 return 1000, ""
-            return 1003, f"Unknown text message {text[:80]!r}: the only one is {{\"type\": \"end\"}}."
+            return 1003, f'Unknown text message {text[:80]!r}: the only one is {{"type": "end"}}.'
 
 
 def serve(predictor: Predictor, settings: ServeSettings, vad: VadSettings, monitor: MonitorSettings, console) -> int:

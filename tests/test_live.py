@@ -172,7 +172,6 @@ def test_missing_portaudio_names_the_package(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
-
 def test_live_microphone_scored_by_a_server(virtual_mic: str, tmp_path: Path) -> None:
     """`emomon live --server`: the virtual microphone streamed to a real `emomon serve`."""
     from test_serve import Server

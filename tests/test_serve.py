@@ -259,7 +259,6 @@ def test_a_client_that_vanishes_costs_nothing_more(server: Server) -> None:
     assert json.loads(server.get("/healthz")[1])["streams"] == 0
 
 
-
 def test_the_model_in_the_servers_own_process_gives_the_same_results(server: Server, tmp_path: Path) -> None:
     """[serve] model_process = false: the same segments and shares as with the model process."""
     cfg = tmp_path / "c.toml"
