@@ -144,9 +144,9 @@ def send_blocks(remote: RemoteStream, blocks: Iterable[np.ndarray], speed: float
 class _Outputs:
     """The usual outputs, opened once the first stream has told the emotions."""
 
-    def __init__(self, monitor, console, dashboard: bool, input_name: str, server: str) -> None:
+    def __init__(self, monitor, console, dashboard: bool, input_name: str, server: str, stream_start=None) -> None:
         self.monitor, self.console, self.dashboard = monitor, console, dashboard
-        self.input_name, self.server = input_name, server
+        self.input_name, self.server, self.stream_start = input_name, server, stream_start
         self.sink = None
         self.state = None
         self.screen = None
@@ -163,7 +163,9 @@ class _Outputs:
             header = Header(self.input_name, f"{remote.model} @ {self.server}", "", f"{len(remote.emotions)} emotions")
             self.state = MonitorState(remote.emotions, header=header)
         console = None if self.dashboard else self.console
-        self.sink = Outputs.open(self.monitor, remote.emotions, console, self.state, save_audio=False)
+        self.sink = Outputs.open(
+            self.monitor, remote.emotions, console, self.state, self.stream_start, save_audio=False
+        )
         self.screen = Dashboard(self.state, self.console) if self.state is not None else contextlib.nullcontext()
         self.screen.__enter__()
 
@@ -214,13 +216,23 @@ def live_via_server(device, server: str, token: str | None, monitor, duration, c
     """`emomon live --server`: the microphone as one stream until Ctrl-C, SIGTERM or --duration."""
     import signal
     import sys
+    from datetime import UTC, datetime, timedelta
 
     from .capture import DeviceError, Microphone
 
     if monitor.save_audio:
         raise ServerError("--save-audio needs the segments' audio, which stays on the server with --server.")
     mic = Microphone(device, timeout_s=monitor.input_timeout_s)
-    out = _Outputs(monitor, console, dashboard, f"{mic.name} ({mic.rate} Hz)", server)
+    t0: list[datetime] = []  # wall time of stream time 0, as in local live: for the records' wall_time
+
+    def blocks(stop: threading.Event):
+        for block in mic.blocks(stop):
+            if not t0:
+                t0.append(datetime.now(UTC) - timedelta(seconds=len(block) / SAMPLE_RATE))
+            yield block
+
+    start = lambda: t0[0] if t0 else None  # noqa: E731
+    out = _Outputs(monitor, console, dashboard, f"{mic.name} ({mic.rate} Hz)", server, stream_start=start)
     remote = RemoteStream(server, token, mic.name, out)
     out.open(remote)
     stop = threading.Event()
@@ -233,7 +245,7 @@ def live_via_server(device, server: str, token: str | None, monitor, duration, c
         with mic:
             if duration:
                 timer.start()
-            send_blocks(remote, mic.blocks(stop), 0.0, out.state)
+            send_blocks(remote, blocks(stop), 0.0, out.state)
     except KeyboardInterrupt:
         pass
     except (DeviceError, ServerError) as e:

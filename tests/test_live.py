@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,7 @@ def test_live_microphone_scored_by_a_server(virtual_mic: str, tmp_path: Path) ->
 
     server = Server()
     out = tmp_path / "live.csv"
+    began = datetime.now(UTC)
     cmd = [sys.executable, "-m", "emomon.streamer.cli", "live", "--device", "pulse", "--no-dashboard",
            "--duration", "24", "--server", f"ws://127.0.0.1:{server.port}", "--csv", str(out)]  # fmt: skip
     try:
@@ -192,6 +194,11 @@ def test_live_microphone_scored_by_a_server(virtual_mic: str, tmp_path: Path) ->
         rows = list(csv.DictReader(f))
     assert [r["status"] for r in rows] == ["ok"] * 6, stdout + stderr
     assert f"6 segment(s), 0 dropped, 0 failed via ws://127.0.0.1:{server.port}" in stdout
+    # wall_time as in local live: when each segment began, the sentences 3 s apart
+    walls = [datetime.fromisoformat(r["wall_time"]) for r in rows]
+    assert began < walls[0] < walls[-1] < datetime.now(UTC)
+    for w, r in zip(walls, rows):
+        assert abs((w - walls[0]).total_seconds() - (float(r["start_s"]) - float(rows[0]["start_s"]))) < 0.01
 
 
 def test_input_that_goes_silent_ends_the_run(virtual_mic: str, tmp_path: Path) -> None:
