@@ -74,4 +74,5 @@ def test_bench_serve_quick_run(tmp_path: Path) -> None:
         assert row["streams"] == 2 and row["sentences"] == 4 and row["dropped"] == 0
         assert row["matched"] == 4 and 0.3 < row["p50_s"] <= row["p95_s"] < 5.0  # the 0.6 s hang-over is inside
         assert 0 < row["server_cpu_cores"] <= 2.5
-    assert "Largest N that holds: staggered **" in out.stdout and "aligned **" in out.stdout
+    assert "Largest N that holds (p95 <= 1.2 s): staggered **" in out.stdout and "aligned **" in out.stdout
+    assert "Largest N that keeps up" in out.stdout
