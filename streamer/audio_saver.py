@@ -9,6 +9,7 @@ renamed, so a folder never holds half a file under a segment's name.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -37,8 +38,12 @@ class AudioSaver:
         path = self.folder / f"{name}.flac"
         tmp = self.folder / f".{name}.flac.part"
         try:
+            # Encoded in memory and written by Python: libsndfile writing the file itself reports a
+            # full disk as a traceback printed from its write callback, not as an error here.
+            flac = io.BytesIO()
+            sf.write(flac, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
             with open(tmp, "wb") as f:  # Python's open: errors carry the system's reason (ENOSPC, EACCES, ...)
-                sf.write(f, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+                f.write(flac.getbuffer())
             os.replace(tmp, path)
         except (OSError, sf.LibsndfileError, RuntimeError) as e:
             self._fail(e)

@@ -118,6 +118,51 @@ def test_save_audio_into_an_unusable_folder_is_one_sentence_and_the_run_goes_on(
     assert "6 segment(s) from 1 file(s), 0 saved (7 not saved)" in out.stdout  # the folder, then each segment
 
 
+def test_save_audio_onto_a_full_disk_keeps_whole_files_and_the_run_goes_on(tmp_path: Path) -> None:
+    """The clips go to a 96 KiB tmpfs that fills after two or three of the six segments. Where
+    mounting is not permitted, a file-size limit (RLIMIT_FSIZE) on the process stands in for
+    the full disk: the same write error path, "File too large" instead of "No space left"."""
+    import resource
+    import signal
+
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(small)],
+                             capture_output=True).returncode == 0  # fmt: skip
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (36 * 1024, 36 * 1024))  # the clips are 29-41 KB
+
+    try:
+        out = subprocess.run(
+            [*CLI, "replay", "--sample", "--speed", "0", "--no-dashboard", "--csv", "log.csv", "--save-audio",
+             str(small / "clips")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300, preexec_fn=None if mounted else limit_file_size,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        reason = "No space left on device" if mounted else "File too large"
+        assert (
+            out.stderr
+            == f"emomon: Cannot save segment audio in '{small / 'clips'}' ({reason}); scoring and logging go on.\n"
+        )
+        rows = read_csv(tmp_path / "log.csv")
+        assert [r["status"] for r in rows] == ["ok"] * 6
+        files = sorted((small / "clips").iterdir())
+        assert all(f.suffix == ".flac" and not f.name.startswith(".") for f in files)  # no partial file left
+        assert (
+            1 <= len(files) < 6
+            and f"6 segment(s) from 1 file(s), {len(files)} saved ({6 - len(files)} not saved)" in out.stdout
+        )
+        ids = {r["id"]: r for r in rows}
+        for f in files:  # every file that is there is whole
+            audio, _ = sf.read(f, dtype="float32")
+            assert len(audio) == round(float(ids[f.stem]["duration_s"]) * SAMPLE_RATE)
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(small)], check=False)
+
+
 def monologue(tmp_path: Path) -> Path:
     """About 10 s of one speaker talking without a pause: four Emo-DB sentences, trimmed."""
     parts = []
