@@ -77,9 +77,15 @@ class SmileLLD:
     def __init__(self, feature_set: str, sample_rate: int) -> None:
         try:
             import opensmile
-            from opensmile.core.lib import ExternalSinkCallback, OpenSMILE
         except ImportError as e:
             raise EncoderLoadError("The openSMILE encoders need the 'opensmile' package: pip install opensmile.") from e
+        try:
+            from opensmile.core.lib import ExternalSinkCallback, OpenSMILE
+        except ImportError as e:
+            raise EncoderLoadError(
+                f"opensmile {opensmile.__version__} lacks the SMILEapi module emomon drives: "
+                "pip install 'opensmile>=2.5,<3'."
+            ) from e
         root = Path(opensmile.__file__).resolve().parent / "core" / opensmile.config.CONFIG_ROOT
         text, options = lld_config(root / f"{opensmile.FeatureSet[feature_set].value}{opensmile.config.CONFIG_EXT}")
         options.update(
