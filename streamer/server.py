@@ -167,6 +167,10 @@ class Hub:
         self.worker = InferenceWorker(
             predictor, self._on_result, settings.queue_size, settings.max_batch, drop_oldest=True
         ).start()
+        queued = Gauge("emomon_queue", "Segments waiting for the model (drops start when it is full)",
+                       registry=self.registry)  # fmt: skip
+        queued.set_function(self.worker.queue.qsize)
+        Gauge("emomon_queue_size", "Capacity of that queue", registry=self.registry).set(settings.queue_size)
 
     # -- worker thread -------------------------------------------------------------------
     def _on_result(self, result: Result) -> None:

@@ -185,6 +185,7 @@ def test_metrics_count_streams_and_segments(server: Server) -> None:
     values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"}
     assert values['emomon_segments_total{status="ok"}'] >= 6 and values["emomon_streams"] == 0
     assert values["emomon_latency_seconds_count"] >= 6 and values["emomon_streams_opened_total"] >= 1
+    assert values["emomon_queue"] == 0 and values["emomon_queue_size"] == 64  # all scored; [serve] queue_size
 
 
 def test_more_streams_than_allowed_are_refused() -> None:
