@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
     sv.add_argument("--token", help="clients must send it (Authorization: Bearer TOKEN, or ?token=TOKEN)")
     sv.add_argument("--max-streams", type=int, help="open streams at once (default 64)")
+    sv.add_argument(
+        "--origin", action="append", metavar="ORIGIN",
+        help="a web page origin (https://app.example) allowed to open streams besides the server's own page; "
+        "repeatable; '*' = any (default: [serve] origins)",
+    )  # fmt: skip
     sv.add_argument("--csv", help="append every stream's segments to this CSV file (with a stream column)")
     sv.add_argument("--jsonl", help="append every stream's segments to this JSON Lines file")
     sv.add_argument("--device", help="compute device: auto, cpu, cuda or cuda:N")
@@ -125,7 +130,8 @@ def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 
     from .server import check_bind, serve
 
-    flags = {"host": args.host, "port": args.port, "token": args.token, "max_streams": args.max_streams}
+    flags = {"host": args.host, "port": args.port, "token": args.token, "max_streams": args.max_streams,
+             "origins": tuple(args.origin) if args.origin else None}  # fmt: skip
     try:
         settings = replace(cfg.serve, **{k: v for k, v in flags.items() if v is not None})
     except ValueError as e:

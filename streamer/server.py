@@ -27,12 +27,14 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import signal
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -64,10 +66,16 @@ class ServeSettings:
     max_batch: int = 16  # segments run through the model together
     max_speed: float = 4.0  # a stream's audio is read at most this many times faster than real time
     model_process: bool = True  # run the model in a child process, off the event loop's interpreter (GIL)
+    # Web pages of these origins ("https://app.example:8443") may open streams besides the server's
+    # own page; "*" = any. Clients that are not browsers send no Origin and are not concerned.
+    origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be 1 to 65535, not {self.port}")
+        for origin in self.origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"origins: {origin!r} is not an origin such as 'https://app.example' (or '*')")
         if self.max_streams < 1 or self.queue_size < 1 or self.max_batch < 1 or self.max_speed <= 0:
             raise ValueError("max_streams, queue_size and max_batch must be >= 1, max_speed > 0")
 
@@ -280,6 +288,16 @@ class StreamSession:
     def __init__(self, hub: Hub, ws) -> None:
         self.hub, self.ws = hub, ws
 
+    def _origin_allowed(self) -> bool:
+        """A browser always says which page opens the socket. Only the server's own page (the
+        origin's host is the Host it asked for) and [serve] origins may: another site the user
+        visits must not stream through this server."""
+        origin = self.ws.headers.get("origin")
+        allowed = self.hub.settings.origins
+        if origin is None or "*" in allowed or origin.rstrip("/") in allowed:
+            return True
+        return urlsplit(origin).netloc.lower() == self.ws.headers.get("host", "").lower()
+
     def _authorised(self) -> bool:
         token = self.hub.settings.token
         if not token:
@@ -298,10 +316,11 @@ class StreamSession:
         from starlette.websockets import WebSocketDisconnect
 
         hub, ws = self.hub, self.ws
-        if not self._authorised():
-            hub.m_refused.labels("token").inc()
-            await ws.close(1008)  # before accept: the handshake is refused (HTTP 403)
-            return
+        for allowed, reason in ((self._origin_allowed, "origin"), (self._authorised, "token")):
+            if not allowed():
+                hub.m_refused.labels(reason).inc()
+                await ws.close(1008)  # before accept: the handshake is refused (HTTP 403)
+                return
         await ws.accept()
         raw = ws.query_params.get("sample_rate", str(SAMPLE_RATE))
         if not raw.isdigit() or not RATES[0] <= int(raw) <= RATES[1]:

@@ -49,7 +49,12 @@ def test_two_replicas_behind_the_documented_nginx(tmp_path: Path) -> None:
         assert health["status"] == "ok"
         out: dict[int, tuple] = {}
         url = f"ws://127.0.0.1:{proxy_port}/v1/stream"
-        clients = [threading.Thread(target=lambda i=i: out.update({i: stream(url, pcm())})) for i in range(2)]
+        # The second client is what the page served through the proxy opens: a browser names that page.
+        origins = [None, f"http://127.0.0.1:{proxy_port}"]
+        clients = [
+            threading.Thread(target=lambda i=i: out.update({i: stream(url, pcm(), origin=origins[i])}))
+            for i in range(2)
+        ]
         for c in clients:
             c.start()
             time.sleep(0.5)  # the first stream is open when the second arrives: least_conn sends it elsewhere

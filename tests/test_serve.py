@@ -218,6 +218,34 @@ def test_token_is_required_when_set() -> None:
         s.stop()
 
 
+def test_pages_of_other_sites_cannot_open_streams(server: Server) -> None:
+    """A browser names the page that opens the socket (Origin): the server's own page may,
+    another site may not; a program that sends no Origin is not concerned."""
+    with pytest.raises(InvalidStatus) as refused:
+        connect(server.url, origin="http://evil.example", open_timeout=20)
+    assert refused.value.response.status_code == 403
+    for origin in (f"http://127.0.0.1:{server.port}", None):
+        with connect(server.url, origin=origin, open_timeout=20) as ws:
+            assert json.loads(ws.recv(timeout=20))["type"] == "ready"
+    assert 'emomon_refused_total{reason="origin"} 1.0' in server.get("/metrics")[1]
+
+
+def test_origins_named_in_the_settings_may_open_streams() -> None:
+    s = Server("--origin", "https://app.example")
+    try:
+        with connect(s.url, origin="https://app.example", open_timeout=20) as ws:
+            assert json.loads(ws.recv(timeout=20))["type"] == "ready"
+        with pytest.raises(InvalidStatus):
+            connect(s.url, origin="https://app.example.evil", open_timeout=20)
+    finally:
+        s.stop()
+    out = subprocess.run(
+        [sys.executable, "-m", "emomon.streamer.cli", "serve", "--origin", "app.example", "--port", str(free_port())],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "'app.example' is not an origin" in out.stderr
+
+
 def test_binding_beyond_loopback_needs_a_token() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "emomon.streamer.cli", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
