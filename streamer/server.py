@@ -69,6 +69,9 @@ class ServeSettings:
     # Web pages of these origins ("https://app.example:8443") may open streams besides the server's
     # own page; "*" = any. Clients that are not browsers send no Origin and are not concerned.
     origins: tuple[str, ...] = ()
+    idle_timeout_s: float = (
+        60.0  # a stream that sends nothing this long gets its results and is closed (1008); 0 = never
+    )
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -78,6 +81,8 @@ class ServeSettings:
                 raise ValueError(f"origins: {origin!r} is not an origin such as 'https://app.example' (or '*')")
         if self.max_streams < 1 or self.queue_size < 1 or self.max_batch < 1 or self.max_speed <= 0:
             raise ValueError("max_streams, queue_size and max_batch must be >= 1, max_speed > 0")
+        if self.idle_timeout_s < 0:
+            raise ValueError(f"idle_timeout_s must be 0 (never) or more, not {self.idle_timeout_s}")
 
 
 def is_loopback(host: str) -> bool:
@@ -165,7 +170,9 @@ class Hub:
         self.m_opened = Counter("emomon_streams_opened", "Streams accepted", registry=self.registry)
         self.m_segments = Counter("emomon_segments", "Segments by status", ["status"], registry=self.registry)
         self.m_interim = Counter("emomon_interim", "Interim results sent", registry=self.registry)
-        self.m_refused = Counter("emomon_refused", "Connections or streams refused", ["reason"], registry=self.registry)
+        self.m_refused = Counter(
+            "emomon_refused", "Streams refused or closed by the server, by reason", ["reason"], registry=self.registry
+        )
         self.m_latency = Histogram(
             "emomon_latency_seconds", "Segment complete -> result ready", registry=self.registry,
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
@@ -339,8 +346,8 @@ class StreamSession:
                 "type": "ready", "stream": stream.id, "model": hub.predictor.name,
                 "emotions": list(hub.predictor.emotions), "sample_rate": stream.rate,
             })  # fmt: skip
-            code, text = await self._receive(stream)
-            if code == 1000 or code == 1001:
+            code, text, finish = await self._receive(stream)
+            if finish:
                 hub.flush(stream)
                 await stream.idle.wait()  # every final result is in the outbox
                 if code == 1000:
@@ -363,22 +370,28 @@ class StreamSession:
                 return
             await self.ws.send_json(msg)
 
-    async def _receive(self, stream: Stream) -> tuple[int, str]:
-        """Read until the client ends (1000), the server closes (1001) or a message is bad."""
+    async def _receive(self, stream: Stream) -> tuple[int, str, bool]:
+        """Read until the client ends (1000), the server closes (1001), the client falls silent
+        (1008) or a message is bad. Returns the close code, the error to send before it, and
+        whether the stream's remaining results are sent first."""
         hub, ws = self.hub, self.ws
+        idle_s = hub.settings.idle_timeout_s or None
         while True:
             wait = stream.ahead_s(hub.settings.max_speed)
             if wait > 0:  # faster than max_speed x real time: stop reading, TCP pushes back
                 await asyncio.sleep(wait)
             if hub.closing:
-                return 1001, ""
+                return 1001, "", True
             receive = asyncio.ensure_future(ws.receive())
             closing = asyncio.ensure_future(hub.closing_event.wait())
-            done, _ = await asyncio.wait({receive, closing}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({receive, closing}, timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
             closing.cancel()
             if receive not in done:
                 receive.cancel()
-                return 1001, ""
+                if closing in done:
+                    return 1001, "", True
+                hub.m_refused.labels("idle").inc()
+                return 1008, f"Nothing received for {idle_s:g} s: the stream is closed to free its place.", True
             msg = receive.result()
             if msg["type"] == "websocket.disconnect":
                 from starlette.websockets import WebSocketDisconnect
@@ -387,9 +400,14 @@ class StreamSession:
             data, text = msg.get("bytes"), msg.get("text")
             if data is not None:
                 if len(data) > MAX_MESSAGE_BYTES:
-                    return 1009, f"A binary message holds at most {MAX_MESSAGE_BYTES} bytes; this one had {len(data)}."
+                    why = f"A binary message holds at most {MAX_MESSAGE_BYTES} bytes; this one had {len(data)}."
+                    return 1009, why, False
                 if len(data) % 2:
-                    return 1003, f"Audio must be 16-bit samples (an even number of bytes); got {len(data)} bytes."
+                    return (
+                        1003,
+                        f"Audio must be 16-bit samples (an even number of bytes); got {len(data)} bytes.",
+                        False,
+                    )
                 hub.feed(stream, stream.audio(data))
                 continue
             try:
@@ -397,8 +415,8 @@ class StreamSession:
             except json.JSONDecodeError:
                 obj = None
             if isinstance(obj, dict) and obj.get("type") == "end":
-                return 1000, ""
-            return 1003, f'Unknown text message {text[:80]!r}: the only one is {{"type": "end"}}.'
+                return 1000, "", True
+            return 1003, f'Unknown text message {text[:80]!r}: the only one is {{"type": "end"}}.', False
 
 
 def serve(predictor: Predictor, settings: ServeSettings, vad: VadSettings, monitor: MonitorSettings, console) -> int:

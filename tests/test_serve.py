@@ -218,6 +218,29 @@ def test_token_is_required_when_set() -> None:
         s.stop()
 
 
+def test_a_stream_that_falls_silent_gets_its_results_and_is_closed(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[serve]\nidle_timeout_s = 1.5\n")
+    s = Server("--config", str(cfg))
+    try:
+        with connect(s.url, open_timeout=20) as ws:
+            assert json.loads(ws.recv(timeout=20))["type"] == "ready"
+            ws.send(pcm()[: 2 * 16000 * 2])  # 1 s of silence and the first second of a sentence: a segment is open
+            t = time.monotonic()
+            messages = []
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    messages.append(json.loads(ws.recv(timeout=20)))
+            waited = time.monotonic() - t
+        assert [m["type"] for m in messages] == ["segment", "error"] and messages[0]["status"] == "ok"
+        assert 0.9 <= messages[0]["start_s"] <= 1.1 and messages[0]["end_s"] == pytest.approx(2.0, abs=0.05)
+        assert messages[1]["message"] == "Nothing received for 1.5 s: the stream is closed to free its place."
+        assert ws.close_code == 1008 and 1.5 <= waited < 10
+        assert 'emomon_refused_total{reason="idle"} 1.0' in s.get("/metrics")[1]
+    finally:
+        s.stop()
+
+
 def test_pages_of_other_sites_cannot_open_streams(server: Server) -> None:
     """A browser names the page that opens the socket (Origin): the server's own page may,
     another site may not; a program that sends no Origin is not concerned."""
