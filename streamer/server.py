@@ -69,9 +69,8 @@ class ServeSettings:
     # Web pages of these origins ("https://app.example:8443") may open streams besides the server's
     # own page; "*" = any. Clients that are not browsers send no Origin and are not concerned.
     origins: tuple[str, ...] = ()
-    idle_timeout_s: float = (
-        60.0  # a stream that sends nothing this long gets its results and is closed (1008); 0 = never
-    )
+    # A stream that sends nothing this long gets the results of what it sent, then close 1008; 0 = never.
+    idle_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
