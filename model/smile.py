@@ -10,7 +10,7 @@ time (benchmarks/bench_default_model.py times both ways in one run).
 set's top configuration is rewritten with its `*func.conf.inc` includes and the
 `funcconcat` component removed, every relative path made absolute, and the result
 handed to one SMILEapi instance that is reset after each signal instead of rebuilt. The
-descriptors are bit-for-bit those of `process_signal` (tests/test_model.py holds both
+descriptors are bit-for-bit those of `process_signal` (tests/test_encoder.py holds both
 sets to that on real speech).
 
 One instance is not thread-safe: each encoder owns its own.
@@ -80,7 +80,7 @@ class SmileLLD:
         except ImportError as e:
             raise EncoderLoadError("The openSMILE encoders need the 'opensmile' package: pip install opensmile.") from e
         try:
-            from opensmile.core.lib import ExternalSinkCallback, OpenSMILE
+            from opensmile.core.lib import ExternalSinkCallback, OpenSMILE, smileapi
         except ImportError as e:
             raise EncoderLoadError(
                 f"opensmile {opensmile.__version__} lacks the SMILEapi module emomon drives: "
@@ -113,14 +113,13 @@ class SmileLLD:
         # One callback object for the instance's life: OpenSMILE.external_sink_set_callback would
         # keep a new one per registration, and a reset asks for the callback to be registered again.
         self._callback = ExternalSinkCallback(collect)
+        self._set_callback = smileapi.smile_extsink_set_data_callback
 
     def __call__(self, signal: np.ndarray) -> np.ndarray:
-        from opensmile.core.lib import smileapi
-
         pcm = np.clip(np.asarray(signal, dtype=np.float32) * 32768.0, -32768, 32767).astype(np.int16)
         self._frames.clear()
         api = self._api
-        api._check_smile_result(smileapi.smile_extsink_set_data_callback(api._smileobj, SINK_B, self._callback, None))
+        api._check_smile_result(self._set_callback(api._smileobj, SINK_B, self._callback, None))
         try:
             api.external_audio_source_write_data(SOURCE, pcm.tobytes())
             api.external_audio_source_set_eoi(SOURCE)
