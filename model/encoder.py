@@ -33,6 +33,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .errors import ConfigError, EncoderLoadError
+from .smile import SmileLLD
 from .specs import EncoderSpec
 
 if TYPE_CHECKING:
@@ -260,7 +261,7 @@ class SSLEncoder:
 def _quantize_linear(model):
     """int8 dynamic quantisation of the linear layers (weights int8, activations quantised
     per batch); convolutions and norms stay float32. PyTorch deprecates this API in favour
-    of torchao, hence opt-in only."""
+    of torchao; where it is gone, "auto" picks float32 instead (choose_dtype)."""
     import warnings
 
     import torch
@@ -348,8 +349,6 @@ class OpenSmileEncoder:
     def __init__(self, spec: EncoderSpec | None = None, threads: int | None = None) -> None:
         import torch
 
-        from .smile import SmileLLD
-
         self.spec = spec or EncoderSpec(kind="egemaps", name="eGeMAPSv02")
         self.feature_set, values, self.with_deltas = OPENSMILE_SETS[self.spec.kind]
         self.smile = SmileLLD(self.feature_set, SAMPLE_RATE)
@@ -369,8 +368,6 @@ class OpenSmileEncoder:
 
     def _descriptors(self, segment: np.ndarray) -> np.ndarray:
         """One segment's (frames, dim) features, on a pool thread's own openSMILE instance."""
-        from .smile import SmileLLD
-
         smile = getattr(self._local, "smile", None)
         if smile is None:
             smile = self._local.smile = SmileLLD(self.feature_set, SAMPLE_RATE)

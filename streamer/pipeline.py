@@ -69,7 +69,6 @@ class Pipeline:
         self.outputs = Outputs.open(
             monitor, predictor.emotions, None if dashboard else console, self.state, stream_start
         )
-        self.saver = self.outputs.saver
         self.worker = InferenceWorker(predictor, self.outputs, monitor.queue_size, monitor.max_batch, drop_oldest)
         self.worker.start()
         self.screen = Dashboard(self.state, console) if self.state is not None else contextlib.nullcontext()
@@ -106,6 +105,7 @@ class Pipeline:
         w, out = self.worker, []
         if w.interim_done or w.interim_skipped:
             out.append(f"{w.interim_done} interim ({w.interim_skipped} skipped)")
-        if self.saver is not None:
-            out.append(f"{self.saver.saved} saved" + (f" ({self.saver.failed} not saved)" if self.saver.failed else ""))
+        saver = self.outputs.saver
+        if saver is not None:
+            out.append(f"{saver.saved} saved" + (f" ({saver.failed} not saved)" if saver.failed else ""))
         return out

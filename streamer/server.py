@@ -121,10 +121,10 @@ class Stream:
         self.samples_in = 0  # at the client's rate
         self.started = time.monotonic()
 
-    def audio(self, pcm: bytes, last: bool = False) -> np.ndarray:
+    def audio(self, pcm: bytes) -> np.ndarray:
         x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
         self.samples_in += len(x)
-        return self.resampler.resample_chunk(x, last=last) if self.resampler is not None else x
+        return self.resampler.resample_chunk(x) if self.resampler is not None else x
 
     def ahead_s(self, max_speed: float) -> float:
         """How long to wait before reading more so that audio arrives at most max_speed x real time."""
@@ -165,7 +165,7 @@ class Hub:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.lock = threading.Lock()  # self.streams is read by the worker thread
         self.registry = CollectorRegistry()
-        self.m_streams = Gauge("emomon_streams", "Open streams", registry=self.registry)
+        Gauge("emomon_streams", "Open streams", registry=self.registry).set_function(lambda: len(self.streams))
         self.m_opened = Counter("emomon_streams_opened", "Streams accepted", registry=self.registry)
         self.m_segments = Counter("emomon_segments", "Segments by status", ["status"], registry=self.registry)
         self.m_interim = Counter("emomon_interim", "Interim results sent", registry=self.registry)
@@ -213,14 +213,12 @@ class Hub:
         self.next_id += 1
         with self.lock:
             self.streams[stream.key] = stream
-        self.m_streams.set(len(self.streams))
         self.m_opened.inc()
         return stream
 
     def close(self, stream: Stream) -> None:
         with self.lock:
             self.streams.pop(stream.key, None)
-        self.m_streams.set(len(self.streams))
         self.predictor.end_session(stream.key)
 
     def feed(self, stream: Stream, audio: np.ndarray) -> None:
