@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -100,6 +101,7 @@ class Microphone:
         self.q: queue.Queue[np.ndarray] = queue.Queue(maxsize=max_blocks)  # ~20 s of audio
         self.overflows = 0  # PortAudio said input was lost
         self.lost_blocks = 0  # our queue was full
+        self.started: datetime | None = None  # wall time of stream time 0: the first block's arrival minus its length
         self._stream = None
         self._ended = threading.Event()  # PortAudio finished the stream (stopped, aborted or failed)
 
@@ -161,9 +163,30 @@ class Microphone:
                     ) from None
                 continue
             last = time.monotonic()
+            if self.started is None:
+                self.started = datetime.now(UTC) - timedelta(seconds=len(block) / self.rate)
             out = resampler.resample_chunk(block) if resampler is not None else block
             if len(out):
                 yield out
+
+
+@contextlib.contextmanager
+def stop_signal(duration: float | None = None) -> Iterator[threading.Event]:
+    """The event that ends a live run: SIGTERM sets it, and so does the end of `duration`
+    seconds when given. SIGTERM's previous handler is back on exit."""
+    import signal
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    timer = threading.Timer(duration or 0, stop.set)
+    timer.daemon = True
+    if duration:
+        timer.start()
+    try:
+        yield stop
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

@@ -9,16 +9,12 @@ one sentence and returns 1.
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
-from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
-from ..model.audio import SAMPLE_RATE
 from ..model.predictor import Predictor
-from .capture import DeviceError, Microphone
+from .capture import DeviceError, Microphone, stop_signal
 from .config import MonitorSettings
 from .pipeline import Pipeline
 from .segmenter import Segmenter, VadSettings
@@ -35,35 +31,24 @@ def live(
 ) -> int:
     mic = Microphone(device, timeout_s=monitor.input_timeout_s)  # first: a wrong device fails before anything opens
     seg = Segmenter(vad)
-    t0: list[datetime] = []  # wall time of stream time 0: the first block's arrival minus its length
     pipe = Pipeline(
-        predictor, monitor, console, dashboard, drop_oldest=True, stream_start=lambda: t0[0] if t0 else None,
+        predictor, monitor, console, dashboard, drop_oldest=True, stream_start=lambda: mic.started,
         input_name=f"{mic.name} ({mic.rate} Hz)",
     )  # fmt: skip
-    stop = threading.Event()
     fault: DeviceError | None = None
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     console.print(f"listening on {mic.name} ({mic.rate} Hz); Ctrl-C stops", soft_wrap=True)
-    timer = threading.Timer(duration or 0, stop.set)
-    timer.daemon = True
-    try:
-        with mic, pipe.screen:
-            if duration:
-                timer.start()
-            for block in mic.blocks(stop):
-                if not t0:
-                    t0.append(datetime.now(UTC) - timedelta(seconds=len(block) / SAMPLE_RATE))
-                pipe.feed(mic.name, seg, block, lost=mic.overflows + mic.lost_blocks)
-    except KeyboardInterrupt:
-        pass
-    except DeviceError as e:
-        fault = e
-    finally:
-        stop.set()
-        timer.cancel()
-        pipe.flush(mic.name, seg)
-        pipe.close()
-        signal.signal(signal.SIGTERM, previous)
+    with stop_signal(duration) as stop:
+        try:
+            with mic, pipe.screen:
+                for block in mic.blocks(stop):
+                    pipe.feed(mic.name, seg, block, lost=mic.overflows + mic.lost_blocks)
+        except KeyboardInterrupt:
+            pass
+        except DeviceError as e:
+            fault = e
+        finally:
+            pipe.flush(mic.name, seg)
+            pipe.close()
     lost = mic.overflows + mic.lost_blocks
     w = pipe.worker
     counts = [f"{w.processed} segment(s)", f"{w.dropped} dropped", f"{w.failed} failed", *pipe.extra_counts()]

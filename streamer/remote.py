@@ -214,50 +214,32 @@ def replay_via_server(paths: list[str], server: str, token: str | None, monitor,
 
 def live_via_server(device, server: str, token: str | None, monitor, duration, console, dashboard: bool) -> int:
     """`emomon live --server`: the microphone as one stream until Ctrl-C, SIGTERM or --duration."""
-    import signal
     import sys
-    from datetime import UTC, datetime, timedelta
 
-    from .capture import DeviceError, Microphone
+    from .capture import DeviceError, Microphone, stop_signal
 
     if monitor.save_audio:
         raise ServerError("--save-audio needs the segments' audio, which stays on the server with --server.")
     mic = Microphone(device, timeout_s=monitor.input_timeout_s)
-    t0: list[datetime] = []  # wall time of stream time 0, as in local live: for the records' wall_time
-
-    def blocks(stop: threading.Event):
-        for block in mic.blocks(stop):
-            if not t0:
-                t0.append(datetime.now(UTC) - timedelta(seconds=len(block) / SAMPLE_RATE))
-            yield block
-
-    start = lambda: t0[0] if t0 else None  # noqa: E731
-    out = _Outputs(monitor, console, dashboard, f"{mic.name} ({mic.rate} Hz)", server, stream_start=start)
+    out = _Outputs(monitor, console, dashboard, f"{mic.name} ({mic.rate} Hz)", server, stream_start=lambda: mic.started)
     remote = RemoteStream(server, token, mic.name, out)
     out.open(remote)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    timer = threading.Timer(duration or 0, stop.set)
-    timer.daemon = True
     fault: EmomonError | None = None
     console.print(f"listening on {mic.name} ({mic.rate} Hz), scored by {server}; Ctrl-C stops", soft_wrap=True)
-    try:
-        with mic:
-            if duration:
-                timer.start()
-            send_blocks(remote, blocks(stop), 0.0, out.state)
-    except KeyboardInterrupt:
-        pass
-    except (DeviceError, ServerError) as e:
-        fault = e
-    finally:
-        timer.cancel()
-        signal.signal(signal.SIGTERM, previous)
+    with stop_signal(duration) as stop:
         try:
-            remote.finish()
-        except ServerError as e:
-            fault = fault or e
-        out.close()
+            with mic:
+                send_blocks(remote, mic.blocks(stop), 0.0, out.state)
+        except KeyboardInterrupt:
+            pass
+        except (DeviceError, ServerError) as e:
+            fault = e
+        finally:
+            try:
+                remote.finish()
+            except ServerError as e:
+                fault = fault or e
+            out.close()
     console.print(f"{remote.processed} segment(s), {remote.dropped} dropped, {remote.failed} failed via {server}")
     if fault is not None:
         print(f"emomon: {fault}", file=sys.stderr)
