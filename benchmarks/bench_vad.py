@@ -6,15 +6,19 @@ chunks, default [vad] settings).
 
 Programmes: twelve sentences each, every 45th file of labels.csv from four offsets (0, 11,
 22, 33; offset 0 is the one the tests use), so 48 sentences of ten speakers in all
-emotions. SNR is the programme's mean speech power over the noise's. Noises: white, pink
+emotions. The files are the full-length recordings (1.2-9.0 s), and some sentences hold a
+pause as long as the hang-over, where splitting and bridging are both right; a file whose
+longest inner pause (20 ms frames 30 dB below its loud frames) reaches MAX_PAUSE_S, half
+the hang-over, is replaced by the next file in labels.csv, so every sentence is one
+utterance and "one segment per sentence" is the right answer. SNR is the programme's mean speech power over the noise's. Noises: white, pink
 (1/f), and babble (eight other Emo-DB sentences summed).
 
 Reference boundaries: where each sentence is audible, i.e. the first and last 20 ms frame
 of the clean clip whose power above 80 Hz is at least the noise's mean power above 80 Hz
-(clean: louder than digital silence, -90 dBFS). The files are cut or zero-padded to
-2.0 s, so many end in silence, digital zeros or a word-final sound far below the noise;
-no detector can place a boundary on speech nobody hears, and the file edge would reward
-a segmenter for running on into the noise. Counts against the file edges are reported
+(clean: louder than digital silence, -90 dBFS). Recordings start and end in room
+noise and often in a word-final sound far below the added noise; no detector can place a
+boundary on speech nobody hears, and the file edge would reward a segmenter for running
+on into the noise. Counts against the file edges are reported
 beside. Writes benchmarks/results/bench_vad.json and the bench_vad section of
 docs/benchmarks.md.
 """
@@ -48,12 +52,36 @@ FRAME = SAMPLE_RATE // 50  # 20 ms frames for the audible-speech reference
 CONDITIONS = [("clean", None)] + [(kind, snr) for snr in (20, 10) for kind in ("white", "pink", "babble")]
 OFFSETS = (0, 11, 22, 33)
 DIGITAL_SILENCE_DBFS = -90.0  # clean reference: anything louder is part of the recording
+MAX_PAUSE_S = 0.3  # programme sentences hold no inner pause this long (half the default hang-over)
+PAUSE_DB = 30.0  # a pause frame: this far below the file's loud (95th percentile) frames
+
+
+def longest_pause_s(clip: np.ndarray) -> float:
+    """The longest run of quiet 20 ms frames between a clip's first and last loud ones."""
+    n = len(clip) // FRAME * FRAME
+    db = 10 * np.log10(np.mean(speech_band(clip)[:n].reshape(-1, FRAME) ** 2, axis=1) + 1e-20)
+    quiet = db < np.percentile(db, 95) - PAUSE_DB
+    loud = np.flatnonzero(~quiet)
+    longest = run = 0
+    for q in quiet[loud[0] : loud[-1] + 1]:
+        run = run + 1 if q else 0
+        longest = max(longest, run)
+    return longest * FRAME / SAMPLE_RATE
 
 
 def programme_files(emodb: Path = EMODB, offset: int = 0) -> tuple[list[Path], list[Path]]:
-    """A programme's twelve files (every 45th of labels.csv from `offset`) and eight others for babble."""
+    """A programme's twelve files and eight others for babble.
+
+    Every 45th file of labels.csv from `offset`; one with an inner pause of MAX_PAUSE_S or
+    more is replaced by the next file that has none.
+    """
     files = [it.path for it in load_emodb(emodb).items]
-    return files[offset::45][:12], files[1::45][:8]
+    chosen = []
+    for i in range(offset, offset + 12 * 45, 45):
+        while longest_pause_s(read_audio(files[i % len(files)])) >= MAX_PAUSE_S:
+            i += 1
+        chosen.append(files[i % len(files)])
+    return chosen, files[1::45][:8]
 
 
 def join_clips(clips: list[np.ndarray], gap_s: float = 1.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
@@ -200,8 +228,9 @@ def render(result: dict) -> str:
         f"Settings: the default [vad] table ({result['settings']}).\n\n"
         + table(aggregate(result["rows"]), cols)
         + "\nReference: the first and last 20 ms of each sentence audible above the noise (power above "
-        "80 Hz at least the noise's; clean: louder than digital silence). The files are cut or zero-padded "
-        "to 2.0 s, many ending in silence or zeros, hence the lower file-edge counts. A run that does not "
+        "80 Hz at least the noise's; clean: louder than digital silence). The recordings begin and end "
+        "in room noise, hence the lower file-edge counts. Sentences hold no inner pause of "
+        f"{MAX_PAUSE_S} s or more (a file with one is replaced by the next). A run that does not "
         "give one segment per sentence counts no boundaries. Babble is eight other Emo-DB sentences summed: "
         "WebRTC VAD hears it as speech, so sentences merge. Per-run numbers: benchmarks/results/bench_vad.json.\n"
         f"\nSegmenter cost on this machine: median {statistics.median(r['frame_us'] for r in result['rows']):.0f} us "

@@ -56,10 +56,8 @@ def emodb_rows() -> list[dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def clips() -> list[np.ndarray]:
-    """Three real utterances of different lengths: anger 2.0 s, sadness 1.3 s, neutral 0.7 s.
-
-    Every file of this Emo-DB copy is cut to exactly 2.0 s, so two are shortened here.
-    """
+    """Three real utterances of different lengths: anger 2.0 s, sadness 1.3 s, neutral 0.7 s
+    (the first seconds of each file)."""
     seconds = {"03a01Wa.wav": 2.0, "03a02Ta.wav": 1.3, "03a01Nc.wav": 0.7}
     return [load_clip(n)[: int(s * SAMPLE_RATE)] for n, s in seconds.items()]
 
