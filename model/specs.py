@@ -12,11 +12,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 DEFAULT_ENCODER = "facebook/hubert-large-ll60k"
+LAYERED = ("ssl", "whisper")  # transformers encoders: hidden states to choose from
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
     """Which encoder and which of its layers; saved in every bundle.
+
+    `kind`: "ssl" (HuBERT, wav2vec 2.0, WavLM through transformers), "whisper" (Whisper's
+    encoder, any size, on each segment's own length: model/whisper.py), or openSMILE's
+    descriptors ("egemaps", "compare").
 
     `layer`: "last" (the paper: `last_hidden_state`), an index into transformers'
     `hidden_states` (0 = the input to the first transformer layer, i = layer i's output),
@@ -24,15 +29,15 @@ class EncoderSpec:
     weights are trained with the regressors).
     """
 
-    kind: Literal["ssl", "egemaps", "compare"] = "ssl"
-    name: str = DEFAULT_ENCODER  # hub id or local folder (ssl only)
+    kind: Literal["ssl", "whisper", "egemaps", "compare"] = "ssl"
+    name: str = DEFAULT_ENCODER  # hub id or local folder (ssl and whisper)
     revision: str = "main"  # branch, tag or commit on the hub (ignored for local folders)
     layer: Literal["last", "weighted"] | int = "last"
 
     def __post_init__(self) -> None:
         if isinstance(self.layer, int) and self.layer < 0:
             raise ValueError(f"layer must be 'last', 'weighted' or an index >= 0, not {self.layer}")
-        if self.kind != "ssl" and self.layer != "last":
+        if self.kind not in LAYERED and self.layer != "last":
             raise ValueError(f"the {self.kind} encoder has a single layer: use layer = 'last'")
 
     @property
@@ -42,7 +47,7 @@ class EncoderSpec:
             return "egemaps:eGeMAPSv02-lld"
         if self.kind == "compare":
             return "compare:ComParE_2016-lld+delta"
-        return f"ssl:{self.name}@{self.revision}:layer={self.layer}"
+        return f"{self.kind}:{self.name}@{self.revision}:layer={self.layer}"
 
 
 DEFAULT_FF = {1: (256, 64, 8), 2: (256, 128, 64), 3: (256, 128)}

@@ -13,6 +13,7 @@ from emomon.model.audio import SAMPLE_RATE, read_audio
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 EMODB = SHARED / "data" / "emodb"
 RAVDESS = SHARED / "data" / "ravdess"
+NEMO = SHARED / "data" / "nemo"
 EMOTIONS9 = (
     "Anger",
     "Boredom",
@@ -27,7 +28,7 @@ EMOTIONS9 = (
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for name, folder in (("Emo-DB", EMODB), ("RAVDESS", RAVDESS)):
+    for name, folder in (("Emo-DB", EMODB), ("RAVDESS", RAVDESS), ("nEMO", NEMO)):
         if not folder.is_dir():
             raise pytest.UsageError(f"{name} is missing at {folder}: the tests need it under ../shared/data.")
 

@@ -1,4 +1,5 @@
-"""Microphone-like changes to speech: gain, noise, a telephone band, a little reverberation.
+"""Microphone-like changes to speech: gain, noise, a telephone band, a little reverberation,
+a speech codec, a shorter excerpt.
 
 Used two ways: to augment training audio (`augment`, a random chain drawn from
 `AugmentSettings` with a seeded generator), and to test robustness (`perturb`, one named
@@ -67,15 +68,44 @@ def reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (y * np.sqrt(_power(x) / _power(y))).astype(np.float32)
 
 
+def opus(x: np.ndarray) -> np.ndarray:
+    """Through the Opus speech codec and back (Ogg Opus in memory, libsndfile's default
+    bitrate, about 30 kbit/s at 16 kHz), as VoIP and phone apps pass speech."""
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(x, -1.0, 1.0), SAMPLE_RATE, format="OGG", subtype="OPUS")
+    buf.seek(0)
+    y = sf.read(buf, dtype="float32")[0]
+    return np.ascontiguousarray(np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)], dtype=np.float32)
+
+
+def crop(x: np.ndarray, seconds: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """A random excerpt of `seconds` (low to high) length; the whole clip when it is shorter."""
+    n = int(rng.uniform(*seconds) * SAMPLE_RATE)
+    if n >= len(x):
+        return x
+    start = int(rng.integers(0, len(x) - n + 1))
+    return x[start : start + n]
+
+
 def augment(x: np.ndarray, s: AugmentSettings, rng: np.random.Generator) -> np.ndarray:
-    """One random microphone-like version of `x`."""
+    """One random microphone-like version of `x` (with codec = crop = 0, the same draws as
+    before those two existed, so older recipes' copies do not change)."""
     if rng.random() < s.reverb:
         x = reverb(x, rng)
     if rng.random() < s.telephone:
         x = telephone(x)
     if rng.random() < s.noise:
         x = noise(x, rng.uniform(*s.snr_db), "pink" if rng.random() < 0.5 else "white", rng)
-    return gain(x, rng.uniform(-s.gain_db, s.gain_db))
+    x = gain(x, rng.uniform(-s.gain_db, s.gain_db))
+    if s.crop and rng.random() < s.crop:
+        x = crop(x, s.crop_s, rng)
+    if s.codec and rng.random() < s.codec:
+        x = opus(x)
+    return x
 
 
 def perturb(x: np.ndarray, name: str, seed: int = 0) -> np.ndarray:

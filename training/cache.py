@@ -30,6 +30,7 @@ import numpy as np
 from ..model.audio import MIN_SEGMENT_SAMPLES, SAMPLE_RATE, read_audio
 from ..model.bundle import file_sha256
 from ..model.errors import AudioError
+from ..model.specs import LAYERED
 
 if TYPE_CHECKING:
     import torch
@@ -45,12 +46,13 @@ class EmbeddingCache:
     def __init__(self, root: str | Path, encoder: Encoder, shard_items: int = 512, store_dtype: str | None = None):
         import torch
 
-        # SSL embeddings are layer-normed and fit float16; openSMILE descriptors do not
+        # SSL and Whisper embeddings fit float16; openSMILE descriptors do not
         # (spectral variances and energies pass 65504, float16's largest value).
-        store_dtype = store_dtype or ("float16" if encoder.spec.kind == "ssl" else "float32")
+        store_dtype = store_dtype or ("float16" if encoder.spec.kind in LAYERED else "float32")
         self.encoder = encoder
         revision = getattr(encoder, "revision", encoder.spec.revision)
-        self.key = f"{encoder.spec.encoder_id}#{revision}#{store_dtype}"
+        digest = getattr(encoder, "digest", "")  # other weights under the same name: another cache
+        self.key = f"{encoder.spec.encoder_id}#{revision}#{store_dtype}" + (f"#{digest[:16]}" if digest else "")
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder.spec.encoder_id.split(":", 1)[-1])[-60:]
         self.folder = Path(root) / f"{slug}-{hashlib.sha256(self.key.encode()).hexdigest()[:12]}"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -167,8 +169,9 @@ class EmbeddingCache:
         self._write_index()
         pending.clear()
 
-    def load(self, paths: Sequence[Path], variant: str = "") -> list[torch.Tensor | None]:
-        """Cached features per path as float32 ((T, D) or (K, T, D)); None where absent."""
+    def load(self, paths: Sequence[Path], variant: str = "", stored: bool = False) -> list[torch.Tensor | None]:
+        """Cached features per path as float32 ((T, D) or (K, T, D)), or in the dtype they
+        are stored in (`stored`, half the memory for SSL features); None where absent."""
         from safetensors import safe_open
 
         want: dict[str, list[str]] = {}
@@ -182,7 +185,7 @@ class EmbeddingCache:
         for shard, hs in want.items():
             with safe_open(self.folder / shard, framework="pt") as f:
                 for h in hs:
-                    got[h] = f.get_tensor(h).float()
+                    got[h] = f.get_tensor(h) if stored else f.get_tensor(h).float()
         return [got[k] if k else None for k in keys]
 
 

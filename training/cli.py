@@ -24,7 +24,9 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
         "describes a whole run.",
     )
     _dataset_args(t)
-    t.add_argument("--encoder", help="hub id or local folder of an SSL encoder, or 'egemaps'")
+    t.add_argument(
+        "--encoder", help="hub id or local folder of an SSL or Whisper encoder (openai/whisper-base, ...), or 'egemaps'"
+    )
     t.add_argument("--layer", help="encoder layer: last, weighted, or a hidden-state index")
     t.add_argument("--arch", type=int, choices=(1, 2), help="regressor architecture (2 = attention, the paper's best)")
     t.add_argument("--head", choices=("per_emotion", "shared"), help="one regressor per emotion, or one shared")
@@ -76,12 +78,11 @@ def _apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
     if args.cache:
         train = replace(train, cache_dir=args.cache)
     if getattr(args, "encoder", None):
-        egemaps = args.encoder.lower() in ("egemaps", "egemapsv02")
-        enc = (
-            replace(enc, kind="egemaps", name="eGeMAPSv02", layer="last")
-            if egemaps
-            else replace(enc, kind="ssl", name=args.encoder)
-        )
+        name = args.encoder.lower()
+        if name in ("egemaps", "egemapsv02"):
+            enc = replace(enc, kind="egemaps", name="eGeMAPSv02", layer="last")
+        else:  # a Whisper checkpoint by its name, any other transformers encoder as ssl
+            enc = replace(enc, kind="whisper" if "whisper" in Path(name.rstrip("/")).name else "ssl", name=args.encoder)
     if getattr(args, "layer", None):
         layer = int(args.layer) if args.layer.isdigit() else args.layer
         if layer not in ("last", "weighted") and not isinstance(layer, int):

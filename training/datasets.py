@@ -1,4 +1,4 @@
-"""Labelled speech datasets: ComParE 2023 Emotion Share, a generic CSV manifest, Emo-DB, RAVDESS.
+"""Labelled speech datasets: ComParE 2023 Emotion Share, a generic CSV manifest, Emo-DB, RAVDESS, nEMO.
 
 Each loader returns a `Dataset`: the emotion names in order and one `Item` per usable
 audio file with its share targets, split, speaker and corpus. Problems (missing audio,
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..model.errors import EmomonError
+from .settings import DATASET_KINDS
 
 COMPARE23_EMOTIONS = (
     "Anger", "Boredom", "Calmness", "Concentration", "Determination",
@@ -37,10 +38,12 @@ RAVDESS_CODES = {
     "05": "anger", "06": "fear", "07": "disgust", "08": "surprise",
 }  # fmt: skip
 RAVDESS_EMOTIONS = tuple(RAVDESS_CODES.values())
-DATASETS = ("compare23", "csv", "emodb", "ravdess")
+NEMO_EMOTIONS = ("anger", "fear", "happiness", "neutral", "sadness", "surprise")
+DATASETS = DATASET_KINDS  # the [dataset] kinds (training/settings.py)
 LICENCES = {  # what a model trained on the corpus inherits
     "emodb": "Emo-DB: free for research use",
     "ravdess": "RAVDESS: CC BY-NC-SA 4.0 (non-commercial, share-alike)",
+    "nemo": "nEMO: CC BY-NC-SA 4.0 (non-commercial, share-alike)",
 }
 
 
@@ -86,11 +89,14 @@ class Dataset:
 
 
 def load_dataset(kind: str, data: str | Path, **options) -> Dataset:
-    """Load dataset `kind` (compare23 | csv | emodb | ravdess) from `data`."""
+    """Load dataset `kind` (compare23 | csv | emodb | ravdess | nemo) from `data`."""
     data = Path(data)
     if not data.exists():
         raise DatasetError(f"Dataset path '{data}' does not exist.")
-    loaders = {"compare23": load_compare23, "csv": load_csv_manifest, "emodb": load_emodb, "ravdess": load_ravdess}
+    loaders = {
+        "compare23": load_compare23, "csv": load_csv_manifest, "emodb": load_emodb, "ravdess": load_ravdess,
+        "nemo": load_nemo,
+    }  # fmt: skip
     if kind not in loaders:
         raise DatasetError(f"Unknown dataset kind '{kind}' (choose from {', '.join(DATASETS)}).")
     ds = loaders[kind](data, **options)
@@ -298,3 +304,14 @@ def load_ravdess(root: Path) -> Dataset:
     file is put in split "train"; the caller makes speaker folds.
     """
     return _load_categorical(root, "ravdess", "RAVDESS", RAVDESS_EMOTIONS, lambda row: 1.0)
+
+
+def load_nemo(root: Path) -> Dataset:
+    """nEMO (Polish) as in ../shared/data/nemo: labels.csv with file, speaker, emotion.
+
+    Six portrayed emotions, no listener ratings: one-hot targets, as RAVDESS. Every
+    sentence is spoken in every emotion, so the words carry no label. The audio is 16 kHz
+    Ogg Opus (a lossy speech codec); every file is put in split "train" and the caller
+    makes speaker folds.
+    """
+    return _load_categorical(root, "nemo", "nEMO", NEMO_EMOTIONS, lambda row: 1.0)

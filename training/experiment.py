@@ -27,6 +27,7 @@ from ..model.encoder import Encoder, load_encoder
 from ..model.normalize import FeatureNorm, feature_stats, per_speaker_standardise
 from ..model.predictor import Predictor
 from ..model.settings import to_dict
+from ..model.specs import LAYERED
 from ..streamer.config import Config
 from .cache import EmbeddingCache
 from .datasets import LICENCES, Dataset, DatasetError, Item, load_dataset, merge
@@ -124,17 +125,18 @@ class Features:
 
         return lambda i, a: augment(self._trimmed(i, a), self.cfg.augment, self._seed(i, k))
 
-    def _variant(self, name: str, transform) -> list[torch.Tensor | None]:
+    def _variant(self, name: str, transform, stored: bool = False) -> list[torch.Tensor | None]:
         variant = f"{self._base}+{name}"
         report_problems(
             self.console, self.cache.extract(self.paths, console=self.console, variant=variant, transform=transform),
             f"embedding {name}",
         )  # fmt: skip
-        return self.cache.load(self.paths, variant)
+        return self.cache.load(self.paths, variant, stored)
 
     def perturbed(self, name: str) -> list[torch.Tensor | None]:
         """Every item's features through one robustness perturbation ("white:20", ...),
-        extracted and read from the cache once per run, whichever protocols ask."""
+        extracted and read from the cache once per run, whichever protocols ask; kept in
+        their stored dtype (float16 for SSL and Whisper) since they are only scored."""
         if name not in self._perturbed:
             self._perturbed[name] = self._perturb(name)
         return self._perturbed[name]
@@ -145,7 +147,7 @@ class Features:
         def transform(i: int, a: np.ndarray) -> np.ndarray:
             return perturb(self._trimmed(i, a), name, seed=int(self.cache.hash_of(self.paths[i])[:8], 16))
 
-        return self._variant(name, transform)
+        return self._variant(name, transform, stored=True)
 
     def split(self, idx: np.ndarray, augmented: bool = False) -> tuple[Split, list[str]]:
         items = [self.items[i] for i in idx]
@@ -267,7 +269,7 @@ def run_protocol(
         rows = slice(at, at + len(fold.test))
         pred["clean"][rows] = sessions_predict(r, norm, test_items, [feats.clean[i] for i in fold.test])
         for p, pf in perturbed.items():
-            pred[p][rows] = sessions_predict(r, norm, test_items, [pf[i] for i in fold.test])
+            pred[p][rows] = sessions_predict(r, norm, test_items, [pf[i].float() for i in fold.test])
         at += len(fold.test)
         fits.append(r)
         progress.end_fit()
@@ -352,6 +354,7 @@ def train_experiment(cfg: Config, report: Path | None, console: Console, argv: l
         norm_session_frames=norm.session_frames,
         metrics=metrics,
         provenance=provenance(cfg, ds, len(feats.items), argv),
+        encoder_digest=getattr(encoder, "digest", ""),
     )
     out = Path(cfg.train.out or f"models/{ds.name}-{_slug(cfg.encoder)}-arch{cfg.regressor.arch}")
     save_bundle(bundle, out)
@@ -417,7 +420,7 @@ def _dataset_options(cfg: Config, kind: str) -> dict:
 
 
 def _slug(spec) -> str:
-    return spec.kind if spec.kind != "ssl" else Path(spec.name.rstrip("/")).name.lower()
+    return spec.kind if spec.kind not in LAYERED else Path(spec.name.rstrip("/")).name.lower()
 
 
 def _licence(kinds: tuple[str, ...]) -> str:

@@ -8,7 +8,10 @@ One concept for every corpus, chosen in `[evaluation] protocols`:
                    (other corpora included);
 - "CORPUS:kfoldK"  the same with K groups of CORPUS's speakers instead of single speakers;
 - "A>B"            trained on corpus A only (one group of A's speakers held out as devel),
-                   tested on all of corpus B, over the emotions both corpora label.
+                   tested on all of corpus B, over the emotions both corpora label;
+- "A+B>C"          leave-one-corpus-out: trained on corpora A and B (a tenth of their
+                   speakers as devel), tested on all of C, over the emotions C and at
+                   least one of A and B label.
 
 Every protocol is speaker-independent: no speaker is ever in two of a fold's parts.
 A fold's test files are scored over `classes`, the emotions the test corpus (and for
@@ -37,17 +40,21 @@ class Fold:
 @dataclass(frozen=True)
 class Protocol:
     kind: str  # split | loso | kfold | cross
-    corpus: str  # the test corpus (for cross: the training corpus)
+    corpus: str  # the test corpus (for cross: the training corpora, joined by "+")
     target: str = ""  # cross: the test corpus
     k: int = 0  # kfold: groups
 
     @classmethod
     def parse(cls, text: str) -> Protocol:
-        if m := re.fullmatch(r"([a-z0-9_]+)>([a-z0-9_]+)", text):
+        if m := re.fullmatch(r"([a-z0-9_]+(?:\+[a-z0-9_]+)*)>([a-z0-9_]+)", text):
+            if m[2] in m[1].split("+"):
+                raise DatasetError(f"Evaluation protocol '{text}' tests on a corpus it trains on.")
             return cls("cross", m[1], m[2])
         m = re.fullmatch(r"([a-z0-9_]+):(split|loso|kfold(\d+))", text)
         if not m:
-            raise DatasetError(f"Evaluation protocol '{text}' is not CORPUS:split, CORPUS:loso, CORPUS:kfoldK or A>B.")
+            raise DatasetError(
+                f"Evaluation protocol '{text}' is not CORPUS:split, CORPUS:loso, CORPUS:kfoldK, A>B or A+B>C."
+            )
         if m[3]:
             if int(m[3]) < 2:
                 raise DatasetError(f"Evaluation protocol '{text}' needs at least 2 folds.")
@@ -58,22 +65,27 @@ class Protocol:
     def name(self) -> str:
         """The key in the bundle's metrics: emodb_loso, ravdess_kfold6, emodb_to_ravdess, ..."""
         if self.kind == "cross":
-            return f"{self.corpus}_to_{self.target}"
+            return f"{'_'.join(self.sources)}_to_{self.target}"
         return f"{self.corpus}_{self.kind}{self.k or ''}"
 
     @property
     def test_corpus(self) -> str:
         return self.target or self.corpus
 
+    @property
+    def sources(self) -> list[str]:
+        """The corpora a fold trains on ("cross"), or the one it is about."""
+        return self.corpus.split("+")
+
     def classes(self, ds: Dataset) -> list[int]:
         """Indices into ds.emotions that this protocol scores."""
         labelled = set(ds.label_sets.get(self.test_corpus, ds.emotions))
         if self.kind == "cross":
-            labelled &= set(ds.label_sets[self.corpus])
+            labelled &= set().union(*(ds.label_sets[c] for c in self.sources))
         return [i for i, e in enumerate(ds.emotions) if e in labelled]
 
     def folds(self, ds: Dataset) -> list[Fold]:
-        for c in {self.corpus, self.test_corpus}:
+        for c in {*self.sources, self.test_corpus}:
             if c not in ds.corpora():
                 raise DatasetError(
                     f"Evaluation protocol '{self.name}' names corpus '{c}', which is not among the "
@@ -94,12 +106,14 @@ class Protocol:
                 raise DatasetError(f"Corpus {self.corpus} has no labelled train and devel split for '{self.name}'.")
             return [Fold(idx[train], idx[devel], idx[test])]
         if self.kind == "cross":
-            own = (corpus == self.corpus) & labelled
-            groups = sorted(set(speaker[own]))
-            if len(groups) < 2:
-                raise DatasetError(f"Corpus {self.corpus} needs at least 2 speakers for '{self.name}'.")
-            n_devel = max(1, round(CROSS_DEVEL_FRACTION * len(groups)))
-            devel = own & np.isin(speaker, groups[-n_devel:])
+            own = np.isin(corpus, self.sources) & labelled
+            devel = np.zeros(len(ds.items), bool)
+            for c in self.sources:  # a tenth of each training corpus's speakers picks the epoch
+                groups = sorted(set(speaker[own & (corpus == c)]))
+                if len(groups) < 2:
+                    raise DatasetError(f"Corpus {c} needs at least 2 speakers for '{self.name}'.")
+                n_devel = max(1, round(CROSS_DEVEL_FRACTION * len(groups)))
+                devel |= own & np.isin(speaker, groups[-n_devel:])
             keep = set(self.classes(ds))
             test = (corpus == self.target) & labelled & np.array([it.label in keep for it in ds.items])
             return [Fold(idx[own & ~devel], idx[devel], idx[test])]

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from ..model.errors import EmomonError
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -38,7 +40,7 @@ class TrainSettings:
             raise ValueError("prior_frames and session_frames must be >= 0")
 
 
-DATASET_KINDS = ("compare23", "csv", "emodb", "ravdess")
+DATASET_KINDS = ("compare23", "csv", "emodb", "ravdess", "nemo")
 
 
 def _names(value: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -86,8 +88,9 @@ class EvaluationSettings:
       "CORPUS:split"   the corpus's own train/devel/test split (ComParE, CSV manifests);
       "CORPUS:loso"    leave-one-speaker-out over CORPUS, training on everything else;
       "CORPUS:kfoldK"  K speaker-grouped folds over CORPUS, training on everything else;
-      "A>B"            trained on corpus A only, tested on corpus B over the emotions both label.
-    Each is saved in the bundle's metrics as "CORPUS_loso", "A_to_B", ... `perturbations`
+      "A>B"            trained on corpus A only, tested on corpus B over the emotions both label;
+      "A+B>C"          leave-one-corpus-out: trained on A and B, tested on C.
+    Each is saved in the bundle's metrics as "CORPUS_loso", "A_to_B", "A_B_to_C", ... `perturbations`
     scores every fold's test files again through a microphone-like change ("white:20",
     "pink:20" = noise at that SNR in dB, "gain:-12", "telephone") with the same models.
     """
@@ -96,9 +99,13 @@ class EvaluationSettings:
     perturbations: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        from .protocols import Protocol  # here: protocols imports datasets, which imports this module
+
         for p in self.protocols:
-            if not re.fullmatch(r"[a-z0-9_]+:(split|loso|kfold\d+)|[a-z0-9_]+>[a-z0-9_]+", p):
-                raise ValueError(f"evaluation protocol '{p}' is not CORPUS:split, CORPUS:loso, CORPUS:kfoldK or A>B")
+            try:
+                Protocol.parse(p)
+            except EmomonError as e:
+                raise ValueError(str(e)[0].lower() + str(e)[1:].rstrip(".")) from None
         for p in self.perturbations:
             if not re.fullmatch(r"(white|pink):-?\d+(\.\d+)?|gain:[-+]?\d+(\.\d+)?|telephone", p):
                 raise ValueError(f"perturbation '{p}' is not white:SNR, pink:SNR, gain:DB or telephone")
@@ -111,7 +118,9 @@ class AugmentSettings:
     Each training file gets `views` changed copies besides the clean one; every epoch
     draws one of them per file. Each copy gets a random gain in +-`gain_db`, and with the
     given probabilities white or pink noise at an SNR in `snr_db`, a telephone band
-    (8 kHz resampling, 300-3400 Hz) and a small room's reverberation.
+    (8 kHz resampling, 300-3400 Hz), a small room's reverberation, a round trip through
+    the Opus speech codec (as VoIP and phone apps pass speech), and a cut to a random
+    `crop_s` excerpt (short utterances).
     """
 
     views: int = 0  # 0 = no augmentation
@@ -120,11 +129,16 @@ class AugmentSettings:
     snr_db: tuple[float, ...] = (10.0, 30.0)
     telephone: float = 0.2
     reverb: float = 0.2
+    codec: float = 0.0  # probability of an Opus round trip
+    crop: float = 0.0  # probability of keeping only a random excerpt ...
+    crop_s: tuple[float, ...] = (1.0, 2.5)  # ... of this many seconds
 
     def __post_init__(self) -> None:
         if self.views < 0 or self.gain_db < 0:
             raise ValueError("views and gain_db must be >= 0")
         if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
             raise ValueError(f"snr_db must be [low, high], not {list(self.snr_db)}")
-        if not all(0.0 <= p <= 1.0 for p in (self.noise, self.telephone, self.reverb)):
-            raise ValueError("noise, telephone and reverb are probabilities in [0, 1]")
+        if len(self.crop_s) != 2 or not 0.3 <= self.crop_s[0] <= self.crop_s[1]:
+            raise ValueError(f"crop_s must be [low, high] seconds, low >= 0.3, not {list(self.crop_s)}")
+        if not all(0.0 <= p <= 1.0 for p in (self.noise, self.telephone, self.reverb, self.codec, self.crop)):
+            raise ValueError("noise, telephone, reverb, codec and crop are probabilities in [0, 1]")

