@@ -2,8 +2,9 @@
 sentences between 1 s pauses in real time (100 ms messages), against one server process.
 
 Independent speakers do not finish their sentences in the same 100 ms, so each client
-starts at a random offset within one sentence-and-pause period (3 s: this Emo-DB copy's
-sentences are 2 s each). `--aligned` starts them all at once instead: every stream then
+starts at a random offset within one sentence-and-pause period (3 s: each sentence is the
+first 2 s of an Emo-DB file, as in the earlier copy of the corpus the first numbers were
+measured on). `--aligned` starts them all at once instead: every stream then
 closes a segment in the same instant, a burst of N segments, the worst case.
 
 For each N: sentences sent, segments returned and dropped, the latency from the client
@@ -46,7 +47,8 @@ EMODB = ROOT.parent / "shared" / "data" / "emodb" / "wav"
 GOAL_STREAMS, GOAL_P95_S = 64, 1.2
 CHUNK_S = 0.1
 BACKLOG_S = 0.5  # last sentences' p50 this much above the first ones': the model is falling behind
-PERIOD_S = 3.0  # one 2 s sentence and its 1 s pause: the span of the clients' random start offsets
+SENTENCE_S = 2.0  # each sentence's first 2 s (the full-length files run 1.2-9.0 s)
+PERIOD_S = SENTENCE_S + 1.0  # a sentence and its 1 s pause: the span of the clients' random start offsets
 
 
 def free_port() -> int:
@@ -293,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted(EMODB.glob("*.wav"))
     if not files:
         raise SystemExit(f"bench_serve needs Emo-DB at {EMODB}")
-    sentences = [read_audio(f) for f in files[::5]]  # about a hundred sentences, all speakers
+    # About a hundred sentences of all speakers, each its first 2.0 s as the earlier copy of
+    # Emo-DB held them: one 2 s segment per stream every 3 s, the load measured before.
+    sentences = [read_audio(f)[: int(SENTENCE_S * SAMPLE_RATE)] for f in files[::5]]
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         model = args.model
         if args.random_ssl:

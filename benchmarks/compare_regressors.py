@@ -53,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=ROOT / "training" / "experiments" / "default_whisper_base.toml")
     ap.add_argument("--protocol", default="emodb:kfold5")
-    ap.add_argument("--epochs", type=int, default=40, help="at most this many epochs (patience 10)")
+    ap.add_argument("--epochs", type=int, default=60, help="at most this many epochs (patience 10)")
     ap.add_argument("--only", nargs="*", choices=list(VARIANTS), help="run these variants only")
+    ap.add_argument("--cache", default="", help="embedding cache folder ([train] cache_dir)")
+    ap.add_argument("--table", action="store_true", help="only rewrite the table from the saved results")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "training.md")
     args = ap.parse_args(argv)
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     previous = args.out / "compare_regressors.json"
     rows = {r["variant"]: r for r in (json.loads(previous.read_text())["rows"] if previous.exists() else [])}
-    for name in args.only or VARIANTS:
+    for name in [] if args.table else args.only or VARIANTS:
         layer, changes, views = VARIANTS[name]
         cfg = replace(
             base,
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             regressor=replace(base.regressor, **changes),
             augment=replace(base.augment, views=views),
             evaluation=replace(base.evaluation, protocols=(args.protocol,), perturbations=()),
-            train=replace(base.train, epochs=args.epochs, patience=10),
+            train=replace(base.train, epochs=args.epochs, patience=10, cache_dir=args.cache or base.train.cache_dir),
             dataset=replace(
                 base.dataset, kind=(corpus,), data=(dict(zip(base.dataset.kinds, base.dataset.paths))[corpus],)
             ),

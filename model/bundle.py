@@ -165,7 +165,8 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{where}: normalization.session_frames must be a whole number >= 0.")
 
     weights = need("weights", dict)
-    digest = m.get("encoder_weights", {}).get("sha256", "") if isinstance(m.get("encoder_weights"), dict) else None
+    recorded = m.get("encoder_weights", {})  # absent in bundles of openSMILE encoders and older ones
+    digest = recorded.get("sha256", "") if isinstance(recorded, dict) else None
     if not isinstance(digest, str) or (digest and not re.fullmatch(r"[0-9a-f]{64}", digest)):
         raise BundleError(f"{where}: encoder_weights.sha256 must be 64 hexadecimal digits.")
     bundle = Bundle(

@@ -167,10 +167,11 @@ def whisper_from_ct2(data: bytes, where: str):
         raise EncoderLoadError(
             f"{where} does not hold a Whisper encoder emomon can map ({e!r} is missing or wrong)."
         ) from e
-    model = WhisperEncoder(config)
+    with torch.device("meta"):  # no random initialisation of weights that are replaced at once
+        model = WhisperEncoder(config)
     tensors = {name: torch.from_numpy(np.array(a, dtype=np.float32)) for name, a in state.items()}
     try:
-        model.load_state_dict(tensors, strict=True)
+        model.load_state_dict(tensors, strict=True, assign=True)
     except RuntimeError as e:
         raise EncoderLoadError(f"{where}: its Whisper encoder does not fit transformers' layout ({e}).") from e
     return model
@@ -236,6 +237,9 @@ class WhisperSpeechEncoder:
                 f"Setting encoder.layer = {spec.layer} is out of range: "
                 f"'{spec.name}' has hidden states 0 to {cfg.encoder_layers}."
             )
+        self.n_layers = cfg.encoder_layers
+        if isinstance(spec.layer, int):
+            del model.layers[spec.layer :]  # never run: not kept, not quantised
         model = model.to(self.device, self.dtype).eval()
         if self.compute == "int8":
             if self.device.type != "cpu":
@@ -291,7 +295,7 @@ class WhisperSpeechEncoder:
             keys = torch.arange(T, device=x.device)[None, :] < lengths[:, None]  # (B, T)
             attn = torch.zeros(B, 1, T, T, device=x.device, dtype=x.dtype)
             attn.masked_fill_(~keys[:, None, None, :], torch.finfo(x.dtype).min)
-        want, L = self.spec.layer, len(m.layers)
+        want, L = self.spec.layer, self.n_layers
         depth = want if isinstance(want, int) else L  # layers to run
         states = [x]
         for layer in m.layers[:depth]:

@@ -227,3 +227,7 @@ def test_bundle_refuses_other_encoder_weights(tiny_whisper, tmp_path) -> None:
     with pytest.raises(BundleError, match="refusing"):
         Predictor.from_bundle(tmp_path / "b", "cpu", encoder_name=str(tmp_path / "w2"))
     assert replace(enc.spec).encoder_id.startswith("whisper:")
+    manifest = tmp_path / "b" / "bundle.json"
+    manifest.write_text(manifest.read_text().replace(enc.digest, "not-a-digest"))
+    with pytest.raises(BundleError, match="encoder_weights.sha256 must be 64 hexadecimal digits"):
+        load_bundle(tmp_path / "b")
