@@ -154,6 +154,28 @@ def pad_sequences(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
     return pad_sequence(list(seqs), batch_first=True), lengths
 
 
+def collect(per_segment: Sequence[torch.Tensor], mixed: bool, hop_s: float, device) -> Embeddings:
+    """Each segment's (T_i, D) frames, or (K, T_i, D) for layer="weighted", padded into one batch."""
+    if mixed:  # (K, T, D) -> pad along T
+        feats, lengths = pad_sequences([s.transpose(0, 1) for s in per_segment])
+        feats = feats.transpose(1, 2)  # (B, K, T, D)
+    else:
+        feats, lengths = pad_sequences(per_segment)  # (B, T, D)
+    return Embeddings(feats, lengths.to(device), hop_s)
+
+
+def place(model, device: torch.device, compute: str):
+    """`model` on `device` in the compute dtype, in eval mode; int8 quantises its linear layers."""
+    model = model.to(device, resolve_dtype(compute)).eval()
+    if compute == "int8":
+        if device.type != "cpu":
+            raise ConfigError("Setting dtype = 'int8' (dynamic quantisation) runs on the CPU only; use device = 'cpu'.")
+        model = quantize_linear(model)
+    if compute == "bfloat16" and not fast_bf16(device):
+        log.warning("dtype bfloat16 has no fast kernels here: expect it to be ~10x slower than float32")
+    return model
+
+
 def plan_batches(sizes: Sequence[int], any_lengths: bool, max_samples: int) -> list[list[int]]:
     """Group segment indices (of `sizes` samples) into forward passes.
 
@@ -219,15 +241,7 @@ class SSLEncoder:
         self.dtype = resolve_dtype(self.compute)
         self.model, self.normalize_waveform = _load_ssl(spec)
         self.digest = weights_digest(self.model)
-        self.model.to(self.device, self.dtype).eval()
-        if self.compute == "int8":
-            if self.device.type != "cpu":
-                raise ConfigError(
-                    "Setting dtype = 'int8' (dynamic quantisation) runs on the CPU only; use device = 'cpu'."
-                )
-            self.model = quantize_linear(self.model)
-        if self.compute == "bfloat16" and not fast_bf16(self.device):
-            log.warning("dtype bfloat16 has no fast kernels here: expect it to be ~10x slower than float32")
+        self.model = place(self.model, self.device, self.compute)
         log.info("encoder %s on %s in %s (%s)", spec.name, self.device, self.compute, why)
         cfg = self.model.config
         self.dim = cfg.hidden_size
@@ -283,12 +297,7 @@ class SSLEncoder:
                 hidden = self.forward(wave.to(self.device, self.dtype), mask).float()
                 for j, i in enumerate(idx):
                     per_segment[i] = hidden[j, ..., : self.frames(int(n[j])), :]
-        if self.spec.layer == "weighted":  # (K, T, D) -> pad along T
-            feats, lengths = pad_sequences([s.transpose(0, 1) for s in per_segment])
-            feats = feats.transpose(1, 2)  # (B, K, T, D)
-        else:
-            feats, lengths = pad_sequences(per_segment)  # (B, T, D)
-        return Embeddings(feats, lengths.to(self.device), self.frame_hop_s)
+        return collect(per_segment, self.spec.layer == "weighted", self.frame_hop_s, self.device)
 
 
 def quantize_linear(model):

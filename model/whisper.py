@@ -222,7 +222,7 @@ class WhisperSpeechEncoder:
     ) -> None:
         import torch
 
-        from .encoder import choose_dtype, quantize_linear, resolve_device, resolve_dtype, weights_digest
+        from .encoder import choose_dtype, place, resolve_device, resolve_dtype, weights_digest
 
         self.spec = spec
         self.max_batch_samples = int(max_batch_s * SAMPLE_RATE)
@@ -240,14 +240,7 @@ class WhisperSpeechEncoder:
         self.n_layers = cfg.encoder_layers
         if isinstance(spec.layer, int):
             del model.layers[spec.layer :]  # never run: not kept, not quantised
-        model = model.to(self.device, self.dtype).eval()
-        if self.compute == "int8":
-            if self.device.type != "cpu":
-                raise ConfigError(
-                    "Setting dtype = 'int8' (dynamic quantisation) runs on the CPU only; use device = 'cpu'."
-                )
-            model = quantize_linear(model)
-        self.model = model
+        self.model = place(model, self.device, self.compute)
         self.filters = torch.from_numpy(filters).to(self.device)  # (n_freq, n_mels)
         self.window = torch.hann_window(N_FFT, device=self.device)
         self.dim = cfg.d_model
@@ -306,7 +299,7 @@ class WhisperSpeechEncoder:
         return torch.stack(states, dim=1) if want == "weighted" else states[-1]
 
     def encode(self, segments: Sequence[np.ndarray]) -> Embeddings:
-        from .encoder import Embeddings, pad_sequences, plan_batches
+        from .encoder import collect, pad_sequences, plan_batches
 
         torch = self._torch
         waves = [torch.as_tensor(np.asarray(s, dtype=np.float32)) for s in segments]
@@ -324,9 +317,4 @@ class WhisperSpeechEncoder:
                 hidden = self.forward(mel.transpose(1, 2).to(self.dtype), n.to(self.device)).float()
                 for j, i in enumerate(idx):
                     per_segment[i] = hidden[j, ..., : self.frames(len(waves[i])), :]
-        if self.spec.layer == "weighted":  # (K, T, D) -> pad along T
-            feats, lengths = pad_sequences([s.transpose(0, 1) for s in per_segment])
-            feats = feats.transpose(1, 2)  # (B, K, T, D)
-        else:
-            feats, lengths = pad_sequences(per_segment)  # (B, T, D)
-        return Embeddings(feats, lengths.to(self.device), self.frame_hop_s)
+        return collect(per_segment, self.spec.layer == "weighted", self.frame_hop_s, self.device)
