@@ -56,10 +56,7 @@ def test_bench_default_model_quick_run(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "bench_default_model_quick.json").read_text())
     assert result["threads"] == 1 and result["bundle_bytes"] > 0
     assert [r["segment_s"] for r in result["rows"]] == [1.0, 2.0, 4.0]
-    for r in result["rows"]:
-        assert r["auto_ms"] >= r["auto_encoder_ms"] > 0 and r["float32_ms"] >= r["float32_encoder_ms"] > 0
-    bare = result["bare_encoder_2s_ms"]
-    assert bare["all six layers, float32, padded to 30 s"] > bare["all six layers, float32"] > 0
+    assert all(r["total_ms"] >= r["encoder_ms"] > 0 for r in result["rows"])
     assert "2 s segment:" in out.stdout and not doc.exists()
 
 

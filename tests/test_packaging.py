@@ -45,7 +45,7 @@ def test_wheel_holds_one_import_package_with_its_data(wheel: Path) -> None:
         "emomon/model/default/bundle.json",
         "emomon/model/default/regressors.safetensors",
         "emomon/streamer/samples/emodb_speaker11.wav",
-        "emomon/training/experiments/default_compare_pooled.toml",
+        "emomon/training/experiments/default_whisper_base.toml",
     ):
         assert data in names
     assert not any(n.startswith(("emomon/tests/", "emomon/benchmarks/", "emomon/docs/")) for n in names)
