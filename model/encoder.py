@@ -176,6 +176,17 @@ def place(model, device: torch.device, compute: str):
     return model
 
 
+def configure(encoder, spec: EncoderSpec, device: str, dtype: str, max_batch_s: float) -> str:
+    """The settings every transformers encoder starts from: spec, batch budget, device and
+    compute dtype (set on `encoder`); returns why that dtype was chosen."""
+    encoder.spec = spec
+    encoder.max_batch_samples = int(max_batch_s * SAMPLE_RATE)
+    encoder.device = resolve_device(device)
+    encoder.compute, why = choose_dtype(dtype, encoder.device)
+    encoder.dtype = resolve_dtype(encoder.compute)
+    return why
+
+
 def plan_batches(sizes: Sequence[int], any_lengths: bool, max_samples: int) -> list[list[int]]:
     """Group segment indices (of `sizes` samples) into forward passes.
 
@@ -234,11 +245,7 @@ class SSLEncoder:
     ) -> None:
         import torch
 
-        self.spec = spec
-        self.max_batch_samples = int(max_batch_s * SAMPLE_RATE)
-        self.device = resolve_device(device)
-        self.compute, why = choose_dtype(dtype, self.device)
-        self.dtype = resolve_dtype(self.compute)
+        why = configure(self, spec, device, dtype, max_batch_s)
         self.model, self.normalize_waveform = _load_ssl(spec)
         self.digest = weights_digest(self.model)
         self.model = place(self.model, self.device, self.compute)

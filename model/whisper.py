@@ -222,13 +222,9 @@ class WhisperSpeechEncoder:
     ) -> None:
         import torch
 
-        from .encoder import choose_dtype, place, resolve_device, resolve_dtype, weights_digest
+        from .encoder import configure, place, weights_digest
 
-        self.spec = spec
-        self.max_batch_samples = int(max_batch_s * SAMPLE_RATE)
-        self.device = resolve_device(device)
-        self.compute, why = choose_dtype(dtype, self.device)
-        self.dtype = resolve_dtype(self.compute)
+        why = configure(self, spec, device, dtype, max_batch_s)
         model, filters, self.source = load_whisper(spec)
         self.digest = weights_digest(model)
         cfg = model.config
