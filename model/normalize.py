@@ -115,6 +115,21 @@ def feature_stats(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
     return frames.mean(0), frames.std(0, correction=0).clamp(min=1e-5)
 
 
+def frame_sums(features: torch.Tensor) -> torch.Tensor:
+    """(T, D) features -> (3, D) float64: the frame count, the sum and the sum of squares
+    over frames; summed over files they give feature_stats() without the frames."""
+    x = features.to(torch.float64)
+    return torch.stack([torch.full_like(x[0], x.shape[0]), x.sum(0), (x * x).sum(0)])
+
+
+def stats_from_sums(sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """feature_stats() from frame_sums() of each file, stacked (N, 3, D)."""
+    n, total, squares = sums.sum(0)
+    mean = total / n
+    var = (squares / n - mean**2).clamp(min=0.0)
+    return mean.float(), var.sqrt().clamp(min=1e-5).float()
+
+
 def per_speaker_standardise(features: list[torch.Tensor], speakers: list[str]) -> list[torch.Tensor]:
     """Training-side counterpart of "speaker" mode: each speaker's features standardised by
     that speaker's own statistics over all of their frames."""

@@ -58,6 +58,15 @@ def _activate(z: Tensor, kind: str) -> Tensor:
     return F.relu(z) if kind == "relu" else torch.sigmoid(z) if kind == "sigmoid" else z
 
 
+def dropout(z: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout, as F.dropout, from a uniform draw: on CPU, torch's Bernoulli sampler
+    (which F.dropout uses) measured 3-4x slower than rand + compare, and on the pooled
+    head's 2,560-wide input it was most of a training step."""
+    if not training or p == 0.0:
+        return z
+    return z * (torch.rand_like(z) >= p).to(z.dtype) * (1.0 / (1.0 - p))
+
+
 def pooled_lengths(lengths: Tensor) -> Tensor:
     """Valid frames after MaxPool1d(2): floor(T / 2), never below one."""
     return torch.clamp(lengths // 2, min=1)
@@ -92,16 +101,37 @@ def pool_statistics(x: Tensor, lengths: Tensor, stats: tuple[str, ...]) -> Tenso
         elif stat == "max":
             out.append(x.masked_fill(~valid, float("-inf")).amax(1))
         else:  # "pNN": sorted real frames first, padding (+inf) last
-            if ordered is None:
-                ordered = x.masked_fill(~valid, float("inf")).sort(1).values  # (B, T, D)
+            if ordered is None:  # sorted along a contiguous axis: 1.4x faster than along T in place
+                ordered = x.masked_fill(~valid, float("inf")).transpose(1, 2).contiguous().sort(-1).values  # (B, D, T)
             pos = (lengths.clamp(min=1) - 1).to(x.dtype) * (int(stat[1:]) / 100)  # (B,)
             lo = pos.floor().long()
             hi = torch.minimum(lo + 1, lengths.clamp(min=1) - 1)
             frac = (pos - lo.to(x.dtype))[:, None]  # (B, 1)
-            a = ordered.gather(1, lo[:, None, None].expand(B, 1, D))[:, 0]
-            b = ordered.gather(1, hi[:, None, None].expand(B, 1, D))[:, 0]
+            a = ordered.gather(2, lo[:, None, None].expand(B, D, 1))[..., 0]
+            b = ordered.gather(2, hi[:, None, None].expand(B, D, 1))[..., 0]
             out.append(a + (b - a) * frac)
     return torch.cat(out, dim=-1)
+
+
+def normalise_pooled(pooled: Tensor, mean: Tensor, std: Tensor, stats: tuple[str, ...]) -> Tensor:
+    """pool_statistics of the standardised frames (x - mean) / std, from pool_statistics of x.
+
+    Every statistic commutes with a per-dimension affine map of positive scale (the mean,
+    extremes and percentiles shift and scale; the standard deviation only scales), so a
+    segment's statistics can be computed once and standardised by any training fold's
+    mean and std: pooled (..., len(stats) * D), mean and std (D,).
+    """
+    z = pooled.unflatten(-1, (len(stats), -1))  # (..., S, D)
+    mean, std = mean.to(pooled.dtype), std.to(pooled.dtype)
+    out = []
+    for i, stat in enumerate(stats):
+        v = z[..., i, :]
+        if stat == "std":  # pool_statistics returns sqrt(var + 1e-6)
+            var = (v.double() ** 2 - 1e-6).clamp(min=0.0) / std.double() ** 2
+            out.append(torch.sqrt(var + 1e-6).to(v.dtype))
+        else:
+            out.append((v - mean) / std)
+    return torch.stack(out, -2).flatten(-2)
 
 
 # --------------------------------------------------------------------------- reference
@@ -159,7 +189,7 @@ class Regressor(nn.Module):
 
     def _head(self, z: Tensor) -> Tensor:
         for i, lin in enumerate(self.ff):
-            z = lin(F.dropout(z, self.spec.dropout, self.training))
+            z = lin(dropout(z, self.spec.dropout, self.training))
             if i < len(self.ff) - 1:
                 z = F.relu(self.ff_norms[i](z) if self.ff_norms is not None else z)
         if self.spec.output_activation == "softmax" and z.shape[-1] == 1:
@@ -341,7 +371,7 @@ class RegressorBank(nn.Module):
         spec, (M, B, _) = self.spec, z.shape
         n_ff = len(spec.ff) + 1
         for i in range(n_ff):
-            z = self._linear(F.dropout(z, spec.dropout, self.training), f"ff.{i}")
+            z = self._linear(dropout(z, spec.dropout, self.training), f"ff.{i}")
             if i < n_ff - 1:
                 z = F.relu(self._layer_norm(z, f"ff_norms.{i}") if spec.arch != 1 else z)
         z = z.permute(1, 0, 2).reshape(B, M * self.out_dim)  # (B, M*out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from emomon.model.normalize import FeatureNorm, per_speaker_standardise
+from emomon.model.normalize import FeatureNorm, feature_stats, frame_sums, per_speaker_standardise, stats_from_sums
 
 
 def test_running_statistics_equal_batch_statistics() -> None:
@@ -65,3 +65,12 @@ def test_speaker_mode_batch_equals_one_by_one() -> None:
         alone = one(x[i : i + 1, : n[i]], n[i : i + 1])[0]
         assert torch.allclose(alone, batched[i, : n[i]], atol=1e-6)
     assert batched[1, 25:].abs().sum() == 0
+
+
+def test_statistics_from_per_file_sums_equal_those_over_the_frames() -> None:
+    g = torch.Generator().manual_seed(1)
+    files = [torch.randn(t, 5, generator=g) * torch.tensor([1.0, 3.0, 0.1, 1e-7, 8.0]) + 2 for t in (1, 40, 7, 300)]
+    mean, std = feature_stats(files)
+    m2, s2 = stats_from_sums(torch.stack([frame_sums(f) for f in files]))
+    assert torch.allclose(m2, mean, atol=1e-5) and torch.allclose(s2, std, rtol=1e-4)
+    assert s2[3] == std[3]  # a (nearly) constant dimension is clamped the same way

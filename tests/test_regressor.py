@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emomon.model.regressor import Regressor, RegressorBank, pool_statistics, pooled_lengths
+from emomon.model.regressor import Regressor, RegressorBank, normalise_pooled, pool_statistics, pooled_lengths
 from emomon.model.specs import RegressorSpec
 
 SMALL = dict(conv_channels=(16, 12, 8), lstm_hidden=10, ff_dims=(8, 6, 4))
@@ -171,3 +171,16 @@ def test_pooled_head_from_precomputed_statistics_equals_the_forward() -> None:
         whole = bank(x, n)[0]
         stats = torch.cat([pool_statistics(x[i : i + 1, : n[i]], n[i : i + 1], POOLED["pooling"]) for i in range(4)])
         assert torch.allclose(bank.head(stats), whole, atol=1e-6)
+
+
+def test_pooled_statistics_follow_a_standardisation() -> None:
+    """Training pools each file once and standardises the statistics per fold: that must
+    equal pooling the standardised frames, for every statistic (std scales, not shifts)."""
+    x, n = batch(3, 30, 6, [30, 11, 1])
+    x = x * torch.tensor([5.0, 0.01, 1.0, 2.0, 30.0, 0.5]) + 3.0  # dimensions of very different scales
+    mean, std = torch.randn(6), torch.rand(6) * 4 + 0.01
+    stats = POOLED["pooling"]
+    valid = (torch.arange(30)[None, :] < n[:, None])[:, :, None]
+    direct = pool_statistics((x - mean) / std * valid, n, stats)
+    via = normalise_pooled(pool_statistics(x * valid, n, stats), mean, std, stats)
+    assert torch.allclose(via, direct, rtol=1e-4, atol=1e-4)

@@ -155,3 +155,51 @@ def test_csv_manifest_with_speaker_split(tmp_path: Path) -> None:
     devel = {it.speaker for it in ds.items if it.split == "devel"}
     train = {it.speaker for it in ds.items if it.split == "train"}
     assert devel and train and not devel & train  # speaker-independent
+
+
+def test_fit_on_pooled_statistics_equals_fit_on_frames() -> None:
+    """Architecture 3 trains on each file's statistics, pooled once and standardised per
+    fold (experiment.Features.pools): the same model as pooling standardised frames."""
+    import torch
+
+    from emomon.model.normalize import feature_stats, frame_sums, stats_from_sums
+    from emomon.model.regressor import normalise_pooled, pool_statistics
+    from emomon.model.specs import RegressorSpec
+    from emomon.training.settings import TrainSettings
+    from emomon.training.train import Split, fit
+
+    g = torch.Generator().manual_seed(0)
+    spec = RegressorSpec(arch=3, head="shared", pooling=("mean", "std", "p10", "p90"), ff_dims=(16,), dropout=0.2)
+    emotions = ("a", "b", "c")
+
+    def files(n: int) -> list[torch.Tensor]:
+        return [torch.randn(int(t), 4, generator=g) * 3 + 1 for t in torch.randint(1, 40, (n,), generator=g)]
+
+    train, views, devel = files(24), [files(24), files(24)], files(8)
+    targets = torch.rand(24, 3, generator=g).softmax(1).numpy()
+    devel_targets = torch.rand(8, 3, generator=g).softmax(1).numpy()
+    mean, std = feature_stats(train)
+    assert torch.allclose(stats_from_sums(torch.stack([frame_sums(f) for f in train]))[0], mean, atol=1e-5)
+
+    def pool(fs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([pool_statistics(f[None], torch.tensor([f.shape[0]]), spec.pooling) for f in fs])
+
+    def std_(fs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [(f - mean) / std for f in fs]
+
+    settings = TrainSettings(epochs=6, batch_size=8, lr=1e-2, patience=0, loss="ce")
+    frames = fit(
+        Split(std_(train), targets, views=[list(v) for v in zip(std_(views[0]), std_(views[1]))]),
+        Split(std_(devel), devel_targets), emotions, spec, settings,
+    )  # fmt: skip
+    raw = torch.stack([pool(train), pool(views[0]), pool(views[1])])
+    pooled = fit(
+        Split(train, targets, pooled=normalise_pooled(raw, mean, std, spec.pooling)),
+        Split(devel, devel_targets, pooled=normalise_pooled(pool(devel)[None], mean, std, spec.pooling)),
+        emotions, spec, settings,
+    )  # fmt: skip
+    assert frames.best_epoch == pooled.best_epoch
+    losses = [r["train_loss"] for r in pooled.history]
+    assert [r["train_loss"] for r in frames.history] == pytest.approx(losses, rel=1e-4)
+    for name, p in frames.bank.state_dict().items():
+        assert torch.allclose(p, pooled.bank.state_dict()[name], atol=1e-4), name

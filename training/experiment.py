@@ -24,8 +24,9 @@ from rich.console import Console
 
 from ..model.bundle import Bundle, save_bundle
 from ..model.encoder import Encoder, load_encoder
-from ..model.normalize import FeatureNorm, feature_stats, per_speaker_standardise
+from ..model.normalize import FeatureNorm, feature_stats, frame_sums, per_speaker_standardise, stats_from_sums
 from ..model.predictor import Predictor
+from ..model.regressor import normalise_pooled, pool_statistics
 from ..model.settings import to_dict
 from ..model.specs import LAYERED
 from ..streamer.config import Config
@@ -94,6 +95,38 @@ class Features:
             for i, f in enumerate(self._variant(f"aug{k}-{self._digest(cfg.augment)}", self._augmenter(k))):
                 if f is not None:
                     self.views[i].append(f)
+        self._pooled_perturbed: dict[str, torch.Tensor] = {}
+        if self.pools:
+            n_views = min((len(v) for v in self.views), default=0)
+            console.print(f"pooling the statistics of {len(self.items)} files ({1 + n_views} versions)")
+            self.sums = torch.stack([frame_sums(f) for f in self.clean])  # (N, 3, D)
+            views = [self._pool([v[k] for v in self.views]) for k in range(n_views)]
+            self.pooled = torch.stack([self._pool(self.clean), *views])  # (1 + views, N, F)
+
+    @property
+    def pools(self) -> bool:
+        """Whether fits start from each file's pooled statistics, computed once per run
+        instead of once per fold: Architecture 3 on one encoder layer, normalised globally
+        (a per-dimension affine map, which every statistic commutes with:
+        model.regressor.normalise_pooled)."""
+        one_layer = not self.clean or self.clean[0].dim() == 2
+        return self.cfg.regressor.arch == 3 and one_layer and self.cfg.train.normalization == "global"
+
+    def _pool(self, feats: list[torch.Tensor | None]) -> torch.Tensor:
+        """(N, F) statistics of each file's frames; NaN where a file has no features."""
+        stats = self.cfg.regressor.pooling
+        width = len(stats) * self.clean[0].shape[-1]
+        return torch.stack([
+            pool_statistics(f[None].float(), torch.tensor([f.shape[0]]), stats)[0] if f is not None
+            else torch.full((width,), float("nan"))
+            for f in feats
+        ])  # fmt: skip
+
+    def pooled_perturbed(self, name: str) -> torch.Tensor:
+        """(N, F) pooled statistics of every file through one perturbation (see pools)."""
+        if name not in self._pooled_perturbed:
+            self._pooled_perturbed[name] = self._pool(self.perturbed(name))
+        return self._pooled_perturbed[name]
 
     @property
     def _base(self) -> str:
@@ -156,8 +189,11 @@ class Features:
             [self.clean[i] for i in idx],
             np.array([it.targets for it in items], dtype=np.float32),
             masks.astype(bool).reshape(len(items), len(self.ds.emotions)),
-            [self.views[i] for i in idx] if augmented else [],
+            [self.views[i] for i in idx] if augmented and not self.pools else [],
         )
+        if self.pools:
+            split.pooled = self.pooled[:, idx] if augmented else self.pooled[:1, idx]
+            split.sums = self.sums[idx]
         return split, [it.speaker for it in items]
 
 
@@ -168,7 +204,9 @@ def fit_normalised(cfg: Config, emotions, train: tuple[Split, list[str]], devel=
     their own statistics; the returned FeatureNorm starts from the raw training
     statistics and adapts to whoever it hears, as the Predictor's does.
     """
-    mean, std = feature_stats(train[0].features)  # the raw training statistics
+    pooled = train[0].pooled is not None  # then "global" (Features.pools)
+    # the raw training statistics
+    mean, std = stats_from_sums(train[0].sums) if pooled else feature_stats(train[0].features)
     if cfg.train.normalization == "speaker":
         norm = FeatureNorm(mean.tolist(), std.tolist(), "speaker", cfg.train.prior_frames, cfg.train.session_frames)
 
@@ -181,6 +219,8 @@ def fit_normalised(cfg: Config, emotions, train: tuple[Split, list[str]], devel=
             return [(f - mean) / std for f in features]
 
     def prepare(split: Split, speakers: list[str]) -> Split:
+        if pooled:
+            return replace(split, pooled=normalise_pooled(split.pooled, mean, std, cfg.regressor.pooling))
         views = [list(v) for v in zip(*split.views)] if split.views else []  # view k of every file
         views = [standardise(v, speakers) for v in views]
         return replace(
@@ -197,6 +237,16 @@ def session_predict(r: FitResult, norm: FeatureNorm, feats: list[torch.Tensor]) 
     norm.reset()
     normed = [norm(f[None], torch.tensor([f.shape[-2]]))[0] for f in feats]
     return predict(r.bank, normed)
+
+
+def pooled_predict(r: FitResult, norm: FeatureNorm, pooled: torch.Tensor) -> np.ndarray:
+    """Predictions from raw pooled statistics (N, F) under a "global" normalisation: the
+    same as session_predict on the clips' frames (where order does not matter)."""
+    norm.reset()
+    x = normalise_pooled(pooled, norm.mean, norm.std, r.bank.spec.pooling)
+    r.bank.eval()
+    with torch.inference_mode():
+        return r.bank.head(x).float().numpy()
 
 
 def speaker_sessions(items: list[Item]) -> list[list[int]]:
@@ -267,9 +317,14 @@ def run_protocol(
         )
         test_items = [feats.items[i] for i in fold.test]
         rows = slice(at, at + len(fold.test))
-        pred["clean"][rows] = sessions_predict(r, norm, test_items, [feats.clean[i] for i in fold.test])
-        for p, pf in perturbed.items():
-            pred[p][rows] = sessions_predict(r, norm, test_items, [pf[i].float() for i in fold.test])
+        if feats.pools:
+            pred["clean"][rows] = pooled_predict(r, norm, feats.pooled[0, fold.test])
+            for p in perturbed:
+                pred[p][rows] = pooled_predict(r, norm, feats.pooled_perturbed(p)[fold.test])
+        else:
+            pred["clean"][rows] = sessions_predict(r, norm, test_items, [feats.clean[i] for i in fold.test])
+            for p, pf in perturbed.items():
+                pred[p][rows] = sessions_predict(r, norm, test_items, [pf[i].float() for i in fold.test])
         at += len(fold.test)
         fits.append(r)
         progress.end_fit()
