@@ -56,7 +56,12 @@ def test_bench_default_model_quick_run(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "bench_default_model_quick.json").read_text())
     assert result["threads"] == 1 and result["bundle_bytes"] > 0
     assert [r["segment_s"] for r in result["rows"]] == [1.0, 2.0, 4.0]
-    assert all(r["total_ms"] >= r["encoder_ms"] > 0 for r in result["rows"])
+    for dtype in ("auto", "float32"):
+        assert all(r[f"{dtype}_ms"] >= r[f"{dtype}_encoder_ms"] > 0 for r in result["rows"])
+    bare = result["bare_encoder_2s_ms"]
+    assert bare["all six layers, float32, padded to 30 s"] > bare["all six layers, float32"] > 0
+    agree = result["auto_vs_float32"]
+    assert agree["sentences"] == 6 and 0 <= agree["mean_abs_share_diff"] <= agree["max_abs_share_diff"] <= 1
     assert "2 s segment:" in out.stdout and not doc.exists()
 
 

@@ -24,18 +24,32 @@ def predictor() -> Predictor:
 
 def test_default_bundle_is_small_and_documented() -> None:
     size = sum(f.stat().st_size for f in DEFAULT_BUNDLE.iterdir())
-    assert size < 5_000_000
+    assert size < 5_000_000  # the encoder's weights come from the pinned packages
     bundle = load_bundle(DEFAULT_BUNDLE)
     assert bundle.emotions == NINE
+    assert bundle.encoder.kind == "whisper" and bundle.encoder.name == "openai/whisper-base"
+    assert len(bundle.encoder_digest) == 64
     ev = bundle.metrics["evaluations"]
-    assert set(ev) >= {"emodb_loso", "ravdess_loso", "emodb_to_ravdess", "ravdess_to_emodb"}
+    chance = {
+        "emodb_loso": 1 / 7, "ravdess_loso": 1 / 8, "nemo_loso": 1 / 6, "emodb_to_ravdess": 1 / 6,
+        "ravdess_to_emodb": 1 / 6, "emodb_ravdess_to_nemo": 1 / 6, "emodb_nemo_to_ravdess": 1 / 7,
+        "ravdess_nemo_to_emodb": 1 / 6,
+    }  # fmt: skip
+    assert set(ev) == set(chance)
     assert ev["emodb_loso"]["n"] == 535 and len(ev["emodb_loso"]["per_speaker"]) == 10
     assert ev["ravdess_loso"]["n"] == 1440 and ev["ravdess_loso"]["folds"] == 24
-    chance = {"emodb_loso": 1 / 7, "ravdess_loso": 1 / 8, "emodb_to_ravdess": 1 / 6, "ravdess_to_emodb": 1 / 6}
+    assert ev["nemo_loso"]["n"] == 4481 and ev["nemo_loso"]["folds"] == 9
     for name, floor in chance.items():
+        assert len(ev[name]["confusion"]) == round(1 / floor), name  # scored over the classes both sides label
         assert floor < ev[name]["uar_ci95"][0] <= ev[name]["uar"] <= 1, name  # better than chance, CI included
+        assert set(ev[name]["robustness"]) == {"white:20", "pink:20", "gain:-12", "gain:12", "telephone"}
     assert bundle.provenance["command"].startswith("emomon ")
-    assert "non-commercial" in bundle.provenance["licence"]
+    assert "non-commercial" in bundle.provenance["licence"] and "nEMO" in bundle.provenance["licence"]
+
+
+def test_default_model_runs_on_the_pinned_whisper_base(predictor: Predictor) -> None:
+    assert predictor.encoder.source == "pinned packages"
+    assert predictor.encoder.digest == load_bundle(DEFAULT_BUNDLE).encoder_digest
 
 
 def test_default_model_tells_anger_from_sadness(emodb_rows, predictor: Predictor) -> None:

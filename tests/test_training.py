@@ -61,6 +61,7 @@ def test_train_compare23_end_to_end(compare23: Path, tiny_hubert: Path, tmp_path
     assert main(train_args(compare23, tiny_hubert, out, cache, "--report", str(report))) == 0
     printed = capsys.readouterr().out
     assert "compare23: 28 files (train 16, devel 8)" in printed and "saved bundle" in printed
+    assert "fit 1/1 (compare23_split 1/1) done: epoch 3, loss" in printed  # progress in a log, not a terminal
     bundle = load_bundle(out)
     assert bundle.emotions == EMOTIONS9 and bundle.regressor.arch == 2
     m = bundle.metrics["evaluations"]["compare23_split"]  # the devel split: test labels are withheld

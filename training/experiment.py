@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import sys
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,20 +113,19 @@ class Features:
         one_layer = not self.clean or self.clean[0].dim() == 2
         return self.cfg.regressor.arch == 3 and one_layer and self.cfg.train.normalization == "global"
 
-    def _pool(self, feats: list[torch.Tensor | None]) -> torch.Tensor:
-        """(N, F) statistics of each file's frames; NaN where a file has no features."""
+    def _pool(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """(N, F) statistics of each file's frames."""
         stats = self.cfg.regressor.pooling
-        width = len(stats) * self.clean[0].shape[-1]
-        return torch.stack([
-            pool_statistics(f[None].float(), torch.tensor([f.shape[0]]), stats)[0] if f is not None
-            else torch.full((width,), float("nan"))
-            for f in feats
-        ])  # fmt: skip
+        return torch.stack([pool_statistics(f[None].float(), torch.tensor([f.shape[0]]), stats)[0] for f in feats])
 
     def pooled_perturbed(self, name: str) -> torch.Tensor:
         """(N, F) pooled statistics of every file through one perturbation (see pools)."""
         if name not in self._pooled_perturbed:
-            self._pooled_perturbed[name] = self._pool(self.perturbed(name))
+            feats = self.perturbed(name)
+            missing = [p for p, f in zip(self.paths, feats) if f is None]
+            if missing:
+                raise DatasetError(f"{missing[0]} has no features through perturbation '{name}'.")
+            self._pooled_perturbed[name] = self._pool(feats)
         return self._pooled_perturbed[name]
 
     @property
@@ -265,19 +265,23 @@ def sessions_predict(r: FitResult, norm: FeatureNorm, items: list[Item], feats: 
 
 class TrainingProgress:
     """One Rich display for a whole run: folds done, and the current fit's epochs with its
-    training loss, devel mean Spearman and best epoch so far; both with an ETA."""
+    training loss, devel mean Spearman and best epoch so far; both with an ETA. Where the
+    console is not a terminal (a log file, CI), one line per finished fit instead."""
 
     def __init__(self, console: Console, folds: int, epochs: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        self.console, self.total, self.done = console, folds, 0
         self.bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
             TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
         )  # fmt: skip
         self.folds = self.bar.add_task("folds", total=folds, info="")
         self.epochs = self.bar.add_task("epochs", total=epochs, info="")
+        self.name, self.info, self.started = "", "", time.monotonic()
 
     def __enter__(self) -> TrainingProgress:
+        self.started = time.monotonic()
         self.bar.__enter__()
         return self
 
@@ -285,16 +289,27 @@ class TrainingProgress:
         self.bar.__exit__(*exc)
 
     def start_fit(self, name: str, epochs: int) -> None:
+        self.name, self.info = name, ""
         self.bar.reset(self.epochs, total=epochs, description=f"epochs ({name})", info="")
 
     def epoch(self, row: dict[str, float]) -> None:
         info = f"loss {row['train_loss']:.4f}"
         if "devel_spearman" in row:
             info += f"  devel rho {row['devel_spearman']:.3f}  best epoch {row['best_epoch']}"
+        self.info = f"epoch {row['epoch']}, {info}"
         self.bar.update(self.epochs, completed=row["epoch"], info=info)
 
     def end_fit(self) -> None:
         self.bar.advance(self.folds)
+        self.done += 1
+        if not self.console.is_terminal:
+            spent = time.monotonic() - self.started
+            eta = spent / self.done * (self.total - self.done)
+            self.console.print(
+                f"fit {self.done}/{self.total} ({self.name}) done: {self.info}; "
+                f"{spent / 60:.1f} min so far, about {eta / 60:.0f} min to go",
+                markup=False, highlight=False, soft_wrap=True,
+            )  # fmt: skip
 
 
 def run_protocol(
