@@ -180,10 +180,14 @@ def configure(encoder, spec: EncoderSpec, device: str, dtype: str, max_batch_s: 
     """The settings every transformers encoder starts from: spec, batch budget, device and
     compute dtype (set on `encoder`); returns why that dtype was chosen."""
     encoder.spec = spec
-    encoder.max_batch_samples = int(max_batch_s * SAMPLE_RATE)
     encoder.device = resolve_device(device)
     encoder.compute, why = choose_dtype(dtype, encoder.device)
     encoder.dtype = resolve_dtype(encoder.compute)
+    # Dynamic int8 quantisation takes each activation's scale from the whole call, so a
+    # segment's result would depend on the segments it shares a forward pass with (shares
+    # moved by 0.02 between a batched and a one-by-one replay): under int8 every segment
+    # runs alone (plan_batches with no room for a second one).
+    encoder.max_batch_samples = 0 if encoder.compute == "int8" else int(max_batch_s * SAMPLE_RATE)
     return why
 
 

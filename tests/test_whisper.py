@@ -110,6 +110,21 @@ def test_segment_alone_equals_segment_in_a_batch(tiny_whisper) -> None:
     assert (leaky - together.segment(2)).abs().max() > 1e-3
 
 
+def test_int8_segments_give_the_same_result_alone_and_with_others(tiny_whisper) -> None:
+    """Dynamic int8 scales each activation by the whole forward pass: segments run one per
+    pass under int8, so a segment's embedding never depends on what it was sent with."""
+    enc = load_encoder(spec_for(tiny_whisper), "cpu", "int8")
+    clips = [load_clip("03a01Wa.wav"), 0.05 * load_clip("03a02Ta.wav")[:20000]]
+    together = enc.encode(clips)
+    for i, c in enumerate(clips):
+        assert torch.equal(enc.encode([c]).features[0], together.segment(i))
+    wave = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(c) for c in clips], batch_first=True)
+    mel = torch.stack([enc.log_mel(w) for w in wave])  # what one batched pass would compute
+    batched = enc.forward(mel, torch.tensor([mel.shape[-1]] * 2))[1, :, : enc.frames(len(clips[1]))]
+    alone = enc.forward(mel[1:], torch.tensor([mel.shape[-1]]))[0, :, : enc.frames(len(clips[1]))]
+    assert (batched - alone).abs().max() > 0  # the reason: a batch mate changes the int8 result
+
+
 def test_layers_are_hidden_states(tiny_whisper) -> None:
     clip = [load_clip("03a01Wa.wav")]
     mixed = load_encoder(spec_for(tiny_whisper, "weighted"), "cpu").encode(clip).features  # (1, 3, T, D)
