@@ -10,11 +10,12 @@ changed at a time: Architecture 1 (CNN-LSTM-mean), 2 (CNN-LSTM-attention) or 3 (
 pooling), the encoder's third layer, its last one or a learned weighting of all of them,
 with or without the recipe's augmentation, each trained with several seeds (one run's
 UAR moves by 0.04-0.06 from seed to seed on this data: the noise to read differences
-against). Mean Spearman of the shares (Emo-DB: the listeners' recognition rates) beside UAR. The sequence regressors are scaled to this data
-(convolutions 256-128-64, LSTM 128, one shared head with a softmax over the nine
-emotions, the paper's layer layout): the paper's sizes, nine models of 6.5 M parameters
-each, took 57 s an epoch on 535 clips here. Writes benchmarks/results/compare_regressors.json
-and the compare_regressors section of docs/training.md.
+against). Mean Spearman of the shares (Emo-DB: the listeners' recognition rates) beside
+UAR. The sequence regressors are scaled to this data (convolutions 256-128-64, LSTM 128,
+one shared head with a softmax over the nine emotions, the paper's layer layout): the
+paper's sizes, nine models of 6.5 M parameters each, took 57 s an epoch on 535 clips
+here. Writes benchmarks/results/compare_regressors.json and the compare_regressors
+section of docs/training.md.
 """
 
 from __future__ import annotations
