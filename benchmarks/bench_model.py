@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import table, update_doc  # noqa: E402
+from benchmarks.report import cpu_name, table, update_doc  # noqa: E402
 from emomon.model.audio import SAMPLE_RATE  # noqa: E402
 from emomon.model.encoder import load_encoder  # noqa: E402
 from emomon.model.regressor import RegressorBank  # noqa: E402
@@ -233,14 +233,7 @@ def bench_bank(cases: list[tuple[str, int, float, float, int]], repeats: int, de
 
 
 def machine(device: str) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     import transformers
 
     from emomon.model.encoder import fast_bf16

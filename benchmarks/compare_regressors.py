@@ -14,8 +14,11 @@ against). Mean Spearman of the shares (Emo-DB: the listeners' recognition rates)
 UAR. The sequence regressors are scaled to this data (convolutions 256-128-64, LSTM 128,
 one shared head with a softmax over the nine emotions, the paper's layer layout): the
 paper's sizes, nine models of 6.5 M parameters each, took 57 s an epoch on 535 clips
-here. Writes benchmarks/results/compare_regressors.json and the compare_regressors
-section of docs/training.md.
+here. Each seed's run is saved as it ends (benchmarks/results/compare_regressors.json,
+with the CPU it ran on), so a long comparison can be built a seed at a time (`--seeds 1`
+adds seed 1 to every variant named; a seed already saved is skipped unless --again); the
+table (the compare_regressors section of docs/training.md) shows the mean over the saved
+seeds.
 """
 
 from __future__ import annotations
@@ -31,16 +34,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import table, update_doc  # noqa: E402
+from benchmarks.report import cpu_name, table, update_doc  # noqa: E402
 
 SEQUENCE = dict(conv_channels=(256, 128, 64), lstm_hidden=128, ff_dims=(64, 32, 16))
 VARIANTS = {  # name -> (encoder layer, regressor changes, augmentation views)
     "arch3": (3, dict(arch=3), 2),
     "arch3-noaug": (3, dict(arch=3), 0),
     "arch1": (3, dict(arch=1, **SEQUENCE), 2),
+    "arch1-noaug": (3, dict(arch=1, **SEQUENCE), 0),
     "arch2": (3, dict(arch=2, **SEQUENCE), 2),
+    "arch2-noaug": (3, dict(arch=2, **SEQUENCE), 0),
     "arch3-last": ("last", dict(arch=3), 0),
     "arch3-weighted": ("weighted", dict(arch=3), 0),
+    "arch2-last": ("last", dict(arch=2, **SEQUENCE), 0),
 }
 
 
@@ -61,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (table: the mean)")
     ap.add_argument("--only", nargs="*", choices=list(VARIANTS), help="run these variants only")
+    ap.add_argument("--again", action="store_true", help="train seeds that are already saved again")
     ap.add_argument("--cache", default="", help="embedding cache folder ([train] cache_dir)")
     ap.add_argument("--table", action="store_true", help="only rewrite the table from the saved results")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -72,8 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_dataset(corpus, dict(zip(base.dataset.kinds, base.dataset.paths))[corpus])
     console = Console(stderr=True)
     previous = args.out / "compare_regressors.json"
-    rows = {r["variant"]: r for r in (json.loads(previous.read_text())["rows"] if previous.exists() else [])}
+    saved = json.loads(previous.read_text()) if previous.exists() else {}
+    if saved.get("protocol", args.protocol) != args.protocol:
+        ap.error(f"{previous} holds runs of protocol {saved['protocol']}, not {args.protocol}: choose another --out")
+    runs = saved.get("runs", {})  # variant -> seed -> that run's numbers
     for name in [] if args.table else args.only or VARIANTS:
+        todo = [s for s in args.seeds if args.again or str(s) not in runs.get(name, {})]
+        if not todo:
+            continue
         layer, changes, views = VARIANTS[name]
         cfg = replace(
             base,
@@ -93,41 +106,53 @@ def main(argv: list[str] | None = None) -> int:
                 base.dataset, kind=(corpus,), data=(dict(zip(base.dataset.kinds, base.dataset.paths))[corpus],)
             ),
         )
-        t0 = time.perf_counter()
         encoder = load_encoder(cfg.encoder, cfg.runtime.device, cfg.runtime.dtype)
         feats = Features(ds, encoder, cfg, console)
         folds = len(protocol.folds(replace(ds, items=feats.items)))
-        runs = []  # (metrics, fits) per seed: the same folds, another initialisation, dropout and order
-        for seed in args.seeds:
-            cfg_seed = replace(cfg, train=replace(cfg.train, seed=seed))  # the views stay those of the recipe
+        for seed in todo:  # the same folds, another initialisation, dropout and order; the views stay the recipe's
+            t0 = time.perf_counter()
+            cfg_seed = replace(cfg, train=replace(cfg.train, seed=seed))
             with TrainingProgress(console, folds, cfg.train.epochs) as progress:
-                runs.append(run_protocol(protocol, feats, cfg_seed, progress, console)[:2])
-        uars = [m["uar"] for m, _ in runs]
-        rows[name] = dict(
-            variant=name, arch=cfg.regressor.arch, layer=str(layer), augmented="yes" if views else "no",
-            uar=round(statistics.mean(uars), 3), uar_seeds=" / ".join(f"{u:.3f}" for u in uars),
-            spearman=round(statistics.mean(m["spearman_mean"] for m, _ in runs), 3),
-            ece=round(statistics.mean(m["calibration"]["ece"] for m, _ in runs), 3),
-            epochs=round(statistics.mean(r.best_epoch for _, fits in runs for r in fits), 1), max_epochs=args.epochs,
-            minutes=round((time.perf_counter() - t0) / 60, 1),
-        )  # fmt: skip
-        console.print(rows[name])
-        args.out.mkdir(parents=True, exist_ok=True)
-        previous.write_text(json.dumps({"protocol": args.protocol, "date": time.strftime("%Y-%m-%d"),
-                                        "rows": list(rows.values())}, indent=1))  # fmt: skip
+                m, fits = run_protocol(protocol, feats, cfg_seed, progress, console)[:2]
+            runs.setdefault(name, {})[str(seed)] = dict(
+                uar=round(m["uar"], 4), spearman=round(m["spearman_mean"], 4), ece=round(m["calibration"]["ece"], 4),
+                best_epochs=[r.best_epoch for r in fits], minutes=round((time.perf_counter() - t0) / 60, 1),
+                cpu=cpu_name(), date=time.strftime("%Y-%m-%d"), epochs=args.epochs, batch_size=args.batch_size,
+                lr=args.lr,
+            )  # fmt: skip
+            console.print(name, seed, runs[name][str(seed)])
+            args.out.mkdir(parents=True, exist_ok=True)
+            previous.write_text(json.dumps({"protocol": args.protocol, "runs": runs}, indent=1))
+    rows = [summary(name, VARIANTS[name], runs[name]) for name in VARIANTS if runs.get(name)]
     cols = [("variant", "variant"), ("arch", "arch"), ("layer", "encoder layer"), ("augmented", "augmented"),
             ("uar", "UAR, mean"), ("uar_seeds", "UAR per seed"), ("spearman", "mean Spearman"), ("ece", "ECE"),
-            ("epochs", "mean best epoch"), ("max_epochs", "of at most"), ("minutes", "minutes")]  # fmt: skip
+            ("epochs", "mean best epoch"), ("max_epochs", "of at most"), ("minutes", "minutes per seed")]  # fmt: skip
+    every = {
+        k: sorted({str(r[k]) for v in runs.values() for r in v.values()}) for k in ("date", "cpu", "lr", "batch_size")
+    }
     body = (
-        f"Run {time.strftime('%Y-%m-%d')}. Command: `python benchmarks/compare_regressors.py --protocol "
-        f"{args.protocol}`: {corpus} only, the same speaker-independent folds for every variant (patience 10, "
-        f"batches of {args.batch_size}, Adam {args.lr:g}), Whisper-base features, trained with seeds "
-        f"{', '.join(map(str, args.seeds))}; the mean's seed-to-seed spread is the noise to read differences "
-        "against.\n\n" + table([rows[n] for n in VARIANTS if n in rows], cols)
+        f"Run {', '.join(every['date'])} on {' and '.join(every['cpu'])}. Command: `python "
+        f"benchmarks/compare_regressors.py --protocol {args.protocol} --seeds S ...`: {corpus} only, the same "
+        f"speaker-independent folds for every variant (patience 10, batches of {', '.join(every['batch_size'])}, "
+        f"Adam {', '.join(every['lr'])}), Whisper-base features. UAR per seed lists seeds 0, 1, 2, ... in order; "
+        "their spread is the noise to read differences against.\n\n" + table(rows, cols)
     )
     print(body)
     update_doc(args.doc, body, "compare_regressors", "The paper's regressors on Whisper frames")
     return 0
+
+
+def summary(name: str, variant: tuple, by_seed: dict[str, dict]) -> dict:
+    """One table row: the mean over the saved seeds of one variant."""
+    layer, changes, views = variant
+    seeds = [by_seed[s] for s in sorted(by_seed, key=int)]
+    mean = lambda key: round(statistics.mean(r[key] for r in seeds), 3)  # noqa: E731
+    return dict(
+        variant=name, arch=changes["arch"], layer=str(layer), augmented="yes" if views else "no", uar=mean("uar"),
+        uar_seeds=" / ".join(f"{r['uar']:.3f}" for r in seeds), spearman=mean("spearman"), ece=mean("ece"),
+        epochs=round(statistics.mean(e for r in seeds for e in r["best_epochs"]), 1),
+        max_epochs=seeds[0]["epochs"], minutes=round(statistics.mean(r["minutes"] for r in seeds), 1),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

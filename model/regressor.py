@@ -113,6 +113,13 @@ def pool_statistics(x: Tensor, lengths: Tensor, stats: tuple[str, ...]) -> Tenso
     return torch.cat(out, dim=-1)
 
 
+def pool_each(features: list[Tensor], stats: tuple[str, ...]) -> Tensor:
+    """pool_statistics of each unpadded (T_i, D) sequence on its own -> (N, len(stats) * D)."""
+    if not features:
+        return torch.zeros(0, 0)
+    return torch.cat([pool_statistics(f[None].float(), torch.tensor([f.shape[0]]), stats) for f in features])
+
+
 def normalise_pooled(pooled: Tensor, mean: Tensor, std: Tensor, stats: tuple[str, ...]) -> Tensor:
     """pool_statistics of the standardised frames (x - mean) / std, from pool_statistics of x.
 

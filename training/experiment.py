@@ -27,7 +27,7 @@ from ..model.bundle import Bundle, save_bundle
 from ..model.encoder import Encoder, load_encoder
 from ..model.normalize import FeatureNorm, feature_stats, frame_sums, per_speaker_standardise, stats_from_sums
 from ..model.predictor import Predictor
-from ..model.regressor import normalise_pooled, pool_statistics
+from ..model.regressor import normalise_pooled, pool_each
 from ..model.settings import to_dict
 from ..model.specs import LAYERED
 from ..streamer.config import Config
@@ -103,6 +103,7 @@ class Features:
             self.sums = torch.stack([frame_sums(f) for f in self.clean])  # (N, 3, D)
             views = [self._pool([v[k] for v in self.views]) for k in range(n_views)]
             self.pooled = torch.stack([self._pool(self.clean), *views])  # (1 + views, N, F)
+            self.views = [[] for _ in keep]  # the fits read the statistics: the views' frames can go
 
     @property
     def pools(self) -> bool:
@@ -115,13 +116,12 @@ class Features:
 
     def _pool(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """(N, F) statistics of each file's frames."""
-        stats = self.cfg.regressor.pooling
-        return torch.stack([pool_statistics(f[None].float(), torch.tensor([f.shape[0]]), stats)[0] for f in feats])
+        return pool_each(feats, self.cfg.regressor.pooling)
 
     def pooled_perturbed(self, name: str) -> torch.Tensor:
         """(N, F) pooled statistics of every file through one perturbation (see pools)."""
         if name not in self._pooled_perturbed:
-            feats = self.perturbed(name)
+            feats = self._perturbed.get(name) or self._perturb(name)  # the frames are not kept
             missing = [p for p, f in zip(self.paths, feats) if f is None]
             if missing:
                 raise DatasetError(f"{missing[0]} has no features through perturbation '{name}'.")
@@ -204,7 +204,9 @@ def fit_normalised(cfg: Config, emotions, train: tuple[Split, list[str]], devel=
     their own statistics; the returned FeatureNorm starts from the raw training
     statistics and adapts to whoever it hears, as the Predictor's does.
     """
-    pooled = train[0].pooled is not None  # then "global" (Features.pools)
+    pooled = train[0].pooled is not None
+    if pooled and cfg.train.normalization != "global":  # Features.pools: statistics commute with a global map only
+        raise ValueError("pooled statistics can only be standardised globally, not per speaker")
     # the raw training statistics
     mean, std = stats_from_sums(train[0].sums) if pooled else feature_stats(train[0].features)
     if cfg.train.normalization == "speaker":
@@ -321,7 +323,7 @@ def run_protocol(
     ds, emotions = feats.ds, feats.ds.emotions
     classes = protocol.classes(ds)
     folds = protocol.folds(replace(ds, items=feats.items))
-    perturbed = {p: feats.perturbed(p) for p in cfg.evaluation.perturbations}
+    perturbed = {p: None if feats.pools else feats.perturbed(p) for p in cfg.evaluation.perturbations}
     idx = np.concatenate([f.test for f in folds])
     pred = {name: np.zeros((len(idx), len(emotions)), np.float32) for name in ("clean", *perturbed)}
     fits, at = [], 0
