@@ -14,11 +14,11 @@ against). Mean Spearman of the shares (Emo-DB: the listeners' recognition rates)
 UAR. The sequence regressors are scaled to this data (convolutions 256-128-64, LSTM 128,
 one shared head with a softmax over the nine emotions, the paper's layer layout): the
 paper's sizes, nine models of 6.5 M parameters each, took 57 s an epoch on 535 clips
-here. Each seed's run is saved as it ends (benchmarks/results/compare_regressors.json,
-with the CPU it ran on), so a long comparison can be built a seed at a time (`--seeds 1`
-adds seed 1 to every variant named; a seed already saved is skipped unless --again); the
-table (the compare_regressors section of docs/training.md) shows the mean over the saved
-seeds.
+here. Each run (variant, learning rate, seed) is saved as it ends, with the CPU it ran on
+(benchmarks/results/compare_regressors.json), so a long comparison can be built a seed at
+a time (`--seeds 1` adds seed 1 to every variant named; a run already saved is skipped
+unless --again); the table (the compare_regressors section of docs/training.md) has one
+row per variant and learning rate, the mean over its saved seeds.
 """
 
 from __future__ import annotations
@@ -82,9 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     saved = json.loads(previous.read_text()) if previous.exists() else {}
     if saved.get("protocol", args.protocol) != args.protocol:
         ap.error(f"{previous} holds runs of protocol {saved['protocol']}, not {args.protocol}: choose another --out")
-    runs = saved.get("runs", {})  # variant -> seed -> that run's numbers
+    runs = saved.get("runs", [])  # one entry per variant, learning rate and seed
+
+    def done(name: str, seed: int) -> bool:
+        return any((r["variant"], r["lr"], r["seed"]) == (name, args.lr, seed) for r in runs)
+
     for name in [] if args.table else args.only or VARIANTS:
-        todo = [s for s in args.seeds if args.again or str(s) not in runs.get(name, {})]
+        todo = [s for s in args.seeds if args.again or not done(name, s)]
         if not todo:
             continue
         layer, changes, views = VARIANTS[name]
@@ -114,27 +118,28 @@ def main(argv: list[str] | None = None) -> int:
             cfg_seed = replace(cfg, train=replace(cfg.train, seed=seed))
             with TrainingProgress(console, folds, cfg.train.epochs) as progress:
                 m, fits = run_protocol(protocol, feats, cfg_seed, progress, console)[:2]
-            runs.setdefault(name, {})[str(seed)] = dict(
-                uar=round(m["uar"], 4), spearman=round(m["spearman_mean"], 4), ece=round(m["calibration"]["ece"], 4),
-                best_epochs=[r.best_epoch for r in fits], minutes=round((time.perf_counter() - t0) / 60, 1),
-                cpu=cpu_name(), date=time.strftime("%Y-%m-%d"), epochs=args.epochs, batch_size=args.batch_size,
-                lr=args.lr,
-            )  # fmt: skip
-            console.print(name, seed, runs[name][str(seed)])
+            runs[:] = [r for r in runs if (r["variant"], r["lr"], r["seed"]) != (name, args.lr, seed)]
+            runs.append(dict(
+                variant=name, lr=args.lr, seed=seed, uar=round(m["uar"], 4), spearman=round(m["spearman_mean"], 4),
+                ece=round(m["calibration"]["ece"], 4), best_epochs=[r.best_epoch for r in fits],
+                minutes=round((time.perf_counter() - t0) / 60, 1), cpu=cpu_name(), date=time.strftime("%Y-%m-%d"),
+                epochs=args.epochs, batch_size=args.batch_size,
+            ))  # fmt: skip
+            console.print(runs[-1])
             args.out.mkdir(parents=True, exist_ok=True)
             previous.write_text(json.dumps({"protocol": args.protocol, "runs": runs}, indent=1))
-    rows = [summary(name, VARIANTS[name], runs[name]) for name in VARIANTS if runs.get(name)]
+    groups = sorted({(r["variant"], r["lr"]) for r in runs}, key=lambda g: (list(VARIANTS).index(g[0]), g[1]))
+    rows = [summary(name, lr, [r for r in runs if (r["variant"], r["lr"]) == (name, lr)]) for name, lr in groups]
     cols = [("variant", "variant"), ("arch", "arch"), ("layer", "encoder layer"), ("augmented", "augmented"),
+            ("lr", "Adam lr"), ("seeds", "seeds"),
             ("uar", "UAR, mean"), ("uar_seeds", "UAR per seed"), ("spearman", "mean Spearman"), ("ece", "ECE"),
             ("epochs", "mean best epoch"), ("max_epochs", "of at most"), ("minutes", "minutes per seed")]  # fmt: skip
-    every = {
-        k: sorted({str(r[k]) for v in runs.values() for r in v.values()}) for k in ("date", "cpu", "lr", "batch_size")
-    }
+    every = {k: sorted({str(r[k]) for r in runs}) for k in ("date", "cpu", "batch_size")}
     body = (
         f"Run {', '.join(every['date'])} on {' and '.join(every['cpu'])}. Command: `python "
         f"benchmarks/compare_regressors.py --protocol {args.protocol} --seeds S ...`: {corpus} only, the same "
         f"speaker-independent folds for every variant (patience 10, batches of {', '.join(every['batch_size'])}, "
-        f"Adam {', '.join(every['lr'])}), Whisper-base features. UAR per seed lists seeds 0, 1, 2, ... in order; "
+        "Adam at the learning rate shown), Whisper-base features. UAR per seed lists seeds 0, 1, 2, ... in order; "
         "their spread is the noise to read differences against.\n\n" + table(rows, cols)
     )
     print(body)
@@ -142,14 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def summary(name: str, variant: tuple, by_seed: dict[str, dict]) -> dict:
-    """One table row: the mean over the saved seeds of one variant."""
-    layer, changes, views = variant
-    seeds = [by_seed[s] for s in sorted(by_seed, key=int)]
+def summary(name: str, lr: float, seeds: list[dict]) -> dict:
+    """One table row: the mean over the saved seeds of one variant at one learning rate."""
+    layer, changes, views = VARIANTS[name]
+    seeds = sorted(seeds, key=lambda r: r["seed"])
     mean = lambda key: round(statistics.mean(r[key] for r in seeds), 3)  # noqa: E731
     return dict(
-        variant=name, arch=changes["arch"], layer=str(layer), augmented="yes" if views else "no", uar=mean("uar"),
-        uar_seeds=" / ".join(f"{r['uar']:.3f}" for r in seeds), spearman=mean("spearman"), ece=mean("ece"),
+        variant=name, arch=changes["arch"], layer=str(layer), augmented="yes" if views else "no", lr=f"{lr:g}",
+        seeds=len(seeds), uar=mean("uar"), uar_seeds=" / ".join(f"{r['uar']:.3f}" for r in seeds),
+        spearman=mean("spearman"), ece=mean("ece"),
         epochs=round(statistics.mean(e for r in seeds for e in r["best_epochs"]), 1),
         max_epochs=seeds[0]["epochs"], minutes=round(statistics.mean(r["minutes"] for r in seeds), 1),
     )  # fmt: skip
