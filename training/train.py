@@ -110,8 +110,8 @@ def length_batches(lengths: np.ndarray, batch_size: int, gen: torch.Generator, w
     batches, each window sorted by length and cut into batches, the batches then shuffled.
 
     Every file is in exactly one batch. Files of similar length pad little (an epoch of
-    Architecture 2 on Emo-DB's Whisper frames: 9.5 s in random batches, 5.4 s sorted), and
-    the window keeps which files share a batch random from epoch to epoch.
+    Architecture 2 on Emo-DB's Whisper frames: 9.5 s in random batches, 5.4 s fully
+    sorted), and the window keeps which files share a batch random from epoch to epoch.
     """
     order = torch.randperm(len(lengths), generator=gen).numpy()
     batches = []
