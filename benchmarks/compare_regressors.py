@@ -8,7 +8,7 @@ Every variant trains and tests the same speaker-independent folds of one protoco
 and evaluation, training/experiment.py), from the default model's recipe with one thing
 changed at a time: Architecture 1 (CNN-LSTM-mean), 2 (CNN-LSTM-attention) or 3 (statistics
 pooling), the encoder's third layer, its last one or a learned weighting of all of them,
-with or without the recipe's augmentation, each trained with several seeds (one run's
+with or without the recipe's augmentation, each trained with the seeds asked for (one run's
 UAR moves by 0.04-0.06 from seed to seed on this data: the noise to read differences
 against). Mean Spearman of the shares (Emo-DB: the listeners' recognition rates) beside
 UAR. The sequence regressors are scaled to this data (convolutions 256-128-64, LSTM 128,
