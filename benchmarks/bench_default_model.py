@@ -21,7 +21,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import report  # noqa: E402
 from benchmarks.report import cpu_name, table, update_doc  # noqa: E402
 
 GOAL_MS_PER_2S = 25.0
@@ -36,13 +36,7 @@ SECONDS = (1.0, 2.0, 4.0)
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return round(statistics.median(times), 1)
+    return round(report.median_ms(fn, repeats), 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     spec = predictors["float32"].encoder.spec
     two = speech[: 2 * SAMPLE_RATE]
     bare = {}
-    for dtype in ("float32", "int8"):
-        enc = load_encoder(replace(spec, layer="last"), "cpu", dtype)
+    whole = {dtype: load_encoder(replace(spec, layer="last"), "cpu", dtype) for dtype in ("float32", "int8")}
+    for dtype, enc in whole.items():
         bare[f"all six layers, {dtype}"] = median_ms(lambda enc=enc: enc.encode([two]), repeats)
-    enc = load_encoder(replace(spec, layer="last"), "cpu", "float32")
+    enc = whole["float32"]
     padded = np.concatenate([two, np.zeros(28 * SAMPLE_RATE, np.float32)])
     bare["all six layers, float32, padded to 30 s"] = median_ms(lambda: enc.encode([padded]), max(3, repeats // 10))
     size = sum(f.stat().st_size for f in DEFAULT_BUNDLE.iterdir())

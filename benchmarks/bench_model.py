@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import report  # noqa: E402
 from benchmarks.report import cpu_name, table, update_doc  # noqa: E402
 from emomon.model.audio import SAMPLE_RATE  # noqa: E402
 from emomon.model.encoder import load_encoder  # noqa: E402
@@ -68,15 +69,7 @@ def save_random(size: str, folder: Path) -> Path:
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up: first-call allocations and kernel selection
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    return report.median_ms(fn, repeats, torch.cuda.synchronize if torch.cuda.is_available() else None)
 
 
 def paired_ms(fa, fb, repeats: int) -> tuple[float, float]:

@@ -3,7 +3,24 @@
 from __future__ import annotations
 
 import platform
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+
+def median_ms(fn: Callable[[], object], repeats: int, sync: Callable[[], object] | None = None) -> float:
+    """Median wall time of `repeats` calls of fn, in ms, after one warm-up call (first-call
+    allocations and kernel selection); `sync` (e.g. torch.cuda.synchronize) ends each call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        if sync is not None:
+            sync()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
 
 
 def cpu_name() -> str:
