@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import table, update_doc  # noqa: E402
 from emomon.model.audio import SAMPLE_RATE, read_audio  # noqa: E402
-from emomon.streamer.segmenter import (  # noqa: E402
+from emomon.streamer.audio.segmenter import (  # noqa: E402
     Segment,
     Segmenter,
     VadSettings,  # noqa: E402

@@ -84,14 +84,49 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--jsonl", help="append every stream's segments to this JSON Lines file")
     sv.add_argument("--device", help="compute device: auto, cpu, cuda or cuda:N")
     sv.set_defaults(run=run_serve)
+    b = sub.add_parser(
+        "batch",
+        parents=[common],
+        help="score recorded archives into a Parquet dataset (local processes or Ray)",
+        description="Score many recordings: one row per speech segment in DIR/segments (Parquet), "
+        "errors.csv, files.parquet and summary.json; --resume finishes an interrupted run.",
+    )
+    b.add_argument(
+        "inputs", nargs="*", metavar="INPUT",
+        help="audio file, folder (recursive), glob pattern, or manifest (CSV or Parquet with a path column)",
+    )  # fmt: skip
+    b.add_argument("--out", metavar="DIR", help="output folder ([batch] out)")
+    b.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
+    b.add_argument("--engine", choices=("local", "ray"), help="local worker processes (default) or a Ray Data pipeline")
+    b.add_argument("--address", help="ray: join this cluster (e.g. 127.0.0.1:6379); default: start a local one")
+    b.add_argument("--workers", type=int, help="model workers (default: cores / threads)")
+    b.add_argument("--threads", type=int, help="torch threads per worker (default 1)")
+    b.add_argument("--gpus-per-worker", type=float, metavar="F", help="GPUs per worker (ray: per actor)")
+    b.add_argument("--channels", choices=("mix", "each"), help="mix (default) or each channel its own stream")
+    b.add_argument("--resume", action="store_true", default=None, help="score only what DIR does not hold yet")
+    b.set_defaults(run=run_batch)
     dv = sub.add_parser("devices", parents=[common], help="list audio input devices")
     dv.set_defaults(run=run_devices)
     add_training(sub, [common])
     return parser
 
 
+def run_batch(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
+    from dataclasses import replace
+
+    from .batch.run import batch
+
+    names = ("out", "model", "engine", "address", "workers", "threads", "gpus_per_worker", "channels", "resume")
+    flags = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    try:
+        settings = replace(cfg.batch, **flags)
+    except ValueError as e:
+        raise ConfigError(f"emomon batch: {e}.") from e
+    return batch(args.inputs, settings, cfg, console)
+
+
 def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
-    from .capture import NO_DEVICE, DeviceError, input_devices, quiet_native_stderr
+    from .audio.capture import NO_DEVICE, DeviceError, input_devices, quiet_native_stderr
 
     with quiet_native_stderr(not args.verbose):
         devices = input_devices()
@@ -105,8 +140,8 @@ def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 
 def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 
-    from .capture import quiet_native_stderr
-    from .live import live
+    from .audio.capture import quiet_native_stderr
+    from .monitor.live import live
 
     monitor = monitor_settings(args, cfg)
     if args.duration is not None and args.duration <= 0:
@@ -114,7 +149,7 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     duration = args.duration or monitor.duration_s or None
     device = args.input or monitor.input or None
     if args.server:
-        from .remote import live_via_server
+        from .serve.remote import live_via_server
 
         with quiet_native_stderr(not args.verbose):
             return live_via_server(
@@ -128,7 +163,7 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     from dataclasses import replace
 
-    from .server import check_bind, serve
+    from .serve.server import check_bind, serve
 
     flags = {"host": args.host, "port": args.port, "token": args.token, "max_streams": args.max_streams,
              "origins": tuple(args.origin) if args.origin else None}  # fmt: skip
@@ -143,7 +178,7 @@ def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
         raise ConfigError("emomon serve writes JSON Lines to a file (--jsonl FILE), not to stdout.")
     if settings.model_process:
         from ..model.bundle import DEFAULT_BUNDLE, load_bundle
-        from .model_process import ModelProcess
+        from .serve.model_process import ModelProcess
 
         path = args.model or cfg.model.bundle or DEFAULT_BUNDLE
         load_bundle(path)  # a bad bundle is one sentence here, not in the child
@@ -198,7 +233,7 @@ def load_predictor(cfg, model: str | None, device: str | None):
 def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     from dataclasses import replace
 
-    from .replay import replay
+    from .monitor.replay import replay
 
     paths = [*args.paths, *([str(SAMPLE)] if args.sample else [])]
     if not paths:
@@ -209,7 +244,7 @@ def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
             raise ConfigError(f"--speed {args.speed} must be 0 (as fast as possible) or more.")
         monitor = replace(monitor, speed=args.speed)
     if args.server:
-        from .remote import replay_via_server
+        from .serve.remote import replay_via_server
 
         return replay_via_server(paths, args.server, args.token, monitor, console, _dashboard(args, cfg, console))
     predictor = load_predictor(cfg, args.model, args.device)

@@ -148,8 +148,8 @@ def kill_writer(log: str, path: Path, min_bytes: int) -> None:
     import time
 
     code = (
-        "import itertools\nfrom emomon.streamer.csv_log import CsvLog, Row\n"
-        "from emomon.streamer.jsonl_log import JsonlLog\n"
+        "import itertools\nfrom emomon.streamer.outputs.csv_log import CsvLog, Row\n"
+        "from emomon.streamer.outputs.jsonl_log import JsonlLog\n"
         f"log = {log}\n"
         "for i in itertools.count():\n"
         "    log.write(Row('mic', i, i, i + 1.0, shares={'anger': 0.5, 'sadness': 0.25, 'neutral': 0.25}))\n"

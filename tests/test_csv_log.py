@@ -9,7 +9,7 @@ import pytest
 from conftest import kill_writer
 
 from emomon.model.errors import EmomonError
-from emomon.streamer.csv_log import CsvLog, Row
+from emomon.streamer.outputs.csv_log import CsvLog, Row
 
 EMOTIONS = ("anger", "sadness", "neutral")
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +51,6 @@ def test_a_killed_writer_leaves_only_complete_rows(tmp_path: Path) -> None:
     kill_writer(f"CsvLog({str(path)!r}, {EMOTIONS!r})", path, 20_000)
     rows = read(path)
     assert len(rows) > 100
-    assert all(r["status"] == "ok" and r["neutral"] == "0.2500" for r in rows)  # every row whole
+    assert all(r["status"] == "ok" and r["neutral"] == "0.250000" for r in rows)  # every row whole
     assert path.read_bytes().endswith(b"\r\n")  # csv's line end: the last row is finished too
     assert [int(r["segment"]) for r in rows] == list(range(len(rows)))

@@ -11,9 +11,9 @@ from test_replay import SAMPLE
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.bundle import DEFAULT_BUNDLE
 from emomon.model.predictor import Predictor
-from emomon.streamer.dashboard import Header, MonitorState, fit, render, spark
-from emomon.streamer.segmenter import Segment
-from emomon.streamer.worker import Job, Result
+from emomon.streamer.audio.segmenter import Segment
+from emomon.streamer.monitor.dashboard import Header, MonitorState, fit, render, spark
+from emomon.streamer.monitor.worker import Job, Result
 
 
 @functools.cache

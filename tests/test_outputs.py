@@ -19,10 +19,10 @@ from emomon.model.bundle import DEFAULT_BUNDLE, save_bundle
 from emomon.model.encoder import load_encoder
 from emomon.model.predictor import Predictor
 from emomon.model.specs import EncoderSpec
-from emomon.streamer.csv_log import Row
-from emomon.streamer.jsonl_log import JsonlLog
-from emomon.streamer.segmenter import Segment, Segmenter, speech_span
-from emomon.streamer.worker import InferenceWorker, Job, Result
+from emomon.streamer.audio.segmenter import Segment, Segmenter, speech_span
+from emomon.streamer.monitor.worker import InferenceWorker, Job, Result
+from emomon.streamer.outputs.csv_log import Row
+from emomon.streamer.outputs.jsonl_log import JsonlLog
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"
@@ -49,7 +49,7 @@ def test_jsonl_on_stdout_is_json_only_and_matches_the_csv(tmp_path: Path) -> Non
         assert r["type"] == "segment" and r["status"] == "ok" and r["id"] == row["id"]
         assert r["segment"] == int(row["segment"]) and r["start_s"] == float(row["start_s"])
         assert r["top_emotion"] == row["top_emotion"] == max(r["shares"], key=r["shares"].get)
-        assert {e: round(float(row[e]), 4) for e in r["shares"]} == r["shares"]
+        assert {e: round(float(row[e]), 6) for e in r["shares"]} == r["shares"]
         assert abs(sum(r["shares"].values()) - 1.0) < 1e-3  # the default model's softmax
         assert "attention" not in r
     assert len({r["id"] for r in records}) == 6

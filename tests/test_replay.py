@@ -14,10 +14,10 @@ import soundfile as sf
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.bundle import DEFAULT_BUNDLE
 from emomon.model.predictor import Predictor
+from emomon.streamer.audio.segmenter import Segment
+from emomon.streamer.audio.sources import file_blocks
 from emomon.streamer.cli import main
-from emomon.streamer.segmenter import Segment
-from emomon.streamer.sources import file_blocks
-from emomon.streamer.worker import InferenceWorker, Job, Result
+from emomon.streamer.monitor.worker import InferenceWorker, Job, Result
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"

@@ -21,7 +21,7 @@ from benchmarks.bench_vad import (
 )
 from benchmarks.bench_vad import segment as run
 from emomon.model.audio import SAMPLE_RATE, read_audio
-from emomon.streamer.segmenter import Segmenter, VadSettings
+from emomon.streamer.audio.segmenter import Segmenter, VadSettings
 
 
 def load_programme(offset: int = 0):
@@ -187,7 +187,7 @@ def test_settings_are_checked(bad: dict) -> None:
 
 
 def test_rolling_percentile_equals_numpy_exactly() -> None:
-    from emomon.streamer.segmenter import RollingPercentile
+    from emomon.streamer.audio.segmenter import RollingPercentile
 
     rng = np.random.default_rng(0)
     for size in (1, 2, 3, 10, 167):

@@ -8,14 +8,17 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from .audio_saver import AudioSaver
 from .csv_log import CsvLog, Row
-from .dashboard import MonitorState
 from .jsonl_log import JsonlLog
-from .worker import Result
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..monitor.dashboard import MonitorState
+    from ..monitor.worker import Result
 
 
 def describe(result: Result) -> str:
@@ -29,10 +32,11 @@ def describe(result: Result) -> str:
     return f"{where}  {shares}  ({result.latency_ms:.0f} ms)" + ("  interim" if result.job.interim else "")
 
 
-def segment_id(run: str, source: str, index: int) -> str:
-    """RUN-SOURCE-NNNN: unique across runs and sources, safe as a file name."""
+def segment_id(run: str, source: str, index: int, tag: str = "") -> str:
+    """RUN-SOURCE-NNNN (RUN-SOURCE-TAG-NNNN with a tag): unique across runs and sources, safe
+    as a file name. emomon batch tags a file's path digest and channel: many files share a name."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).stem if Path(source).suffix else source).strip("._")
-    return f"{run}-{name[:40] or 'input'}-{index:04d}"
+    return f"{run}-{name[:40] or 'input'}{'-' + tag if tag else ''}-{index:04d}"
 
 
 class Outputs:

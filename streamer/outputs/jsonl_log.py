@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ..model.errors import EmomonError
+from ...model.errors import EmomonError
 from .csv_log import Row
 
 log = logging.getLogger("emomon")
@@ -38,7 +38,7 @@ def record(row: Row, interim: bool = False, attention: np.ndarray | None = None,
         "end_s": round(row.end_s, 3),
         "duration_s": round(row.end_s - row.start_s, 3),
         "wall_time": row.wall_time or None,
-        "shares": None if row.shares is None else {e: round(v, 4) for e, v in row.shares.items()},
+        "shares": None if row.shares is None else {e: round(v, 6) for e, v in row.shares.items()},
         "top_emotion": row.top_emotion or None,
         "latency_ms": None if row.latency_ms is None else round(row.latency_ms, 1),
         "status": "ok" if interim else row.status,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.audio import SAMPLE_RATE, open_audio
-from ..model.errors import AudioError
+from ...model.audio import SAMPLE_RATE, open_audio
+from ...model.errors import AudioError
 
 
 def audio_files(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -39,14 +39,15 @@ def audio_files(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, st
     return files, problems
 
 
-def file_blocks(path: str | Path, block_s: float = 0.5) -> Iterator[np.ndarray]:
-    """Yield float32 mono blocks at SAMPLE_RATE from any file libsndfile reads."""
+def file_blocks(path: str | Path, block_s: float = 0.5, each: bool = False) -> Iterator[np.ndarray]:
+    """Yield float32 blocks at SAMPLE_RATE from any file libsndfile reads: mono (channels
+    averaged, then resampled), or with `each` one column per channel, shape (n, channels)."""
     import soundfile as sf
     import soxr
 
     with open_audio(path) as f:
-        rate = f.samplerate
-        stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32") if rate != SAMPLE_RATE else None
+        rate, width = f.samplerate, f.channels if each else 1
+        stream = soxr.ResampleStream(rate, SAMPLE_RATE, width, dtype="float32") if rate != SAMPLE_RATE else None
         frames = max(1, int(block_s * rate))
         while True:
             try:
@@ -54,10 +55,11 @@ def file_blocks(path: str | Path, block_s: float = 0.5) -> Iterator[np.ndarray]:
             except (sf.LibsndfileError, RuntimeError) as e:
                 raise AudioError(f"Audio file '{path}' is corrupt after {f.tell() / rate:.1f} s ({e}).") from e
             last = len(block) < frames
-            mono = block.mean(axis=1) if len(block) else np.zeros(0, np.float32)
+            if not each:
+                block = block.mean(axis=1) if len(block) else np.zeros(0, np.float32)
             if stream is not None:
-                mono = stream.resample_chunk(mono, last=last)
-            if len(mono):
-                yield np.ascontiguousarray(mono, dtype=np.float32)
+                block = stream.resample_chunk(block, last=last)
+            if len(block):
+                yield np.ascontiguousarray(block, dtype=np.float32)
             if last:
                 return

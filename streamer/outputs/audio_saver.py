@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.audio import SAMPLE_RATE
+from ...model.audio import SAMPLE_RATE
 
 log = logging.getLogger("emomon")
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..model.audio import SAMPLE_RATE
-from ..model.errors import AudioError
-from ..model.predictor import Predictor
-from .config import MonitorSettings
+from ...model.audio import SAMPLE_RATE
+from ...model.errors import AudioError
+from ...model.predictor import Predictor
+from ..audio.segmenter import Segmenter, VadSettings
+from ..audio.sources import audio_files, file_blocks
 from .pipeline import Pipeline
-from .segmenter import Segmenter, VadSettings
-from .sources import audio_files, file_blocks
+from .settings import MonitorSettings
 
 
 def replay(

@@ -13,11 +13,11 @@ import sys
 
 from rich.console import Console
 
-from ..model.predictor import Predictor
-from .capture import DeviceError, Microphone, stop_signal
-from .config import MonitorSettings
+from ...model.predictor import Predictor
+from ..audio.capture import DeviceError, Microphone, stop_signal
+from ..audio.segmenter import Segmenter, VadSettings
 from .pipeline import Pipeline
-from .segmenter import Segmenter, VadSettings
+from .settings import MonitorSettings
 
 
 def live(

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..model.errors import EmomonError
+from ...model.errors import EmomonError
 
 
 def _child(conn, path: str, device: str, dtype: str, encoder_name: str | None) -> None:
-    from ..model.predictor import Predictor
+    from ...model.predictor import Predictor
 
     try:
         predictor = Predictor.from_bundle(path, device, dtype, encoder_name=encoder_name)

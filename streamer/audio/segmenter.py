@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.audio import SAMPLE_RATE
+from ...model.audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

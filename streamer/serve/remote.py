@@ -18,11 +18,11 @@ from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
-from ..model.audio import SAMPLE_RATE
-from ..model.errors import EmomonError
-from ..model.predictor import Prediction
-from .segmenter import Segment
-from .worker import Job, Result
+from ...model.audio import SAMPLE_RATE
+from ...model.errors import EmomonError
+from ...model.predictor import Prediction
+from ..audio.segmenter import Segment
+from ..monitor.worker import Job, Result
 
 
 class ServerError(EmomonError):
@@ -154,8 +154,8 @@ class _Outputs:
     def open(self, remote: RemoteStream) -> None:
         import contextlib
 
-        from .dashboard import Dashboard, Header, MonitorState
-        from .sinks import Outputs
+        from ..monitor.dashboard import Dashboard, Header, MonitorState
+        from ..outputs.sinks import Outputs
 
         if self.sink is not None:
             return
@@ -181,7 +181,7 @@ class _Outputs:
 
 def replay_via_server(paths: list[str], server: str, token: str | None, monitor, console, dashboard: bool) -> int:
     """`emomon replay --server`: each file is one stream (one session), paced at [monitor] speed."""
-    from .sources import audio_files, file_blocks
+    from ..audio.sources import audio_files, file_blocks
 
     if monitor.save_audio:
         raise ServerError("--save-audio needs the segments' audio, which stays on the server with --server.")
@@ -216,7 +216,7 @@ def live_via_server(device, server: str, token: str | None, monitor, duration, c
     """`emomon live --server`: the microphone as one stream until Ctrl-C, SIGTERM or --duration."""
     import sys
 
-    from .capture import DeviceError, Microphone, stop_signal
+    from ..audio.capture import DeviceError, Microphone, stop_signal
 
     if monitor.save_audio:
         raise ServerError("--save-audio needs the segments' audio, which stays on the server with --server.")

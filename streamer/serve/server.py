@@ -15,8 +15,7 @@ Bounds: a binary message holds at most 1 MiB; a stream's audio is read at most
 `max_speed` x real time (faster clients wait: TCP back-pressure); at most `max_streams`
 streams; the model queue holds `queue_size` segments over all streams.
 
-This module's top imports stay light: `ServeSettings` is read with config.toml before
-torch loads; Starlette, uvicorn and prometheus-client load in `serve()`.
+Starlette, uvicorn and prometheus-client load in `serve()`; the [serve] table is settings.py.
 """
 
 from __future__ import annotations
@@ -27,61 +26,30 @@ import hmac
 import ipaddress
 import json
 import logging
-import re
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..model.audio import SAMPLE_RATE
-from ..model.errors import ConfigError
+from ...model.audio import SAMPLE_RATE
+from ...model.errors import ConfigError
+from .settings import ServeSettings
 
 if TYPE_CHECKING:
-    from ..model.predictor import Predictor
-    from .config import MonitorSettings
-    from .segmenter import VadSettings
-    from .worker import Result
+    from ...model.predictor import Predictor
+    from ..audio.segmenter import VadSettings
+    from ..monitor.settings import MonitorSettings
+    from ..monitor.worker import Result
 
 log = logging.getLogger("emomon")
 
 MAX_MESSAGE_BYTES = 1 << 20  # one binary message: 1 MiB, about 33 s at 16 kHz
 RATES = (8000, 48000)  # accepted sample rates, inclusive
 PAGE = Path(__file__).resolve().parent / "web" / "index.html"
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """[serve]: the WebSocket API."""
-
-    host: str = "127.0.0.1"  # loopback by default; any other address needs a token
-    port: int = 8765
-    token: str = ""  # clients send "Authorization: Bearer TOKEN" (or ?token=TOKEN); "" = none (loopback only)
-    max_streams: int = 64  # open streams at once; one more is refused (close 1013)
-    queue_size: int = 64  # segments of all streams waiting for the model; beyond, the oldest is dropped
-    max_batch: int = 16  # segments run through the model together
-    max_speed: float = 4.0  # a stream's audio is read at most this many times faster than real time
-    model_process: bool = True  # run the model in a child process, off the event loop's interpreter (GIL)
-    # Web pages of these origins ("https://app.example:8443") may open streams besides the server's
-    # own page; "*" = any. Clients that are not browsers send no Origin and are not concerned.
-    origins: tuple[str, ...] = ()
-    # A stream that sends nothing this long gets the results of what it sent, then close 1008; 0 = never.
-    idle_timeout_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port must be 1 to 65535, not {self.port}")
-        for origin in self.origins:
-            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
-                raise ValueError(f"origins: {origin!r} is not an origin such as 'https://app.example' (or '*')")
-        if self.max_streams < 1 or self.queue_size < 1 or self.max_batch < 1 or self.max_speed <= 0:
-            raise ValueError("max_streams, queue_size and max_batch must be >= 1, max_speed > 0")
-        if self.idle_timeout_s < 0:
-            raise ValueError(f"idle_timeout_s must be 0 (never) or more, not {self.idle_timeout_s}")
 
 
 def is_loopback(host: str) -> bool:
@@ -107,8 +75,8 @@ class Stream:
     def __init__(self, sid: int, rate: int, vad: VadSettings, interim_s: float) -> None:
         import soxr
 
-        from .pipeline import InterimClock
-        from .segmenter import Segmenter
+        from ..audio.segmenter import Segmenter
+        from ..monitor.pipeline import InterimClock
 
         self.id, self.key, self.rate = sid, f"stream-{sid}", rate
         self.resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32") if rate != SAMPLE_RATE else None
@@ -154,8 +122,8 @@ class Hub:
     ) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-        from .sinks import Outputs
-        from .worker import InferenceWorker, Job
+        from ..monitor.worker import InferenceWorker, Job
+        from ..outputs.sinks import Outputs
 
         self.predictor, self.settings, self.vad, self.monitor = predictor, settings, vad, monitor
         self.streams: dict[str, Stream] = {}

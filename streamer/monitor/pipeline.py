@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from rich.console import Console
 
-from ..model.audio import SAMPLE_RATE
-from .config import MonitorSettings
+from ...model.audio import SAMPLE_RATE
+from ..audio.segmenter import Segment, Segmenter
+from ..outputs.sinks import Outputs
 from .dashboard import Dashboard, Header, MonitorState
-from .segmenter import Segment, Segmenter
-from .sinks import Outputs
+from .settings import MonitorSettings
 from .worker import InferenceWorker, Job
 
 if TYPE_CHECKING:
-    from ..model.predictor import Predictor
+    from ...model.predictor import Predictor
 
 
 class InterimClock:

@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..model.predictor import Prediction, Predictor
-from .segmenter import Segment
+from ...model.predictor import Prediction, Predictor
+from ..audio.segmenter import Segment
 
 log = logging.getLogger("emomon")
 

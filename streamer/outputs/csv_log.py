@@ -14,10 +14,12 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..model.errors import EmomonError
+from ...model.errors import EmomonError
 
 STATUSES = ("ok", "dropped", "error", "interim")
+SECONDS = ("start_s", "end_s", "duration_s")
 
 
 @dataclass
@@ -36,6 +38,28 @@ class Row:
     @property
     def top_emotion(self) -> str:
         return max(self.shares, key=self.shares.__getitem__) if self.shares else ""
+
+    def fields(self, emotions: Sequence[str]) -> dict[str, Any]:
+        """The row as typed values in the CSV's column order (no `stream`): the one row format
+        of the CSV log and of `emomon batch`'s Parquet (which leaves out wall_time and latency_ms).
+        A share the row does not have is None."""
+        shares = self.shares or {}
+        return {
+            "id": self.id, "source": self.source, "segment": self.segment, "start_s": self.start_s,
+            "end_s": self.end_s, "duration_s": self.end_s - self.start_s, "wall_time": self.wall_time,
+            **{e: shares.get(e) for e in emotions},
+            "top_emotion": self.top_emotion, "latency_ms": self.latency_ms, "status": self.status,
+        }  # fmt: skip
+
+
+def _text(column: str, value: Any) -> Any:
+    """A CSV cell: seconds to the millisecond, shares to 6 decimals (float32's precision),
+    latency to 0.1 ms, a missing value empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}" if column in SECONDS else f"{value:.1f}" if column == "latency_ms" else f"{value:.6f}"
+    return value
 
 
 class CsvLog:
@@ -75,16 +99,10 @@ class CsvLog:
     def write(self, row: Row) -> None:
         if row.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {row.status!r}")
-        shares = row.shares or {}
-        self._writer.writerow(
-            [
-                row.id, *([row.stream] if self.streams else []), row.source, row.segment,
-                f"{row.start_s:.3f}", f"{row.end_s:.3f}",
-                f"{row.end_s - row.start_s:.3f}", row.wall_time,
-                *(f"{shares[e]:.4f}" if e in shares else "" for e in self.emotions),
-                row.top_emotion, "" if row.latency_ms is None else f"{row.latency_ms:.1f}", row.status,
-            ]
-        )  # fmt: skip
+        values = [_text(k, v) for k, v in row.fields(self.emotions).items()]
+        if self.streams:
+            values.insert(1, row.stream)
+        self._writer.writerow(values)
         self._file.flush()
 
     def close(self) -> None:

@@ -28,8 +28,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from ..model.audio import SAMPLE_RATE
-from ..model.errors import EmomonError
+from ...model.audio import SAMPLE_RATE
+from ...model.errors import EmomonError
 
 NO_DEVICE = "No audio input device found (is a microphone connected, or PulseAudio running?)."
 

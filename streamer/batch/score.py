@@ -1,0 +1,168 @@
+"""One file through the monitor's own stages: its blocks (audio/sources.py), a Segmenter per
+stream (audio/segmenter.py), the Predictor, and the outputs' row format (outputs/csv_log.py).
+
+`cut` is the CPU half (decode, resample, VAD) and `score` the model half, so that an engine
+may run them in different processes (Ray: tasks, then actors); `score_file` runs both in
+one. A file streams through in blocks: memory holds the open segments and the rows, never
+the whole recording. What a file that breaks off gave before the break is kept, and the
+file is reported as an error, as replay does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ...model.errors import AudioError
+from ..audio.segmenter import Segment, Segmenter, VadSettings
+from ..audio.sources import file_blocks
+from ..outputs.csv_log import Row
+from ..outputs.sinks import segment_id
+from .inputs import Item
+
+if TYPE_CHECKING:
+    from ...model.predictor import Predictor
+
+HASH_CHUNK = 1 << 20
+
+
+class Stopped(Exception):
+    """The run is being stopped (Ctrl-C, SIGTERM): the file in progress is abandoned."""
+
+
+@dataclass
+class FileResult:
+    """A file's rows (typed values, in output column order) and its one record for files.parquet."""
+
+    rows: list[dict[str, Any]]
+    record: dict[str, Any]
+    audio_s: float = 0.0
+    failed: list[str] = field(default_factory=list)  # why segments or the file could not be scored
+
+
+def file_info(item: Item) -> dict[str, Any]:
+    """Duration, sample rate, channels and SHA-256 of a file (read in 1 MiB chunks)."""
+    from ...model.audio import open_audio
+
+    with open_audio(item.source) as f:
+        info = {"file_duration_s": f.frames / f.samplerate, "sample_rate": f.samplerate, "channels": f.channels}
+    digest = hashlib.sha256()
+    try:
+        with open(item.source, "rb") as raw:
+            while chunk := raw.read(HASH_CHUNK):
+                digest.update(chunk)
+    except OSError as e:
+        raise AudioError(f"Audio file '{item.source}' cannot be read: {e.strerror}.") from e
+    return {**info, "sha256": digest.hexdigest()}
+
+
+def cut(item: Item, vad: VadSettings, each: bool) -> Iterator[tuple[int | None, Segment]]:
+    """(channel, segment) as the file streams in: channel None when the channels are mixed.
+    A file that breaks off still gives the segments heard before the break, then raises."""
+    segmenters: list[Segmenter] = []
+    broke: AudioError | None = None
+    try:
+        for block in file_blocks(item.source, each=each):
+            if not segmenters:
+                segmenters = [Segmenter(vad) for _ in range(block.shape[1] if each else 1)]
+            for c, seg in enumerate(segmenters):
+                for s in seg.push(block[:, c] if each else block):
+                    yield (c if each else None), s
+    except AudioError as e:
+        broke = e
+    for c, seg in enumerate(segmenters):
+        last = seg.finish()
+        if last is not None:
+            yield (c if each else None), last
+    if broke is not None:
+        raise broke
+
+
+def session_key(item: Item, channel: int | None) -> str:
+    """The normalisation session of a stream: the file, as replay uses it, and its channel."""
+    return item.source if channel is None else f"{item.source}#channel{channel}"
+
+
+def row_of(
+    item: Item, run: str, emotions: tuple[str, ...], channel: int | None, seg: Segment, shares, status: str
+) -> dict[str, Any]:
+    """The output row of one segment: replay's row format without wall_time and latency_ms,
+    plus its channel."""
+    tag = hashlib.sha1(item.key.encode()).hexdigest()[:6] + ("" if channel is None else f"-c{channel}")
+    row = Row(item.source, seg.index, seg.start_s, seg.end_s, shares=shares, status=status,
+              id=segment_id(run, item.source, seg.index, tag))  # fmt: skip
+    values = row.fields(emotions)
+    del values["wall_time"], values["latency_ms"]
+    values["channel"] = channel
+    return values
+
+
+class Scorer:
+    """The model half: segments of one file in, rows out, `max_batch` segments per model call
+    and one normalisation session per stream (what replay's worker does, without its thread)."""
+
+    def __init__(self, predictor: Predictor, run: str, max_batch: int) -> None:
+        self.predictor, self.run, self.max_batch = predictor, run, max_batch
+        self.emotions = tuple(predictor.emotions)
+
+    def score(
+        self, item: Item, segments: Iterator[tuple[int | None, Segment]], stop: Callable[[], bool] = lambda: False
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Rows in (channel, segment) order, and why any segments failed."""
+        rows: list[dict[str, Any]] = []
+        failed: list[str] = []
+        pending: dict[int | None, list[Segment]] = {}
+        try:
+            for channel, seg in segments:
+                waiting = pending.setdefault(channel, [])
+                waiting.append(seg)
+                if len(waiting) >= self.max_batch:
+                    if stop():
+                        raise Stopped
+                    rows += self._run(item, channel, waiting, failed)
+                    waiting.clear()
+        except AudioError as e:  # the file broke off: what came before it is scored and kept
+            failed.append(str(e))
+        for channel, waiting in pending.items():
+            rows += self._run(item, channel, waiting, failed)
+        for channel in pending:
+            self.predictor.end_session(session_key(item, channel))
+        rows.sort(key=lambda r: (-1 if r["channel"] is None else r["channel"], r["segment"]))
+        return rows, failed
+
+    def _run(self, item: Item, channel: int | None, segs: list[Segment], failed: list[str]) -> list[dict[str, Any]]:
+        if not segs:
+            return []
+        self.predictor.use_session(session_key(item, channel))
+        try:
+            predictions = self.predictor.predict([s.audio for s in segs])
+        except Exception as e:  # noqa: BLE001 - as in replay: an error row per segment, the run goes on
+            failed.append(f"{len(segs)} segment(s) could not be scored ({e})")
+            return [row_of(item, self.run, self.emotions, channel, s, None, "error") for s in segs]
+        return [row_of(item, self.run, self.emotions, channel, s, p.shares, "ok") for s, p in zip(segs, predictions)]
+
+
+def new_record(item: Item, error: str = "") -> dict[str, Any]:
+    """A file's ledger record before anything is known of it (status error with `error`)."""
+    return {"path": item.key, "source": item.source, "status": "error" if error else "ok", "error": error,
+            "segments": 0, "file_duration_s": None, "sample_rate": None, "channels": None, "sha256": None}  # fmt: skip
+
+
+def score_file(
+    item: Item, scorer: Scorer, vad: VadSettings, each: bool, stop: Callable[[], bool] = lambda: False
+) -> FileResult:
+    """A whole file: its record says ok, or error with one sentence (rows before a break stay)."""
+    record = new_record(item)
+    try:
+        record.update(file_info(item))
+    except AudioError as e:
+        return FileResult([], {**record, "status": "error", "error": str(e)}, failed=[str(e)])
+    rows, failed = scorer.score(item, cut(item, vad, each), stop)
+    info = {k: record[k] for k in ("file_duration_s", "sample_rate", "sha256")}
+    rows = [{**r, **info} for r in rows]
+    record["segments"] = len(rows)
+    if failed:
+        record.update(status="error", error="; ".join(failed))
+    return FileResult(rows, record, audio_s=record["file_duration_s"] or 0.0, failed=failed)

@@ -1,0 +1,282 @@
+"""`emomon batch` end to end with the shipped default model on real Emo-DB speech: rows equal
+replay's, a manifest's columns carried, stereo calls per channel, files that break off or
+are missing, --resume after SIGTERM and SIGKILL, a worker killed mid-run, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import soxr
+from conftest import load_clip
+
+from emomon.model.audio import SAMPLE_RATE
+from emomon.streamer.batch.inputs import expand
+from emomon.streamer.cli import main
+
+CLI = [sys.executable, "-m", "emomon.streamer.cli"]
+# int8 scores every segment in its own encoder pass (model/encoder.py), so batch and replay,
+# which group segments differently, give the same shares on any CPU.
+CONFIG = '[runtime]\ndtype = "int8"\n\n[batch]\npart_s = 0.0\n'
+
+
+def speech(names: list[str], pause_s: float = 1.0, lead_s: float = 0.5) -> np.ndarray:
+    """Emo-DB sentences one after another with pauses between them."""
+    parts = [np.zeros(int(lead_s * SAMPLE_RATE), np.float32)]
+    for n in names:
+        parts += [load_clip(n), np.zeros(int(pause_s * SAMPLE_RATE), np.float32)]
+    return np.concatenate(parts)
+
+
+def build_inputs(folder: Path) -> dict[str, Path]:
+    """A mono 16 kHz file, a 44.1 kHz stereo FLAC in a sub-folder, a stereo call (a different
+    speaker on each channel, taking turns), a FLAC that breaks off after two sentences, and
+    the call's two channels alone."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sub").mkdir(exist_ok=True)
+    names = {"a": "a.wav", "b": "sub/b.flac", "call": "call.wav", "broken": "broken.flac", "left": "left.wav",
+             "right": "right.wav"}  # fmt: skip
+    paths = {k: folder / v for k, v in names.items()}
+    sf.write(paths["a"], speech(["03a01Wa.wav", "03a02Wb.wav"]), SAMPLE_RATE)
+    b = soxr.resample(speech(["08a01Na.wav", "08a01Fd.wav", "08a02Ac.wav"]), SAMPLE_RATE, 44100)
+    sf.write(paths["b"], np.stack([b, 0.5 * b], axis=1), 44100)
+    agent = speech(["09a01Nb.wav", "09a01Fa.wav"], pause_s=3.0)
+    customer = np.concatenate([np.zeros(int(2.5 * SAMPLE_RATE), np.float32), speech(["10a01Wa.wav", "10a02Wa.wav"])])
+    n = max(len(agent), len(customer))
+    left, right = np.pad(agent, (0, n - len(agent))), np.pad(customer, (0, n - len(customer)))
+    sf.write(paths["call"], np.stack([left, right], axis=1), SAMPLE_RATE)
+    sf.write(paths["left"], left, SAMPLE_RATE)
+    sf.write(paths["right"], right, SAMPLE_RATE)
+    sf.write(paths["broken"], speech(["11a01Wc.wav", "11a02Ec.wav", "11a01Nd.wav", "11a02Fb.wav"], 0.7), SAMPLE_RATE,
+             format="FLAC")  # fmt: skip
+    raw = bytearray(paths["broken"].read_bytes())
+    cut = int(len(raw) * 0.6)
+    raw[cut : cut + 4000] = b"\xff" * 4000  # the decoder loses sync here
+    paths["broken"].write_bytes(bytes(raw))
+    return paths
+
+
+def run_cli(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=600, **kw)
+
+
+def segments(out: Path) -> list[dict]:
+    return pq.read_table(out / "segments").to_pylist()
+
+
+def by_segment(rows: list[dict]) -> dict[tuple, dict]:
+    """Rows keyed by (source, channel, segment); fails on a row seen twice."""
+    keyed = {(r["source"], r["channel"], r["segment"]): r for r in rows}
+    assert len(keyed) == len(rows), "a segment is in the output twice"
+    return keyed
+
+
+def assert_same_rows(got: list[dict], want: list[dict], emotions: tuple[str, ...]) -> None:
+    g, w = by_segment(got), by_segment(want)
+    assert g.keys() == w.keys()
+    for k in w:
+        assert (g[k]["start_s"], g[k]["end_s"], g[k]["status"]) == (w[k]["start_s"], w[k]["end_s"], w[k]["status"])
+        for e in emotions:
+            assert g[k][e] == pytest.approx(w[k][e], abs=1e-5), (k, e)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The inputs, a manifest over them (with a missing file and two columns of its own), and
+    one uninterrupted batch run of that manifest with 2 workers: the reference."""
+    root = tmp_path_factory.mktemp("batch")
+    (root / "config.toml").write_text(CONFIG)
+    paths = build_inputs(root / "audio")
+    manifest = root / "audio" / "calls.csv"
+    with manifest.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "call_id", "agent"])
+        for i, k in enumerate(("a", "b", "call", "broken")):
+            w.writerow([paths[k].relative_to(root / "audio"), 100 + i, f"agent{i % 2}"])
+        w.writerow(["gone.wav", 104, "agent0"])
+    done = run_cli(["batch", str(manifest), "--out", "ref", "--workers", "2"], root)
+    return {"root": root, "paths": paths, "manifest": manifest, "ref": root / "ref", "proc": done}
+
+
+def test_rows_equal_what_replay_logs_and_the_manifest_columns_come_along(world: dict) -> None:
+    root, paths, ref = world["root"], world["paths"], world["ref"]
+    assert world["proc"].returncode == 1, world["proc"].stderr  # two files could not be scored
+    files = [paths[k] for k in ("a", "b", "call", "broken")]
+    replayed = run_cli(["replay", *map(str, files), "--speed", "0", "--csv", "replay.csv", "--no-dashboard"], root)
+    assert replayed.returncode == 1 and "is corrupt after" in replayed.stdout  # the broken file, as in batch
+    with (root / "replay.csv").open(newline="") as f:
+        logged = list(csv.DictReader(f))
+    schema = pq.read_schema(ref / "segments" / next(p.name for p in (ref / "segments").glob("part-*.parquet")))
+    emotions = tuple(schema.names[schema.names.index("duration_s") + 1 : schema.names.index("top_emotion")])
+    assert len(emotions) == 9
+    rows = segments(ref)
+    assert len(rows) == len(logged) >= 8
+    got = by_segment(rows)
+    for r in logged:
+        b = got[(r["source"], None, int(r["segment"]))]
+        assert f"{b['start_s']:.3f}" == r["start_s"] and f"{b['end_s']:.3f}" == r["end_s"]
+        assert b["status"] == r["status"] == "ok" and b["top_emotion"] == r["top_emotion"]
+        for e in emotions:
+            assert abs(b[e] - float(r[e])) <= 1e-5, (r["source"], r["segment"], e)
+        assert b["id"].endswith(r["id"][-5:])  # ...-NNNN, after the run and a tag of its own
+    for b in rows:
+        assert b["call_id"] in (100, 101, 102, 103) and b["agent"] in ("agent0", "agent1")
+        assert len(b["sha256"]) == 64 and b["sample_rate"] in (16000, 44100) and b["file_duration_s"] > 1
+    # the part files are whole, and a query engine reads the folder as it is
+    import duckdb
+
+    anger = duckdb.sql(
+        f"SELECT call_id, avg(anger) AS anger, count(*) AS n FROM '{ref}/segments/*.parquet' "
+        "WHERE status = 'ok' GROUP BY call_id ORDER BY call_id"
+    ).fetchall()
+    assert [c for c, _, _ in anger] == [100, 101, 102, 103] and sum(n for *_, n in anger) == len(rows)
+    assert anger[0][1] > anger[2][1]  # file a is two angry sentences, the call is calm then angry
+
+
+def test_errors_files_and_summary_say_what_happened(world: dict) -> None:
+    ref = world["ref"]
+    with (ref / "errors.csv").open(newline="") as f:
+        errors = {Path(r["path"]).name: r["error"] for r in csv.DictReader(f)}
+    assert errors.keys() == {"gone.wav", "broken.flac"}
+    assert errors["gone.wav"].endswith("does not exist.") and "is corrupt after" in errors["broken.flac"]
+    files = {Path(r["path"]).name: r for r in pq.read_table(ref / "files.parquet").to_pylist()}
+    assert files.keys() == {"a.wav", "b.flac", "call.wav", "broken.flac", "gone.wav"}
+    assert files["broken.flac"]["segments"] >= 1  # what came before the break is kept
+    assert files["b.flac"]["channels"] == 2 and files["b.flac"]["call_id"] == 101
+    summary = json.loads((ref / "summary.json").read_text())
+    assert summary["files"] == 5 and summary["errors"] == 2 and summary["complete"] is True
+    assert summary["segments"] == sum(f["segments"] for f in files.values()) == len(segments(ref))
+    assert summary["audio_hours"] == pytest.approx(sum(f["file_duration_s"] or 0 for f in files.values()) / 3600, 1e-3)
+    assert summary["model"]["bundle"] == "default" and summary["settings"]["channels"] == "mix"
+    assert summary["this_run"]["throughput"] > 0 and summary["runtime"]["dtype"] == "int8"
+    assert not list(ref.rglob(".*.tmp"))
+
+
+def test_each_channel_of_a_call_is_its_own_stream(world: dict) -> None:
+    root, paths = world["root"], world["paths"]
+    files = [str(paths[k]) for k in ("call", "left", "right")]
+    done = run_cli(["batch", *files, "--out", "each", "--channels", "each", "--workers", "1"], root)
+    assert done.returncode == 0, done.stderr
+    rows = segments(root / "each")
+    call = [r for r in rows if r["source"] == files[0]]
+    assert {r["channel"] for r in call} == {0, 1}
+    emotions = ("anger", "neutral", "sadness")
+    for channel, alone in ((0, files[1]), (1, files[2])):
+        mine = [{**r, "source": "x", "channel": 0} for r in call if r["channel"] == channel]
+        theirs = [{**r, "source": "x"} for r in rows if r["source"] == alone]
+        assert len(mine) == 2
+        assert_same_rows(mine, theirs, emotions)
+    # the agent speaks first, the customer answers on the other channel
+    first = {c: min(r["start_s"] for r in call if r["channel"] == c) for c in (0, 1)}
+    assert first[0] < first[1]
+    assert len({r["id"] for r in rows}) == len(rows)
+
+
+def wait_for_parts(out: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list((out / "segments").glob("part-*.parquet"))) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_resume_after_sigterm_and_sigkill_equals_an_uninterrupted_run(world: dict) -> None:
+    import psutil
+
+    root, manifest, out = world["root"], str(world["manifest"]), world["root"] / "resumed"
+    args = [*CLI, "batch", manifest, "--out", str(out), "--workers", "1"]
+    first = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_parts(out, 1, first)
+    first.send_signal(signal.SIGTERM)
+    stdout, _ = first.communicate(timeout=120)
+    assert first.returncode == 130 and "--resume" in stdout
+    assert json.loads((out / "summary.json").read_text())["complete"] is False
+    again = run_cli(["batch", manifest, "--out", str(out), "--workers", "1"], root)
+    assert again.returncode == 2 and "already holds a batch run: add --resume" in again.stderr
+    second = subprocess.Popen([*args, "--resume"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held = len(list((out / "segments").glob("part-*.parquet")))
+    wait_for_parts(out, held + 1, second)
+    workers = psutil.Process(second.pid).children(recursive=True)
+    second.kill()  # SIGKILL: no goodbye; its worker goes with it
+    second.wait(timeout=30)
+    psutil.wait_procs(workers, timeout=30)
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    for part in (out / "segments").glob("part-*.parquet"):
+        pq.read_table(part)  # every part is whole
+    third = run_cli(["batch", manifest, "--out", str(out), "--resume"], root)
+    assert third.returncode == 1, third.stderr  # the two files that cannot be scored
+    assert "already done" in third.stdout
+    assert_same_rows(segments(out), segments(world["ref"]), ("anger", "boredom", "neutral"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is True and summary["files"] == 5 and summary["errors"] == 2
+    assert not list(out.rglob(".*.tmp"))
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_every_file_is_there_once(world: dict) -> None:
+    import psutil
+
+    root, manifest, out = world["root"], str(world["manifest"]), world["root"] / "killed"
+    proc = subprocess.Popen([*CLI, "batch", manifest, "--out", str(out), "--workers", "2"], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for_parts(out, 1, proc)
+    workers = [p for p in psutil.Process(proc.pid).children() if "resource_tracker" not in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    workers[0].kill()
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr
+    assert_same_rows(segments(out), segments(world["ref"]), ("anger", "happiness", "sadness"))
+    assert json.loads((out / "summary.json").read_text())["files"] == 5
+
+
+def test_inputs_expand_folders_patterns_and_manifests_largest_first(world: dict, tmp_path: Path) -> None:
+    audio = world["root"] / "audio"
+    (audio / "notes.txt").write_text("not audio")
+    items, extra = expand([str(audio)])
+    names = [Path(it.source).name for it in items]
+    assert set(names) == {"a.wav", "b.flac", "call.wav", "broken.flac", "left.wav", "right.wav"}  # sub/ too
+    assert [it.size for it in items] == sorted((it.size for it in items), reverse=True)
+    assert len(extra) == 0
+    items, _ = expand([str(audio / "*.wav"), str(audio / "a.wav")])
+    assert sorted(Path(it.source).name for it in items) == ["a.wav", "call.wav", "left.wav", "right.wav"]  # once
+    items, extra = expand([str(world["manifest"])])
+    assert extra.names == ["call_id", "agent"] and len(items) == 5
+    assert {it.extra["call_id"] for it in items} == {100, 101, 102, 103, 104}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nowhere.wav", "--out", "o"], "Input 'nowhere.wav' does not exist."),
+        (["empty", "--out", "o"], "Input folder 'empty' holds no audio files"),
+        (["audio/*.mp3", "--out", "o"], "Input pattern 'audio/*.mp3' matches no file."),
+        (["bad.csv", "--out", "o"], "Manifest 'bad.csv' has no 'path' column (its columns: file, call)."),
+        (["audio/a.wav"], "Say where the results go: --out DIR"),
+        (["audio/a.wav", "--out", "config.toml"], "Output folder 'config.toml' is a file, not a folder."),
+        (["audio/a.wav", "--out", "config.toml/o"], "'config.toml/o' cannot be created: Not a directory"),
+        (["audio/a.wav", "--out", "ref"], "Output folder 'ref' already holds a batch run: add --resume"),
+        (["audio/a.wav", "--out", "ref", "--resume", "--channels", "each"],
+         "Output folder 'ref' was scored with other settings (channels: 'mix' there, 'each' now)"),
+        (["audio/a.wav", "--out", "o", "--workers", "-1"], "emomon batch: workers must be 0 (automatic) or more"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_sentence(world: dict, args: list[str], message: str, capsys, monkeypatch) -> None:
+    root = world["root"]
+    (root / "empty").mkdir(exist_ok=True)
+    (root / "bad.csv").write_text("file,call\na.wav,1\n")
+    monkeypatch.chdir(root)
+    before = sorted(p.name for p in root.rglob("*"))
+    assert main(["batch", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emomon: ") and message in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in root.rglob("*")) == before  # nothing written, the earlier run untouched
+    shutil.rmtree(root / "o", ignore_errors=True)
