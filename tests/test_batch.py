@@ -267,6 +267,8 @@ def test_inputs_expand_folders_patterns_and_manifests_largest_first(world: dict,
         (["audio/a.wav", "--out", "ref", "--resume", "--channels", "each"],
          "Output folder 'ref' was scored with other settings (channels: 'mix' there, 'each' now)"),
         (["audio/a.wav", "--out", "o", "--workers", "-1"], "emomon batch: workers must be 0 (automatic) or more"),
+        (["audio/a.wav", "--out", "o", "--engine", "ray", "--address", "127.0.0.1:1"],
+         "Ray cluster at '127.0.0.1:1' cannot be reached: Connection refused."),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_sentence(world: dict, args: list[str], message: str, capsys, monkeypatch) -> None:
@@ -280,3 +282,113 @@ def test_bad_input_is_one_sentence(world: dict, args: list[str], message: str, c
     assert err.startswith("emomon: ") and message in err and err.count("\n") == 1, err
     assert sorted(p.name for p in root.rglob("*")) == before  # nothing written, the earlier run untouched
     shutil.rmtree(root / "o", ignore_errors=True)
+
+
+# A second `ray start` on this machine: Ray's CLI refuses to join a cluster in its
+# single-machine mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), and outside that mode it rewrites
+# 127.0.0.1 to the machine's outward address and binds every server to all interfaces
+# (ray-project/ray#59110). So the CLI's one check is lifted, and everything stays on loopback.
+SECOND_NODE = """
+import sys, types
+import ray._private.ray_constants as constants
+import ray.scripts.scripts as cli
+lifted = types.ModuleType("ray_constants")
+lifted.__dict__.update(constants.__dict__)
+lifted.ENABLE_RAY_CLUSTER = True
+cli.ray_constants = lifted
+sys.argv = ["ray", "start", *sys.argv[1:]]
+cli.main()
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> dict:
+    """A real two-node Ray cluster on loopback: `ray start --head` and a second `ray start
+    --address`, one CPU each, token authentication, no usage statistics."""
+    import os
+    import secrets
+
+    ray = str(Path(sys.executable).parent / "ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # fmt: skip
+    address = f"127.0.0.1:{free_port()}"
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    try:
+        subprocess.run([ray, "start", "--head", f"--port={address.split(':')[1]}", "--include-dashboard=false",
+                        *common], env=env, check=True, capture_output=True, timeout=120)  # fmt: skip
+        subprocess.run([sys.executable, "-c", SECOND_NODE, f"--address={address}", *common], env=env, check=True,
+                       capture_output=True, timeout=120)  # fmt: skip
+        yield {"address": address, "env": env}
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def copies(world: dict, n: int) -> Path:
+    """A manifest of `n` copies of every scoreable input of the reference run."""
+    root = world["root"]
+    manifest = root / f"copies{n}.csv"
+    with manifest.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "call_id", "agent"])
+        for k in range(n):
+            for i, name in enumerate(("a", "b", "call", "broken")):
+                src = world["paths"][name]
+                dst = root / f"copy{k}" / src.name
+                dst.parent.mkdir(exist_ok=True)
+                shutil.copyfile(src, dst)
+                w.writerow([dst, 100 + i, f"agent{i % 2}"])
+    return manifest
+
+
+def as_original(rows: list[dict], world: dict) -> dict[str, list[dict]]:
+    """Rows grouped by copy folder, with the source the reference run has for that file."""
+    by_name = {p.name: str(p) for p in world["paths"].values()}
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(Path(r["source"]).parent.name, []).append({**r, "source": by_name[Path(r["source"]).name]})
+    return out
+
+
+def test_ray_on_two_nodes_survives_a_killed_worker_with_every_file_once(world: dict, ray_cluster: dict) -> None:
+    import psutil
+
+    root, out = world["root"], world["root"] / "ray2"
+    manifest = copies(world, 3)
+    cmd = [*CLI, "batch", str(manifest), "--out", str(out), "--engine", "ray", "--address", ray_cluster["address"],
+           "--workers", "2"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=root, env=ray_cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    wait_for_parts(out, 1, proc)
+    actors = [p for p in psutil.process_iter(["cmdline"]) if "MapBatches(Score)" in " ".join(p.info["cmdline"] or [])]
+    assert actors, "no scoring actor found"
+    actors[0].kill()  # SIGKILL, mid-run: Ray restarts the actor and retries its work
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr  # the three broken copies
+    for part in (out / "segments").glob("part-*.parquet"):
+        pq.read_table(part)
+    assert not list(out.rglob(".*.tmp"))
+    groups = as_original(segments(out), world)
+    ref = segments(world["ref"])
+    assert sorted(groups) == ["copy0", "copy1", "copy2"]
+    for rows in groups.values():
+        assert_same_rows(rows, ref, ("anger", "neutral", "sadness"))
+    files = pq.read_table(out / "files.parquet").to_pylist()
+    assert len(files) == len({f["path"] for f in files}) == 12
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["errors"] == 3 and summary["runtime"]["engine"] == "ray"
+
+
+def test_ray_on_a_local_instance_gives_the_local_engines_rows(world: dict) -> None:
+    root, out = world["root"], world["root"] / "ray1"
+    done = run_cli(["batch", str(world["manifest"]), "--out", str(out), "--engine", "ray", "--workers", "1"], root)
+    assert done.returncode == 1, done.stderr
+    assert_same_rows(segments(out), segments(world["ref"]), ("anger", "fear", "surprise"))
+    assert "Token authentication" not in done.stderr and "core_worker" not in done.stderr  # Ray's notes need -v

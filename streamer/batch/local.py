@@ -55,6 +55,7 @@ class Job:
     threads: int
     part_s: float
     schema: pa.Schema
+    emotions: tuple[str, ...]
 
     def load(self):
         """The Predictor, on `threads` torch threads (set before torch starts its pools)."""
@@ -129,8 +130,10 @@ def worker_main(wid: int, job: Job, tasks, events, stop) -> None:
 
 
 class LocalEngine:
-    def __init__(self, job: Job, workers: int) -> None:
-        self.job, self.workers = job, workers
+    job: Job  # set by the driver once the output folder is open
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
         self.described: dict[str, str] = {}
         self.given_up: set[str] = set()
 

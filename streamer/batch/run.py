@@ -52,20 +52,26 @@ def batch(inputs: list[str], settings: BatchSettings, cfg: Config, console: Cons
     items, extra = expand(inputs, bundle.emotions)
     run_settings = {"channels": settings.channels, "max_batch": settings.max_batch, "vad": asdict(cfg.vad),
                     "dtype": cfg.runtime.dtype, "encoder": cfg.model.encoder}  # fmt: skip
-    store = Store.open(settings.out, settings.resume, model_identity(bundle_path), run_settings)
-    done = store.ledger()
-    todo = [it for it in items if it.key not in done]
     workers = settings.workers or default_workers(settings)
-    device = "cuda" if settings.gpus_per_worker > 0 and cfg.runtime.device in ("auto", "cpu") else cfg.runtime.device
-    job = Job(str(store.out), str(bundle_path), device, cfg.runtime.dtype, cfg.model.encoder or None, cfg.vad,
-              settings.channels == "each", store.run["run"], settings.max_batch, settings.threads, settings.part_s,
-              segment_schema(bundle.emotions, extra))  # fmt: skip
     if settings.engine == "ray":
         from .ray_engine import RayEngine
 
-        engine: Any = RayEngine(job, workers, settings.address, settings.gpus_per_worker)
+        if bundle.norm_mode == "speaker":
+            raise ConfigError(
+                f"Model bundle '{bundle_path}' adapts to each speaker, which needs a file's segments in order on one "
+                "worker: use --engine local for it."
+            )
+        engine: Any = RayEngine(workers, settings.address, settings.gpus_per_worker)
+        engine.check()
     else:
-        engine = LocalEngine(job, workers)
+        engine = LocalEngine(workers)
+    store = Store.open(settings.out, settings.resume, model_identity(bundle_path), run_settings)
+    done = store.ledger()
+    todo = [it for it in items if it.key not in done]
+    device = "cuda" if settings.gpus_per_worker > 0 and cfg.runtime.device in ("auto", "cpu") else cfg.runtime.device
+    engine.job = Job(str(store.out), str(bundle_path), device, cfg.runtime.dtype, cfg.model.encoder or None, cfg.vad,
+                     settings.channels == "each", store.run["run"], settings.max_batch, settings.threads,
+                     settings.part_s, segment_schema(bundle.emotions, extra), tuple(bundle.emotions))  # fmt: skip
     skipped = len(items) - len(todo)
     console.print(
         f"emomon batch: {len(todo)} file(s) to score" + (f" ({skipped} already done)" if skipped else "")

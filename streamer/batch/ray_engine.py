@@ -1,0 +1,268 @@
+"""`emomon batch --engine ray`: a Ray Data pipeline (`pip install 'emomon[ray]'`).
+
+    paths -> flat_map(decode, resample, VAD: one row per segment, then one per file)  CPU tasks
+          -> map_batches(Score: one Predictor per actor, `max_batch` segments a call)  actor pool
+          -> the driver: a file's rows, once all of them are in -> part files (store.py)
+
+Decoding and the model scale separately: the segment tasks run wherever a CPU is free, the
+actors (`--workers`, `--gpus-per-worker`) load the model once each. Ray retries a task
+whose worker died and restarts a dead actor (Ray Data's defaults), so rows can arrive
+twice; the driver keys them by (file, channel, segment), keeps a file until its last
+segment is in and writes it with the same atomic parts and ledger as the local engine. Ray
+Data's own Parquet writer writes blocks, not files, and could not say when a file is
+whole, which exactly-once and --resume need.
+
+Loopback clusters: Ray rewrites 127.0.0.1 to the machine's outward address unless it runs
+in its single-machine mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which also binds every
+server to loopback); emomon sets that for a local instance it starts and for an --address
+on loopback. Usage statistics are off (RAY_USAGE_STATS_ENABLED=0).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import socket
+import time
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ...model.errors import ConfigError, EmomonError
+
+if TYPE_CHECKING:
+    from .inputs import Item
+    from .local import Job
+    from .progress import Progress
+    from .store import Store
+
+DECODE_CPUS = 0.25  # a segment task is light next to the model: four share a core's reservation
+MIX = -1  # the channel column of mixed audio inside the pipeline (None in the output)
+
+
+def is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _reachable(address: str) -> None:
+    """One sentence, at once, when nothing answers at `address` (Ray itself waits minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"Ray address '{address}' is not HOST:PORT (for example 127.0.0.1:6379).")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise EmomonError(f"Ray cluster at '{address}' cannot be reached: {e.strerror or e}.") from e
+
+
+def import_ray(address: str):
+    """Ray, set up before its first import: no usage statistics, loopback kept as loopback."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not address or is_loopback(address):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+        import ray.data
+    except ImportError as e:
+        raise ConfigError("emomon batch --engine ray needs Ray Data: pip install 'emomon[ray]'.") from e
+    return ray
+
+
+def cut_rows(row: dict[str, Any], vad, each: bool) -> Any:
+    """A Ray task: one file into segment rows (audio as float32 bytes), then one file row with
+    its duration, rate, channels, SHA-256, segment count and error, if any."""
+    from ...model.errors import AudioError
+    from .inputs import Item
+    from .score import cut, file_info
+
+    item = Item(row["key"], row["source"], int(row["size"]))
+    base = {"key": item.key, "channel": MIX, "index": -1, "start_s": 0.0, "end_s": 0.0, "audio": b""}
+    try:
+        info = file_info(item)
+    except AudioError as e:
+        yield {**base, "kind": "file", "info": json.dumps({"error": str(e), "segments": 0})}
+        return
+    n, error = 0, ""
+    try:
+        for channel, seg in cut(item, vad, each):
+            n += 1
+            yield {**base, "kind": "segment", "channel": MIX if channel is None else channel, "index": seg.index,
+                   "start_s": seg.start_s, "end_s": seg.end_s, "audio": seg.audio.tobytes(), "info": ""}  # fmt: skip
+    except AudioError as e:
+        error = str(e)
+    yield {**base, "kind": "file", "info": json.dumps({**info, "error": error, "segments": n})}
+
+
+class Score:
+    """A Ray actor: the Predictor, loaded once; a batch of segment rows in, their shares out.
+    The run's Job is a class attribute of a subclass made per run (`scorer_class`), so that
+    a restarted actor needs nothing from the object store to come back."""
+
+    job: Job
+
+    def __init__(self) -> None:
+        self.predictor = self.job.load()
+        self.emotions = tuple(self.predictor.emotions)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["kind"])
+        shares = np.zeros((n, len(self.emotions)), np.float32)
+        status = np.array(["file"] * n, dtype=object)
+        error = np.array([""] * n, dtype=object)
+        todo = [i for i in range(n) if batch["kind"][i] == "segment"]
+        if todo:
+            try:
+                out = self.predictor.predict([np.frombuffer(batch["audio"][i], np.float32) for i in todo])
+                for i, p in zip(todo, out):
+                    shares[i] = [p.shares[e] for e in self.emotions]
+                    status[i] = "ok"
+            except Exception as e:  # noqa: BLE001 - as in replay: error rows, the run goes on
+                for i in todo:
+                    status[i], error[i] = "error", f"{len(todo)} segment(s) could not be scored ({e})"
+        keep = ("key", "kind", "channel", "index", "start_s", "end_s", "info")
+        return {**{k: batch[k] for k in keep}, "shares": shares, "status": status, "error": error}
+
+
+def scorer_class(job: Job) -> type[Score]:
+    return type("Score", (Score,), {"job": job})
+
+
+class Assembler:
+    """The driver's side: rows by file until a file is whole, then its rows and record."""
+
+    def __init__(self, job: Job, items: list[Item], emotions: tuple[str, ...]) -> None:
+        self.job, self.emotions = job, emotions
+        self.items = {it.key: it for it in items}
+        self.partial: dict[str, dict[str, Any]] = {}
+        self.whole: set[str] = set()
+
+    def add(self, batch: dict[str, np.ndarray]) -> list[tuple[Item, list[dict[str, Any]], dict[str, Any]]]:
+        done = []
+        for i in range(len(batch["kind"])):
+            key = str(batch["key"][i])
+            if key in self.whole:
+                continue  # a retried task's repeat
+            f = self.partial.setdefault(key, {"rows": {}, "info": None})
+            if batch["kind"][i] == "file":
+                f["info"] = json.loads(batch["info"][i])
+            else:
+                f["rows"][(int(batch["channel"][i]), int(batch["index"][i]))] = (
+                    float(batch["start_s"][i]), float(batch["end_s"][i]), batch["shares"][i].copy(),
+                    str(batch["status"][i]), str(batch["error"][i]),
+                )  # fmt: skip
+            if f["info"] is not None and len(f["rows"]) == f["info"]["segments"]:
+                done.append(self._whole(key, self.partial.pop(key)))
+        return done
+
+    def _whole(self, key: str, f: dict[str, Any]) -> tuple[Item, list[dict[str, Any]], dict[str, Any]]:
+        from ..audio.segmenter import Segment
+        from .score import new_record, row_of
+
+        self.whole.add(key)
+        item, info = self.items[key], f["info"]
+        record = new_record(item)
+        record.update({k: info[k] for k in ("file_duration_s", "sample_rate", "channels", "sha256") if k in info})
+        failed = [info["error"]] if info["error"] else []
+        rows = []
+        for (channel, index), (start, end, shares, status, error) in sorted(f["rows"].items()):
+            seg = Segment(np.zeros(0, np.float32), start, end, index)
+            ch = None if channel == MIX else channel
+            values = dict(zip(self.emotions, map(float, shares))) if status == "ok" else None
+            info = {k: record[k] for k in ("file_duration_s", "sample_rate", "sha256")}
+            rows.append({**row_of(item, self.job.run, self.emotions, ch, seg, values, status), **info, **item.extra})
+            if error and error not in failed:
+                failed.insert(0, error)
+        record["segments"] = len(rows)
+        if failed:
+            record.update(status="error", error="; ".join(failed))
+        return item, rows, record
+
+
+class RayEngine:
+    job: Job  # set by the driver once the output folder is open
+
+    def __init__(self, workers: int, address: str, gpus_per_worker: float) -> None:
+        self.workers, self.address, self.gpus = workers, address, gpus_per_worker
+        self.described: dict[str, Any] = {}
+
+    def check(self):
+        """Ray, importable, and the cluster at --address answering: one sentence if not, before
+        the output folder is touched. With -v, Ray's own log lines on stderr too."""
+        import logging
+
+        if not logging.getLogger("emomon").isEnabledFor(logging.INFO):
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        if self.address and self.address != "auto":
+            _reachable(self.address)
+        return import_ray(self.address)
+
+    def run(self, items: list[Item], store: Store, progress: Progress) -> bool:
+        """Score `items` on Ray; True when all were done, False when stopped (Ctrl-C, SIGTERM)."""
+        import logging
+
+        from .store import PartWriter
+
+        ray = self.check()
+        level = logging.ERROR
+        if logging.getLogger("emomon").isEnabledFor(logging.INFO):
+            level = logging.WARNING  # Ray's own notes only with -v
+        try:
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False, logging_level=level)
+            else:
+                ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=level)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = f"at '{self.address}'" if self.address else "on this machine"
+            raise EmomonError(f"Ray cannot start or join a cluster {where}: {str(e).splitlines()[0]}.") from e
+        asked = {"stop": 0}
+
+        def on_signal(signum, frame) -> None:
+            asked["stop"] += 1
+            if asked["stop"] > 1:
+                raise KeyboardInterrupt
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            cpus = float(ray.cluster_resources().get("CPU", 1))
+            self.described = {"engine": "ray", "actors": self.workers, "cluster_cpus": cpus,
+                              "gpus_per_actor": self.gpus}  # fmt: skip
+            ctx = ray.data.DataContext.get_current()
+            ctx.enable_progress_bars = False
+            ctx.print_on_execution_start = False
+            assembler = Assembler(self.job, items, self.job.emotions)
+            writer = PartWriter(self.job.out, self.job.schema, "ray")
+            table = [{"key": it.key, "source": it.source, "size": it.size} for it in items]
+            ds = ray.data.from_items(table, override_num_blocks=max(1, len(table)))
+            ds = ds.flat_map(partial(cut_rows, vad=self.job.vad, each=self.job.each), num_cpus=DECODE_CPUS)
+            actor_cpus = max(0.5, min(float(self.job.threads), cpus / max(1, self.workers) - DECODE_CPUS))
+            pool = ray.data.ActorPoolStrategy(size=self.workers)
+            ds = ds.map_batches(scorer_class(self.job), batch_size=self.job.max_batch, batch_format="numpy",
+                                compute=pool, num_cpus=actor_cpus, num_gpus=self.gpus or None)  # fmt: skip
+            rows: list[dict[str, Any]] = []
+            records: list[dict[str, Any]] = []
+            last = time.monotonic()
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for item, file_rows, record in assembler.add(batch):
+                    rows += file_rows
+                    records.append(record)
+                    progress.file_done(item.size, record["file_duration_s"] or 0.0, len(file_rows), record["error"])
+                if records and time.monotonic() - last >= self.job.part_s:
+                    writer.commit(rows, records)
+                    rows, records, last = [], [], time.monotonic()
+                if asked["stop"]:
+                    break
+            writer.commit(rows, records)
+            return not asked["stop"]
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            ray.shutdown()
