@@ -20,7 +20,6 @@ on loopback. Usage statistics are off (RAY_USAGE_STATS_ENABLED=0).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import signal
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...model.errors import ConfigError, EmomonError
+from ..serve.settings import is_loopback
 
 if TYPE_CHECKING:
     from .inputs import Item
@@ -41,16 +41,8 @@ if TYPE_CHECKING:
 
 DECODE_CPUS = 0.25  # a segment task is light next to the model: four share a core's reservation
 MIX = -1  # the channel column of mixed audio inside the pipeline (None in the output)
-
-
-def is_loopback(address: str) -> bool:
-    host = address.rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+MAX_BLOCKS = 10_000  # a segment task per file up to this many files; beyond, a task takes several
+BLOCK_BYTES = 1 << 20  # a segment task hands on its rows at least every MiB of audio (about 16 s), not per file
 
 
 def _reachable(address: str) -> None:
@@ -67,7 +59,7 @@ def _reachable(address: str) -> None:
 def import_ray(address: str):
     """Ray, set up before its first import: no usage statistics, loopback kept as loopback."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not address or is_loopback(address):
+    if not address or is_loopback(address.rsplit(":", 1)[0].strip("[]")):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
@@ -196,7 +188,7 @@ class RayEngine:
 
     def check(self):
         """Ray, importable, and the cluster at --address answering: one sentence if not, before
-        the output folder is touched. With -v, Ray's own log lines on stderr too."""
+        the output folder is touched. Ray's C++ log lines on stderr only with -v."""
         import logging
 
         if not logging.getLogger("emomon").isEnabledFor(logging.INFO):
@@ -223,6 +215,12 @@ class RayEngine:
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"at '{self.address}'" if self.address else "on this machine"
             raise EmomonError(f"Ray cannot start or join a cluster {where}: {str(e).splitlines()[0]}.") from e
+        if level == logging.ERROR:
+            import warnings
+
+            for name in ("ray", "ray.data"):
+                logging.getLogger(name).setLevel(logging.ERROR)
+            warnings.filterwarnings("ignore", module=r"ray\.")
         asked = {"stop": 0}
 
         def on_signal(signum, frame) -> None:
@@ -238,13 +236,14 @@ class RayEngine:
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False
             ctx.print_on_execution_start = False
+            ctx.target_max_block_size = BLOCK_BYTES  # segments go on to the actors every few seconds of audio
             assembler = Assembler(self.job, items, self.job.emotions)
             writer = PartWriter(self.job.out, self.job.schema, "ray")
             table = [{"key": it.key, "source": it.source, "size": it.size} for it in items]
-            ds = ray.data.from_items(table, override_num_blocks=max(1, len(table)))
+            ds = ray.data.from_items(table, override_num_blocks=max(1, min(len(table), MAX_BLOCKS)))
             ds = ds.flat_map(partial(cut_rows, vad=self.job.vad, each=self.job.each), num_cpus=DECODE_CPUS)
             actor_cpus = max(0.5, min(float(self.job.threads), cpus / max(1, self.workers) - DECODE_CPUS))
-            pool = ray.data.ActorPoolStrategy(size=self.workers)
+            pool = ray.data.ActorPoolStrategy(size=max(1, min(self.workers, len(items))))
             ds = ds.map_batches(scorer_class(self.job), batch_size=self.job.max_batch, batch_format="numpy",
                                 compute=pool, num_cpus=actor_cpus, num_gpus=self.gpus or None)  # fmt: skip
             rows: list[dict[str, Any]] = []

@@ -86,8 +86,9 @@ def batch(inputs: list[str], settings: BatchSettings, cfg: Config, console: Cons
             complete = engine.run(todo, store, progress) if todo else True
     finally:  # also when stopped or failed: the summary says what the folder holds
         wall = time.perf_counter() - t0
+        ledger = store.ledger()
         summary = store.finish(items, extra, {
-            "complete": complete and all(it.key in store.ledger() for it in items),
+            "complete": complete and all(it.key in ledger for it in items),
             "engine": settings.engine,
             "workers": workers,
             "runtime": getattr(engine, "described", {}),

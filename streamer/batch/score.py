@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...model.errors import AudioError
@@ -39,7 +39,6 @@ class FileResult:
     rows: list[dict[str, Any]]
     record: dict[str, Any]
     audio_s: float = 0.0
-    failed: list[str] = field(default_factory=list)  # why segments or the file could not be scored
 
 
 def file_info(item: Item) -> dict[str, Any]:
@@ -158,11 +157,11 @@ def score_file(
     try:
         record.update(file_info(item))
     except AudioError as e:
-        return FileResult([], {**record, "status": "error", "error": str(e)}, failed=[str(e)])
+        return FileResult([], {**record, "status": "error", "error": str(e)})
     rows, failed = scorer.score(item, cut(item, vad, each), stop)
     info = {k: record[k] for k in ("file_duration_s", "sample_rate", "sha256")}
     rows = [{**r, **info} for r in rows]
     record["segments"] = len(rows)
     if failed:
         record.update(status="error", error="; ".join(failed))
-    return FileResult(rows, record, audio_s=record["file_duration_s"] or 0.0, failed=failed)
+    return FileResult(rows, record, audio_s=record["file_duration_s"] or 0.0)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 import signal
@@ -37,7 +36,7 @@ import numpy as np
 
 from ...model.audio import SAMPLE_RATE
 from ...model.errors import ConfigError
-from .settings import ServeSettings
+from .settings import ServeSettings, is_loopback
 
 if TYPE_CHECKING:
     from ...model.predictor import Predictor
@@ -50,15 +49,6 @@ log = logging.getLogger("emomon")
 MAX_MESSAGE_BYTES = 1 << 20  # one binary message: 1 MiB, about 33 s at 16 kHz
 RATES = (8000, 48000)  # accepted sample rates, inclusive
 PAGE = Path(__file__).resolve().parent / "web" / "index.html"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(settings: ServeSettings) -> None:
