@@ -23,48 +23,38 @@ import os
 import queue
 import signal
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...model.errors import EmomonError
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
-    from ..audio.segmenter import VadSettings
     from .inputs import Item
     from .progress import Progress
+    from .score import Job
     from .store import Store
 
 MAX_TRIES = 3  # a file that takes down this many workers is an error
 
 
-@dataclass(frozen=True)
-class Job:
-    """What every worker needs, whatever the engine."""
+class StopSignals:
+    """While inside: Ctrl-C or SIGTERM asks the run to stop (`asked`); a second one stops it at
+    once (KeyboardInterrupt). The handlers before are put back on the way out."""
 
-    out: str
-    bundle: str
-    device: str
-    dtype: str
-    encoder_name: str | None
-    vad: VadSettings
-    each: bool
-    run: str
-    max_batch: int
-    threads: int
-    part_s: float
-    schema: pa.Schema
-    emotions: tuple[str, ...]
+    def __init__(self) -> None:
+        self.asked = 0
 
-    def load(self):
-        """The Predictor, on `threads` torch threads (set before torch starts its pools)."""
-        import torch
+    def _on_signal(self, signum, frame) -> None:
+        self.asked += 1
+        if self.asked > 1:
+            raise KeyboardInterrupt
 
-        from ...model.predictor import Predictor
+    def __enter__(self) -> StopSignals:
+        self._previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
 
-        torch.set_num_threads(self.threads)
-        return Predictor.from_bundle(self.bundle, self.device, self.dtype, encoder_name=self.encoder_name)
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
 
 def _die_with_parent() -> None:
@@ -167,76 +157,67 @@ class LocalEngine:
                 else:
                     pending.appendleft(by_key[key])
 
-        asked = {"stop": 0}
-
-        def on_signal(signum, frame) -> None:  # Ctrl-C or SIGTERM: stop cleanly; a second time: at once
-            asked["stop"] += 1
-            if asked["stop"] > 1:
-                raise KeyboardInterrupt
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        interrupted = False
-        try:
-            for _ in range(min(self.workers, max(1, len(items)))):
-                start()
-            while True:
-                alive = [w for w, p in procs.items() if p.is_alive()]
-                while pending and state["handed"] < 2 * len(alive) and not interrupted:
-                    tasks.put(pending.popleft())
-                    state["handed"] += 1
-                if not pending and state["sentinels"] < len(alive) and not interrupted:
-                    for _ in range(len(alive) - state["sentinels"]):
-                        tasks.put(None)
-                    state["sentinels"] = len(alive)
-                try:
-                    event = events.get(timeout=0.2)
-                    state["handed"] -= self._on_event(event, uncommitted, by_key, progress)
-                except queue.Empty:
-                    pass
-                if asked["stop"] and not interrupted:
-                    interrupted = True
-                    progress.console.print(
-                        "emomon batch: stopping; the files finished are being committed (Ctrl-C again: at once)"
-                    )
-                    stop.set()
-                for wid in [w for w, p in procs.items() if not p.is_alive()]:
-                    p = procs.pop(wid)
-                    lost = self._lost(wid, p, uncommitted.pop(wid, {}), store, progress)
-                    retry(lost)
-                    if p.exitcode != 0:  # it took no sentinel; the queue is topped up for the rest
-                        state["sentinels"] = max(0, state["sentinels"] - 1)
-                        if not interrupted and (pending or not tasks.empty()):
-                            start()
-                if procs:
-                    continue
-                if interrupted:
-                    break
-                # Every worker is gone: what the ledger on disk records is done, the rest goes round again.
-                done = store.ledger()
-                missing = [k for k in by_key if k not in done and k not in self.given_up]
-                if not missing:
-                    break
-                while not tasks.empty():
-                    with contextlib.suppress(queue.Empty):
-                        tasks.get_nowait()
-                pending.clear()
-                retry(missing)
-                pending = collections.deque(sorted(pending, key=lambda it: (-it.size, it.key)))
-                state["handed"] = state["sentinels"] = 0
-                for _ in range(min(self.workers, max(1, len(pending)))):
+        with StopSignals() as signals:
+            interrupted = False
+            try:
+                for _ in range(min(self.workers, max(1, len(items)))):
                     start()
-        except BaseException:
-            stop.set()
-            for p in procs.values():
-                p.join(timeout=2)
-                if p.is_alive():
-                    p.kill()
-            raise
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            for p in procs.values():
-                p.join(timeout=30)
+                while True:
+                    alive = [w for w, p in procs.items() if p.is_alive()]
+                    while pending and state["handed"] < 2 * len(alive) and not interrupted:
+                        tasks.put(pending.popleft())
+                        state["handed"] += 1
+                    if not pending and state["sentinels"] < len(alive) and not interrupted:
+                        for _ in range(len(alive) - state["sentinels"]):
+                            tasks.put(None)
+                        state["sentinels"] = len(alive)
+                    try:
+                        event = events.get(timeout=0.2)
+                        state["handed"] -= self._on_event(event, uncommitted, by_key, progress)
+                    except queue.Empty:
+                        pass
+                    if signals.asked and not interrupted:
+                        interrupted = True
+                        progress.console.print(
+                            "emomon batch: stopping; the files finished are being committed (Ctrl-C again: at once)"
+                        )
+                        stop.set()
+                    for wid in [w for w, p in procs.items() if not p.is_alive()]:
+                        p = procs.pop(wid)
+                        lost = self._lost(wid, p, uncommitted.pop(wid, {}), store, progress)
+                        retry(lost)
+                        if p.exitcode != 0:  # it took no sentinel; the queue is topped up for the rest
+                            state["sentinels"] = max(0, state["sentinels"] - 1)
+                            if not interrupted and (pending or not tasks.empty()):
+                                start()
+                    if procs:
+                        continue
+                    if interrupted:
+                        break
+                    # Every worker is gone: what the ledger on disk records is done, the rest goes round again.
+                    done = store.ledger()
+                    missing = [k for k in by_key if k not in done and k not in self.given_up]
+                    if not missing:
+                        break
+                    while not tasks.empty():
+                        with contextlib.suppress(queue.Empty):
+                            tasks.get_nowait()
+                    pending.clear()
+                    retry(missing)
+                    pending = collections.deque(sorted(pending, key=lambda it: (-it.size, it.key)))
+                    state["handed"] = state["sentinels"] = 0
+                    for _ in range(min(self.workers, max(1, len(pending)))):
+                        start()
+            except BaseException:
+                stop.set()
+                for p in procs.values():
+                    p.join(timeout=2)
+                    if p.is_alive():
+                        p.kill()
+                raise
+            finally:
+                for p in procs.values():
+                    p.join(timeout=30)
         return not interrupted
 
     def _on_event(self, event: tuple, uncommitted, by_key, progress: Progress) -> int:
@@ -266,7 +247,7 @@ class LocalEngine:
         lost = [k for k in started if k not in done]
         for key in lost:
             if started[key]:
-                progress.file_undone(*started[key])
+                progress.file_done(*started[key], sign=-1)
         if lost:
             progress.console.print(
                 f"emomon batch: worker {wid} died (exit code {p.exitcode}); {len(lost)} file(s) go back to the queue",

@@ -37,21 +37,15 @@ class Progress:
             self._refresh()
             self._bar.stop()
 
-    def file_done(self, size: int, audio_s: float, segments: int, error: str) -> None:
-        self.done += 1
-        self.done_bytes += size
-        self.audio_s += audio_s
-        self.segments += segments
-        self.errors += bool(error)
-        self.tick()
-
-    def file_undone(self, size: int, audio_s: float, segments: int, error: str) -> None:
-        """A file counted done whose worker died before committing it: it will be scored again."""
-        self.done -= 1
-        self.done_bytes -= size
-        self.audio_s -= audio_s
-        self.segments -= segments
-        self.errors -= bool(error)
+    def file_done(self, size: int, audio_s: float, segments: int, error: str, sign: int = 1) -> None:
+        """A file scored; `sign` -1: one counted done whose worker died before committing it."""
+        self.done += sign
+        self.done_bytes += sign * size
+        self.audio_s += sign * audio_s
+        self.segments += sign * segments
+        self.errors += sign * bool(error)
+        if sign > 0:
+            self.tick()
 
     def rate(self) -> float:
         """Audio hours per wall hour so far."""

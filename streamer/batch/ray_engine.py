@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import time
 from functools import partial
@@ -35,8 +34,8 @@ from ..serve.settings import is_loopback
 
 if TYPE_CHECKING:
     from .inputs import Item
-    from .local import Job
     from .progress import Progress
+    from .score import Job
     from .store import Store
 
 DECODE_CPUS = 0.25  # a segment task is light next to the model: four share a core's reservation
@@ -157,7 +156,7 @@ class Assembler:
 
     def _whole(self, key: str, f: dict[str, Any]) -> tuple[Item, list[dict[str, Any]], dict[str, Any]]:
         from ..audio.segmenter import Segment
-        from .score import new_record, row_of
+        from .score import ROW_FILE_INFO, close_record, new_record, row_of
 
         self.whole.add(key)
         item, info = self.items[key], f["info"]
@@ -169,14 +168,11 @@ class Assembler:
             seg = Segment(np.zeros(0, np.float32), start, end, index)
             ch = None if channel == MIX else channel
             values = dict(zip(self.emotions, map(float, shares))) if status == "ok" else None
-            info = {k: record[k] for k in ("file_duration_s", "sample_rate", "sha256")}
+            info = {k: record[k] for k in ROW_FILE_INFO}
             rows.append({**row_of(item, self.job.run, self.emotions, ch, seg, values, status), **info, **item.extra})
             if error and error not in failed:
                 failed.insert(0, error)
-        record["segments"] = len(rows)
-        if failed:
-            record.update(status="error", error="; ".join(failed))
-        return item, rows, record
+        return item, rows, close_record(record, len(rows), failed)
 
 
 class RayEngine:
@@ -185,6 +181,7 @@ class RayEngine:
     def __init__(self, workers: int, address: str, gpus_per_worker: float) -> None:
         self.workers, self.address, self.gpus = workers, address, gpus_per_worker
         self.described: dict[str, Any] = {}
+        self.ray: Any = None
 
     def check(self):
         """Ray, importable, and the cluster at --address answering: one sentence if not, before
@@ -195,7 +192,8 @@ class RayEngine:
             os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         if self.address and self.address != "auto":
             _reachable(self.address)
-        return import_ray(self.address)
+        self.ray = import_ray(self.address)
+        return self.ray
 
     def run(self, items: list[Item], store: Store, progress: Progress) -> bool:
         """Score `items` on Ray; True when all were done, False when stopped (Ctrl-C, SIGTERM)."""
@@ -203,7 +201,7 @@ class RayEngine:
 
         from .store import PartWriter
 
-        ray = self.check()
+        ray = self.ray or self.check()
         level = logging.ERROR
         if logging.getLogger("emomon").isEnabledFor(logging.INFO):
             level = logging.WARNING  # Ray's own notes only with -v
@@ -221,47 +219,40 @@ class RayEngine:
             for name in ("ray", "ray.data"):
                 logging.getLogger(name).setLevel(logging.ERROR)
             warnings.filterwarnings("ignore", module=r"ray\.")
-        asked = {"stop": 0}
+        from .local import StopSignals
 
-        def on_signal(signum, frame) -> None:
-            asked["stop"] += 1
-            if asked["stop"] > 1:
-                raise KeyboardInterrupt
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            cpus = float(ray.cluster_resources().get("CPU", 1))
-            self.described = {"engine": "ray", "actors": self.workers, "cluster_cpus": cpus,
-                              "gpus_per_actor": self.gpus}  # fmt: skip
-            ctx = ray.data.DataContext.get_current()
-            ctx.enable_progress_bars = False
-            ctx.print_on_execution_start = False
-            ctx.target_max_block_size = BLOCK_BYTES  # segments go on to the actors every few seconds of audio
-            assembler = Assembler(self.job, items, self.job.emotions)
-            writer = PartWriter(self.job.out, self.job.schema, "ray")
-            table = [{"key": it.key, "source": it.source, "size": it.size} for it in items]
-            ds = ray.data.from_items(table, override_num_blocks=max(1, min(len(table), MAX_BLOCKS)))
-            ds = ds.flat_map(partial(cut_rows, vad=self.job.vad, each=self.job.each), num_cpus=DECODE_CPUS)
-            actor_cpus = max(0.5, min(float(self.job.threads), cpus / max(1, self.workers) - DECODE_CPUS))
-            pool = ray.data.ActorPoolStrategy(size=max(1, min(self.workers, len(items))))
-            ds = ds.map_batches(scorer_class(self.job), batch_size=self.job.max_batch, batch_format="numpy",
-                                compute=pool, num_cpus=actor_cpus, num_gpus=self.gpus or None)  # fmt: skip
-            rows: list[dict[str, Any]] = []
-            records: list[dict[str, Any]] = []
-            last = time.monotonic()
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for item, file_rows, record in assembler.add(batch):
-                    rows += file_rows
-                    records.append(record)
-                    progress.file_done(item.size, record["file_duration_s"] or 0.0, len(file_rows), record["error"])
-                if records and time.monotonic() - last >= self.job.part_s:
-                    writer.commit(rows, records)
-                    rows, records, last = [], [], time.monotonic()
-                if asked["stop"]:
-                    break
-            writer.commit(rows, records)
-            return not asked["stop"]
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            ray.shutdown()
+        with StopSignals() as signals:
+            try:
+                cpus = float(ray.cluster_resources().get("CPU", 1))
+                self.described = {"engine": "ray", "actors": self.workers, "cluster_cpus": cpus,
+                                  "gpus_per_actor": self.gpus}  # fmt: skip
+                ctx = ray.data.DataContext.get_current()
+                ctx.enable_progress_bars = False
+                ctx.print_on_execution_start = False
+                ctx.target_max_block_size = BLOCK_BYTES  # segments go on to the actors every few seconds of audio
+                assembler = Assembler(self.job, items, self.job.emotions)
+                writer = PartWriter(self.job.out, self.job.schema, "ray")
+                table = [{"key": it.key, "source": it.source, "size": it.size} for it in items]
+                ds = ray.data.from_items(table, override_num_blocks=max(1, min(len(table), MAX_BLOCKS)))
+                ds = ds.flat_map(partial(cut_rows, vad=self.job.vad, each=self.job.each), num_cpus=DECODE_CPUS)
+                actor_cpus = max(0.5, min(float(self.job.threads), cpus / max(1, self.workers) - DECODE_CPUS))
+                pool = ray.data.ActorPoolStrategy(size=max(1, min(self.workers, len(items))))
+                ds = ds.map_batches(scorer_class(self.job), batch_size=self.job.max_batch, batch_format="numpy",
+                                    compute=pool, num_cpus=actor_cpus, num_gpus=self.gpus or None)  # fmt: skip
+                rows: list[dict[str, Any]] = []
+                records: list[dict[str, Any]] = []
+                last = time.monotonic()
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    for item, file_rows, record in assembler.add(batch):
+                        rows += file_rows
+                        records.append(record)
+                        progress.file_done(item.size, record["file_duration_s"] or 0.0, len(file_rows), record["error"])
+                    if records and time.monotonic() - last >= self.job.part_s:
+                        writer.commit(rows, records)
+                        rows, records, last = [], [], time.monotonic()
+                    if signals.asked:
+                        break
+                writer.commit(rows, records)
+                return not signals.asked
+            finally:
+                ray.shutdown()

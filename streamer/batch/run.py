@@ -41,8 +41,9 @@ def default_workers(settings: BatchSettings) -> int:
 def batch(inputs: list[str], settings: BatchSettings, cfg: Config, console: Console) -> int:
     from ...model.bundle import DEFAULT_BUNDLE, load_bundle
     from .inputs import expand
-    from .local import Job, LocalEngine
+    from .local import LocalEngine
     from .progress import Progress
+    from .score import Job
     from .store import Store, segment_schema
 
     if not settings.out:
@@ -87,7 +88,7 @@ def batch(inputs: list[str], settings: BatchSettings, cfg: Config, console: Cons
     finally:  # also when stopped or failed: the summary says what the folder holds
         wall = time.perf_counter() - t0
         ledger = store.ledger()
-        summary = store.finish(items, extra, {
+        summary = store.finish(items, extra, ledger, {
             "complete": complete and all(it.key in ledger for it in items),
             "engine": settings.engine,
             "workers": workers,

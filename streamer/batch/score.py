@@ -23,9 +23,40 @@ from ..outputs.sinks import segment_id
 from .inputs import Item
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from ...model.predictor import Predictor
 
 HASH_CHUNK = 1 << 20
+ROW_FILE_INFO = ("file_duration_s", "sample_rate", "sha256")  # what every row carries of its file
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every worker needs, whatever the engine."""
+
+    out: str
+    bundle: str
+    device: str
+    dtype: str
+    encoder_name: str | None
+    vad: VadSettings
+    each: bool
+    run: str
+    max_batch: int
+    threads: int
+    part_s: float
+    schema: pa.Schema
+    emotions: tuple[str, ...]
+
+    def load(self):
+        """The Predictor, on `threads` torch threads (set before torch starts its pools)."""
+        import torch
+
+        from ...model.predictor import Predictor
+
+        torch.set_num_threads(self.threads)
+        return Predictor.from_bundle(self.bundle, self.device, self.dtype, encoder_name=self.encoder_name)
 
 
 class Stopped(Exception):
@@ -149,6 +180,14 @@ def new_record(item: Item, error: str = "") -> dict[str, Any]:
             "segments": 0, "file_duration_s": None, "sample_rate": None, "channels": None, "sha256": None}  # fmt: skip
 
 
+def close_record(record: dict[str, Any], segments: int, failed: list[str]) -> dict[str, Any]:
+    """A file's record once its rows are known: their count, and error with the reasons, if any."""
+    record["segments"] = segments
+    if failed:
+        record.update(status="error", error="; ".join(failed))
+    return record
+
+
 def score_file(
     item: Item, scorer: Scorer, vad: VadSettings, each: bool, stop: Callable[[], bool] = lambda: False
 ) -> FileResult:
@@ -159,9 +198,6 @@ def score_file(
     except AudioError as e:
         return FileResult([], {**record, "status": "error", "error": str(e)})
     rows, failed = scorer.score(item, cut(item, vad, each), stop)
-    info = {k: record[k] for k in ("file_duration_s", "sample_rate", "sha256")}
+    info = {k: record[k] for k in ROW_FILE_INFO}
     rows = [{**r, **info} for r in rows]
-    record["segments"] = len(rows)
-    if failed:
-        record.update(status="error", error="; ".join(failed))
-    return FileResult(rows, record, audio_s=record["file_duration_s"] or 0.0)
+    return FileResult(rows, close_record(record, len(rows), failed), audio_s=record["file_duration_s"] or 0.0)

@@ -172,14 +172,16 @@ class Store:
                 done.setdefault(record["path"], record)
         return done
 
-    def finish(self, items: Iterable[Item], extra: pa.Schema, summary: dict[str, Any]) -> dict[str, Any]:
-        """files.parquet, errors.csv and summary.json from the ledger (and this run's `summary`
+    def finish(
+        self, items: Iterable[Item], extra: pa.Schema, ledger: dict[str, dict[str, Any]], summary: dict[str, Any]
+    ) -> dict[str, Any]:
+        """files.parquet, errors.csv and summary.json from the `ledger` (and this run's `summary`
         fields); returns the summary."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         extras = {it.key: it.extra for it in items}
-        records = list(self.ledger().values())
+        records = list(ledger.values())
         names = extra.names
         rows = [{**{c: r.get(c) for c in FILE_COLUMNS}, **{n: extras.get(r["path"], {}).get(n) for n in names}}
                 for r in records]  # fmt: skip

@@ -52,7 +52,6 @@ def replay(
         pipe.close()
     counts = [f"{pipe.worker.processed} segment(s) from {len(files)} file(s)"]
     counts += [f"{failed} failed"] if failed else []
-    counts += [f"{failed} failed"] if failed else []
     console.print(", ".join(counts + pipe.extra_counts()))
     return 1 if failed else 0
 
