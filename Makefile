@@ -25,11 +25,12 @@ $(VENV)/.installed: pyproject.toml model/weights.txt
 demo: install
 	$(VENV)/bin/emomon replay --sample --no-dashboard --csv out/demo.csv
 
-# PortAudio for the microphone, PulseAudio for the virtual microphone of the live test,
+# PortAudio for the microphone, tcmalloc for the scoring processes (model/memory.py),
+# PulseAudio for the virtual microphone of the live test,
 # Chromium and its WebDriver for the browser-page test of emomon serve, nginx for its
 # scale-out test. Installed with apt-get when missing and run as root; otherwise the
 # missing names are printed.
-SYSTEM_PACKAGES = libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins chromium chromium-driver nginx-light
+SYSTEM_PACKAGES = libportaudio2 libtcmalloc-minimal4 pulseaudio pulseaudio-utils libasound2-plugins chromium chromium-driver nginx-light
 
 system-deps:
 	@command -v dpkg >/dev/null || exit 0; \

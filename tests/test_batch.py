@@ -231,11 +231,39 @@ def test_a_worker_killed_mid_run_is_replaced_and_every_file_is_there_once(world:
     wait_for_parts(out, 1, proc)
     workers = [p for p in psutil.Process(proc.pid).children() if "resource_tracker" not in " ".join(p.cmdline())]
     assert len(workers) == 2
+    for w in workers:  # model/memory.py: what keeps a worker's memory flat (libtcmalloc-minimal4 in CI)
+        assert "libtcmalloc" in Path(f"/proc/{w.pid}/maps").read_text()
+        assert w.environ()["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"
+    assert "LD_PRELOAD" not in psutil.Process(proc.pid).environ()  # the driver's own is as it was
     workers[0].kill()
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr
     assert_same_rows(segments(out), segments(world["ref"]), ("anger", "happiness", "sadness"))
     assert json.loads((out / "summary.json").read_text())["files"] == 5
+
+
+def test_a_full_disk_is_one_sentence_and_resume_goes_on(world: dict) -> None:
+    """Files may grow to 3,000 bytes (RLIMIT_FSIZE; SIGXFSZ ignored, so a write fails with
+    EFBIG as on a full disk): run.json fits, the first part does not."""
+    import resource
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # inherited by the workers, as the limit is
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+
+    root, out = world["root"], world["root"] / "full"
+    args = ["batch", str(world["paths"]["a"]), "--out", str(out), "--workers", "1"]
+    full = subprocess.run([*CLI, *args], cwd=root, capture_output=True, text=True, timeout=600,
+                          preexec_fn=small_disk)  # fmt: skip
+    assert full.returncode == 2, full.stderr
+    err = full.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("emomon: ") and "cannot be written: File too large" in err[0], err
+    assert "--resume" in err[0]
+    assert (out / "run.json").is_file()
+    assert not list((out / "segments").glob("part-*")) and not list(out.rglob(".*.tmp"))  # no part, whole or half
+    again = run_cli([*args, "--resume"], root)
+    assert again.returncode == 0, again.stderr
+    assert sorted(r["segment"] for r in segments(out)) == [0, 1]  # the two sentences
 
 
 def test_inputs_expand_folders_patterns_and_manifests_largest_first(world: dict, tmp_path: Path) -> None:
@@ -369,6 +397,9 @@ def test_ray_on_two_nodes_survives_a_killed_worker_with_every_file_once(world: d
     wait_for_parts(out, 1, proc)
     actors = [p for p in psutil.process_iter(["cmdline"]) if "MapBatches(Score)" in " ".join(p.info["cmdline"] or [])]
     assert actors, "no scoring actor found"
+    env = actors[0].environ()  # the cache bound; no tcmalloc preload on a cluster's unknown nodes
+    assert env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64" and env["MALLOC_ARENA_MAX"] == "2"
+    assert "LD_PRELOAD" not in env
     actors[0].kill()  # SIGKILL, mid-run: Ray restarts the actor and retries its work
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr  # the three broken copies

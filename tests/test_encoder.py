@@ -218,3 +218,24 @@ def test_egemaps_spec_has_one_layer() -> None:
     with pytest.raises(ValueError):
         EncoderSpec(kind="egemaps", layer=3)
     assert replace(EncoderSpec(), layer=4).encoder_id.endswith("layer=4")
+
+
+def test_scoring_processes_get_the_memory_bounds_and_a_users_values_win() -> None:
+    from emomon.model.memory import scorer_env, spawning_scorers, tcmalloc
+
+    assert tcmalloc(), "libtcmalloc-minimal4 is missing (make system-deps installs it)"
+    quiet = str(1 << 40)
+    assert scorer_env({}) == {
+        "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64",
+        "LD_PRELOAD": tcmalloc(),
+        "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": quiet,
+    }
+    assert scorer_env({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8", "LD_PRELOAD": "libmine.so"}) == {"MALLOC_ARENA_MAX": "2"}
+    assert scorer_env({}, preload=False) == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64", "MALLOC_ARENA_MAX": "2"}
+    before = dict(os.environ)
+    maps, cache = "open('/proc/self/maps').read()", "os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY']"
+    probe = f"import os; print('tcmalloc' in {maps}, {cache})"
+    with spawning_scorers():
+        child = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert child.stdout.split() == ["True", "64"]
+    assert dict(os.environ) == before

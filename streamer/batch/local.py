@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ...model.errors import EmomonError
+from ...model.memory import spawning_scorers
 
 if TYPE_CHECKING:
     from .inputs import Item
@@ -145,7 +146,8 @@ class LocalEngine:
             wid = state["next"]
             p = ctx.Process(target=worker_main, args=(wid, self.job, tasks, events, stop), daemon=True,
                             name=f"emomon-batch-{wid}")  # fmt: skip
-            p.start()
+            with spawning_scorers():
+                p.start()
             procs[wid] = p
             state["next"] += 1
 

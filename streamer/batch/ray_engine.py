@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...model.errors import ConfigError, EmomonError
+from ...model.memory import scorer_env
 from ..serve.settings import is_loopback
 
 if TYPE_CHECKING:
@@ -206,10 +207,13 @@ class RayEngine:
         if logging.getLogger("emomon").isEnabledFor(logging.INFO):
             level = logging.WARNING  # Ray's own notes only with -v
         try:
+            # tcmalloc only on a local instance: a cluster's other nodes may not have it
+            env = {"env_vars": scorer_env(preload=not self.address)}
             if self.address:
-                ray.init(address=self.address, log_to_driver=False, logging_level=level)
+                ray.init(address=self.address, log_to_driver=False, logging_level=level, runtime_env=env)
             else:
-                ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=level)
+                ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level=level,
+                         runtime_env=env)  # fmt: skip
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"at '{self.address}'" if self.address else "on this machine"
             raise EmomonError(f"Ray cannot start or join a cluster {where}: {str(e).splitlines()[0]}.") from e

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ...model.errors import EmomonError
+from ...model.memory import spawning_scorers
 
 
 def _child(conn, path: str, device: str, dtype: str, encoder_name: str | None) -> None:
@@ -49,7 +50,8 @@ class ModelProcess:
         ctx = mp.get_context("spawn")  # no fork of a process that has threads and torch
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_child, args=(child, str(path), device, dtype, encoder_name), daemon=True)
-        self._proc.start()
+        with spawning_scorers():
+            self._proc.start()
         child.close()
         self._lock = threading.Lock()
         self._ended: list[str] = []
