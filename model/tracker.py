@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .speaker import HOP, PARTIAL_FRAMES, PARTIAL_S
+from .speaker import HOP, PARTIAL_FRAMES, unit
 
 TURN_STEP_S = 0.2  # the resolution of a turn change
 TURN_STEP_FRAMES = int(TURN_STEP_S * SAMPLE_RATE / HOP)
@@ -92,34 +92,57 @@ class SpeakerTracker:
         self.speakers = [s for s in self.speakers if s.enrolled]
 
 
-def turn_change(partials: np.ndarray, starts: Sequence[int], threshold: float) -> int | None:
-    """The frame where the turn changes, from partial embeddings taken every TURN_STEP_FRAMES
-    (`starts`: their frame offsets), or None. A point p compares the partial ending at p with
-    the one starting at p."""
-    by_start = {s: i for i, s in enumerate(starts)}
-    best, where = threshold, None
-    for i, s in enumerate(starts):
-        j = by_start.get(s + PARTIAL_FRAMES)
-        if j is None:
+@dataclass(frozen=True)
+class Part:
+    """A stretch of a segment with one speaker: sample offsets into the segment, its embedding."""
+
+    start: int
+    end: int
+    embedding: np.ndarray
+
+
+def speaker_parts(encoder, segments: Sequence[np.ndarray], turn: float) -> list[list[Part]]:
+    """Each segment cut where its speaker changes (`turn`: see SpeakerSettings), each part with
+    its embedding; all segments' partials in one LSTM pass. A segment shorter than two
+    partials is one part, embedded as Resemblyzer embeds an utterance; a longer one gets
+    partials every TURN_STEP_S, which give both its turn changes and its parts' embeddings."""
+    if not segments:
+        return []
+    dense = [len(seg) >= 2 * PARTIAL_FRAMES * HOP for seg in segments]
+    partials, where = encoder.partial_embeddings(segments, [TURN_STEP_FRAMES if d else None for d in dense])
+    out = []
+    for i, seg in enumerate(segments):
+        mine, starts = partials[where.owner == i], where.windows[i]
+        if not dense[i]:
+            out.append([Part(0, len(seg), unit(mine.sum(axis=0)))])
             continue
-        sim = float(partials[i] @ partials[j])
+        frames = len(seg) // HOP
+        inside = [k for k, s in enumerate(starts) if s + PARTIAL_FRAMES <= frames]  # no padding past the end
+        mine, starts = mine[inside], [starts[k] for k in inside]
+        cuts = _cuts(mine, starts, 0, frames, turn)
+        bounds = [0, *cuts, frames]
+        parts = []
+        for lo, hi in zip(bounds, bounds[1:]):
+            ks = [k for k, s in enumerate(starts) if s >= lo and s + PARTIAL_FRAMES <= hi]
+            parts.append(Part(lo * HOP, len(seg) if hi == frames else hi * HOP, unit(mine[ks].sum(axis=0))))
+        out.append(parts)
+    return out
+
+
+def _cuts(partials: np.ndarray, starts: Sequence[int], lo: int, hi: int, turn: float) -> list[int]:
+    """Frames in [lo, hi) where the speaker changes: at point p the partial ending at p is
+    compared with the one starting at p; the least alike below `turn` is a cut, then each
+    side is looked at again."""
+    index = {s: k for k, s in enumerate(starts)}
+    best, cut = turn, None
+    for k, s in enumerate(starts):
+        p = s + PARTIAL_FRAMES
+        j = index.get(p)
+        if s < lo or j is None or p + PARTIAL_FRAMES > hi:
+            continue
+        sim = float(partials[k] @ partials[j])
         if sim < best:
-            best, where = sim, s + PARTIAL_FRAMES
-    return where
-
-
-def split_points(encoder, audio: np.ndarray, threshold: float, min_part_s: float = PARTIAL_S) -> list[int]:
-    """Sample offsets where `audio` changes speaker (none when it is too short to tell)."""
-    if len(audio) < 2 * min_part_s * SAMPLE_RATE:
+            best, cut = sim, p
+    if cut is None:
         return []
-    partials, where = encoder.partial_embeddings([audio], TURN_STEP_FRAMES)
-    starts = where.windows[0]
-    last = (len(audio) // HOP) - PARTIAL_FRAMES  # partials past the audio are mostly padding
-    keep = [k for k, s in enumerate(starts) if s <= last]
-    frame = turn_change(partials.cpu().numpy()[keep], [starts[k] for k in keep], threshold)
-    if frame is None:
-        return []
-    cut = frame * HOP
-    left = split_points(encoder, audio[:cut], threshold, min_part_s)
-    right = split_points(encoder, audio[cut:], threshold, min_part_s)
-    return [*left, cut, *(cut + r for r in right)]
+    return [*_cuts(partials, starts, lo, cut, turn), cut, *_cuts(partials, starts, cut, hi, turn)]
