@@ -1,7 +1,7 @@
 # Set-up and everyday commands. Everything installs into ./.venv on first use.
 #   make demo    install, then replay the bundled sample with the default model (offline)
 #   make test    install, then run the test suite (what CI runs)
-#   make bench   install, then run the model, live, VAD, default-model, serve and batch benchmarks (docs/benchmarks.md)
+#   make bench   install, then run the model, live, VAD, default-model, serve, batch and speaker benchmarks (docs/benchmarks.md)
 # TORCH picks the torch build: the default is the CPU wheel these machines keep on disk;
 # elsewhere use e.g. `make test TORCH=torch` for your platform's default build.
 
@@ -50,6 +50,7 @@ bench: install system-deps
 	$(PY) benchmarks/bench_default_model.py
 	$(PY) benchmarks/bench_serve.py
 	$(PY) benchmarks/bench_batch.py
+	$(PY) benchmarks/bench_speakers.py --tune
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

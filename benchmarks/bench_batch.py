@@ -143,8 +143,9 @@ def one_night(throughput: float, cores: int, hours: float = 10_000, night_h: flo
     need = hours / night_h
     n = math.ceil(need / per_core)
     nodes = math.ceil(n / 16)
+    nodes_text = f"{nodes} node{'' if nodes == 1 else 's'}"
     return (f"On paper: {hours:,.0f} hours in a {night_h:g}-hour night is {need:,.0f} audio hours per hour; at "
-            f"{per_core:.1f}x real time per core (local2 on this CPU) that is {n} cores, {nodes} node{'' if nodes == 1 else 's'} of "
+            f"{per_core:.1f}x real time per core (local2 on this CPU) that is {n} cores, {nodes_text} of "
             "16 cores, with one worker per core and the audio on shared storage. GPU: no device was lent while "
             "this was measured, so there is no GPU figure to scale from.\n")  # fmt: skip
 

@@ -123,3 +123,21 @@ def test_bench_batch_quick_run(tmp_path: Path) -> None:
     assert len(local2["workers"]) == 2 and all(w["peak_mb"] > 100 for w in local2["workers"])
     assert replay["throughput"] > 0 and local2["cpu_cores"] > 0 and result["local2_over_replay"] > 0
     assert "| local2 |" in out.stdout and not doc.exists()
+
+
+def test_bench_speakers_quick_run(tmp_path: Path) -> None:
+    """Four conversations per condition from six sentences per speaker: every number in range."""
+    doc = tmp_path / "benchmarks.md"
+    out = subprocess.run(
+        [sys.executable, "benchmarks/bench_speakers.py", "--quick", "--per-speaker", "6", "--out", str(tmp_path),
+         "--doc", str(doc)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    result = json.loads((tmp_path / "bench_speakers_quick.json").read_text())
+    test = result["test"]
+    for cond in ("2 clean", "2 at 20 dB", "3 clean", "4 clean"):
+        assert test[cond]["n"] == 4 and 0.0 <= test[cond]["confusion"] <= 1.0 and 0.0 <= test[cond]["right_count"] <= 1
+    assert test["turns"]["n"] > 0 and test["single"]["n"] == 4
+    assert 0 < result["ms_per_2s_segment_one_core"] < 1000
+    assert not doc.exists()

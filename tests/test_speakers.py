@@ -1,0 +1,124 @@
+"""Who is speaking: the speaker encoder against Resemblyzer's own output, its pinned weights,
+the tracker and the turn finder on real Emo-DB speech."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import NEMO, load_clip
+
+from emomon.model.audio import SAMPLE_RATE, read_audio
+from emomon.model.errors import EncoderLoadError
+from emomon.model.pinned import pinned_files, read_pinned
+from emomon.model.speaker import SPEAKER_WEIGHTS, SpeakerEncoder, partial_starts
+from emomon.model.tracker import SpeakerSettings, SpeakerTracker, speaker_parts
+from emomon.streamer.audio.segmenter import speech_span
+
+REFERENCE = Path(__file__).parent / "data" / "resemblyzer_reference.json"
+# Speaker 03 (male) and 08 (female), each through anger, happiness, neutral, sadness, boredom, fear
+MALE = ["03a01Wa.wav", "03a01Fa.wav", "03a01Nc.wav", "03a02Ta.wav", "03a04Lc.wav", "03a04Ad.wav"]
+FEMALE = ["08a01Wa.wav", "08a01Fd.wav", "08a01Na.wav", "08a02Tb.wav", "08a01Lc.wav", "08a01Ab.wav"]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SpeakerEncoder:
+    return SpeakerEncoder()
+
+
+def speech(name: str) -> np.ndarray:
+    """An Emo-DB ("03a01Wa.wav") or nEMO ("SM0_anger_1.opus") sentence, its pauses trimmed."""
+    wav = read_audio(NEMO / "audio" / name.split("_")[0] / name) if name.endswith(".opus") else load_clip(name)
+    a, b = speech_span(wav)
+    return wav[a:b]
+
+
+def test_embeddings_equal_resemblyzers_own(encoder: SpeakerEncoder) -> None:
+    """tests/data/make_resemblyzer_reference.py ran Resemblyzer 0.1.4 itself (with librosa)."""
+    ref = json.loads(REFERENCE.read_text())
+    names = list(ref["clips"])
+    first = load_clip(names[0])
+    wavs = [first * np.float32(0.02) if n == "quiet" else load_clip(n) for n in names]  # "quiet": raised to -30 dBFS
+    got = encoder.embed(wavs)
+    for name, wav, e in zip(names, wavs, got):
+        want = np.asarray(ref["clips"][name]["embedding"], np.float32)
+        assert len(partial_starts(len(wav))) == ref["clips"][name]["partials"], name
+        assert np.max(np.abs(e - want)) < 1e-5, name
+        assert encoder.mels(wav).shape[0] == ref["clips"][name]["mel_frames"]
+    # One batch or one at a time: the same numbers.
+    alone = np.stack([encoder.embed([w])[0] for w in wavs])
+    assert np.max(np.abs(alone - got)) < 1e-5
+
+
+def test_weights_are_the_pinned_file_or_one_sentence(tmp_path: Path) -> None:
+    paths = pinned_files(SPEAKER_WEIGHTS)
+    assert paths is not None, f"not installed: pip install {SPEAKER_WEIGHTS.requirement}"
+    copy = tmp_path / "pretrained.pt"
+    shutil.copyfile(paths[0], copy)
+    with open(copy, "r+b") as f:
+        f.seek(5000)
+        byte = f.read(1)
+        f.seek(5000)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(EncoderLoadError, match=r"Speaker encoder weights .*pretrained.pt are not the pinned file.*"
+                                               r"reinstall --no-deps resemblyzer==0.1.4"):  # fmt: skip
+        read_pinned([copy], SPEAKER_WEIGHTS)
+    with pytest.raises(EncoderLoadError, match="cannot be read"):
+        read_pinned([tmp_path / "gone.pt"], SPEAKER_WEIGHTS)
+
+
+# The tracker's mechanics at a stated threshold; how well the defaults do on conversations of
+# unseen speakers is benchmarks/bench_speakers.py's (docs/benchmarks.md, "Speakers").
+SAME = SpeakerSettings(enabled=True, same=0.6, turn=0.55)
+
+
+def test_two_voices_through_their_emotions_are_two_speakers(encoder: SpeakerEncoder) -> None:
+    tracker = SpeakerTracker(SAME)
+    segs = [speech(n) for pair in zip(MALE, FEMALE) for n in pair]  # taking turns
+    got = [tracker.assign(e, len(s) / SAMPLE_RATE) for s, e in zip(segs, encoder.embed(segs))]
+    assert got == ["speaker 1", "speaker 2"] * len(MALE)
+
+
+def test_one_voice_through_its_emotions_stays_one_speaker(encoder: SpeakerEncoder) -> None:
+    for voice in (MALE, FEMALE):
+        tracker = SpeakerTracker(SAME)
+        segs = [speech(n) for n in voice]
+        assert {tracker.assign(e, len(s) / SAMPLE_RATE) for s, e in zip(segs, encoder.embed(segs))} == {"speaker 1"}
+
+
+@pytest.mark.parametrize(("him", "her"), [("SM0", "EB0"), ("KS0", "KD0"), ("TP0", "MK0")])
+def test_a_turn_change_without_a_pause_is_found_within_half_a_second(encoder, him: str, her: str) -> None:
+    """nEMO: a man (anger, then sadness) answered at once by a woman (neutral, then happiness)."""
+    first = np.concatenate([speech(f"{him}_anger_1.opus"), speech(f"{him}_sadness_2.opus")])
+    second = np.concatenate([speech(f"{her}_neutral_1.opus"), speech(f"{her}_happiness_2.opus")])
+    parts, alone = speaker_parts(encoder, [np.concatenate([first, second]), first], SAME.turn)
+    assert len(alone) == 1  # one voice through two emotions: no cut
+    assert len(parts) == 2
+    assert abs(parts[0].end - len(first)) <= 0.5 * SAMPLE_RATE, (parts[0].end - len(first)) / SAMPLE_RATE
+    assert parts[1].start == parts[0].end and parts[1].end == len(first) + len(second)
+    # Each part's embedding is nearer its own voice alone than the other's.
+    own = encoder.embed([first, second])
+    assert parts[0].embedding @ own[0] > parts[0].embedding @ own[1]
+    assert parts[1].embedding @ own[1] > parts[1].embedding @ own[0]
+
+
+def test_enrolled_voices_keep_their_names(encoder: SpeakerEncoder) -> None:
+    tracker = SpeakerTracker(SAME)
+    enrol = [speech("SM0_neutral_1.opus"), speech("SM0_neutral_2.opus")]
+    tracker.enrol("agent", encoder.embed([np.concatenate(enrol)])[0], sum(map(len, enrol)) / SAMPLE_RATE)
+    names = ("EB0_anger_3.opus", "SM0_anger_3.opus", "EB0_sadness_3.opus", "SM0_happiness_3.opus")
+    segs = [speech(n) for n in names]
+    got = [tracker.assign(e, len(s) / SAMPLE_RATE) for s, e in zip(segs, encoder.embed(segs))]
+    assert got == ["speaker 2", "agent", "speaker 2", "agent"]
+    tracker.reset()
+    assert [s.name for s in tracker.speakers] == ["agent"]
+
+
+def test_bad_speaker_settings_say_which() -> None:
+    with pytest.raises(ValueError, match="max_speakers must be 1 or more, not 0"):
+        SpeakerSettings(max_speakers=0)
+    with pytest.raises(ValueError, match="same must be a cosine similarity between -1 and 1, not 1.5"):
+        SpeakerSettings(same=1.5)
