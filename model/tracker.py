@@ -169,3 +169,52 @@ def _refine(partials: np.ndarray, starts: Sequence[int], lo: int, cut: int, hi: 
             if partials[k] @ b > partials[k] @ a:
                 return max(lo + PARTIAL_FRAMES, min(middle, hi - PARTIAL_FRAMES))
     return cut
+
+
+def parse_enrolment(entry: str) -> tuple[str, str]:
+    """"agent=agent.wav" -> ("agent", "agent.wav"); one sentence for anything else."""
+    from .errors import ConfigError
+
+    name, sep, path = entry.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise ConfigError(f"Speaker '{entry}' must be NAME=FILE (for example agent=agent.wav).")
+    return name.strip(), path.strip()
+
+
+class Speakers:
+    """The inference worker's speaker stage: each segment's parts and their speakers, with one
+    tracker per source (a file, the microphone, a server stream), every tracker starting from
+    the enrolled voices."""
+
+    def __init__(self, settings: SpeakerSettings, encoder=None) -> None:
+        from .audio import read_audio
+        from .speaker import SpeakerEncoder
+
+        self.settings = settings
+        self.encoder = encoder or SpeakerEncoder()
+        self.enrolled: list[tuple[str, np.ndarray, float]] = []
+        for entry in settings.speakers:
+            name, path = parse_enrolment(entry)
+            wav = read_audio(path)  # one sentence when missing or unreadable
+            self.enrolled.append((name, self.encoder.embed([wav])[0], len(wav) / SAMPLE_RATE))
+        self.trackers: dict[str, SpeakerTracker] = {}
+
+    def tracker(self, source: str) -> SpeakerTracker:
+        if source not in self.trackers:
+            t = SpeakerTracker(self.settings)
+            for name, embedding, seconds in self.enrolled:
+                t.enrol(name, embedding, seconds)
+            self.trackers[source] = t
+        return self.trackers[source]
+
+    def label(self, sources: Sequence[str], audios: Sequence[np.ndarray]) -> list[list[tuple[Part, str]]]:
+        """Per segment (in the order they were spoken, per source): its parts and their speakers."""
+        parts = speaker_parts(self.encoder, audios, self.settings.turn)
+        return [
+            [(p, self.tracker(src).assign(p.embedding, (p.end - p.start) / SAMPLE_RATE)) for p in ps]
+            for src, ps in zip(sources, parts)
+        ]
+
+    def forget(self, source: str) -> None:
+        """A source that ended (a closed server stream): its speakers go."""
+        self.trackers.pop(source, None)

@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--server", metavar="URL", help="stream to an emomon serve (ws://HOST:PORT) instead of a local model"
     )
     outputs.add_argument("--token", help="the server's token, with --server")
+    outputs.add_argument("--speakers", action="store_true", help="say who spoke each segment ([speakers])")
+    outputs.add_argument(
+        "--speaker", action="append", metavar="NAME=FILE", help="a known voice, by name (repeat; implies --speakers)"
+    )
     for p, default in ((parser, None), (common, argparse.SUPPRESS)):
         p.add_argument(
             "--config", type=Path, default=default, help="settings file (default: ./config.toml when present)"
@@ -144,6 +148,7 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     from .monitor.live import live
 
     monitor = monitor_settings(args, cfg)
+    speakers = speaker_settings(args, cfg)
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration {args.duration} must be a positive number of seconds.")
     duration = args.duration or monitor.duration_s or None
@@ -157,7 +162,7 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
             )
     predictor = load_predictor(cfg, args.model, None)
     with quiet_native_stderr(not args.verbose):  # PortAudio's own lines only with -v
-        return live(predictor, device, cfg.vad, monitor, duration, console, dashboard=_dashboard(args, cfg, console))
+        return live(predictor, device, cfg.vad, monitor, duration, console, _dashboard(args, cfg, console), speakers)
 
 
 def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
@@ -203,6 +208,27 @@ def monitor_settings(args: argparse.Namespace, cfg):
     return monitor
 
 
+def speaker_settings(args: argparse.Namespace, cfg):
+    """[speakers] with --speakers and --speaker applied; None when speakers are not tracked."""
+    from dataclasses import replace
+
+    from ..model.tracker import parse_enrolment
+
+    settings = cfg.speakers
+    if args.speaker:
+        for entry in args.speaker:
+            parse_enrolment(entry)  # one sentence for a malformed one, before the model loads
+        settings = replace(settings, enabled=True, speakers=(*settings.speakers, *args.speaker))
+    if args.speakers:
+        settings = replace(settings, enabled=True)
+    if not settings.enabled:
+        return None
+    if args.server:
+        raise ConfigError("--speakers runs where the model runs: with --server, the server would have to track them, "
+                          "which emomon serve does not do yet.")  # fmt: skip
+    return settings
+
+
 def json_on_stdout(args: argparse.Namespace, cfg) -> bool:
     """--jsonl - (or [monitor] jsonl = "-"): stdout carries JSON only, everything human goes to stderr."""
     return getattr(args, "jsonl", None) == "-" or (getattr(args, "jsonl", None) is None and cfg.monitor.jsonl == "-")
@@ -239,6 +265,7 @@ def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     if not paths:
         raise ConfigError("Say what to replay: one or more audio files or folders, or --sample.")
     monitor = monitor_settings(args, cfg)
+    speakers = speaker_settings(args, cfg)
     if args.speed is not None:
         if args.speed < 0:
             raise ConfigError(f"--speed {args.speed} must be 0 (as fast as possible) or more.")
@@ -248,7 +275,7 @@ def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 
         return replay_via_server(paths, args.server, args.token, monitor, console, _dashboard(args, cfg, console))
     predictor = load_predictor(cfg, args.model, args.device)
-    return replay(paths, predictor, cfg.vad, monitor, console, dashboard=_dashboard(args, cfg, console))
+    return replay(paths, predictor, cfg.vad, monitor, console, _dashboard(args, cfg, console), speakers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..model.errors import ConfigError
 from ..model.settings import from_dict, read_toml
 from ..model.specs import EncoderSpec, ModelSettings, RegressorSpec, RuntimeSettings
+from ..model.tracker import SpeakerSettings
 from ..training.settings import AugmentSettings, DatasetSettings, EvaluationSettings, TrainSettings
 from .audio.segmenter import VadSettings
 from .batch.settings import BatchSettings
@@ -36,6 +37,7 @@ class Config:
     monitor: MonitorSettings = MonitorSettings()
     serve: ServeSettings = ServeSettings()
     batch: BatchSettings = BatchSettings()
+    speakers: SpeakerSettings = SpeakerSettings()
 
 
 def load_config(path: str | Path | None = None) -> Config:

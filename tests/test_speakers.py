@@ -3,12 +3,16 @@ the tracker and the turn finder on real Emo-DB speech."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from conftest import NEMO, load_clip
 
 from emomon.model.audio import SAMPLE_RATE, read_audio
@@ -122,3 +126,73 @@ def test_bad_speaker_settings_say_which() -> None:
         SpeakerSettings(max_speakers=0)
     with pytest.raises(ValueError, match="same must be a cosine similarity between -1 and 1, not 1.5"):
         SpeakerSettings(same=1.5)
+
+
+def build_conversation(folder: Path) -> tuple[Path, list[tuple[float, float, str]]]:
+    """nEMO's SM0 (a man) and EB0 (a woman) taking turns through their emotions, 1.2 s apart
+    (the VAD closes a segment between turns), the last answer coming without a pause."""
+    turns = [("SM0", ("anger_4", "anger_5")), ("EB0", ("neutral_4", "neutral_5")), ("SM0", ("sadness_4", "sadness_5")),
+             ("EB0", ("happiness_4", "happiness_5")), ("SM0", ("neutral_6", "neutral_7")),
+             ("EB0", ("anger_6", "anger_7"))]  # fmt: skip
+    gap = np.zeros(int(1.2 * SAMPLE_RATE), np.float32)
+    pieces, ref, t = [gap], [], len(gap) / SAMPLE_RATE
+    for k, (who, names) in enumerate(turns):
+        wav = np.concatenate([speech(f"{who}_{n}.opus") for n in names])
+        ref.append((t, t + len(wav) / SAMPLE_RATE, who))
+        pause = gap if k < len(turns) - 2 else gap[:0]  # the last two turns: no pause between them
+        pieces += [wav, pause]
+        t += (len(wav) + len(pause)) / SAMPLE_RATE
+    pieces.append(gap)
+    path = folder / "call.wav"
+    sf.write(path, np.concatenate(pieces), SAMPLE_RATE)
+    return path, ref
+
+
+def who_spoke(ref: list[tuple[float, float, str]], start: float, end: float) -> str:
+    """The reference speaker who spoke most of [start, end)."""
+    return max(ref, key=lambda r: min(end, r[1]) - max(start, r[0]))[2]
+
+
+def test_replay_says_who_spoke_each_segment(tmp_path: Path) -> None:
+    path, ref = build_conversation(tmp_path)
+    enrol = tmp_path / "agent.wav"
+    sf.write(enrol, np.concatenate([speech("SM0_neutral_1.opus"), speech("SM0_neutral_2.opus")]), SAMPLE_RATE)
+    (tmp_path / "config.toml").write_text(f"[speakers]\nsame = {SAME.same}\nturn = {SAME.turn}\n")  # as above
+    cli = [sys.executable, "-m", "emomon.streamer.cli", "replay", str(path), "--speed", "0", "--no-dashboard"]
+    plain = subprocess.run([*cli, "--speakers", "--csv", "a.csv", "--jsonl", "a.jsonl"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    named = subprocess.run([*cli, "--speaker", f"agent={enrol}", "--csv", "b.csv"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert plain.returncode == 0 and named.returncode == 0, plain.stderr + named.stderr
+    with (tmp_path / "a.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert "speaker" in rows[0] and all(r["status"] == "ok" for r in rows)
+    truth = [who_spoke(ref, float(r["start_s"]), float(r["end_s"])) for r in rows]
+    assert truth == ["SM0", "EB0", "SM0", "EB0", "SM0", "EB0"]  # the last answer was split off
+    assert rows[-2]["segment"] == rows[-1]["segment"]  # one VAD segment, two parts
+    assert rows[-2]["id"].endswith("-1") and rows[-1]["id"].endswith("-2")
+    assert [r["speaker"] for r in rows] == ["speaker 1", "speaker 2"] * 3
+    records = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert [r["speaker"] for r in records] == [r["speaker"] for r in rows]
+    with (tmp_path / "b.csv").open(newline="") as f:
+        assert [r["speaker"] for r in csv.DictReader(f)] == ["agent", "speaker 2"] * 3
+    assert "  agent" in named.stdout  # the printed line names the speaker too
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--speaker", "agent"], "Speaker 'agent' must be NAME=FILE (for example agent=agent.wav)."),
+        (["--speaker", "agent=gone.wav"], "Audio file 'gone.wav' does not exist."),
+        (["--speakers", "--server", "ws://127.0.0.1:1"], "--speakers runs where the model runs"),
+    ],
+)
+def test_bad_speaker_options_are_one_sentence(
+    args: list[str], message: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    from emomon.streamer.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["replay", "--sample", "--speed", "0", "--no-dashboard", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emomon: ") and message in err and err.count("\n") == 1, err

@@ -14,6 +14,7 @@ import sys
 from rich.console import Console
 
 from ...model.predictor import Predictor
+from ...model.tracker import SpeakerSettings
 from ..audio.capture import DeviceError, Microphone, stop_signal
 from ..audio.segmenter import Segmenter, VadSettings
 from .pipeline import Pipeline
@@ -28,12 +29,13 @@ def live(
     duration: float | None,
     console: Console,
     dashboard: bool = False,
+    speakers: SpeakerSettings | None = None,
 ) -> int:
     mic = Microphone(device, timeout_s=monitor.input_timeout_s)  # first: a wrong device fails before anything opens
     seg = Segmenter(vad)
     pipe = Pipeline(
         predictor, monitor, console, dashboard, drop_oldest=True, stream_start=lambda: mic.started,
-        input_name=f"{mic.name} ({mic.rate} Hz)",
+        input_name=f"{mic.name} ({mic.rate} Hz)", speakers=speakers,
     )  # fmt: skip
     fault: DeviceError | None = None
     console.print(f"listening on {mic.name} ({mic.rate} Hz); Ctrl-C stops", soft_wrap=True)

@@ -25,6 +25,7 @@ from .worker import InferenceWorker, Job
 
 if TYPE_CHECKING:
     from ...model.predictor import Predictor
+    from ...model.tracker import SpeakerSettings
 
 
 class InterimClock:
@@ -62,14 +63,23 @@ class Pipeline:
         drop_oldest: bool,
         stream_start: Callable[[], datetime | None] | None = None,
         input_name: str = "",
+        speakers: SpeakerSettings | None = None,
     ) -> None:
         self.interim_s = monitor.interim_s if (drop_oldest or monitor.speed > 0) else 0.0  # off as fast as possible
+        stage = None
+        if speakers is not None and speakers.enabled:
+            from ...model.tracker import Speakers
+
+            stage = Speakers(speakers)  # the encoder and the enrolled voices, before any output opens
         header = Header(input_name, **predictor.describe())
         self.state = MonitorState(predictor.emotions, header=header) if dashboard else None
         self.outputs = Outputs.open(
-            monitor, predictor.emotions, None if dashboard else console, self.state, stream_start
+            monitor, predictor.emotions, None if dashboard else console, self.state, stream_start,
+            speakers=stage is not None,
+        )  # fmt: skip
+        self.worker = InferenceWorker(
+            predictor, self.outputs, monitor.queue_size, monitor.max_batch, drop_oldest, speakers=stage
         )
-        self.worker = InferenceWorker(predictor, self.outputs, monitor.queue_size, monitor.max_batch, drop_oldest)
         self.worker.start()
         self.screen = Dashboard(self.state, console) if self.state is not None else contextlib.nullcontext()
         self.interim = InterimClock(self.interim_s)

@@ -17,6 +17,7 @@ from rich.console import Console
 from ...model.audio import SAMPLE_RATE
 from ...model.errors import AudioError
 from ...model.predictor import Predictor
+from ...model.tracker import SpeakerSettings
 from ..audio.segmenter import Segmenter, VadSettings
 from ..audio.sources import audio_files, file_blocks
 from .pipeline import Pipeline
@@ -30,13 +31,14 @@ def replay(
     monitor: MonitorSettings,
     console: Console,
     dashboard: bool = False,
+    speakers: SpeakerSettings | None = None,
 ) -> int:
     files, problems = audio_files(paths)
     for f, why in problems:
         console.print(f"emomon: {f}: {why}", markup=False, highlight=False, soft_wrap=True)
     failed = len(problems)
     name = files[0].name + (f" (+{len(files) - 1} more)" if len(files) > 1 else "") if files else "no file"
-    pipe = Pipeline(predictor, monitor, console, dashboard, drop_oldest=False, input_name=name)
+    pipe = Pipeline(predictor, monitor, console, dashboard, drop_oldest=False, input_name=name, speakers=speakers)
     try:
         with pipe.screen:
             for f in files:

@@ -9,7 +9,11 @@ written only here). Two policies when the queue is full:
   segment is dropped and reported with status "dropped" (counted, logged, never silent);
 - `drop_oldest=False` (replay): the producer waits (back-pressure), nothing is dropped.
 
-Each `source` (a file, the microphone, a server stream) is its own normalisation session.
+With a speaker stage ([speakers] enabled: model/tracker.py), each segment is first cut where
+its speaker changes, and every part is scored on its own and named (`Job.speaker`).
+
+Each `source` (a file, the microphone, a server stream) is its own normalisation session,
+or, with speakers, each speaker in it.
 Segments of different sources share one model call unless the model adapts to its session
 ("speaker"-mode normalisation), so that a server batches across its streams.
 
@@ -28,10 +32,15 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
+from ...model.audio import SAMPLE_RATE
 from ...model.predictor import Prediction, Predictor
 from ..audio.segmenter import Segment
+
+if TYPE_CHECKING:
+    from ...model.tracker import Speakers
 
 log = logging.getLogger("emomon")
 
@@ -43,6 +52,13 @@ class Job:
     ready: float = field(default_factory=time.perf_counter)  # when the segment was complete
     interim: bool = False  # the audio so far of a segment that is still open
     stream: int | None = None  # emomon serve: the stream it came from
+    speaker: str | None = None  # with [speakers] enabled: who spoke it
+    part: int = 0  # with [speakers]: 1, 2, ... for the parts of a segment split at turn changes
+
+    @property
+    def session(self) -> str:
+        """Speaker-mode normalisation's session: the source, or one per tracked speaker in it."""
+        return self.source if self.speaker is None else f"{self.source} / {self.speaker}"
 
 
 @dataclass
@@ -63,8 +79,9 @@ class InferenceWorker:
         queue_size: int = 8,
         max_batch: int = 8,
         drop_oldest: bool = False,
+        speakers: Speakers | None = None,
     ) -> None:
-        self.predictor, self.on_result = predictor, on_result
+        self.predictor, self.on_result, self.speakers = predictor, on_result, speakers
         self.max_batch, self.drop_oldest = max_batch, drop_oldest
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
         self.stop = threading.Event()
@@ -74,7 +91,7 @@ class InferenceWorker:
         self._closed: dict[str, int] = {}  # source -> highest segment index submitted as final
         self._lock = threading.Lock()
         self._source: str | None = None
-        self._output_error = ""
+        self._output_error = self._speaker_error = ""
         self._dropped_results: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="emomon-worker", daemon=True)
 
@@ -163,15 +180,39 @@ class InferenceWorker:
                     batch.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
+            if self.speakers is not None:
+                batch = self._split_by_speaker(batch)
             if not getattr(self.predictor, "adapts", True):
                 self._process(batch)  # sessions do not matter: every source in one call
                 continue
-            for _, run in itertools.groupby(batch, key=lambda j: j.source):  # one session per call
+            for _, run in itertools.groupby(batch, key=lambda j: j.session):  # one session per call
                 self._process(list(run))
+
+    def _split_by_speaker(self, batch: list[Job]) -> list[Job]:
+        """Each segment as the parts its speakers spoke (one, unless the turn changed inside),
+        each named. Should the speaker stage fail, the segments go on unnamed: the emotions matter more."""
+        try:
+            labelled = self.speakers.label([j.source for j in batch], [j.segment.audio for j in batch])
+        except Exception as e:  # noqa: BLE001 - a speaker embedding must not cost the emotion results
+            if str(e) != self._speaker_error:
+                self._speaker_error = str(e)
+                log.warning("Telling speakers apart failed (%s); these segments go on without a speaker.", e)
+            return [replace(j, speaker="") for j in batch]
+        out = []
+        for job, parts in zip(batch, labelled):
+            seg = job.segment
+            for k, (part, name) in enumerate(parts):
+                if len(parts) == 1:
+                    out.append(replace(job, speaker=name))
+                    continue
+                piece = Segment(seg.audio[part.start : part.end], seg.start_s + part.start / SAMPLE_RATE,
+                                seg.start_s + part.end / SAMPLE_RATE, seg.index)  # fmt: skip
+                out.append(replace(job, segment=piece, speaker=name, part=k + 1))
+        return out
 
     def _process(self, batch: list[Job]) -> None:
         started = time.perf_counter()
-        self._session(batch[0].source)
+        self._session(batch[0].session)
         try:
             predictions = self.predictor.predict([j.segment.audio for j in batch])
         except Exception as e:  # noqa: BLE001 - one bad segment must not end the run; it is logged as an error row

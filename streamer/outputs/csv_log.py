@@ -1,10 +1,11 @@
 """The per-segment CSV log: one row per segment, flushed as it is written.
 
-Columns: id, source, segment, start_s, end_s, duration_s, wall_time, one column per
-emotion, top_emotion, latency_ms, status (ok | dropped | error, and interim when interim
-rows are asked for). `id` names the segment in the JSON Lines log and its saved audio
-(RUN-SOURCE-NNNN: the run's start time, the file or device, the segment's index). Every row is flushed to the
-operating system at once, so a run killed even with SIGKILL leaves only complete rows.
+Columns: id, source, segment, speaker (with [speakers] enabled), start_s, end_s,
+duration_s, wall_time, one column per emotion, top_emotion, latency_ms, status (ok |
+dropped | error, and interim when interim rows are asked for). `id` names the segment in
+the JSON Lines log and its saved audio (RUN-SOURCE-NNNN: the run's start time, the file or
+device, the segment's index). Every row is flushed to the operating system at once, so a
+run killed even with SIGKILL leaves only complete rows.
 Appending to a file with another header is refused: mixing models would mix columns.
 """
 
@@ -34,18 +35,20 @@ class Row:
     status: str = "ok"
     id: str = ""  # RUN-SOURCE-NNNN, shared with the JSON Lines record and the saved audio
     stream: int | None = None  # emomon serve: the stream's number (the CSV's `stream` column)
+    speaker: str | None = None  # with [speakers] enabled (the `speaker` column); None: not tracked
 
     @property
     def top_emotion(self) -> str:
         return max(self.shares, key=self.shares.__getitem__) if self.shares else ""
 
     def fields(self, emotions: Sequence[str]) -> dict[str, Any]:
-        """The row as typed values in the CSV's column order (no `stream`): the one row format
-        of the CSV log and of `emomon batch`'s Parquet (which leaves out wall_time and latency_ms).
-        A share the row does not have is None."""
+        """The row as typed values in the CSV's column order (no `stream`; `speaker` when it is
+        tracked): the one row format of the CSV log and of `emomon batch`'s Parquet (which
+        leaves out wall_time and latency_ms). A share the row does not have is None."""
         shares = self.shares or {}
         return {
-            "id": self.id, "source": self.source, "segment": self.segment, "start_s": self.start_s,
+            "id": self.id, "source": self.source, "segment": self.segment,
+            **({"speaker": self.speaker} if self.speaker is not None else {}), "start_s": self.start_s,
             "end_s": self.end_s, "duration_s": self.end_s - self.start_s, "wall_time": self.wall_time,
             **{e: shares.get(e) for e in emotions},
             "top_emotion": self.top_emotion, "latency_ms": self.latency_ms, "status": self.status,
@@ -63,13 +66,15 @@ def _text(column: str, value: Any) -> Any:
 
 
 class CsvLog:
-    def __init__(self, path: str | Path, emotions: Sequence[str], streams: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, emotions: Sequence[str], streams: bool = False, speakers: bool = False
+    ) -> None:
         self.path = Path(path)
         self.emotions = tuple(emotions)
         self.streams = streams  # emomon serve: a `stream` column after `id`
         self.header = [
-            "id", *(["stream"] if streams else []), "source", "segment", "start_s", "end_s", "duration_s", "wall_time",
-            *self.emotions, "top_emotion", "latency_ms", "status",
+            "id", *(["stream"] if streams else []), "source", "segment", *(["speaker"] if speakers else []),
+            "start_s", "end_s", "duration_s", "wall_time", *self.emotions, "top_emotion", "latency_ms", "status",
         ]  # fmt: skip
         exists = self.path.is_file() and self.path.stat().st_size > 0
         if exists:
@@ -99,10 +104,8 @@ class CsvLog:
     def write(self, row: Row) -> None:
         if row.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {row.status!r}")
-        values = [_text(k, v) for k, v in row.fields(self.emotions).items()]
-        if self.streams:
-            values.insert(1, row.stream)
-        self._writer.writerow(values)
+        fields = {**row.fields(self.emotions), "stream": row.stream}
+        self._writer.writerow([_text(k, fields.get(k)) for k in self.header])
         self._file.flush()
 
     def close(self) -> None:

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 def describe(result: Result) -> str:
     """One plain line for a segment."""
-    seg = result.job.segment
-    where = f"{Path(result.job.source).name} #{seg.index} {seg.start_s:7.2f}-{seg.end_s:7.2f} s"
+    seg, job = result.job.segment, result.job
+    part = f".{job.part}" if job.part else ""
+    where = f"{Path(job.source).name} #{seg.index}{part} {seg.start_s:7.2f}-{seg.end_s:7.2f} s"
+    where += f"  {job.speaker}" if job.speaker else ""
     if result.status != "ok" or result.prediction is None:
         return f"{where}  {result.status.upper()}: {result.error}"
     top = sorted(result.prediction.shares.items(), key=lambda kv: -kv[1])[:3]
@@ -32,11 +34,12 @@ def describe(result: Result) -> str:
     return f"{where}  {shares}  ({result.latency_ms:.0f} ms)" + ("  interim" if result.job.interim else "")
 
 
-def segment_id(run: str, source: str, index: int, tag: str = "") -> str:
-    """RUN-SOURCE-NNNN (RUN-SOURCE-TAG-NNNN with a tag): unique across runs and sources, safe
-    as a file name. emomon batch tags a file's path digest and channel: many files share a name."""
+def segment_id(run: str, source: str, index: int, tag: str = "", part: int = 0) -> str:
+    """RUN-SOURCE-NNNN (RUN-SOURCE-TAG-NNNN with a tag; -P after it for part P of a segment
+    split at a turn change): unique across runs and sources, safe as a file name. emomon
+    batch tags a file's path digest and channel: many files share a name."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).stem if Path(source).suffix else source).strip("._")
-    return f"{run}-{name[:40] or 'input'}{'-' + tag if tag else ''}-{index:04d}"
+    return f"{run}-{name[:40] or 'input'}{'-' + tag if tag else ''}-{index:04d}{f'-{part}' if part else ''}"
 
 
 class Outputs:
@@ -53,8 +56,9 @@ class Outputs:
         state: MonitorState | None = None,
         stream_start: Callable[[], datetime | None] | None = None,
         csv_interim: bool = False,
+        speakers: bool = False,
     ) -> None:
-        self.run, self.csv, self.jsonl, self.saver = run, csv, jsonl, saver
+        self.run, self.csv, self.jsonl, self.saver, self.speakers = run, csv, jsonl, saver, speakers
         self.console, self.state, self.stream_start, self.csv_interim = console, state, stream_start, csv_interim
 
     @classmethod
@@ -67,12 +71,14 @@ class Outputs:
         stream_start: Callable[[], datetime | None] | None = None,
         save_audio: bool = True,
         streams: bool = False,
+        speakers: bool = False,
     ) -> Outputs:
         """The outputs [monitor] asks for (CSV, JSON Lines, saved audio), for a new run: the one
-        place that opens them, for live, replay, --server and serve (`streams`: a stream column)."""
+        place that opens them, for live, replay, --server and serve (`streams`: a stream column;
+        `speakers`: a speaker column and field)."""
         from datetime import UTC
 
-        csv = CsvLog(monitor.csv, emotions, streams=streams) if monitor.csv else None
+        csv = CsvLog(monitor.csv, emotions, streams=streams, speakers=speakers) if monitor.csv else None
         try:
             jsonl = JsonlLog(monitor.jsonl, monitor.attention) if monitor.jsonl else None
         except Exception:
@@ -81,7 +87,7 @@ class Outputs:
             raise
         saver = AudioSaver(monitor.save_audio) if monitor.save_audio and save_audio else None
         run = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        return cls(run, csv, jsonl, saver, console, state, stream_start, monitor.csv_interim)
+        return cls(run, csv, jsonl, saver, console, state, stream_start, monitor.csv_interim, speakers)
 
     def __call__(self, result: Result) -> None:
         seg, interim, p = result.job.segment, result.job.interim, result.prediction
@@ -89,8 +95,9 @@ class Outputs:
         wall = (t0 + timedelta(seconds=seg.start_s)).isoformat(timespec="milliseconds") if t0 else ""
         row = Row(
             result.job.source, seg.index, seg.start_s, seg.end_s, wall, p.shares if p else None, result.latency_ms,
-            "interim" if interim else result.status, segment_id(self.run, result.job.source, seg.index),
-            result.job.stream,
+            "interim" if interim else result.status,
+            segment_id(self.run, result.job.source, seg.index, part=result.job.part), result.job.stream,
+            result.job.speaker if self.speakers else None,
         )  # fmt: skip
         if self.csv is not None and (self.csv_interim or not interim):
             self.csv.write(row)
