@@ -172,7 +172,7 @@ def _refine(partials: np.ndarray, starts: Sequence[int], lo: int, cut: int, hi: 
 
 
 def parse_enrolment(entry: str) -> tuple[str, str]:
-    """"agent=agent.wav" -> ("agent", "agent.wav"); one sentence for anything else."""
+    """ "agent=agent.wav" -> ("agent", "agent.wav"); one sentence for anything else."""
     from .errors import ConfigError
 
     name, sep, path = entry.partition("=")

@@ -81,6 +81,30 @@ def test_live_microphone_end_to_end(virtual_mic: str, tmp_path: Path) -> None:
     assert "6 segment(s), 0 dropped" in stdout
 
 
+def test_live_says_who_is_speaking(virtual_mic: str, tmp_path: Path) -> None:
+    """A two-speaker call (tests/test_speakers.py) spoken into the virtual microphone."""
+    from test_speakers import SAME, build_conversation
+
+    call, _ = build_conversation(tmp_path)
+    out = tmp_path / "live.csv"
+    cfg = tmp_path / "c.toml"
+    speakers = f"[speakers]\nsame = {SAME.same}\nturn = {SAME.turn}\n"
+    cfg.write_text(f'[monitor]\ninput = "pulse"\nduration_s = 40.0\n\n{speakers}')
+    cmd = [sys.executable, "-m", "emomon.streamer.cli", "--config", str(cfg), "live", "--speakers", "--no-dashboard",
+           "--csv", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(out)
+    time.sleep(1.0)
+    subprocess.run(["paplay", f"--device={virtual_mic}", str(call)], check=True, timeout=90)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == ["ok"] * 6, stdout + stderr
+    assert [r["speaker"] for r in rows] == ["speaker 1", "speaker 2"] * 3, stdout
+    assert rows[-2]["segment"] == rows[-1]["segment"]  # the answer without a pause, split off
+
+
 @pytest.mark.parametrize("where", ["flag", "config"])
 def test_unknown_device_is_one_sentence_with_the_list(virtual_mic: str, tmp_path: Path, where: str) -> None:
     if where == "flag":
