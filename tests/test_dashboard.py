@@ -121,3 +121,24 @@ def test_interim_result_shows_in_the_bars_not_in_the_counts() -> None:
     assert "#3  4.00-9.00 s  (interim, still talking)" in text
     assert "segments 3   dropped 1   failed 0   interim 1" in text
     assert len(state.snapshot().trend) == 3  # the trend follows final segments only
+
+
+def test_a_row_per_speaker_beside_the_overall_view() -> None:
+    audio, _ = sf.read(SAMPLE, dtype="float32")
+    predictor = default_predictor()
+    state = MonitorState(predictor.emotions)
+    for i, who in enumerate(["speaker 1", "agent", "speaker 1"]):  # neutral, anger, sadness
+        a, b = 1 + 3 * i, 3 + 3 * i
+        seg = Segment(audio[a * SAMPLE_RATE : b * SAMPLE_RATE], a, b, i)
+        (p,) = predictor.predict([seg.audio])
+        state.add(Result(Job("sample", seg, speaker=who), "ok", p, latency_ms=40.0, queue_ms=1.0))
+    snap = state.snapshot()
+    assert [(r.name, r.segments, r.seconds) for r in snap.speakers] == [("speaker 1", 2, 4.0), ("agent", 1, 2.0)]
+    text = screen(state)
+    assert "speakers" in text and "spoken" in text
+    for row in snap.speakers:
+        top = max(row.latest, key=row.latest.get)
+        words = [*row.name.split(), top, f"{row.latest[top]:.2f}", f"{row.seconds:.0f}", "s"]
+        assert any(line.strip("│ ").split()[: len(words)] == words for line in text.splitlines()), row.name
+    assert "speaker" in text.split("recent segments")[1].splitlines()[1]  # a speaker column in the recent list
+    assert "spoken" not in screen(fed_state())  # no speakers tracked: no such panel

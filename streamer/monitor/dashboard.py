@@ -46,7 +46,7 @@ class Snapshot:
     latest_label: str
     trend: list[list[float]]  # smoothed shares, oldest first (one list per segment)
     attention: list[float]  # mean attention over the latest segment
-    recent: list[tuple]  # (index, start_s, end_s, top, share, latency_ms, status)
+    recent: list[tuple]  # (index, start_s, end_s, top, share, latency_ms, status, speaker)
     vad: str
     level: float  # RMS of the latest VAD frame
     background_dbfs: float  # the segmenter's background level
@@ -61,6 +61,18 @@ class Snapshot:
     header: Header = Header()
     elapsed_s: float = 0.0
     interim: int = 0  # interim results shown
+    speakers: list[SpeakerRow] = field(default_factory=list)  # with [speakers]: in the order first heard
+
+
+@dataclass(frozen=True)
+class SpeakerRow:
+    """One speaker's line: their latest shares, smoothed trend and how long they have spoken."""
+
+    name: str
+    latest: dict[str, float]
+    trend: list[list[float]]
+    segments: int
+    seconds: float
 
 
 @dataclass
@@ -82,6 +94,7 @@ class MonitorState:
         self.segments = self.dropped = self.failed = self.interim = 0
         self.model_s = self.audio_s = 0.0
         self.started = time.monotonic()
+        self.speakers: dict[str, dict] = {}  # name -> latest, trend, segments, seconds
 
     def add(self, result: Result) -> None:
         """Called by the worker thread for every segment."""
@@ -98,7 +111,7 @@ class MonitorState:
             elif result.status == "error" or result.prediction is None:
                 self.failed += 1
             if result.status != "ok" or result.prediction is None:
-                self.recent.append((seg.index, seg.start_s, seg.end_s, "", 0.0, None, result.status))
+                self.recent.append((seg.index, seg.start_s, seg.end_s, "", 0.0, None, result.status, ""))
                 return
             p = result.prediction
             self.segments += 1
@@ -111,7 +124,15 @@ class MonitorState:
             self.model_s += (p.encoder_ms + p.regressor_ms) / 1e3 / max(1, p.batch_size)
             self.audio_s += p.duration_s
             self.recent.append((seg.index, seg.start_s, seg.end_s, p.top_emotion, p.shares[p.top_emotion],
-                                result.latency_ms, "ok"))  # fmt: skip
+                                result.latency_ms, "ok", result.job.speaker or ""))  # fmt: skip
+            if result.job.speaker:
+                who = self.speakers.setdefault(result.job.speaker, {"trend": deque(maxlen=self.history),
+                                                                    "segments": 0, "seconds": 0.0})  # fmt: skip
+                last = who["trend"][-1] if who["trend"] else list(p.shares.values())
+                who["trend"].append([(1 - TREND_ALPHA) * a + TREND_ALPHA * b for a, b in zip(last, p.shares.values())])
+                who["latest"] = dict(p.shares)
+                who["segments"] += 1
+                who["seconds"] += seg.end_s - seg.start_s
 
     def set_input(
         self,
@@ -146,6 +167,8 @@ class MonitorState:
                 p95=None if lat is None else float(np.percentile(lat, 95)),
                 rtf=self.model_s / self.audio_s if self.audio_s else None,
                 header=self.header, elapsed_s=time.monotonic() - self.started, interim=self.interim,
+                speakers=[SpeakerRow(n, dict(w["latest"]), [list(t) for t in w["trend"]], w["segments"], w["seconds"])
+                          for n, w in self.speakers.items()],
             )  # fmt: skip
 
 
@@ -189,11 +212,26 @@ def shares_table(s: Snapshot, width: int = BAR_WIDTH, trend: int = 40) -> Table:
 
 def recent_table(s: Snapshot) -> Table:
     t = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("#", "time (s)", "top", "share", "latency", "status"):
+    cols = ("#", "time (s)", *(("speaker",) if s.speakers else ()), "top", "share", "latency", "status")
+    for col in cols:
         t.add_column(col, justify="right" if col in ("#", "share", "latency") else "left")
-    for idx, a, b, top, share, lat, status in reversed(s.recent):
-        t.add_row(str(idx), f"{a:.2f}-{b:.2f}", top, f"{share:.2f}" if top else "",
+    for idx, a, b, top, share, lat, status, who in reversed(s.recent):
+        t.add_row(str(idx), f"{a:.2f}-{b:.2f}", *((who,) if s.speakers else ()), top, f"{share:.2f}" if top else "",
                   "" if lat is None else f"{lat:.0f} ms", status)  # fmt: skip
+    return t
+
+
+def speakers_table(s: Snapshot, trend: int = 40) -> Table:
+    """One row per speaker: their top emotion in their latest segment and its share, how long
+    they have spoken, and the trend of that emotion over their segments."""
+    t = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("speaker", "top", "share", "spoken", "trend"):
+        t.add_column(col, justify="right" if col in ("share", "spoken") else "left")
+    for row in s.speakers:
+        top = max(row.latest, key=row.latest.get)
+        k = s.emotions.index(top)
+        line = spark([v[k] for v in row.trend[-trend:]], 0.0, 1.0)
+        t.add_row(row.name, top, f"{row.latest[top]:.2f}", f"{row.seconds:.0f} s", Text(line, style="magenta"))
     return t
 
 
@@ -238,6 +276,7 @@ def render(s: Snapshot, screen: int = 100) -> Group:
         header_line(s),
         Panel(body, title=f"emotion shares  {s.latest_label}", subtitle="bars: latest segment, right: trend"),
         vad,
+        *([Panel(speakers_table(s, trend=max(8, screen - 40)), title="speakers")] if s.speakers else []),
         Panel(recent_table(s), title="recent segments"),
         stats_line(s),
     )
