@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gpus-per-worker", type=float, metavar="F", help="GPUs per worker (ray: per actor)")
     b.add_argument("--channels", choices=("mix", "each"), help="mix (default) or each channel its own stream")
     b.add_argument("--resume", action="store_true", default=None, help="score only what DIR does not hold yet")
+    b.add_argument("--speakers", action="store_true", help="say who spoke each segment ([speakers]; local engine)")
+    b.add_argument("--speaker", action="append", metavar="NAME=FILE", help="a known voice, by name (repeat)")
     b.set_defaults(run=run_batch)
     dv = sub.add_parser("devices", parents=[common], help="list audio input devices")
     dv.set_defaults(run=run_devices)
@@ -126,7 +128,7 @@ def run_batch(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
         settings = replace(cfg.batch, **flags)
     except ValueError as e:
         raise ConfigError(f"emomon batch: {e}.") from e
-    return batch(args.inputs, settings, cfg, console)
+    return batch(args.inputs, settings, cfg, console, speaker_settings(args, cfg))
 
 
 def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
@@ -223,7 +225,7 @@ def speaker_settings(args: argparse.Namespace, cfg):
         settings = replace(settings, enabled=True)
     if not settings.enabled:
         return None
-    if args.server:
+    if getattr(args, "server", None):
         raise ConfigError("--speakers runs where the model runs: with --server, the server would have to track them, "
                           "which emomon serve does not do yet.")  # fmt: skip
     return settings

@@ -196,3 +196,36 @@ def test_bad_speaker_options_are_one_sentence(
     assert main(["replay", "--sample", "--speed", "0", "--no-dashboard", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("emomon: ") and message in err and err.count("\n") == 1, err
+
+
+def test_batch_names_speakers_as_replay_does_and_a_channel_is_its_speaker(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path, _ = build_conversation(tmp_path)
+    (tmp_path / "config.toml").write_text(f"[speakers]\nsame = {SAME.same}\nturn = {SAME.turn}\n")
+    cli = [sys.executable, "-m", "emomon.streamer.cli"]
+    replayed = subprocess.run([*cli, "replay", str(path), "--speed", "0", "--no-dashboard", "--speakers", "--csv",
+                               "r.csv"], cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    mono = subprocess.run([*cli, "batch", str(path), "--out", "mono", "--speakers", "--workers", "1"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    audio, _ = sf.read(path, dtype="float32")
+    sf.write(tmp_path / "stereo.wav", np.stack([audio, 0.5 * audio[::-1]], axis=1), SAMPLE_RATE)
+    stereo = subprocess.run([*cli, "batch", "stereo.wav", "--out", "stereo", "--speakers", "--channels", "each",
+                             "--workers", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert replayed.returncode == mono.returncode == stereo.returncode == 0, mono.stderr + stereo.stderr
+    with (tmp_path / "r.csv").open(newline="") as f:
+        want = [(int(r["segment"]), r["speaker"], float(r["start_s"])) for r in csv.DictReader(f)]
+    rows = pq.read_table(tmp_path / "mono" / "segments").to_pylist()
+    assert [(r["segment"], r["speaker"], round(r["start_s"], 3)) for r in rows] == want
+    assert {r["speaker"] for r in rows} == {"speaker 1", "speaker 2"}
+    rows = pq.read_table(tmp_path / "stereo" / "segments").to_pylist()
+    assert {r["channel"] for r in rows} == {0, 1}
+    assert all(r["speaker"] == f"channel {r['channel']}" for r in rows)  # no clustering: the channel says who
+    assert main_refuses(["batch", str(path), "--out", "o", "--speakers", "--engine", "ray"], tmp_path,
+                        "--speakers runs on the local engine only for now")  # fmt: skip
+
+
+def main_refuses(args: list[str], cwd: Path, message: str) -> bool:
+    done = subprocess.run([sys.executable, "-m", "emomon.streamer.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    return done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1

@@ -135,6 +135,11 @@ class Segment:
     def duration_s(self) -> float:
         return self.end_s - self.start_s
 
+    def part(self, start: int, end: int) -> Segment:
+        """Samples [start, end) of this segment (a speaker's part of it), with its times and index."""
+        return Segment(self.audio[start:end], self.start_s + start / SAMPLE_RATE, self.start_s + end / SAMPLE_RATE,
+                       self.index)  # fmt: skip
+
 
 class Segmenter:
     def __init__(self, settings: VadSettings | None = None) -> None:

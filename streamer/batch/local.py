@@ -78,12 +78,12 @@ def worker_main(wid: int, job: Job, tasks, events, stop) -> None:
     from .store import PartWriter
 
     try:
-        predictor = job.load()
+        predictor, speakers = job.load(), job.speaker_stage()
     except EmomonError as e:
         events.put(("fatal", wid, str(e)))
         return
     events.put(("ready", wid, predictor.describe()))
-    scorer = Scorer(predictor, job.run, job.max_batch)
+    scorer = Scorer(predictor, job.run, job.max_batch, speakers)
     writer = PartWriter(job.out, job.schema, f"w{wid}")
     rows: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []

@@ -20,6 +20,7 @@ from ...model.errors import ConfigError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from ...model.tracker import SpeakerSettings
     from ..config import Config
     from .settings import BatchSettings
 
@@ -38,7 +39,18 @@ def default_workers(settings: BatchSettings) -> int:
     return max(1, (os.cpu_count() or 1) // settings.threads)
 
 
-def batch(inputs: list[str], settings: BatchSettings, cfg: Config, console: Console) -> int:
+def check_enrolment(speakers: SpeakerSettings) -> None:
+    """Each --speaker NAME=FILE names an audio file that opens: one sentence before any worker starts."""
+    from ...model.audio import open_audio
+    from ...model.tracker import parse_enrolment
+
+    for entry in speakers.speakers:
+        open_audio(parse_enrolment(entry)[1]).close()
+
+
+def batch(
+    inputs: list[str], settings: BatchSettings, cfg: Config, console: Console, speakers: SpeakerSettings | None = None
+) -> int:
     from ...model.bundle import DEFAULT_BUNDLE, load_bundle
     from .inputs import expand
     from .local import LocalEngine
@@ -52,11 +64,16 @@ def batch(inputs: list[str], settings: BatchSettings, cfg: Config, console: Cons
     bundle = load_bundle(bundle_path)  # a bad bundle is one sentence here, before any worker starts
     items, extra = expand(inputs, bundle.emotions)
     run_settings = {"channels": settings.channels, "max_batch": settings.max_batch, "vad": asdict(cfg.vad),
-                    "dtype": cfg.runtime.dtype, "encoder": cfg.model.encoder}  # fmt: skip
+                    "dtype": cfg.runtime.dtype, "encoder": cfg.model.encoder,
+                    **({"speakers": asdict(speakers)} if speakers else {})}  # fmt: skip
+    if speakers is not None:
+        check_enrolment(speakers)
     workers = settings.workers or default_workers(settings)
     if settings.engine == "ray":
         from .ray_engine import RayEngine
 
+        if speakers is not None:
+            raise ConfigError("--speakers runs on the local engine only for now: use --engine local with it.")
         if bundle.norm_mode == "speaker":
             raise ConfigError(
                 f"Model bundle '{bundle_path}' adapts to each speaker, which needs a file's segments in order on one "
@@ -72,7 +89,8 @@ def batch(inputs: list[str], settings: BatchSettings, cfg: Config, console: Cons
     device = "cuda" if settings.gpus_per_worker > 0 and cfg.runtime.device in ("auto", "cpu") else cfg.runtime.device
     engine.job = Job(str(store.out), str(bundle_path), device, cfg.runtime.dtype, cfg.model.encoder or None, cfg.vad,
                      settings.channels == "each", store.run["run"], settings.max_batch, settings.threads,
-                     settings.part_s, segment_schema(bundle.emotions, extra), tuple(bundle.emotions))  # fmt: skip
+                     settings.part_s, segment_schema(bundle.emotions, extra, speakers is not None),
+                     tuple(bundle.emotions), speakers)  # fmt: skip
     skipped = len(items) - len(todo)
     console.print(
         f"emomon batch: {len(todo)} file(s) to score" + (f" ({skipped} already done)" if skipped else "")

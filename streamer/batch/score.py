@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from ...model.predictor import Predictor
+    from ...model.tracker import Speakers, SpeakerSettings
 
 HASH_CHUNK = 1 << 20
 ROW_FILE_INFO = ("file_duration_s", "sample_rate", "sha256")  # what every row carries of its file
@@ -48,6 +49,7 @@ class Job:
     part_s: float
     schema: pa.Schema
     emotions: tuple[str, ...]
+    speakers: SpeakerSettings | None = None  # --speakers: who spoke each segment (local engine)
 
     def load(self):
         """The Predictor, on `threads` torch threads (set before torch starts its pools)."""
@@ -57,6 +59,14 @@ class Job:
 
         torch.set_num_threads(self.threads)
         return Predictor.from_bundle(self.bundle, self.device, self.dtype, encoder_name=self.encoder_name)
+
+    def speaker_stage(self) -> Speakers | None:
+        """With --speakers, the speaker encoder and tracker (model/tracker.py) beside the Predictor."""
+        if self.speakers is None:
+            return None
+        from ...model.tracker import Speakers
+
+        return Speakers(self.speakers)
 
 
 class Stopped(Exception):
@@ -116,13 +126,21 @@ def session_key(item: Item, channel: int | None) -> str:
 
 
 def row_of(
-    item: Item, run: str, emotions: tuple[str, ...], channel: int | None, seg: Segment, shares, status: str
+    item: Item,
+    run: str,
+    emotions: tuple[str, ...],
+    channel: int | None,
+    seg: Segment,
+    shares,
+    status: str,
+    speaker: str | None = None,
+    part: int = 0,
 ) -> dict[str, Any]:
     """The output row of one segment: replay's row format without wall_time and latency_ms,
     plus its channel."""
     tag = hashlib.sha1(item.key.encode()).hexdigest()[:6] + ("" if channel is None else f"-c{channel}")
     row = Row(item.source, seg.index, seg.start_s, seg.end_s, shares=shares, status=status,
-              id=segment_id(run, item.source, seg.index, tag))  # fmt: skip
+              id=segment_id(run, item.source, seg.index, tag, part), speaker=speaker)  # fmt: skip
     values = row.fields(emotions)
     del values["wall_time"], values["latency_ms"]
     values["channel"] = channel
@@ -133,8 +151,8 @@ class Scorer:
     """The model half: segments of one file in, rows out, `max_batch` segments per model call
     and one normalisation session per stream (what replay's worker does, without its thread)."""
 
-    def __init__(self, predictor: Predictor, run: str, max_batch: int) -> None:
-        self.predictor, self.run, self.max_batch = predictor, run, max_batch
+    def __init__(self, predictor: Predictor, run: str, max_batch: int, speakers: Speakers | None = None) -> None:
+        self.predictor, self.run, self.max_batch, self.speakers = predictor, run, max_batch, speakers
         self.emotions = tuple(predictor.emotions)
 
     def score(
@@ -159,19 +177,39 @@ class Scorer:
             rows += self._run(item, channel, waiting, failed)
         for channel in pending:
             self.predictor.end_session(session_key(item, channel))
-        rows.sort(key=lambda r: (-1 if r["channel"] is None else r["channel"], r["segment"]))
+            if self.speakers is not None:
+                self.speakers.forget(session_key(item, channel))
+        rows.sort(key=lambda r: (-1 if r["channel"] is None else r["channel"], r["segment"], r["start_s"]))
         return rows, failed
 
     def _run(self, item: Item, channel: int | None, segs: list[Segment], failed: list[str]) -> list[dict[str, Any]]:
         if not segs:
             return []
-        self.predictor.use_session(session_key(item, channel))
+        key = session_key(item, channel)
+        pieces = self._by_speaker(key, channel, segs)
+        self.predictor.use_session(key)
         try:
-            predictions = self.predictor.predict([s.audio for s in segs])
+            predictions = self.predictor.predict([s.audio for s, _, _ in pieces])
         except Exception as e:  # noqa: BLE001 - as in replay: an error row per segment, the run goes on
-            failed.append(f"{len(segs)} segment(s) could not be scored ({e})")
-            return [row_of(item, self.run, self.emotions, channel, s, None, "error") for s in segs]
-        return [row_of(item, self.run, self.emotions, channel, s, p.shares, "ok") for s, p in zip(segs, predictions)]
+            failed.append(f"{len(pieces)} segment(s) could not be scored ({e})")
+            return [row_of(item, self.run, self.emotions, channel, s, None, "error", who, k) for s, who, k in pieces]
+        return [row_of(item, self.run, self.emotions, channel, s, p.shares, "ok", who, k)
+                for (s, who, k), p in zip(pieces, predictions)]  # fmt: skip
+
+    def _by_speaker(self, key: str, channel: int | None, segs: list[Segment]) -> list[tuple[Segment, str | None, int]]:
+        """(segment or part, speaker, part number): with speakers, a channel of its own is its
+        speaker (--channels each); a mixed stream's segments are cut at turn changes and named."""
+        if self.speakers is None:
+            return [(s, None, 0) for s in segs]
+        if channel is not None:
+            return [(s, f"channel {channel}", 0) for s in segs]
+        out: list[tuple[Segment, str | None, int]] = []
+        for seg, parts in zip(segs, self.speakers.label([key] * len(segs), [s.audio for s in segs])):
+            if len(parts) == 1:
+                out.append((seg, parts[0][1], 0))
+                continue
+            out += [(seg.part(p.start, p.end), name, k + 1) for k, (p, name) in enumerate(parts)]
+        return out
 
 
 def new_record(item: Item, error: str = "") -> dict[str, Any]:

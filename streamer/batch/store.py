@@ -39,14 +39,16 @@ FILE_COLUMNS = ("path", "source", "status", "error", "segments", "file_duration_
                 "sha256")  # fmt: skip
 
 
-def segment_schema(emotions: tuple[str, ...], extra: pa.Schema) -> pa.Schema:
-    """The columns of DIR/segments: replay's row (less wall_time and latency_ms), the channel,
-    the file's duration, rate and SHA-256, then the manifest's own columns."""
+def segment_schema(emotions: tuple[str, ...], extra: pa.Schema, speakers: bool = False) -> pa.Schema:
+    """The columns of DIR/segments: replay's row (less wall_time and latency_ms; `speaker`
+    with --speakers), the channel, the file's duration, rate and SHA-256, then the manifest's
+    own columns."""
     import pyarrow as pa
 
     return pa.schema(
         [("id", pa.string()), ("source", pa.string()), ("channel", pa.int32()), ("segment", pa.int32()),
-         ("start_s", pa.float64()), ("end_s", pa.float64()), ("duration_s", pa.float64()),
+         *([("speaker", pa.string())] if speakers else []), ("start_s", pa.float64()), ("end_s", pa.float64()),
+         ("duration_s", pa.float64()),
          *[(e, pa.float32()) for e in emotions], ("top_emotion", pa.string()), ("status", pa.string()),
          ("file_duration_s", pa.float64()), ("sample_rate", pa.int32()), ("sha256", pa.string()), *extra]
     )  # fmt: skip

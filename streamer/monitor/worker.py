@@ -35,7 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from ...model.audio import SAMPLE_RATE
 from ...model.predictor import Prediction, Predictor
 from ..audio.segmenter import Segment
 
@@ -200,14 +199,11 @@ class InferenceWorker:
             return [replace(j, speaker="") for j in batch]
         out = []
         for job, parts in zip(batch, labelled):
-            seg = job.segment
-            for k, (part, name) in enumerate(parts):
-                if len(parts) == 1:
-                    out.append(replace(job, speaker=name))
-                    continue
-                piece = Segment(seg.audio[part.start : part.end], seg.start_s + part.start / SAMPLE_RATE,
-                                seg.start_s + part.end / SAMPLE_RATE, seg.index)  # fmt: skip
-                out.append(replace(job, segment=piece, speaker=name, part=k + 1))
+            if len(parts) == 1:
+                out.append(replace(job, speaker=parts[0][1]))
+                continue
+            out += [replace(job, segment=job.segment.part(p.start, p.end), speaker=name, part=k + 1)
+                    for k, (p, name) in enumerate(parts)]  # fmt: skip
         return out
 
     def _process(self, batch: list[Job]) -> None:
