@@ -26,6 +26,7 @@ from .audio import SAMPLE_RATE
 from .speaker import HOP, PARTIAL_FRAMES, unit
 
 TURN_STEP_S = 0.2  # the resolution of a turn change
+MAX_SOURCES = 4096  # trackers kept at once (a server's streams); the oldest is forgotten past it
 TURN_STEP_FRAMES = int(TURN_STEP_S * SAMPLE_RATE / HOP)
 
 
@@ -201,6 +202,8 @@ class Speakers:
 
     def tracker(self, source: str) -> SpeakerTracker:
         if source not in self.trackers:
+            while len(self.trackers) >= MAX_SOURCES:  # bounded: the longest-known source goes first
+                self.trackers.pop(next(iter(self.trackers)))
             t = SpeakerTracker(self.settings)
             for name, embedding, seconds in self.enrolled:
                 t.enrol(name, embedding, seconds)

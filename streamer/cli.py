@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--csv", help="append every stream's segments to this CSV file (with a stream column)")
     sv.add_argument("--jsonl", help="append every stream's segments to this JSON Lines file")
     sv.add_argument("--device", help="compute device: auto, cpu, cuda or cuda:N")
+    sv.add_argument("--speakers", action="store_true", help="say who spoke each segment, per stream ([speakers])")
+    sv.add_argument("--speaker", action="append", metavar="NAME=FILE", help="a known voice, by name (repeat)")
     sv.set_defaults(run=run_serve)
     b = sub.add_parser(
         "batch",
@@ -179,6 +181,7 @@ def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     except ValueError as e:
         raise ConfigError(f"emomon serve: {e}.") from e
     check_bind(settings)  # before the model loads
+    speakers = speaker_settings(args, cfg)
     logs = {"csv": args.csv, "jsonl": args.jsonl}
     monitor = replace(cfg.monitor, **{k: v for k, v in logs.items() if v is not None})
     if monitor.jsonl == "-":
@@ -194,7 +197,7 @@ def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
         )
     else:
         predictor = load_predictor(cfg, args.model, args.device)
-    return serve(predictor, settings, cfg.vad, monitor, console)
+    return serve(predictor, settings, cfg.vad, monitor, console, speakers)
 
 
 def monitor_settings(args: argparse.Namespace, cfg):

@@ -373,3 +373,28 @@ def test_serve_jsonl_goes_to_a_file_not_stdout() -> None:
     )  # fmt: skip
     assert out.returncode == 2
     assert out.stderr == "emomon: emomon serve writes JSON Lines to a file (--jsonl FILE), not to stdout.\n"
+
+
+def test_speakers_per_stream(tmp_path: Path) -> None:
+    """serve --speakers: two streams of the same two-speaker call at once, each with its own speakers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from test_speakers import SAME, build_conversation
+
+    call, _ = build_conversation(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[speakers]\nsame = {SAME.same}\nturn = {SAME.turn}\n")
+    s = Server("--config", str(cfg), "--speakers", "--csv", str(tmp_path / "all.csv"))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            runs = list(pool.map(lambda _: stream(s.url, pcm(path=call), chunk_s=0.5), range(2)))
+    finally:
+        s.stop()
+    for messages, code in runs:
+        got = segments(messages)
+        assert code == 1000
+        assert [m["speaker"] for m in got] == ["speaker 1", "speaker 2"] * 3  # numbered per stream
+        assert [m.get("part") for m in got[-2:]] == [1, 2] and got[-2]["segment"] == got[-1]["segment"]
+    with (tmp_path / "all.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and {r["speaker"] for r in rows} == {"speaker 1", "speaker 2"}

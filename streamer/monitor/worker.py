@@ -53,6 +53,7 @@ class Job:
     stream: int | None = None  # emomon serve: the stream it came from
     speaker: str | None = None  # with [speakers] enabled: who spoke it
     part: int = 0  # with [speakers]: 1, 2, ... for the parts of a segment split at turn changes
+    last: bool = True  # the last (or only) result this segment gives: serve counts a segment done then
 
     @property
     def session(self) -> str:
@@ -202,8 +203,8 @@ class InferenceWorker:
             if len(parts) == 1:
                 out.append(replace(job, speaker=parts[0][1]))
                 continue
-            out += [replace(job, segment=job.segment.part(p.start, p.end), speaker=name, part=k + 1)
-                    for k, (p, name) in enumerate(parts)]  # fmt: skip
+            out += [replace(job, segment=job.segment.part(p.start, p.end), speaker=name, part=k + 1,
+                            last=k == len(parts) - 1) for k, (p, name) in enumerate(parts)]  # fmt: skip
         return out
 
     def _process(self, batch: list[Job]) -> None:

@@ -40,6 +40,7 @@ from .settings import ServeSettings, is_loopback
 
 if TYPE_CHECKING:
     from ...model.predictor import Predictor
+    from ...model.tracker import SpeakerSettings
     from ..audio.segmenter import VadSettings
     from ..monitor.settings import MonitorSettings
     from ..monitor.worker import Result
@@ -94,6 +95,8 @@ def message(result: Result, emotions: tuple[str, ...]) -> dict[str, Any]:
     return {
         "type": "interim" if result.job.interim else "segment",
         "segment": seg.index,
+        **({"part": result.job.part} if result.job.part else {}),
+        **({"speaker": result.job.speaker} if result.job.speaker is not None else {}),
         "start_s": round(seg.start_s, 3),
         "end_s": round(seg.end_s, 3),
         "shares": None if p is None else {e: round(p.shares[e], 4) for e in emotions},
@@ -108,7 +111,12 @@ class Hub:
     """The streams and the one worker; the bridge from the worker thread to the event loop."""
 
     def __init__(
-        self, predictor: Predictor, settings: ServeSettings, vad: VadSettings, monitor: MonitorSettings
+        self,
+        predictor: Predictor,
+        settings: ServeSettings,
+        vad: VadSettings,
+        monitor: MonitorSettings,
+        speakers: SpeakerSettings | None = None,
     ) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -134,11 +142,18 @@ class Hub:
             "emomon_latency_seconds", "Segment complete -> result ready", registry=self.registry,
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
         )  # fmt: skip
-        self.logs = Outputs.open(monitor, predictor.emotions, save_audio=False, streams=True)
+        self.speakers = None  # with [speakers]: every stream tracks its own speakers
+        if speakers is not None and speakers.enabled:
+            from ...model.tracker import Speakers
+
+            self.speakers = Speakers(speakers)
+        self.logs = Outputs.open(monitor, predictor.emotions, save_audio=False, streams=True,
+                                 speakers=self.speakers is not None)  # fmt: skip
         self.Job = Job  # the worker's job type, without an import on every audio message
         self.worker = InferenceWorker(
-            predictor, self._on_result, settings.queue_size, settings.max_batch, drop_oldest=True
-        ).start()
+            predictor, self._on_result, settings.queue_size, settings.max_batch, drop_oldest=True,
+            speakers=self.speakers,
+        ).start()  # fmt: skip
         queued = Gauge("emomon_queue", "Segments waiting for the model (drops start when it is full)",
                        registry=self.registry)  # fmt: skip
         queued.set_function(self.worker.queue.qsize)
@@ -161,7 +176,7 @@ class Hub:
     # -- event loop ----------------------------------------------------------------------
     def _deliver(self, stream: Stream, result: Result) -> None:
         stream.outbox.put_nowait(message(result, self.predictor.emotions))
-        if not result.job.interim:
+        if not result.job.interim and result.job.last:
             stream.pending -= 1
             if stream.pending <= 0:
                 stream.idle.set()
@@ -178,6 +193,8 @@ class Hub:
         with self.lock:
             self.streams.pop(stream.key, None)
         self.predictor.end_session(stream.key)
+        if self.speakers is not None:
+            self.speakers.forget(stream.key)
 
     def feed(self, stream: Stream, audio: np.ndarray) -> None:
         Job = self.Job
@@ -374,13 +391,20 @@ class StreamSession:
             return 1003, f'Unknown text message {text[:80]!r}: the only one is {{"type": "end"}}.', False
 
 
-def serve(predictor: Predictor, settings: ServeSettings, vad: VadSettings, monitor: MonitorSettings, console) -> int:
+def serve(
+    predictor: Predictor,
+    settings: ServeSettings,
+    vad: VadSettings,
+    monitor: MonitorSettings,
+    console,
+    speakers: SpeakerSettings | None = None,
+) -> int:
     """Run the server until SIGINT or SIGTERM: then stop accepting, finish the queued
     segments, send them, close every stream with 1001, and exit 0."""
     import uvicorn
 
     check_bind(settings)
-    hub = Hub(predictor, settings, vad, monitor)
+    hub = Hub(predictor, settings, vad, monitor, speakers)
     app = create_app(hub)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, ws="websockets-sansio", ws_max_size=2 * MAX_MESSAGE_BYTES,
