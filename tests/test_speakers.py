@@ -222,7 +222,7 @@ def test_batch_names_speakers_as_replay_does_and_a_channel_is_its_speaker(tmp_pa
     assert {r["channel"] for r in rows} == {0, 1}
     assert all(r["speaker"] == f"channel {r['channel']}" for r in rows)  # no clustering: the channel says who
     assert main_refuses(["batch", str(path), "--out", "o", "--speakers", "--engine", "ray"], tmp_path,
-                        "--speakers runs on the local engine only for now")  # fmt: skip
+                        "--speakers runs on the local engine only")  # fmt: skip
 
 
 def main_refuses(args: list[str], cwd: Path, message: str) -> bool:

@@ -73,7 +73,10 @@ def batch(
         from .ray_engine import RayEngine
 
         if speakers is not None:
-            raise ConfigError("--speakers runs on the local engine only for now: use --engine local with it.")
+            raise ConfigError(
+                "--speakers runs on the local engine only: tracking a file's speakers needs its segments "
+                "in order on one worker, and Ray scores them on any actor; use --engine local with it."
+            )
         if bundle.norm_mode == "speaker":
             raise ConfigError(
                 f"Model bundle '{bundle_path}' adapts to each speaker, which needs a file's segments in order on one "
