@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--server", metavar="URL", help="stream to an emomon serve (ws://HOST:PORT) instead of a local model"
     )
     outputs.add_argument("--token", help="the server's token, with --server")
-    outputs.add_argument("--speakers", action="store_true", help="say who spoke each segment ([speakers])")
-    outputs.add_argument(
+    who = argparse.ArgumentParser(add_help=False)  # --speakers: live, replay, serve and batch
+    who.add_argument("--speakers", action="store_true", help="say who spoke each segment ([speakers])")
+    who.add_argument(
         "--speaker", action="append", metavar="NAME=FILE", help="a known voice, by name (repeat; implies --speakers)"
     )
     for p, default in ((parser, None), (common, argparse.SUPPRESS)):
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     r = sub.add_parser(
         "replay",
-        parents=[common, outputs],
+        parents=[common, outputs, who],
         help="run recorded audio through the monitor",
         description="Replay audio files (or folders of them) through VAD and the model, as the microphone would.",
     )
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(run=run_replay)
     lv = sub.add_parser(
         "live",
-        parents=[common, outputs],
+        parents=[common, outputs, who],
         help="monitor a microphone",
         description="Monitor a microphone: VAD, model, CSV, one line per segment.",
     )
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     lv.set_defaults(run=run_live, device=None)
     sv = sub.add_parser(
         "serve",
-        parents=[common],
+        parents=[common, who],
         help="serve the streaming WebSocket API and its browser page",
         description="Emotion shares for audio streamed over WebSockets: many streams batched on one model.",
     )
@@ -87,12 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--csv", help="append every stream's segments to this CSV file (with a stream column)")
     sv.add_argument("--jsonl", help="append every stream's segments to this JSON Lines file")
     sv.add_argument("--device", help="compute device: auto, cpu, cuda or cuda:N")
-    sv.add_argument("--speakers", action="store_true", help="say who spoke each segment, per stream ([speakers])")
-    sv.add_argument("--speaker", action="append", metavar="NAME=FILE", help="a known voice, by name (repeat)")
     sv.set_defaults(run=run_serve)
     b = sub.add_parser(
         "batch",
-        parents=[common],
+        parents=[common, who],
         help="score recorded archives into a Parquet dataset (local processes or Ray)",
         description="Score many recordings: one row per speech segment in DIR/segments (Parquet), "
         "errors.csv, files.parquet and summary.json; --resume finishes an interrupted run.",
@@ -110,8 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gpus-per-worker", type=float, metavar="F", help="GPUs per worker (ray: per actor)")
     b.add_argument("--channels", choices=("mix", "each"), help="mix (default) or each channel its own stream")
     b.add_argument("--resume", action="store_true", default=None, help="score only what DIR does not hold yet")
-    b.add_argument("--speakers", action="store_true", help="say who spoke each segment ([speakers]; local engine)")
-    b.add_argument("--speaker", action="append", metavar="NAME=FILE", help="a known voice, by name (repeat)")
     b.set_defaults(run=run_batch)
     dv = sub.add_parser("devices", parents=[common], help="list audio input devices")
     dv.set_defaults(run=run_devices)
@@ -229,8 +226,8 @@ def speaker_settings(args: argparse.Namespace, cfg):
     if not settings.enabled:
         return None
     if getattr(args, "server", None):
-        raise ConfigError("--speakers runs where the model runs: with --server, the server would have to track them, "
-                          "which emomon serve does not do yet.")  # fmt: skip
+        raise ConfigError("--speakers runs where the model runs: with --server, start the server with "
+                          "emomon serve --speakers instead.")  # fmt: skip
     return settings
 
 

@@ -140,6 +140,14 @@ class Segment:
         return Segment(self.audio[start:end], self.start_s + start / SAMPLE_RATE, self.start_s + end / SAMPLE_RATE,
                        self.index)  # fmt: skip
 
+    def by_speaker(self, parts: list) -> list[tuple[Segment, str, int]]:
+        """(segment, speaker, part number) from the speaker stage's (Part, name) list
+        (model/tracker.py): the whole segment as part 0 when one person spoke it, else each
+        part numbered from 1."""
+        if len(parts) == 1:
+            return [(self, parts[0][1], 0)]
+        return [(self.part(p.start, p.end), name, k + 1) for k, (p, name) in enumerate(parts)]
+
 
 class Segmenter:
     def __init__(self, settings: VadSettings | None = None) -> None:

@@ -203,13 +203,8 @@ class Scorer:
             return [(s, None, 0) for s in segs]
         if channel is not None:
             return [(s, f"channel {channel}", 0) for s in segs]
-        out: list[tuple[Segment, str | None, int]] = []
-        for seg, parts in zip(segs, self.speakers.label([key] * len(segs), [s.audio for s in segs])):
-            if len(parts) == 1:
-                out.append((seg, parts[0][1], 0))
-                continue
-            out += [(seg.part(p.start, p.end), name, k + 1) for k, (p, name) in enumerate(parts)]
-        return out
+        labelled = self.speakers.label([key] * len(segs), [s.audio for s in segs])
+        return [piece for seg, parts in zip(segs, labelled) for piece in seg.by_speaker(parts)]
 
 
 def new_record(item: Item, error: str = "") -> dict[str, Any]:

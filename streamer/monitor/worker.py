@@ -200,11 +200,9 @@ class InferenceWorker:
             return [replace(j, speaker="") for j in batch]
         out = []
         for job, parts in zip(batch, labelled):
-            if len(parts) == 1:
-                out.append(replace(job, speaker=parts[0][1]))
-                continue
-            out += [replace(job, segment=job.segment.part(p.start, p.end), speaker=name, part=k + 1,
-                            last=k == len(parts) - 1) for k, (p, name) in enumerate(parts)]  # fmt: skip
+            pieces = job.segment.by_speaker(parts)
+            out += [replace(job, segment=seg, speaker=name, part=k, last=i == len(pieces) - 1)
+                    for i, (seg, name, k) in enumerate(pieces)]  # fmt: skip
         return out
 
     def _process(self, batch: list[Job]) -> None:
