@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -78,19 +79,25 @@ def partial_starts(n_samples: int, step_frames: int | None = None, min_coverage:
     return starts
 
 
+def read_weights() -> tuple[list[Path], bytes]:
+    """The weights file's path and bytes, checked by size and SHA-256; one sentence when it is
+    missing or not the pinned file."""
+    paths = pinned_files(SPEAKER_WEIGHTS)
+    if paths is None:
+        raise EncoderLoadError(
+            f"The speaker encoder's weights are not installed: pip install {SPEAKER_WEIGHTS.requirement} "
+            "(make install does)."
+        )
+    return paths, read_pinned(paths, SPEAKER_WEIGHTS)
+
+
 class SpeakerEncoder:
     """GE2E speaker embeddings of speech segments (16 kHz float32), batched."""
 
     def __init__(self, device: str = "cpu") -> None:
         import torch
 
-        paths = pinned_files(SPEAKER_WEIGHTS)
-        if paths is None:
-            raise EncoderLoadError(
-                f"The speaker encoder's weights are not installed: pip install {SPEAKER_WEIGHTS.requirement} "
-                "(make install does)."
-            )
-        data = read_pinned(paths, SPEAKER_WEIGHTS)
+        paths, data = read_weights()
         try:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["model_state"]
         except Exception as e:  # noqa: BLE001 - the digest matched, so this is a torch that cannot read it

@@ -34,6 +34,8 @@ from ...model.memory import scorer_env
 from ..serve.settings import is_loopback
 
 if TYPE_CHECKING:
+    from ...model.tracker import Speakers, SpeakerSettings
+    from ..audio.segmenter import Segment
     from .inputs import Item
     from .progress import Progress
     from .score import Job
@@ -69,28 +71,70 @@ def import_ray(address: str):
     return ray
 
 
-def cut_rows(row: dict[str, Any], vad, each: bool) -> Any:
+_STAGE: dict[Any, Any] = {}  # a Ray worker process's speaker stage, loaded by its first segment task
+
+
+def speaker_stage(settings: SpeakerSettings) -> Speakers:
+    """The speaker encoder and tracker of --speakers, once per Ray worker process, on one
+    torch thread (a segment task holds a quarter of a core)."""
+    if settings not in _STAGE:
+        import torch
+
+        from ...model.tracker import Speakers
+
+        torch.set_num_threads(1)
+        _STAGE.clear()
+        _STAGE[settings] = Speakers(settings)
+    return _STAGE[settings]
+
+
+def cut_rows(row: dict[str, Any], vad, each: bool, speakers: SpeakerSettings | None = None, batch: int = 1) -> Any:
     """A Ray task: one file into segment rows (audio as float32 bytes), then one file row with
-    its duration, rate, channels, SHA-256, segment count and error, if any."""
+    its duration, rate, channels, SHA-256, row count and error, if any. With --speakers the
+    task names each segment's speaker: it alone sees the file's segments in order, `batch` at
+    a time per stream, and a segment cut at a turn change gives a row per part."""
     from ...model.errors import AudioError
     from .inputs import Item
-    from .score import cut, file_info
+    from .score import by_speaker, cut, file_info, session_key
 
     item = Item(row["key"], row["source"], int(row["size"]))
-    base = {"key": item.key, "channel": MIX, "index": -1, "start_s": 0.0, "end_s": 0.0, "audio": b""}
+    base = {"key": item.key, "channel": MIX, "index": -1, "part": 0, "speaker": "", "start_s": 0.0, "end_s": 0.0,
+            "audio": b""}  # fmt: skip
     try:
         info = file_info(item)
     except AudioError as e:
         yield {**base, "kind": "file", "info": json.dumps({"error": str(e), "segments": 0})}
         return
+    stage = speaker_stage(speakers) if speakers is not None else None
+    pending: dict[int | None, list[Segment]] = {}
     n, error = 0, ""
-    try:
-        for channel, seg in cut(item, vad, each):
-            n += 1
+
+    def rows(channel: int | None, segs: list[Segment]) -> Any:
+        for seg, who, part in by_speaker(stage, session_key(item, channel), channel, segs):
             yield {**base, "kind": "segment", "channel": MIX if channel is None else channel, "index": seg.index,
-                   "start_s": seg.start_s, "end_s": seg.end_s, "audio": seg.audio.tobytes(), "info": ""}  # fmt: skip
-    except AudioError as e:
-        error = str(e)
+                   "part": part, "speaker": who or "", "start_s": seg.start_s, "end_s": seg.end_s,
+                   "audio": seg.audio.tobytes(), "info": ""}  # fmt: skip
+        segs.clear()
+
+    try:
+        try:
+            for channel, seg in cut(item, vad, each):
+                waiting = pending.setdefault(channel, [])
+                waiting.append(seg)
+                if len(waiting) >= (batch if stage else 1):
+                    for r in rows(channel, waiting):
+                        n += 1
+                        yield r
+        except AudioError as e:  # the file broke off: what came before it is kept
+            error = str(e)
+        for channel, waiting in pending.items():
+            for r in rows(channel, waiting):
+                n += 1
+                yield r
+    finally:
+        if stage is not None:
+            for channel in pending:
+                stage.forget(session_key(item, channel))
     yield {**base, "kind": "file", "info": json.dumps({**info, "error": error, "segments": n})}
 
 
@@ -120,7 +164,7 @@ class Score:
             except Exception as e:  # noqa: BLE001 - as in replay: error rows, the run goes on
                 for i in todo:
                     status[i], error[i] = "error", f"{len(todo)} segment(s) could not be scored ({e})"
-        keep = ("key", "kind", "channel", "index", "start_s", "end_s", "info")
+        keep = ("key", "kind", "channel", "index", "part", "speaker", "start_s", "end_s", "info")
         return {**{k: batch[k] for k in keep}, "shares": shares, "status": status, "error": error}
 
 
@@ -147,9 +191,9 @@ class Assembler:
             if batch["kind"][i] == "file":
                 f["info"] = json.loads(batch["info"][i])
             else:
-                f["rows"][(int(batch["channel"][i]), int(batch["index"][i]))] = (
+                f["rows"][(int(batch["channel"][i]), int(batch["index"][i]), int(batch["part"][i]))] = (
                     float(batch["start_s"][i]), float(batch["end_s"][i]), batch["shares"][i].copy(),
-                    str(batch["status"][i]), str(batch["error"][i]),
+                    str(batch["status"][i]), str(batch["error"][i]), str(batch["speaker"][i]) or None,
                 )  # fmt: skip
             if f["info"] is not None and len(f["rows"]) == f["info"]["segments"]:
                 done.append(self._whole(key, self.partial.pop(key)))
@@ -165,12 +209,13 @@ class Assembler:
         record.update({k: info[k] for k in ("file_duration_s", "sample_rate", "channels", "sha256") if k in info})
         failed = [info["error"]] if info["error"] else []
         rows = []
-        for (channel, index), (start, end, shares, status, error) in sorted(f["rows"].items()):
+        for (channel, index, part), (start, end, shares, status, error, who) in sorted(f["rows"].items()):
             seg = Segment(np.zeros(0, np.float32), start, end, index)
             ch = None if channel == MIX else channel
             values = dict(zip(self.emotions, map(float, shares))) if status == "ok" else None
             info = {k: record[k] for k in ROW_FILE_INFO}
-            rows.append({**row_of(item, self.job.run, self.emotions, ch, seg, values, status), **info, **item.extra})
+            row = row_of(item, self.job.run, self.emotions, ch, seg, values, status, who, part)
+            rows.append({**row, **info, **item.extra})
             if error and error not in failed:
                 failed.insert(0, error)
         return item, rows, close_record(record, len(rows), failed)
@@ -238,7 +283,9 @@ class RayEngine:
                 writer = PartWriter(self.job.out, self.job.schema, "ray")
                 table = [{"key": it.key, "source": it.source, "size": it.size} for it in items]
                 ds = ray.data.from_items(table, override_num_blocks=max(1, min(len(table), MAX_BLOCKS)))
-                ds = ds.flat_map(partial(cut_rows, vad=self.job.vad, each=self.job.each), num_cpus=DECODE_CPUS)
+                cut = partial(cut_rows, vad=self.job.vad, each=self.job.each, speakers=self.job.speakers,
+                              batch=self.job.max_batch)  # fmt: skip
+                ds = ds.flat_map(cut, num_cpus=DECODE_CPUS)
                 actor_cpus = max(0.5, min(float(self.job.threads), cpus / max(1, self.workers) - DECODE_CPUS))
                 pool = ray.data.ActorPoolStrategy(size=max(1, min(self.workers, len(items))))
                 ds = ds.map_batches(scorer_class(self.job), batch_size=self.job.max_batch, batch_format="numpy",

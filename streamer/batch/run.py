@@ -39,11 +39,14 @@ def default_workers(settings: BatchSettings) -> int:
     return max(1, (os.cpu_count() or 1) // settings.threads)
 
 
-def check_enrolment(speakers: SpeakerSettings) -> None:
-    """Each --speaker NAME=FILE names an audio file that opens: one sentence before any worker starts."""
+def check_speakers(speakers: SpeakerSettings) -> None:
+    """The speaker encoder's weights are the pinned file and each --speaker NAME=FILE names an
+    audio file that opens: one sentence before any worker starts."""
     from ...model.audio import open_audio
+    from ...model.speaker import read_weights
     from ...model.tracker import parse_enrolment
 
+    read_weights()
     for entry in speakers.speakers:
         open_audio(parse_enrolment(entry)[1]).close()
 
@@ -67,16 +70,11 @@ def batch(
                     "dtype": cfg.runtime.dtype, "encoder": cfg.model.encoder,
                     **({"speakers": asdict(speakers)} if speakers else {})}  # fmt: skip
     if speakers is not None:
-        check_enrolment(speakers)
+        check_speakers(speakers)
     workers = settings.workers or default_workers(settings)
     if settings.engine == "ray":
         from .ray_engine import RayEngine
 
-        if speakers is not None:
-            raise ConfigError(
-                "--speakers runs on the local engine only: tracking a file's speakers needs its segments "
-                "in order on one worker, and Ray scores them on any actor; use --engine local with it."
-            )
         if bundle.norm_mode == "speaker":
             raise ConfigError(
                 f"Model bundle '{bundle_path}' adapts to each speaker, which needs a file's segments in order on one "

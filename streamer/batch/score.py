@@ -49,7 +49,7 @@ class Job:
     part_s: float
     schema: pa.Schema
     emotions: tuple[str, ...]
-    speakers: SpeakerSettings | None = None  # --speakers: who spoke each segment (local engine)
+    speakers: SpeakerSettings | None = None  # --speakers: who spoke each segment
 
     def load(self):
         """The Predictor, on `threads` torch threads (set before torch starts its pools)."""
@@ -186,7 +186,7 @@ class Scorer:
         if not segs:
             return []
         key = session_key(item, channel)
-        pieces = self._by_speaker(key, channel, segs)
+        pieces = by_speaker(self.speakers, key, channel, segs)
         self.predictor.use_session(key)
         try:
             predictions = self.predictor.predict([s.audio for s, _, _ in pieces])
@@ -196,15 +196,19 @@ class Scorer:
         return [row_of(item, self.run, self.emotions, channel, s, p.shares, "ok", who, k)
                 for (s, who, k), p in zip(pieces, predictions)]  # fmt: skip
 
-    def _by_speaker(self, key: str, channel: int | None, segs: list[Segment]) -> list[tuple[Segment, str | None, int]]:
-        """(segment or part, speaker, part number): with speakers, a channel of its own is its
-        speaker (--channels each); a mixed stream's segments are cut at turn changes and named."""
-        if self.speakers is None:
-            return [(s, None, 0) for s in segs]
-        if channel is not None:
-            return [(s, f"channel {channel}", 0) for s in segs]
-        labelled = self.speakers.label([key] * len(segs), [s.audio for s in segs])
-        return [piece for seg, parts in zip(segs, labelled) for piece in seg.by_speaker(parts)]
+
+def by_speaker(
+    speakers: Speakers | None, key: str, channel: int | None, segs: list[Segment]
+) -> list[tuple[Segment, str | None, int]]:
+    """(segment or part, speaker, part number) for a stream's next segments, in the order they
+    were spoken: with speakers, a channel of its own is its speaker (--channels each); a mixed
+    stream's segments are cut at turn changes and named by the stream's tracker."""
+    if speakers is None:
+        return [(s, None, 0) for s in segs]
+    if channel is not None:
+        return [(s, f"channel {channel}", 0) for s in segs]
+    labelled = speakers.label([key] * len(segs), [s.audio for s in segs])
+    return [piece for seg, parts in zip(segs, labelled) for piece in seg.by_speaker(parts)]
 
 
 def new_record(item: Item, error: str = "") -> dict[str, Any]:
