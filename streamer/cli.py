@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--speed", type=float, help="1 = real time (default), 0 = as fast as possible")
     r.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--no-dashboard", action="store_true", help="print one plain line per segment")
+    r.add_argument(
+        "--channels", choices=("mix", "each"), default="mix",
+        help="mix (default): channels averaged; each: every channel its own stream and speaker ('channel 0', ...)",
+    )  # fmt: skip
     r.set_defaults(run=run_replay)
     lv = sub.add_parser(
         "live",
@@ -275,9 +279,12 @@ def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     if args.server:
         from .serve.remote import replay_via_server
 
+        if args.channels == "each":
+            raise ConfigError("replay --channels each runs where the model runs, not with --server.")
         return replay_via_server(paths, args.server, args.token, monitor, console, _dashboard(args, cfg, console))
     predictor = load_predictor(cfg, args.model, args.device)
-    return replay(paths, predictor, cfg.vad, monitor, console, _dashboard(args, cfg, console), speakers)
+    return replay(paths, predictor, cfg.vad, monitor, console, _dashboard(args, cfg, console), speakers,
+                  each=args.channels == "each")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -185,6 +185,7 @@ def test_replay_says_who_spoke_each_segment(tmp_path: Path) -> None:
         (["--speaker", "agent"], "Speaker 'agent' must be NAME=FILE (for example agent=agent.wav)."),
         (["--speaker", "agent=gone.wav"], "Audio file 'gone.wav' does not exist."),
         (["--speakers", "--server", "ws://127.0.0.1:1"], "--speakers runs where the model runs"),
+        (["--channels", "each", "--server", "ws://127.0.0.1:1"], "replay --channels each runs where the model runs"),
     ],
 )
 def test_bad_speaker_options_are_one_sentence(
@@ -201,7 +202,7 @@ def test_bad_speaker_options_are_one_sentence(
 def test_batch_names_speakers_as_replay_does_on_both_engines_and_a_channel_is_its_speaker(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    path, _ = build_conversation(tmp_path)
+    path, ref = build_conversation(tmp_path)
     (tmp_path / "config.toml").write_text(f"[speakers]\nsame = {SAME.same}\nturn = {SAME.turn}\n")
     cli = [sys.executable, "-m", "emomon.streamer.cli"]
     replayed = subprocess.run([*cli, "replay", str(path), "--speed", "0", "--no-dashboard", "--speakers", "--csv",
@@ -209,18 +210,28 @@ def test_batch_names_speakers_as_replay_does_on_both_engines_and_a_channel_is_it
     mono = subprocess.run([*cli, "batch", str(path), "--out", "mono", "--speakers", "--workers", "1"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     audio, _ = sf.read(path, dtype="float32")
-    sf.write(tmp_path / "stereo.wav", np.stack([audio, 0.5 * audio[::-1]], axis=1), SAMPLE_RATE)
+    t = np.arange(len(audio)) / SAMPLE_RATE  # the same call recorded with one person per channel
+    channels = [np.where([who_spoke(ref, x, x) == who for x in t], audio, 0) for who in ("SM0", "EB0")]
+    sf.write(tmp_path / "stereo.wav", np.stack(channels, axis=1), SAMPLE_RATE)
     stereo = subprocess.run([*cli, "batch", "stereo.wav", "--out", "stereo", "--speakers", "--channels", "each",
                              "--workers", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert replayed.returncode == mono.returncode == stereo.returncode == 0, mono.stderr + stereo.stderr
+    each = subprocess.run([*cli, "replay", "stereo.wav", "--speed", "0", "--no-dashboard", "--channels", "each",
+                           "--csv", "each.csv"], cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = (replayed, mono, stereo, each)
+    assert all(d.returncode == 0 for d in done), "".join(d.stderr for d in done)
     with (tmp_path / "r.csv").open(newline="") as f:
         want = [(int(r["segment"]), r["speaker"], float(r["start_s"])) for r in csv.DictReader(f)]
     rows = pq.read_table(tmp_path / "mono" / "segments").to_pylist()
     assert [(r["segment"], r["speaker"], round(r["start_s"], 3)) for r in rows] == want
     assert {r["speaker"] for r in rows} == {"speaker 1", "speaker 2"}
     rows = pq.read_table(tmp_path / "stereo" / "segments").to_pylist()
-    assert {r["channel"] for r in rows} == {0, 1}
-    assert all(r["speaker"] == f"channel {r['channel']}" for r in rows)  # no clustering: the channel says who
+    assert {r["channel"] for r in rows} == {0, 1} and len(rows) == 6  # a segment per turn, the last one too
+    names = {"SM0": "channel 0", "EB0": "channel 1"}  # no clustering: the channel says who
+    assert all(r["speaker"] == f"channel {r['channel']}" == names[who_spoke(ref, r["start_s"], r["end_s"])]
+               for r in rows)  # fmt: skip
+    with (tmp_path / "each.csv").open(newline="") as f:  # replay --channels each: the same segments and speakers
+        replay_rows = sorted((r["speaker"], int(r["segment"]), float(r["start_s"])) for r in csv.DictReader(f))
+    assert replay_rows == sorted((r["speaker"], r["segment"], round(r["start_s"], 3)) for r in rows)
     ray = subprocess.run([*cli, "batch", str(path), "--out", "ray", "--speakers", "--engine", "ray", "--workers",
                           "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert ray.returncode == 0, ray.stderr

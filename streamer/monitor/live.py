@@ -43,13 +43,13 @@ def live(
         try:
             with mic, pipe.screen:
                 for block in mic.blocks(stop):
-                    pipe.feed(mic.name, seg, block, lost=mic.overflows + mic.lost_blocks)
+                    pipe.feed(mic.name, [seg], block, lost=mic.overflows + mic.lost_blocks)
         except KeyboardInterrupt:
             pass
         except DeviceError as e:
             fault = e
         finally:
-            pipe.flush(mic.name, seg)
+            pipe.flush(mic.name, [seg])
             pipe.close()
     lost = mic.overflows + mic.lost_blocks
     w = pipe.worker

@@ -9,7 +9,7 @@ work waits in a slot of its own and is skipped before any final segment waits)."
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -64,10 +64,14 @@ class Pipeline:
         stream_start: Callable[[], datetime | None] | None = None,
         input_name: str = "",
         speakers: SpeakerSettings | None = None,
+        by_channel: bool = False,
     ) -> None:
+        """`by_channel`: each channel of the input is its own stream and speaker (replay
+        --channels each); no speaker encoder is needed then."""
+        self.by_channel = by_channel
         self.interim_s = monitor.interim_s if (drop_oldest or monitor.speed > 0) else 0.0  # off as fast as possible
         stage = None
-        if speakers is not None and speakers.enabled:
+        if speakers is not None and speakers.enabled and not by_channel:
             from ...model.tracker import Speakers
 
             stage = Speakers(speakers)  # the encoder and the enrolled voices, before any output opens
@@ -75,30 +79,40 @@ class Pipeline:
         self.state = MonitorState(predictor.emotions, header=header) if dashboard else None
         self.outputs = Outputs.open(
             monitor, predictor.emotions, None if dashboard else console, self.state, stream_start,
-            speakers=stage is not None,
+            speakers=stage is not None or by_channel,
         )  # fmt: skip
         self.worker = InferenceWorker(
             predictor, self.outputs, monitor.queue_size, monitor.max_batch, drop_oldest, speakers=stage
         )
         self.worker.start()
         self.screen = Dashboard(self.state, console) if self.state is not None else contextlib.nullcontext()
-        self.interim = InterimClock(self.interim_s)
+        self.clocks: dict[int, InterimClock] = {}  # one per segmenter
 
-    def feed(self, source: str, seg: Segmenter, block: np.ndarray, lost: int | None = None) -> None:
-        """One block of audio: completed segments go to the worker; the dashboard sees the input."""
-        for s in seg.push(block):
-            self.worker.submit(Job(source, s))
-        so_far = self.interim.due(seg)
-        if so_far is not None:
-            self.worker.submit_interim(Job(source, so_far, interim=True))
+    def _job(self, source: str, seg: Segment, c: int, interim: bool = False) -> Job:
+        if not self.by_channel:
+            return Job(source, seg, interim=interim)
+        return Job(source, seg, interim=interim, speaker=f"channel {c}", channel=c)
+
+    def feed(self, source: str, segs: Sequence[Segmenter], block: np.ndarray, lost: int | None = None) -> None:
+        """One block of audio: completed segments go to the worker; the dashboard sees the
+        input. Mono: `segs[0]` takes the block. By channel: the block is (n, channels) and
+        `segs[c]` takes channel c, whose segments are spoken by "channel c"."""
+        for c, seg in enumerate(segs):
+            for s in seg.push(block[:, c] if self.by_channel else block):
+                self.worker.submit(self._job(source, s, c))
+            so_far = self.clocks.setdefault(id(seg), InterimClock(self.interim_s)).due(seg)
+            if so_far is not None:
+                self.worker.submit_interim(self._job(source, so_far, c, interim=True))
         if self.state is not None:
+            seg = max(segs, key=lambda s: s.level)  # the loudest channel
             self.state.set_input(seg.state, seg.level, self.worker.queue.qsize(), seg.background_dbfs, lost, source)
 
-    def flush(self, source: str, seg: Segmenter) -> None:
-        """End of a source: its open segment, if long enough, goes to the worker too."""
-        last = seg.finish()
-        if last is not None:
-            self.worker.submit(Job(source, last))
+    def flush(self, source: str, segs: Sequence[Segmenter]) -> None:
+        """End of a source: each open segment, if long enough, goes to the worker too."""
+        for c, seg in enumerate(segs):
+            last = seg.finish()
+            if last is not None:
+                self.worker.submit(self._job(source, last, c))
 
     def drain(self) -> None:
         """Finish every queued segment; the dashboard's queue count follows."""

@@ -32,18 +32,23 @@ def replay(
     console: Console,
     dashboard: bool = False,
     speakers: SpeakerSettings | None = None,
+    each: bool = False,
 ) -> int:
+    """`each`: every channel of a file is its own stream, spoken by "channel N" (a call
+    recorded with one person per channel); else the channels are averaged."""
     files, problems = audio_files(paths)
     for f, why in problems:
         console.print(f"emomon: {f}: {why}", markup=False, highlight=False, soft_wrap=True)
     failed = len(problems)
     name = files[0].name + (f" (+{len(files) - 1} more)" if len(files) > 1 else "") if files else "no file"
-    pipe = Pipeline(predictor, monitor, console, dashboard, drop_oldest=False, input_name=name, speakers=speakers)
+    pipe = Pipeline(
+        predictor, monitor, console, dashboard, drop_oldest=False, input_name=name, speakers=speakers, by_channel=each
+    )
     try:
         with pipe.screen:
             for f in files:
                 try:
-                    _replay_file(f, pipe, vad, monitor.speed)
+                    _replay_file(f, pipe, vad, monitor.speed, each)
                 except AudioError as e:
                     console.print(f"emomon: {e}", markup=False, highlight=False, soft_wrap=True)
                     failed += 1
@@ -58,14 +63,16 @@ def replay(
     return 1 if failed else 0
 
 
-def _replay_file(path: Path, pipe: Pipeline, vad: VadSettings, speed: float) -> None:
-    seg = Segmenter(vad)
+def _replay_file(path: Path, pipe: Pipeline, vad: VadSettings, speed: float, each: bool) -> None:
+    segs: list[Segmenter] = []
     t0, pos = time.perf_counter(), 0.0
     try:
-        for block in file_blocks(path):
+        for block in file_blocks(path, each=each):
+            if not segs:  # one per channel, once the first block says how many
+                segs = [Segmenter(vad) for _ in range(block.shape[1] if each else 1)]
             pos += len(block) / SAMPLE_RATE
             if speed > 0:  # pace like a sound card: a block is there once it has been "recorded"
                 time.sleep(max(0.0, t0 + pos / speed - time.perf_counter()))
-            pipe.feed(str(path), seg, block)
+            pipe.feed(str(path), segs, block)
     finally:  # also on Ctrl-C and on a file that breaks off: keep what was heard
-        pipe.flush(str(path), seg)
+        pipe.flush(str(path), segs)

@@ -51,7 +51,8 @@ class Job:
     ready: float = field(default_factory=time.perf_counter)  # when the segment was complete
     interim: bool = False  # the audio so far of a segment that is still open
     stream: int | None = None  # emomon serve: the stream it came from
-    speaker: str | None = None  # with [speakers] enabled: who spoke it
+    speaker: str | None = None  # with [speakers] enabled, or by channel: who spoke it
+    channel: int | None = None  # replay --channels each: the file's channel it came from
     part: int = 0  # with [speakers]: 1, 2, ... for the parts of a segment split at turn changes
     last: bool = True  # the last (or only) result this segment gives: serve counts a segment done then
 
@@ -109,7 +110,7 @@ class InferenceWorker:
     def _take_interim(self) -> Job | None:
         with self._lock:
             job, self._interim = self._interim, None
-            if job is not None and job.segment.index <= self._closed.get(job.source, -1):
+            if job is not None and job.segment.index <= self._closed.get(job.session, -1):
                 self.interim_skipped += 1  # its segment closed meanwhile: the final result says more
                 return None
             return job
@@ -117,7 +118,7 @@ class InferenceWorker:
     def submit(self, job: Job) -> None:
         """Queue a segment: blocks when full (replay), or drops the oldest waiting one (live)."""
         with self._lock:
-            self._closed[job.source] = max(job.segment.index, self._closed.get(job.source, -1))
+            self._closed[job.session] = max(job.segment.index, self._closed.get(job.session, -1))
         if not self.drop_oldest:
             self.queue.put(job)
             return

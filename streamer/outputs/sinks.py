@@ -37,7 +37,8 @@ def describe(result: Result) -> str:
 def segment_id(run: str, source: str, index: int, tag: str = "", part: int = 0) -> str:
     """RUN-SOURCE-NNNN (RUN-SOURCE-TAG-NNNN with a tag; -P after it for part P of a segment
     split at a turn change): unique across runs and sources, safe as a file name. emomon
-    batch tags a file's path digest and channel: many files share a name."""
+    batch tags a file's path digest and channel (many files share a name), replay --channels
+    each the channel."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).stem if Path(source).suffix else source).strip("._")
     return f"{run}-{name[:40] or 'input'}{'-' + tag if tag else ''}-{index:04d}{f'-{part}' if part else ''}"
 
@@ -90,13 +91,14 @@ class Outputs:
         return cls(run, csv, jsonl, saver, console, state, stream_start, monitor.csv_interim, speakers)
 
     def __call__(self, result: Result) -> None:
-        seg, interim, p = result.job.segment, result.job.interim, result.prediction
+        seg, interim, p, c = result.job.segment, result.job.interim, result.prediction, result.job.channel
         t0 = self.stream_start() if self.stream_start else None
         wall = (t0 + timedelta(seconds=seg.start_s)).isoformat(timespec="milliseconds") if t0 else ""
         row = Row(
             result.job.source, seg.index, seg.start_s, seg.end_s, wall, p.shares if p else None, result.latency_ms,
             "interim" if interim else result.status,
-            segment_id(self.run, result.job.source, seg.index, part=result.job.part), result.job.stream,
+            segment_id(self.run, result.job.source, seg.index, "" if c is None else f"c{c}", result.job.part),
+            result.job.stream,
             result.job.speaker if self.speakers else None,
         )  # fmt: skip
         if self.csv is not None and (self.csv_interim or not interim):
