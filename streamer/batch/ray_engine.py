@@ -1,6 +1,7 @@
 """`emomon batch --engine ray`: a Ray Data pipeline (`pip install 'emomon[ray]'`).
 
-    paths -> flat_map(decode, resample, VAD: one row per segment, then one per file)  CPU tasks
+    paths -> flat_map(decode, resample, VAD: one row per segment, then one per file;
+                      with --speakers also each segment's speaker: the task sees them in order)  CPU tasks
           -> map_batches(Score: one Predictor per actor, `max_batch` segments a call)  actor pool
           -> the driver: a file's rows, once all of them are in -> part files (store.py)
 

@@ -110,6 +110,7 @@ class Pipeline:
     def flush(self, source: str, segs: Sequence[Segmenter]) -> None:
         """End of a source: each open segment, if long enough, goes to the worker too."""
         for c, seg in enumerate(segs):
+            self.clocks.pop(id(seg), None)
             last = seg.finish()
             if last is not None:
                 self.worker.submit(self._job(source, last, c))
