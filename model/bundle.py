@@ -53,6 +53,9 @@ class Bundle:
     norm_mode: str = "global"  # "global" or "speaker" (model/normalize.py)
     norm_prior_frames: int = 3000  # weight of the training statistics in "speaker" mode
     norm_session_frames: int = 0  # "speaker" mode: cap on the session's weight; 0 = none
+    # softmax outputs: shares ** (1 / T), renormalised (model.regressor.temper); T fitted on
+    # held-out speakers of the training corpora (the median of the evaluation folds')
+    temperature: float = 1.0
     metrics: dict[str, Any] = field(default_factory=dict)  # evaluation results
     provenance: dict[str, Any] = field(default_factory=dict)  # data, command, versions
     encoder_digest: str = ""  # weights_digest of the encoder it was trained on; "" = not recorded
@@ -105,6 +108,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
             "mean": list(bundle.norm_mean),
             "std": list(bundle.norm_std),
         },
+        "calibration": {"temperature": bundle.temperature},
         "weights": {"file": WEIGHTS, "sha256": file_sha256(folder / WEIGHTS)},
         **({"encoder_weights": {"sha256": bundle.encoder_digest, "of": DIGEST_OF}} if bundle.encoder_digest else {}),
         "metrics": bundle.metrics,
@@ -164,6 +168,11 @@ def load_bundle(path: str | Path) -> Bundle:
     if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
         raise BundleError(f"{where}: normalization.session_frames must be a whole number >= 0.")
 
+    temperature = m.get("calibration", {}).get("temperature", 1.0) if isinstance(m.get("calibration"), dict) else None
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0.05 <= temperature <= 20:
+        raise BundleError(f"{where}: calibration.temperature must be a number between 0.05 and 20.")
+    if temperature != 1.0 and regressor.output_activation != "softmax":
+        raise BundleError(f"{where}: calibration.temperature needs a softmax output, not '{regressor.output_activation}'.")
     weights = need("weights", dict)
     recorded = m.get("encoder_weights", {})  # absent in bundles of openSMILE encoders and older ones
     digest = recorded.get("sha256", "") if isinstance(recorded, dict) else None
@@ -181,6 +190,7 @@ def load_bundle(path: str | Path) -> Bundle:
         norm_mode=mode,
         norm_prior_frames=prior,
         norm_session_frames=cap,
+        temperature=float(temperature),
         metrics=m.get("metrics", {}),
         provenance=m.get("provenance", {}),
         encoder_digest=digest,

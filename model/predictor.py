@@ -62,6 +62,7 @@ class Predictor:
         self.emotions = bundle.emotions
         self.name = "bundle"  # the bundle folder's name once loaded by from_bundle
         self.bank = bundle.bank.to(self.device).eval()
+        self.temperature = bundle.temperature  # calibration of softmax shares (model.regressor.temper)
         self.norm = self._new_norm()
         self._sessions: dict[str, FeatureNorm] = {}  # session key -> its statistics, least recently used first
         self._torch = torch
@@ -126,12 +127,15 @@ class Predictor:
     def regress(
         self, features: torch.Tensor, lengths: torch.Tensor, update_session: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Encoder features (B, T, D) or (B, K, T, D) -> shares (B, E), attention (B, M, T')."""
+        """Encoder features (B, T, D) or (B, K, T, D) -> calibrated shares (B, E), attention (B, M, T')."""
+        from .regressor import temper
+
         torch = self._torch
         x = self.norm(features.to(self.device), lengths.to(self.device), update=update_session)
         lengths = lengths.to(self.device)
         with torch.inference_mode():
-            return self.bank(x, lengths)
+            shares, attn = self.bank(x, lengths)
+            return temper(shares, self.temperature), attn
 
     def predict(self, segments: Sequence[np.ndarray], update_session: bool = True) -> list[Prediction]:
         """Emotion shares for each segment, batched where that gives the lone result.
@@ -150,14 +154,15 @@ class Predictor:
         shares = np.clip(shares.float().cpu().numpy(), 0.0, 1.0)
         attn = None if attn is None else attn.float().cpu()
         t2 = time.perf_counter()
-        pooled = (emb.lengths // 2).clamp(min=1).cpu()
+        stride = self.bank.spec.attention_stride
+        pooled = (emb.lengths // stride).clamp(min=1).cpu()
         out = []
         for i, s in enumerate(segments):
             out.append(
                 Prediction(
                     shares={e: float(v) for e, v in zip(self.emotions, shares[i])},
                     attention=None if attn is None else attn[i, :, : int(pooled[i])].numpy(),
-                    attention_hop_s=2 * emb.frame_hop_s,
+                    attention_hop_s=stride * emb.frame_hop_s,
                     duration_s=len(s) / SAMPLE_RATE,
                     encoder_ms=(t1 - t0) * 1e3,
                     regressor_ms=(t2 - t1) * 1e3,

@@ -21,7 +21,10 @@ Architecture 3 (emomon's, not the paper's): statistics pooling. Each input dimen
 mean, standard deviation, extremes or percentiles over the segment's real frames
 (`spec.pooling`), then the Architecture-2 feed-forward head. On small corpora and
 hand-crafted descriptors it learns far more than the sequence models; on SSL features it
-is the usual strong baseline (x-vector / SUPERB style statistics pooling).
+is the usual strong baseline (x-vector / SUPERB style statistics pooling). With the
+statistics "amean" and "astd" it is attentive statistics pooling (Okabe et al. 2018): a
+small tanh layer scores every frame, the softmax of the scores over the real frames
+weighs the mean and standard deviation, and those weights are the segment's attention.
 
 Normalisation (a deliberate departure from the original): the authors' code applies
 LayerNorm over the whole zero-padded (time, channel) block and normalises a padded
@@ -58,6 +61,16 @@ def _activate(z: Tensor, kind: str) -> Tensor:
     return F.relu(z) if kind == "relu" else torch.sigmoid(z) if kind == "sigmoid" else z
 
 
+def temper(shares: Tensor, temperature: float) -> Tensor:
+    """Temperature scaling of softmax shares (B, E): softmax(logits / T) computed from the
+    shares themselves (shares ** (1 / T), renormalised). T > 1 flattens over-confident
+    shares, T < 1 sharpens; the top emotion never changes."""
+    if temperature == 1.0:
+        return shares
+    z = torch.log(shares.clamp(min=1e-12)) / temperature
+    return (z - z.amax(-1, keepdim=True)).softmax(-1)
+
+
 def dropout(z: Tensor, p: float, training: bool) -> Tensor:
     """Inverted dropout, as F.dropout, from a uniform draw: on CPU, torch's Bernoulli sampler
     (which F.dropout uses) measured 3-4x slower than rand + compare, and on the pooled
@@ -77,21 +90,34 @@ def _mask(lengths: Tensor, T: int) -> Tensor:
     return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def pool_statistics(x: Tensor, lengths: Tensor, stats: tuple[str, ...]) -> Tensor:
+def pool_statistics(x: Tensor, lengths: Tensor, stats: tuple[str, ...], weights: Tensor | None = None) -> Tensor:
     """Statistics of each dimension over the real frames: x (B, T, D) -> (B, len(stats) * D).
 
     "mean", "std" (population), "min", "max", "pNN" (the NN-th percentile, interpolated
-    linearly between the two nearest frames, as numpy's default). Padded frames never
-    count, so a segment gives the same statistics alone or inside a padded batch.
+    linearly between the two nearest frames, as numpy's default); "amean", "astd": the
+    mean and standard deviation under `weights` (B, T), an attention over the frames that
+    sums to 1 over the real ones. Padded frames never count, so a segment gives the same
+    statistics alone or inside a padded batch.
     """
     B, T, D = x.shape
     valid = _mask(lengths, T)[:, :, None]  # (B, T, 1)
     n = lengths.clamp(min=1).to(x.dtype)[:, None]  # (B, 1)
     mean = (x * valid).sum(1) / n  # (B, D)
-    ordered = None
+    ordered, amean = None, None
     out = []
     for stat in stats:
-        if stat == "mean":
+        if stat in ("amean", "astd"):
+            if weights is None:
+                raise ValueError(f"pooling statistic '{stat}' needs attention weights")
+            if amean is None:
+                w = (weights * valid[..., 0])[:, :, None]  # (B, T, 1)
+                amean = (w * x).sum(1)  # (B, D)
+            if stat == "amean":
+                out.append(amean)
+            else:
+                var = (w * (x - amean[:, None]) ** 2).sum(1)
+                out.append(torch.sqrt(var + 1e-6))
+        elif stat == "mean":
             out.append(mean)
         elif stat == "std":
             var = (((x - mean[:, None]) * valid) ** 2).sum(1) / n
@@ -111,6 +137,15 @@ def pool_statistics(x: Tensor, lengths: Tensor, stats: tuple[str, ...]) -> Tenso
             b = ordered.gather(2, hi[:, None, None].expand(B, D, 1))[..., 0]
             out.append(a + (b - a) * frac)
     return torch.cat(out, dim=-1)
+
+
+def frame_attention(x: Tensor, lengths: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
+    """Attentive pooling's weights for M scorers: x (B, T, D), w1 (M, A, D), b1 (M, A),
+    w2 (M, 1, A), b2 (M, 1) -> (M, B, T), a softmax over each segment's real frames."""
+    h = torch.tanh(torch.einsum("btd,mad->mbta", x, w1) + b1[:, None, None, :])  # (M, B, T, A)
+    scores = torch.einsum("mbta,ma->mbt", h, w2[:, 0]) + b2[:, :, None]  # (M, B, T)
+    valid = _mask(lengths, x.shape[1])[None]  # (1, B, T)
+    return scores.masked_fill(~valid, float("-inf")).softmax(-1)
 
 
 def pool_each(features: list[Tensor], stats: tuple[str, ...]) -> Tensor:
@@ -153,6 +188,9 @@ class Regressor(nn.Module):
         self.layer_logits = nn.Parameter(torch.zeros(mixed_layers)) if mixed_layers else None
         if spec.arch == 3:
             width = len(spec.pooling) * input_dim
+            if spec.attentive:  # the frame scorer of attentive statistics pooling
+                self.attn_in = nn.Linear(input_dim, spec.attention_dim)
+                self.attn_out = nn.Linear(spec.attention_dim, 1)
         else:
             chans = (input_dim, *spec.conv_channels)
             self.convs = nn.ModuleList(
@@ -170,7 +208,11 @@ class Regressor(nn.Module):
         if self.layer_logits is not None:  # (B, K, T, D) -> (B, T, D)
             x = torch.einsum("k,bktd->btd", self.layer_logits.softmax(0), x)
         if self.spec.arch == 3:
-            return self._head(pool_statistics(x, lengths, self.spec.pooling)), None
+            attn = None
+            if self.spec.attentive:
+                scores = self.attn_out(torch.tanh(self.attn_in(x)))[..., 0]  # (B, T)
+                attn = scores.masked_fill(~_mask(lengths, x.shape[1]), float("-inf")).softmax(-1)
+            return self._head(pool_statistics(x, lengths, self.spec.pooling, attn)), attn
         B, T, _ = x.shape
         mask = _mask(lengths, T)[:, None, :]  # (B, 1, T)
         h = x.transpose(1, 2)  # (B, D, T)
@@ -322,7 +364,7 @@ class RegressorBank(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.spec.arch == 3:
-            return self._pooled(x, lengths), None
+            return self._pooled(x, lengths)
         M, spec = self.n_models, self.spec
         if self.mixed_layers:  # each model mixes the encoder layers its own way
             w = self._p("layer_logits").softmax(-1)  # (M, K)
@@ -358,19 +400,32 @@ class RegressorBank(nn.Module):
             attn = attn.transpose(0, 1)  # (B, M, T')
         return self._head(z), attn
 
-    def _pooled(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """Architecture 3: statistics pooling, shared by all models unless each mixes layers."""
+    def _pooled(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Architecture 3: statistics pooling, shared by all models unless each mixes layers
+        or weighs frames by its own attention; returns (outputs, attention (B, M, T) or None)."""
         M, stats = self.n_models, self.spec.pooling
+        attn = None
         if self.mixed_layers:
             w = self._p("layer_logits").softmax(-1)  # (M, K)
             x = torch.einsum("mk,bktd->mbtd", w, x)  # (M, B, T, D)
-            z = torch.stack([pool_statistics(x[m], lengths, stats) for m in range(M)])  # (M, B, F)
+        if self.spec.attentive:
+            names = ("attn_in.weight", "attn_in.bias", "attn_out.weight", "attn_out.bias")
+            if self.mixed_layers:  # each model's scorer over its own mix of layers
+                attn = torch.cat([frame_attention(x[m], lengths, *(self._p(n)[m : m + 1] for n in names)) for m in range(M)])
+            else:
+                attn = frame_attention(x, lengths, *(self._p(n) for n in names))  # (M, B, T)
+        if self.mixed_layers or attn is not None:
+            z = torch.stack([
+                pool_statistics(x[m] if self.mixed_layers else x, lengths, stats, None if attn is None else attn[m])
+                for m in range(M)
+            ])  # (M, B, F)
         else:
             z = pool_statistics(x, lengths, stats).expand(M, -1, -1)  # (M, B, F)
-        return self._head(z)
+        return self._head(z), None if attn is None else attn.transpose(0, 1)
 
     def head(self, pooled: Tensor) -> Tensor:
-        """Architecture 3 from precomputed statistics: (B, F) -> activated outputs (B, M * out)."""
+        """Architecture 3 from precomputed statistics: (B, F) -> activated outputs (B, M * out);
+        not for attentive pooling, whose statistics depend on trained weights."""
         return self._head(pooled.expand(self.n_models, -1, -1))
 
     def _head(self, z: Tensor) -> Tensor:

@@ -51,7 +51,8 @@ class EncoderSpec:
 
 
 DEFAULT_FF = {1: (256, 64, 8), 2: (256, 128, 64), 3: (256, 128)}
-POOLING_STATS = ("mean", "std", "min", "max")  # and "pNN", the NN-th percentile
+POOLING_STATS = ("mean", "std", "min", "max", "amean", "astd")  # and "pNN", the NN-th percentile
+ATTENTIVE_STATS = ("amean", "astd")  # weighted by a learned attention over frames
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ class RegressorSpec:
 
     `arch` 1 and 2 are the paper's sequence regressors; 3 is emomon's pooled regressor:
     statistics of each input dimension over the segment's real frames (`pooling`), then
-    the feed-forward head. It ignores the convolution and LSTM settings.
+    the feed-forward head. It ignores the convolution and LSTM settings. Its statistics
+    "amean" and "astd" are attentive statistics pooling (Okabe et al., Interspeech 2018):
+    a small layer (D -> `attention_dim` -> 1, tanh) scores every frame, a softmax over the
+    real frames weighs them, and the weighted mean and standard deviation enter the head;
+    those weights are the attention a segment reports.
     """
 
     arch: Literal[1, 2, 3] = 2
@@ -72,7 +77,8 @@ class RegressorSpec:
     ff_dims: tuple[int, ...] = ()  # hidden sizes of the feed-forward head; () = the paper's
     dropout: float = 0.0  # on the pooled vector and between feed-forward layers, in training only
     output: Literal["", "relu", "sigmoid", "softmax", "none"] = ""  # output activation; "" = the paper's for the arch
-    pooling: tuple[str, ...] = ("mean", "std")  # arch 3: statistics over frames: mean, std, min, max, pNN
+    pooling: tuple[str, ...] = ("mean", "std")  # arch 3: statistics over frames: mean, std, min, max, pNN, amean, astd
+    attention_dim: int = 128  # arch 3 with amean/astd: the frame scorer's hidden size
 
     def __post_init__(self) -> None:
         for stat in self.pooling:
@@ -84,10 +90,21 @@ class RegressorSpec:
             raise ValueError(f"kernel_size must be odd for 'same' padding, not {self.kernel_size}")
         if not self.conv_channels or min(self.conv_channels) < 1:
             raise ValueError("conv_channels must list at least one positive channel count")
-        if self.lstm_hidden < 1 or self.lstm_layers < 1 or any(d < 1 for d in self.ff_dims):
-            raise ValueError("lstm_hidden, lstm_layers and ff_dims must be positive")
+        if self.lstm_hidden < 1 or self.lstm_layers < 1 or any(d < 1 for d in self.ff_dims) or self.attention_dim < 1:
+            raise ValueError("lstm_hidden, lstm_layers, ff_dims and attention_dim must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+
+    @property
+    def attentive(self) -> bool:
+        """Architecture 3 with attentive statistics: pooling has trained weights, so its
+        statistics cannot be computed once before training."""
+        return self.arch == 3 and any(s in ATTENTIVE_STATS for s in self.pooling)
+
+    @property
+    def attention_stride(self) -> int:
+        """Encoder frames per attention weight: the paper's models attend after MaxPool(2)."""
+        return 1 if self.arch == 3 else 2
 
     @property
     def ff(self) -> tuple[int, ...]:

@@ -14,6 +14,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 EMODB = SHARED / "data" / "emodb"
 RAVDESS = SHARED / "data" / "ravdess"
 NEMO = SHARED / "data" / "nemo"
+ASED, BANGLASER = SHARED / "data" / "ased", SHARED / "data" / "banglaser"
+EYASE, INDOWAVE = SHARED / "data" / "eyase", SHARED / "data" / "indowave"
 EMOTIONS9 = (
     "Anger",
     "Boredom",
@@ -28,7 +30,8 @@ EMOTIONS9 = (
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for name, folder in (("Emo-DB", EMODB), ("RAVDESS", RAVDESS), ("nEMO", NEMO)):
+    corpora = (("Emo-DB", EMODB), ("RAVDESS", RAVDESS), ("nEMO", NEMO), ("ASED", ASED), ("BanglaSER", BANGLASER))
+    for name, folder in (*corpora, ("EYASE", EYASE), ("IndoWave", INDOWAVE)):
         if not folder.is_dir():
             raise pytest.UsageError(f"{name} is missing at {folder}: the tests need it under ../shared/data.")
 

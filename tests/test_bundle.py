@@ -41,6 +41,25 @@ def test_round_trip_gives_identical_predictions(encoder, tmp_path: Path, clips, 
     assert loaded.encoder == bundle.encoder and loaded.metrics == bundle.metrics
 
 
+def test_temperature_is_saved_and_applied_by_the_predictor(encoder, tmp_path: Path, clips) -> None:
+    """A calibrated bundle's shares are its raw softmax shares tempered: flatter for T > 1,
+    the same top emotion, still a distribution."""
+    bundle = make_bundle(encoder, arch=3, head="shared", output="softmax")
+    raw = Predictor(bundle, encoder, "cpu").predict(clips)
+    bundle.temperature = 2.5
+    save_bundle(bundle, tmp_path / "t")
+    assert json.loads((tmp_path / "t" / MANIFEST).read_text())["calibration"] == {"temperature": 2.5}
+    tempered = Predictor.from_bundle(tmp_path / "t", device="cpu", dtype="float32").predict(clips)
+    for a, b in zip(raw, tempered):
+        pa, pb = np.array(list(a.shares.values())), np.array(list(b.shares.values()))
+        assert pa.argmax() == pb.argmax() and pb.max() < pa.max() and pb.sum() == pytest.approx(1.0, abs=1e-5)
+        want = pa ** (1 / 2.5)
+        assert np.allclose(pb, want / want.sum(), atol=1e-5)
+    edit_manifest(tmp_path / "t", calibration={"temperature": 0.0})
+    with pytest.raises(BundleError, match="calibration.temperature must be a number between 0.05 and 20"):
+        load_bundle(tmp_path / "t")
+
+
 def test_manifest_is_readable_json_with_provenance(saved: Path) -> None:
     m = json.loads((saved / MANIFEST).read_text())
     assert m["format_version"] == 1 and len(m["emotions"]) == 9

@@ -64,6 +64,46 @@ def test_pooled_bank_equals_separate_regressors(mixed: int) -> None:
     assert (alone - y[2:3]).abs().max() <= 1e-5
 
 
+ATTENTIVE = dict(arch=3, pooling=("amean", "astd", "p50"), ff_dims=(8, 6), attention_dim=7)
+
+
+@pytest.mark.parametrize("mixed", [0, 3])
+def test_attentive_pooling_bank_equals_separate_regressors(mixed: int) -> None:
+    torch.manual_seed(10 + mixed)
+    regs = [Regressor(RegressorSpec(**ATTENTIVE), 5, 1, mixed).eval() for _ in range(3)]
+    bank = RegressorBank.from_regressors(regs).eval()
+    x, n = batch(4, 23, 5, [23, 17, 6, 1], K=mixed)
+    with torch.no_grad():
+        y, attn = bank(x, n)
+        ref = [r(x, n) for r in regs]
+    assert y.shape == (4, 3) and y.abs().max() > 1e-3
+    assert (y - torch.cat([r[0] for r in ref], 1)).abs().max() <= 1e-5
+    assert attn.shape == (4, 3, 23)  # one weight per encoder frame: no MaxPool before it
+    assert torch.allclose(attn, torch.stack([r[1] for r in ref], 1), atol=1e-6)
+    assert torch.allclose(attn.sum(-1), torch.ones(4, 3), atol=1e-5)
+    assert attn[2, :, 6:].abs().sum() == 0 and torch.allclose(attn[3, :, 0], torch.ones(3))
+    assert attn[0].std() > 0  # frames are weighed, not averaged
+    with torch.no_grad():  # alone == inside the padded batch
+        alone, a_alone = bank(x[2:3, ..., :6, :], n[2:3])
+    assert (alone - y[2:3]).abs().max() <= 1e-5 and torch.allclose(a_alone[0], attn[2, :, :6], atol=1e-6)
+
+
+def test_attentive_statistics_are_the_weighted_mean_and_std() -> None:
+    x, n = batch(2, 9, 4, [9, 5])
+    w = torch.rand(2, 9) * (torch.arange(9)[None] < n[:, None])
+    w = w / w.sum(1, keepdim=True)
+    got = pool_statistics(x, n, ("amean", "astd"), w).view(2, 2, 4)
+    for b in range(2):
+        real, wb = x[b, : n[b]].double().numpy(), w[b, : n[b]].double().numpy()
+        mean = (wb[:, None] * real).sum(0)
+        assert np.allclose(got[b, 0].numpy(), mean, atol=1e-5)
+        assert np.allclose(got[b, 1].numpy(), np.sqrt((wb[:, None] * (real - mean) ** 2).sum(0) + 1e-6), atol=1e-5)
+    uniform = (torch.arange(9)[None] < n[:, None]) / n[:, None]  # equal weights: the plain statistics
+    assert torch.allclose(pool_statistics(x, n, ("amean", "astd"), uniform), pool_statistics(x, n, ("mean", "std")), atol=1e-5)
+    with pytest.raises(ValueError, match="needs attention weights"):
+        pool_statistics(x, n, ("amean",))
+
+
 def test_pool_statistics_match_numpy() -> None:
     x, n = batch(3, 20, 4, [20, 7, 2])
     stats = ("mean", "std", "min", "max", "p0", "p10", "p50", "p90", "p100")

@@ -33,6 +33,10 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
     t.add_argument("--epochs", type=int, help="maximum epochs")
     t.add_argument("--out", help="bundle folder to write")
     t.add_argument("--report", type=Path, help="also write a report folder (markdown + plots)")
+    t.add_argument(
+        "--features-only", action="store_true",
+        help="only extract every embedding the run needs into the cache (clean, augmented, perturbed), then stop",
+    )  # fmt: skip
     t.set_defaults(run=run_train)
 
     e = sub.add_parser(
@@ -101,7 +105,7 @@ def _apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
 def run_train(args: argparse.Namespace, cfg: Config, console, argv: list[str]) -> int:
     from .experiment import train_experiment
 
-    train_experiment(apply_flags(cfg, args), args.report, console, argv)
+    train_experiment(apply_flags(cfg, args), args.report, console, argv, features_only=args.features_only)
     return 0
 
 

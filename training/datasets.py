@@ -1,4 +1,8 @@
-"""Labelled speech datasets: ComParE 2023 Emotion Share, a generic CSV manifest, Emo-DB, RAVDESS, nEMO.
+"""Labelled speech datasets: ComParE 2023 Emotion Share, a generic CSV manifest, and the
+emotional-speech corpora laid out as in ../shared/data (Emo-DB, RAVDESS, nEMO, ASED,
+BanglaSER, EYASE, IndoWave): one loader for all of those (`load_corpus`), a `Corpus`
+record each for what differs (label order, labels left out, confound subsets, speakers
+who shared recordings, licence).
 
 Each loader returns a `Dataset`: the emotion names in order and one `Item` per usable
 audio file with its share targets, split, speaker and corpus. Problems (missing audio,
@@ -40,11 +44,6 @@ RAVDESS_CODES = {
 RAVDESS_EMOTIONS = tuple(RAVDESS_CODES.values())
 NEMO_EMOTIONS = ("anger", "fear", "happiness", "neutral", "sadness", "surprise")
 DATASETS = DATASET_KINDS  # the [dataset] kinds (training/settings.py)
-LICENCES = {  # what a model trained on the corpus inherits
-    "emodb": "Emo-DB: free for research use",
-    "ravdess": "RAVDESS: CC BY-NC-SA 4.0 (non-commercial, share-alike)",
-    "nemo": "nEMO: CC BY-NC-SA 4.0 (non-commercial, share-alike)",
-}
 
 
 class DatasetError(EmomonError):
@@ -60,6 +59,13 @@ class Item:
     label: int | None = None  # class index, for categorical datasets (Emo-DB, RAVDESS)
     corpus: str = ""
     mask: tuple[bool, ...] | None = None  # emotions this item's corpus labels; None = all of them
+    group: str = ""  # speakers who must stay on one side of every split ("23+25"); "" = the speaker alone
+    subset: str = ""  # the corpus's subset of the file, for confounds ("common", "extended")
+
+    @property
+    def unit(self) -> str:
+        """What a speaker-independent split keeps together: the speaker, or its linked group."""
+        return self.group or self.speaker
 
 
 @dataclass
@@ -89,17 +95,14 @@ class Dataset:
 
 
 def load_dataset(kind: str, data: str | Path, **options) -> Dataset:
-    """Load dataset `kind` (compare23 | csv | emodb | ravdess | nemo) from `data`."""
+    """Load dataset `kind` (compare23, csv, or a corpus of CORPUS_INFO) from `data`."""
     data = Path(data)
     if not data.exists():
         raise DatasetError(f"Dataset path '{data}' does not exist.")
-    loaders = {
-        "compare23": load_compare23, "csv": load_csv_manifest, "emodb": load_emodb, "ravdess": load_ravdess,
-        "nemo": load_nemo,
-    }  # fmt: skip
-    if kind not in loaders:
+    loaders = {"compare23": load_compare23, "csv": load_csv_manifest, "emodb": load_emodb}
+    if kind not in loaders and kind not in CORPUS_INFO:
         raise DatasetError(f"Unknown dataset kind '{kind}' (choose from {', '.join(DATASETS)}).")
-    ds = loaders[kind](data, **options)
+    ds = loaders[kind](data, **options) if kind in loaders else load_corpus(data, kind)
     ds.label_sets = {ds.name: ds.emotions}
     ds.items = [replace(it, corpus=ds.name) for it in ds.items]
     return ds
@@ -109,7 +112,8 @@ def merge(datasets: list[Dataset]) -> Dataset:
     """Several corpora as one: the union of their emotions (in alphabetical order), each item
     with its targets spread onto the union and a mask of its own corpus's emotions.
 
-    Speakers are prefixed with their corpus ("emodb:03") so two corpora never share one.
+    Speakers (and linked groups) are prefixed with their corpus ("emodb:03") so two corpora
+    never share one.
     """
     if len(datasets) == 1:
         return datasets[0]
@@ -129,7 +133,10 @@ def merge(datasets: list[Dataset]) -> Dataset:
                     spread[k] = v
                 targets = tuple(spread)
             label = None if it.label is None else where[it.label]
-            out.items.append(replace(it, targets=targets, label=label, mask=mask, speaker=f"{d.name}:{it.speaker}"))
+            group = f"{d.name}:{it.group}" if it.group else ""
+            out.items.append(
+                replace(it, targets=targets, label=label, mask=mask, speaker=f"{d.name}:{it.speaker}", group=group)
+            )
         out.problems += d.problems
         out.label_sets[d.name] = d.emotions
     return out
@@ -238,24 +245,71 @@ def _assign_devel(items: list[Item], fraction: float, seed: int) -> list[Item]:
     ]
 
 
-def _load_categorical(root: Path, name: str, title: str, emotions: tuple[str, ...], share_of_intended) -> Dataset:
-    """A corpus with a labels.csv of file, speaker and emotion (one intended emotion per file).
+@dataclass(frozen=True)
+class Corpus:
+    """One emotional-speech corpus laid out as in ../shared/data: a labels.csv with `file`,
+    `speaker` and `emotion` (one portrayed emotion per file), whatever else it carries.
 
-    `share_of_intended(row)` is the target share of the intended emotion; the rest is
-    spread evenly over the corpus's other emotions, so each target sums to 1 like a
-    listener distribution. It raises ValueError for a row whose label is unusable.
+    One loader reads them all (`load_corpus`); this record says what differs.
     """
+
+    name: str
+    title: str
+    licence: str  # what a model trained on it inherits
+    emotions: tuple[str, ...] = ()  # label order; () = the labels found, sorted
+    drop: tuple[str, ...] = ()  # labels left out on purpose (not one of the model's emotions)
+    subset: str = ""  # column whose value names a file's subset (for confounds: "ased.common")
+    # speakers who shared recordings (the README could not tell whose): one side of every split
+    linked: tuple[tuple[str, ...], ...] = ()
+
+
+CORPUS_INFO = {
+    c.name: c
+    for c in (
+        Corpus("emodb", "Emo-DB", "Emo-DB: free for research use", EMODB_EMOTIONS),
+        Corpus("ravdess", "RAVDESS", "RAVDESS: CC BY-NC-SA 4.0 (non-commercial, share-alike)", RAVDESS_EMOTIONS),
+        Corpus("nemo", "nEMO", "nEMO: CC BY-NC-SA 4.0 (non-commercial, share-alike)", NEMO_EMOTIONS),
+        Corpus(
+            "ased", "ASED", "ASED: no licence stated (its authors call it freely available; research use)",
+            subset="text_kind", linked=(("23", "25"), ("39", "45", "52")),
+        ),  # fmt: skip
+        Corpus(
+            "banglaser", "BanglaSER",
+            "BanglaSER: CC BY 4.0 (main part); BanglaSER Extended: no licence stated (research use)",
+            subset="part", linked=(("13", "16", "19"),),
+        ),  # fmt: skip
+        Corpus("eyase", "EYASE", "EYASE: no licence stated (research use)"),
+        Corpus("indowave", "IndoWaveSentiment", "IndoWaveSentiment: CC BY 4.0", drop=("disappointment",)),
+    )
+}
+LICENCES = {name: c.licence for name, c in CORPUS_INFO.items()}
+
+
+def load_corpus(root: Path, corpus: Corpus | str, share_of_intended=None) -> Dataset:
+    """A corpus with a labels.csv of file, speaker and emotion, by its `Corpus` record.
+
+    Each file's target gives its portrayed emotion the share `share_of_intended(row)` (1 by
+    default; Emo-DB's listener recognition rate) and spreads the rest evenly over the
+    corpus's other emotions, so each target sums to 1 like a listener distribution.
+    `share_of_intended` raises ValueError for a row whose label is unusable. Labels in
+    `corpus.drop` are left out without a complaint; any other unknown label is a problem.
+    """
+    info = CORPUS_INFO[corpus] if isinstance(corpus, str) else corpus
     lab = root / "labels.csv"
     if not lab.is_file():
-        raise DatasetError(f"{title} folder '{root}' has no labels.csv.")
+        raise DatasetError(f"{info.title} folder '{root}' has no labels.csv.")
     columns, rows = _read_csv(lab)
-    for need in ("file", "speaker", "emotion"):
+    for need in ("file", "speaker", "emotion", *([info.subset] if info.subset else [])):
         if need not in columns:
             raise DatasetError(f"Label file '{lab}' has no '{need}' column.")
-    ds = Dataset(name, emotions, [], categorical=True)
+    emotions = info.emotions or tuple(sorted({r["emotion"] for r in rows} - set(info.drop) - {""}))
+    group = {s: "+".join(link) for link in info.linked for s in link}
+    ds = Dataset(info.name, emotions, [], categorical=True)
     E = len(emotions)
     for row in rows:
         path = root / row["file"]
+        if row["emotion"] in info.drop:
+            continue
         if row["emotion"] not in emotions:
             ds.problems.append((str(path), f"unknown emotion '{row['emotion']}'"))
             continue
@@ -263,13 +317,16 @@ def _load_categorical(root: Path, name: str, title: str, emotions: tuple[str, ..
             ds.problems.append((str(path), "audio file is missing"))
             continue
         try:
-            r = share_of_intended(row)
+            r = 1.0 if share_of_intended is None else share_of_intended(row)
         except ValueError as e:
             ds.problems.append((str(path), str(e)))
             continue
         k = emotions.index(row["emotion"])
         rest = (1.0 - r) / (E - 1)
-        ds.items.append(Item(path, tuple(r if i == k else rest for i in range(E)), "train", row["speaker"], k))
+        targets = tuple(r if i == k else rest for i in range(E))
+        spk = row["speaker"]
+        subset = row[info.subset] if info.subset else ""
+        ds.items.append(Item(path, targets, "train", spk, k, group=group.get(spk, ""), subset=subset))
     return ds
 
 
@@ -286,32 +343,9 @@ def load_emodb(root: Path, target: str = "recognition") -> Dataset:
         raise DatasetError(f"Emo-DB target '{target}' is not 'recognition' or 'onehot'.")
 
     def share(row: dict[str, str]) -> float:
-        if target == "onehot":
-            return 1.0
         try:
             return float(row["recognition_pct"]) / 100
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"recognition_pct {row.get('recognition_pct')!r} is not a number") from None
 
-    return _load_categorical(root, "emodb", "Emo-DB", EMODB_EMOTIONS, share)
-
-
-def load_ravdess(root: Path) -> Dataset:
-    """RAVDESS speech as in ../shared/data/ravdess: labels.csv with file, speaker, emotion.
-
-    No per-file listener ratings come with this copy, so each target is one-hot: share 1
-    for the emotion the actor portrayed (either intensity), 0 for the other seven. Every
-    file is put in split "train"; the caller makes speaker folds.
-    """
-    return _load_categorical(root, "ravdess", "RAVDESS", RAVDESS_EMOTIONS, lambda row: 1.0)
-
-
-def load_nemo(root: Path) -> Dataset:
-    """nEMO (Polish) as in ../shared/data/nemo: labels.csv with file, speaker, emotion.
-
-    Six portrayed emotions, no listener ratings: one-hot targets, as RAVDESS. Every
-    sentence is spoken in every emotion, so the words carry no label. The audio is 16 kHz
-    Ogg Opus (a lossy speech codec); every file is put in split "train" and the caller
-    makes speaker folds.
-    """
-    return _load_categorical(root, "nemo", "nEMO", NEMO_EMOTIONS, lambda row: 1.0)
+    return load_corpus(root, "emodb", share if target == "recognition" else None)

@@ -27,16 +27,17 @@ from ..model.bundle import Bundle, save_bundle
 from ..model.encoder import Encoder, load_encoder
 from ..model.normalize import FeatureNorm, feature_stats, frame_sums, per_speaker_standardise, stats_from_sums
 from ..model.predictor import Predictor
-from ..model.regressor import normalise_pooled, pool_each
+from ..model.regressor import normalise_pooled, pool_each, temper
 from ..model.settings import to_dict
 from ..model.specs import LAYERED
 from ..streamer.config import Config
 from .cache import EmbeddingCache
 from .datasets import LICENCES, Dataset, DatasetError, Item, load_dataset, merge
 from .evaluate import score, write_experiment_report, write_report
+from .metrics import fit_temperature
 from .protocols import Protocol, default_protocols
 from .settings import AugmentSettings
-from .train import FitResult, Split, collate, fit, predict
+from .train import FitResult, Split, balance_weights, collate, fit, predict
 
 log = logging.getLogger("emomon")
 
@@ -60,13 +61,21 @@ def report_problems(console: Console, problems: list[tuple[str, str]], what: str
 
 
 def load_corpora(cfg: Config) -> Dataset:
-    """The [dataset] corpora, merged into one Dataset when there are several."""
+    """The [dataset] corpora, merged into one Dataset when there are several, less the
+    subsets [dataset] exclude names ("ased.emotion_specific")."""
     kinds, paths = cfg.dataset.kinds, cfg.dataset.paths
     if len(kinds) != len(paths):
         raise DatasetError(
             f"{len(kinds)} dataset kinds ({', '.join(kinds)}) need as many data paths, not {len(paths)}."
         )
-    return merge([load_dataset(k, d, **_dataset_options(cfg, k)) for k, d in zip(kinds, paths)])
+    ds = merge([load_dataset(k, d, **_dataset_options(cfg, k)) for k, d in zip(kinds, paths)])
+    for name in cfg.dataset.exclude:
+        corpus, _, subset = name.partition(".")
+        drop = [it for it in ds.items if it.corpus == corpus and it.subset == subset]
+        if not drop:
+            raise DatasetError(f"[dataset] exclude: '{name}' matches no file of the training data.")
+        ds.items = [it for it in ds.items if not (it.corpus == corpus and it.subset == subset)]
+    return ds
 
 
 class Features:
@@ -108,11 +117,12 @@ class Features:
     @property
     def pools(self) -> bool:
         """Whether fits start from each file's pooled statistics, computed once per run
-        instead of once per fold: Architecture 3 on one encoder layer, normalised globally
+        instead of once per fold: Architecture 3 without attention on one encoder layer, normalised globally
         (a per-dimension affine map, which every statistic commutes with:
         model.regressor.normalise_pooled)."""
         one_layer = not self.clean or self.clean[0].dim() == 2
-        return self.cfg.regressor.arch == 3 and one_layer and self.cfg.train.normalization == "global"
+        spec = self.cfg.regressor
+        return spec.arch == 3 and not spec.attentive and one_layer and self.cfg.train.normalization == "global"
 
     def _pool(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """(N, F) statistics of each file's frames."""
@@ -182,6 +192,15 @@ class Features:
 
         return self._variant(name, transform, stored=True)
 
+    def predict(self, r: FitResult, norm: FeatureNorm, idx: np.ndarray, perturbation: str = "") -> np.ndarray:
+        """A fit's shares (len(idx), E) for items `idx`, clean or through a perturbation,
+        each speaker's files as one session in file order (normalised as the Predictor would)."""
+        if self.pools:
+            pooled = self.pooled_perturbed(perturbation) if perturbation else self.pooled[0]
+            return pooled_predict(r, norm, pooled[idx])
+        feats = self.perturbed(perturbation) if perturbation else self.clean
+        return sessions_predict(r, norm, [self.items[i] for i in idx], [feats[i].float() for i in idx])
+
     def split(self, idx: np.ndarray, augmented: bool = False) -> tuple[Split, list[str]]:
         items = [self.items[i] for i in idx]
         masks = np.array([it.mask if it.mask is not None else [True] * len(self.ds.emotions) for it in items])
@@ -190,6 +209,7 @@ class Features:
             np.array([it.targets for it in items], dtype=np.float32),
             masks.astype(bool).reshape(len(items), len(self.ds.emotions)),
             [self.views[i] for i in idx] if augmented and not self.pools else [],
+            weights=balance_weights([it.corpus for it in items], [it.speaker for it in items], self.cfg.train.balance),
         )
         if self.pools:
             split.pooled = self.pooled[:, idx] if augmented else self.pooled[:1, idx]
@@ -319,35 +339,43 @@ def run_protocol(
 ) -> tuple[dict, list[FitResult], FeatureNorm]:
     """Train and test every fold of `protocol`; returns (metrics, fits, the last fold's
     normalisation). The test files are also scored through each [evaluation]
-    perturbation, by the same fold models."""
+    perturbation, by the same fold models. Where the output is a softmax, each fold also
+    fits a temperature on its devel speakers' predictions (held out from training, as the
+    final model's is) and scores the test files through it: metrics["calibrated"]."""
     ds, emotions = feats.ds, feats.ds.emotions
     classes = protocol.classes(ds)
     folds = protocol.folds(replace(ds, items=feats.items))
-    perturbed = {p: None if feats.pools else feats.perturbed(p) for p in cfg.evaluation.perturbations}
+    perturbed = cfg.evaluation.perturbations
     idx = np.concatenate([f.test for f in folds])
     pred = {name: np.zeros((len(idx), len(emotions)), np.float32) for name in ("clean", *perturbed)}
-    fits, at = [], 0
+    softmax = cfg.regressor.output_activation == "softmax"
+    tempered = np.zeros((len(idx), len(emotions)), np.float32)
+    fits, temperatures, at = [], [], 0
     for k, fold in enumerate(folds):
         progress.start_fit(f"{protocol.name} {k + 1}/{len(folds)}", cfg.train.epochs)
         r, norm = fit_normalised(
             cfg, emotions, feats.split(fold.train, augmented=True), feats.split(fold.devel), on_epoch=progress.epoch
         )
-        test_items = [feats.items[i] for i in fold.test]
         rows = slice(at, at + len(fold.test))
-        if feats.pools:
-            pred["clean"][rows] = pooled_predict(r, norm, feats.pooled[0, fold.test])
-            for p in perturbed:
-                pred[p][rows] = pooled_predict(r, norm, feats.pooled_perturbed(p)[fold.test])
-        else:
-            pred["clean"][rows] = sessions_predict(r, norm, test_items, [feats.clean[i] for i in fold.test])
-            for p, pf in perturbed.items():
-                pred[p][rows] = sessions_predict(r, norm, test_items, [pf[i].float() for i in fold.test])
+        pred["clean"][rows] = feats.predict(r, norm, fold.test)
+        for p in perturbed:
+            pred[p][rows] = feats.predict(r, norm, fold.test, p)
+        if softmax:
+            devel, _ = feats.split(fold.devel)
+            temperatures.append(fit_temperature(feats.predict(r, norm, fold.devel), devel.targets, devel.mask_array()))
+            tempered[rows] = temper(torch.from_numpy(pred["clean"][rows]), temperatures[-1]).numpy()
         at += len(fold.test)
         fits.append(r)
         progress.end_fit()
     items = [feats.items[i] for i in idx]
     metrics = score_classes(pred["clean"], items, emotions, classes)
     metrics["folds"] = len(folds)
+    if softmax:
+        cal = score_classes(tempered, items, emotions, classes, n_boot=0)
+        metrics["calibrated"] = {
+            "temperature": float(np.median(temperatures)), "temperatures": temperatures,
+            "ece": cal["calibration"]["ece"], "spearman_mean": cal["spearman_mean"],
+        }  # fmt: skip
     if perturbed:
         metrics["robustness"] = {}
         for p in perturbed:
@@ -356,6 +384,9 @@ def run_protocol(
     line = f"{protocol.name}: {len(idx)} files, {len(folds)} fold(s)"
     if "uar" in metrics:
         line += f", UAR {metrics['uar']:.3f} (95 % CI {metrics['uar_ci95'][0]:.3f} to {metrics['uar_ci95'][1]:.3f})"
+        line += f", ECE {metrics['calibration']['ece']:.3f}"
+        if softmax:
+            line += f" ({metrics['calibrated']['ece']:.3f} at T {metrics['calibrated']['temperature']:.2f})"
     console.print(line + f", mean Spearman {metrics['spearman_mean']:.3f}")
     return metrics, fits, norm
 
@@ -377,24 +408,40 @@ def _device(cfg: Config) -> torch.device:
     return resolve_device(cfg.runtime.device)
 
 
-def train_experiment(cfg: Config, report: Path | None, console: Console, argv: list[str]) -> Path:
+def train_experiment(
+    cfg: Config, report: Path | None, console: Console, argv: list[str], features_only: bool = False
+) -> Path | None:
     """Run the experiment `cfg` describes: evaluate every protocol, then train the final
-    model on all labelled data for the median of the folds' best epochs; returns the bundle."""
+    model on all labelled data for the median of the folds' best epochs; returns the bundle.
+
+    `features_only`: fill the embedding cache with everything the run reads (so the
+    extraction can run apart, on a GPU machine say), then stop; returns None.
+    """
     ds = load_corpora(cfg)
     console.print(ds.summary())
     report_problems(console, ds.problems, "reading labels")
     encoder = load_encoder(cfg.encoder, cfg.runtime.device, cfg.runtime.dtype)
+    started = time.monotonic()
     feats = Features(ds, encoder, cfg, console)
+    if features_only:
+        for p in cfg.evaluation.perturbations:
+            feats.perturbed(p)
+        console.print(
+            f"features of {len(feats.items)} files in {feats.cache.folder} "
+            f"({(time.monotonic() - started) / 60:.1f} min on {_device(cfg)})", soft_wrap=True
+        )  # fmt: skip
+        return None
     protocols = [Protocol.parse(p) for p in cfg.evaluation.protocols] or default_protocols(ds)
     n_folds = sum(len(p.folds(replace(ds, items=feats.items))) for p in protocols)
     n_folds += 0 if len(protocols) == 1 and protocols[0].kind == "split" else 1  # the final model
-    evaluations, histories, best_epochs = {}, [], []
+    evaluations, histories, best_epochs, temperatures = {}, [], [], []
     with TrainingProgress(console, n_folds, cfg.train.epochs) as progress:
         for protocol in protocols:
             evaluations[protocol.name], fits, last_norm = run_protocol(protocol, feats, cfg, progress, console)
             histories += [r.history for r in fits]
             if protocol.kind != "cross":  # trained on data like the final model's
                 best_epochs += [r.best_epoch for r in fits]
+                temperatures += evaluations[protocol.name].get("calibrated", {}).get("temperatures", [])
         labelled = np.array([i for i, it in enumerate(feats.items) if it.targets is not None])
         if len(protocols) == 1 and protocols[0].kind == "split":
             # The paper's recipe: the model trained on the train split, its epoch chosen on devel.
@@ -408,10 +455,15 @@ def train_experiment(cfg: Config, report: Path | None, console: Console, argv: l
             )
             progress.end_fit()
             console.print(f"final model: all {len(labelled)} labelled files, {epochs} epochs (median best epoch)")
+    if not temperatures:  # only cross-corpus protocols: their devel speakers are still held out
+        temperatures = [t for m in evaluations.values() for t in m.get("calibrated", {}).get("temperatures", [])]
+    temperature = float(np.median(temperatures)) if temperatures else 1.0
     metrics = {
         "evaluations": evaluations,
-        "final_training": {"epochs": epochs, "n": int(len(labelled)), "corpora": ds.corpora()},
-    }
+        "final_training": {
+            "epochs": epochs, "n": int(len(labelled)), "corpora": ds.corpora(), "temperature": temperature
+        },
+    }  # fmt: skip
     bundle = Bundle(
         emotions=ds.emotions,
         encoder=replace(cfg.encoder, revision=str(getattr(encoder, "revision", cfg.encoder.revision))),
@@ -424,6 +476,7 @@ def train_experiment(cfg: Config, report: Path | None, console: Console, argv: l
         norm_mode=norm.mode,
         norm_prior_frames=norm.prior_frames,
         norm_session_frames=norm.session_frames,
+        temperature=temperature,
         metrics=metrics,
         provenance=provenance(cfg, ds, len(feats.items), argv),
         encoder_digest=getattr(encoder, "digest", ""),

@@ -11,11 +11,18 @@ One concept for every corpus, chosen in `[evaluation] protocols`:
                    tested on all of corpus B, over the emotions both corpora label;
 - "A+B>C"          leave-one-corpus-out: trained on corpora A and B (a tenth of their
                    speakers as devel), tested on all of C, over the emotions C and at
-                   least one of A and B label.
+                   least one of A and B label;
+- "*>C"            the same, trained on every other corpus of the run.
 
-Every protocol is speaker-independent: no speaker is ever in two of a fold's parts.
-A fold's test files are scored over `classes`, the emotions the test corpus (and for
-"A>B" also the training corpus) labels; arg-max and UAR are taken over those alone.
+The test corpus may name one of its subsets, "CORPUS.SUBSET" (the value of the corpus's
+subset column, training/datasets.py): "ased.common:loso" tests each ASED speaker on the two
+sentences spoken in every emotion only, "...>banglaser.main" tests on BanglaSER's main
+part. Only the test part is restricted; the rest of the corpus still trains.
+
+Every protocol is speaker-independent: no speaker (nor any speaker linked to it by shared
+recordings, Item.unit) is ever in two of a fold's parts. A fold's test files are scored
+over `classes`, the emotions the test corpus (or subset; for "A>B" also the training
+corpus) labels; arg-max and UAR are taken over those alone.
 """
 
 from __future__ import annotations
@@ -43,57 +50,70 @@ class Protocol:
     corpus: str  # the test corpus (for cross: the training corpora, joined by "+")
     target: str = ""  # cross: the test corpus
     k: int = 0  # kfold: groups
+    subset: str = ""  # test only the test corpus's files of this subset
 
     @classmethod
     def parse(cls, text: str) -> Protocol:
-        if m := re.fullmatch(r"([a-z0-9_]+(?:\+[a-z0-9_]+)*)>([a-z0-9_]+)", text):
+        if m := re.fullmatch(r"(\*|[a-z0-9_]+(?:\+[a-z0-9_]+)*)>([a-z0-9_]+)(?:\.([a-z0-9_]+))?", text):
             if m[2] in m[1].split("+"):
                 raise DatasetError(f"Evaluation protocol '{text}' tests on a corpus it trains on.")
-            return cls("cross", m[1], m[2])
-        m = re.fullmatch(r"([a-z0-9_]+):(split|loso|kfold(\d+))", text)
+            return cls("cross", m[1], m[2], subset=m[3] or "")
+        m = re.fullmatch(r"([a-z0-9_]+)(?:\.([a-z0-9_]+))?:(split|loso|kfold(\d+))", text)
         if not m:
             raise DatasetError(
-                f"Evaluation protocol '{text}' is not CORPUS:split, CORPUS:loso, CORPUS:kfoldK, A>B or A+B>C."
+                f"Evaluation protocol '{text}' is not CORPUS:split, CORPUS:loso, CORPUS:kfoldK, A>B or A+B>C "
+                "(a test corpus may be CORPUS.SUBSET)."
             )
-        if m[3]:
-            if int(m[3]) < 2:
+        if m[4]:
+            if int(m[4]) < 2:
                 raise DatasetError(f"Evaluation protocol '{text}' needs at least 2 folds.")
-            return cls("kfold", m[1], k=int(m[3]))
-        return cls(m[2], m[1])
+            return cls("kfold", m[1], k=int(m[4]), subset=m[2] or "")
+        return cls(m[3], m[1], subset=m[2] or "")
 
     @property
     def name(self) -> str:
-        """The key in the bundle's metrics: emodb_loso, ravdess_kfold6, emodb_to_ravdess, ..."""
+        """The key in the bundle's metrics: emodb_loso, ravdess_kfold6, emodb_to_ravdess,
+        ased_common_loso, ..."""
+        sub = f"_{self.subset}" if self.subset else ""
         if self.kind == "cross":
-            return f"{'_'.join(self.sources)}_to_{self.target}"
-        return f"{self.corpus}_{self.kind}{self.k or ''}"
+            return f"{'rest' if self.corpus == '*' else '_'.join(self.corpus.split('+'))}_to_{self.target}{sub}"
+        return f"{self.corpus}{sub}_{self.kind}{self.k or ''}"
 
     @property
     def test_corpus(self) -> str:
         return self.target or self.corpus
 
-    @property
-    def sources(self) -> list[str]:
+    def sources(self, ds: Dataset) -> list[str]:
         """The corpora a fold trains on ("cross"), or the one it is about."""
+        if self.corpus == "*":
+            return [c for c in ds.corpora() if c != self.target]
         return self.corpus.split("+")
 
     def classes(self, ds: Dataset) -> list[int]:
         """Indices into ds.emotions that this protocol scores."""
         labelled = set(ds.label_sets.get(self.test_corpus, ds.emotions))
+        if self.subset:  # the emotions the subset's files portray
+            labelled &= {ds.emotions[it.label] for it in ds.items if self._tested(it) and it.label is not None}
         if self.kind == "cross":
-            labelled &= set().union(*(ds.label_sets[c] for c in self.sources))
+            labelled &= set().union(*(ds.label_sets[c] for c in self.sources(ds)))
         return [i for i, e in enumerate(ds.emotions) if e in labelled]
 
+    def _tested(self, it) -> bool:
+        return (it.corpus or "") == self.test_corpus and (not self.subset or it.subset == self.subset)
+
     def folds(self, ds: Dataset) -> list[Fold]:
-        for c in {*self.sources, self.test_corpus}:
+        for c in {*self.sources(ds), self.test_corpus}:
             if c not in ds.corpora():
                 raise DatasetError(
                     f"Evaluation protocol '{self.name}' names corpus '{c}', which is not among the "
                     f"training data ({', '.join(ds.corpora())})."
                 )
         corpus = np.array([it.corpus or ds.name for it in ds.items])
-        speaker = np.array([it.speaker for it in ds.items])
+        speaker = np.array([it.unit for it in ds.items])  # linked speakers count as one
         labelled = np.array([it.targets is not None for it in ds.items])
+        tested = np.array([not self.subset or it.subset == self.subset for it in ds.items])
+        if self.subset and not (tested & (corpus == self.test_corpus)).any():
+            raise DatasetError(f"Evaluation protocol '{self.name}': corpus {self.test_corpus} has no '{self.subset}' files.")
         idx = np.arange(len(ds.items))
         if self.kind == "split":
             split = np.array([it.split for it in ds.items])
@@ -106,16 +126,16 @@ class Protocol:
                 raise DatasetError(f"Corpus {self.corpus} has no labelled train and devel split for '{self.name}'.")
             return [Fold(idx[train], idx[devel], idx[test])]
         if self.kind == "cross":
-            own = np.isin(corpus, self.sources) & labelled
+            own = np.isin(corpus, self.sources(ds)) & labelled
             devel = np.zeros(len(ds.items), bool)
-            for c in self.sources:  # a tenth of each training corpus's speakers picks the epoch
+            for c in self.sources(ds):  # a tenth of each training corpus's speakers picks the epoch
                 groups = sorted(set(speaker[own & (corpus == c)]))
                 if len(groups) < 2:
                     raise DatasetError(f"Corpus {c} needs at least 2 speakers for '{self.name}'.")
                 n_devel = max(1, round(CROSS_DEVEL_FRACTION * len(groups)))
                 devel |= own & np.isin(speaker, groups[-n_devel:])
             keep = set(self.classes(ds))
-            test = (corpus == self.target) & labelled & np.array([it.label in keep for it in ds.items])
+            test = (corpus == self.target) & labelled & tested & np.array([it.label in keep for it in ds.items])
             return [Fold(idx[own & ~devel], idx[devel], idx[test])]
         own = (corpus == self.corpus) & labelled
         speakers = sorted(set(speaker[own]))
@@ -126,10 +146,10 @@ class Protocol:
             )
         folds = []
         for g, group in enumerate(groups):
-            test = own & np.isin(speaker, group)
+            held = own & np.isin(speaker, group)  # the test speakers' files: none of them trains
             devel = own & np.isin(speaker, groups[(g + 1) % len(groups)])
-            folds.append(Fold(idx[labelled & ~test & ~devel], idx[devel], idx[test]))
-        return folds
+            folds.append(Fold(idx[labelled & ~held & ~devel], idx[devel], idx[held & tested]))
+        return [f for f in folds if len(f.test)]  # a speaker with no file of the subset tests nothing
 
 
 def default_protocols(ds: Dataset) -> list[Protocol]:

@@ -30,6 +30,9 @@ class TrainSettings:
     # become its own "neutral"; 0 = no cap.
     session_frames: int = 0
     loss: Literal["mse", "ce"] = "mse"  # MSE on shares (the paper) or cross-entropy with soft targets
+    # each file's weight in the loss: "none" (the paper: every file the same), "corpus" (every
+    # corpus the same in all), "speaker" (every corpus the same, within it every speaker)
+    balance: Literal["none", "corpus", "speaker"] = "none"
     cache_dir: str = ""  # embedding cache; "" = $XDG_CACHE_HOME/emomon/embeddings (~/.cache/...)
     out: str = ""  # bundle folder to write; "" = models/<dataset>-<encoder>-arch<N>
 
@@ -40,7 +43,9 @@ class TrainSettings:
             raise ValueError("prior_frames and session_frames must be >= 0")
 
 
-DATASET_KINDS = ("compare23", "csv", "emodb", "ravdess", "nemo")
+# corpora laid out as in ../shared/data (training/datasets.py CORPUS_INFO)
+CORPORA = ("emodb", "ravdess", "nemo", "ased", "banglaser", "eyase", "indowave")
+DATASET_KINDS = ("compare23", "csv", *CORPORA)
 
 
 def _names(value: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -63,11 +68,17 @@ class DatasetSettings:
     target: Literal["recognition", "onehot"] = "recognition"  # Emo-DB labels -> shares
     devel_fraction: float = 0.2  # csv without a split column: share of speakers held out
     trim: bool = True  # cut each file to its speech with the monitor's VAD, as live segments are
+    # subsets left out of training and evaluation, "CORPUS.SUBSET" (a value of the corpus's
+    # subset column): ["ased.emotion_specific"] drops the sentences whose words give the emotion away
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for k in self.kinds:
             if k not in DATASET_KINDS:
                 raise ValueError(f"dataset kind '{k}' is not one of {', '.join(DATASET_KINDS)}")
+        for x in self.exclude:
+            if not re.fullmatch(r"[a-z0-9_]+\.[a-z0-9_]+", x):
+                raise ValueError(f"exclude '{x}' is not CORPUS.SUBSET")
         if self.kinds and self.paths and len(self.kinds) != len(self.paths):
             raise ValueError(f"{len(self.kinds)} dataset kinds need as many data paths, not {len(self.paths)}")
 

@@ -46,6 +46,7 @@ class Split:
     # them and reads `features` for their shape alone.
     pooled: torch.Tensor | None = None
     sums: torch.Tensor | None = None  # with `pooled`: (N, 3, D) model.normalize.frame_sums of each file
+    weights: np.ndarray | None = None  # (N,) each file's weight in the loss (mean 1); None = equal ([train] balance)
 
     def __len__(self) -> int:
         return len(self.features)
@@ -54,8 +55,11 @@ class Split:
         return np.ones(self.targets.shape, dtype=bool) if self.masks is None else self.masks
 
 
-def masked_loss(y: torch.Tensor, t: torch.Tensor, m: torch.Tensor, kind: str) -> torch.Tensor:
-    """Loss over the emotions each file labels: y, t (B, E) shares, m (B, E) bool.
+def masked_loss(
+    y: torch.Tensor, t: torch.Tensor, m: torch.Tensor, kind: str, w: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Loss over the emotions each file labels: y, t (B, E) shares, m (B, E) bool, w (B,)
+    each file's weight (None = equal).
 
     "mse": mean squared error over the labelled entries. "ce": cross-entropy of the
     target shares against the predicted shares renormalised over the labelled emotions
@@ -63,10 +67,33 @@ def masked_loss(y: torch.Tensor, t: torch.Tensor, m: torch.Tensor, kind: str) ->
     pushed down by it.
     """
     m = m.to(y.dtype)
+    w = torch.ones(y.shape[0], dtype=y.dtype, device=y.device) if w is None else w.to(y.dtype)
     if kind == "mse":
-        return (((y - t) ** 2) * m).sum() / m.sum().clamp(min=1)
+        return (((y - t) ** 2) * m * w[:, None]).sum() / (m * w[:, None]).sum().clamp(min=1e-12)
     p = (y * m) / (y * m).sum(1, keepdim=True).clamp(min=1e-12)
-    return -(t * m * torch.log(p.clamp(min=1e-8))).sum(1).mean()
+    return (-(t * m * torch.log(p.clamp(min=1e-8))).sum(1) * w).sum() / w.sum().clamp(min=1e-12)
+
+
+def balance_weights(corpora: list[str], speakers: list[str], how: str) -> np.ndarray | None:
+    """Each training file's loss weight, mean 1, so that no corpus (or speaker) dominates.
+
+    "corpus": every corpus weighs the same in all, however many files it has (nEMO's 4,481
+    files then count as much as IndoWave's 240); "speaker": every corpus the same, and
+    within it every speaker the same; "none": None, every file the same.
+    """
+    if how == "none":
+        return None
+    c = np.asarray(corpora)
+    units = c if how == "corpus" else np.char.add(np.char.add(c, "\0"), np.asarray(speakers))
+    w = np.zeros(len(c))
+    n_corpora = len(set(corpora))
+    for corpus in set(corpora):
+        own = c == corpus
+        members = sorted(set(units[own]))
+        for u in members:
+            where = units == u
+            w[where] = 1.0 / (n_corpora * len(members) * where.sum())
+    return (w * len(w)).astype(np.float32)
 
 
 @dataclass
@@ -148,6 +175,7 @@ def fit(
     opt = torch.optim.Adam(bank.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=fused)
     targets = torch.as_tensor(train.targets, dtype=torch.float32)
     masks = torch.as_tensor(train.mask_array())
+    weights = None if train.weights is None else torch.as_tensor(train.weights, dtype=torch.float32)
     n_views = min((len(v) for v in train.views), default=0)
     if devel is not None:
         scored = devel.mask_array().all(0)  # emotions every devel file labels
@@ -157,7 +185,7 @@ def fit(
     # Architecture 3 pools fixed (already normalised) features before any trained layer, so
     # each file's statistics are computed once and the epochs train the head alone: the
     # same maths as bank(x, lengths), without padding and pooling every batch again.
-    pooled = spec.arch == 3 and not mixed
+    pooled = spec.arch == 3 and not mixed and not spec.attentive
     if pooled:
         if train.pooled is not None:
             versions = train.pooled
@@ -204,7 +232,8 @@ def fit(
         batches, view = epoch_batches()
         for idx in batches:
             y = batch_forward(idx, view)
-            loss = masked_loss(y, targets[idx].to(device), masks[idx].to(device), settings.loss)
+            w = None if weights is None else weights[idx].to(device)
+            loss = masked_loss(y, targets[idx].to(device), masks[idx].to(device), settings.loss, w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

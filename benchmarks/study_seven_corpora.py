@@ -1,0 +1,227 @@
+"""The default model on seven corpora: what each choice of the recipe does where it matters.
+
+    python benchmarks/study_seven_corpora.py [--only VARIANT ...] [--seeds 0 1 2] [--protocols loco|within]
+
+Every variant trains and tests the same speaker-independent folds with emomon's own
+training loop (training/experiment.py), from the default recipe
+(training/experiments/default_whisper_base.toml) with one thing changed at a time:
+corpus balance, how the loss treats emotions a corpus does not label, whether ASED's
+emotion-specific sentences train, augmentation, attentive statistics pooling, the input
+normalisation. `--protocols loco` (default) is leave one corpus out, all seven (trained on
+six, tested on the seventh over the emotions it shares with them; ASED on its common
+sentences, BanglaSER on its main part); `within` is each corpus speaker-independently with
+the other six training too. Beside every row, `probe`: the linear probe the goals are set
+against (multinomial logistic regression on mean-pooled frames of the same layer,
+standardised on the training part, L2, the same folds and masks).
+
+Each run (variant, protocols, seed) is saved as it ends with the CPU it ran on
+(benchmarks/results/study_seven_corpora.json) and skipped next time unless --again; the
+table (the study_seven_corpora section of docs/training.md) has one row per variant: the
+mean UAR, the lowest protocol and ECE before and after the devel-fitted temperature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.report import cpu_name, table, update_doc  # noqa: E402
+
+CORPORA = ("emodb", "ravdess", "nemo", "ased", "banglaser", "eyase", "indowave")
+TESTED = {"ased": "ased.common", "banglaser": "banglaser.main"}  # around the confounds (datasets' READMEs)
+PROTOCOLS = {
+    "loco": tuple(f"*>{TESTED.get(c, c)}" for c in CORPORA),
+    "within": (
+        "emodb:loso", "ravdess:kfold6", "nemo:loso", "ased.common:kfold5", "banglaser.main:kfold5", "eyase:loso",
+        "indowave:kfold5",
+    ),
+}  # fmt: skip
+ATTENTIVE = ("amean", "astd", "p10", "p50", "p90")
+VARIANTS = {  # name -> (what changes, {table: {key: value}})
+    "base": ("the recipe on seven corpora, no augmentation", {}),
+    "balance-corpus": ("every corpus weighs the same", {"train": {"balance": "corpus"}}),
+    "balance-speaker": ("every corpus, and within it every speaker, the same", {"train": {"balance": "speaker"}}),
+    "unmasked": ("emotions a corpus does not label count as 0 (softmax over all nine)", {"unmasked": True}),
+    "no-ased-specific": (
+        "ASED's emotion-specific sentences do not train",
+        {"dataset": {"exclude": ("ased.emotion_specific",)}},
+    ),
+    "augment": ("two augmented views per file (phone, codec, room, noise, crop)", {"augment": {"views": 2}}),
+    "attentive": ("attentive statistics pooling", {"regressor": {"pooling": ATTENTIVE}}),
+    "probe": ("linear probe: logistic regression on mean-pooled frames", {"probe": True}),
+}
+
+
+def configure(base, name: str, protocols: tuple[str, ...], seed: int, cache: str):
+    """The variant's Config: the base recipe with its changes, no perturbation rows."""
+    changes = VARIANTS[name][1]
+    cfg = replace(
+        base,
+        evaluation=replace(base.evaluation, protocols=protocols, perturbations=()),
+        augment=replace(base.augment, views=0),
+        train=replace(base.train, seed=seed, cache_dir=cache or base.train.cache_dir),
+    )
+    for tab, values in changes.items():
+        if isinstance(values, dict):
+            cfg = replace(cfg, **{tab: replace(getattr(cfg, tab), **values)})
+    return cfg
+
+
+def probe_protocol(protocol, feats, ds, l2: float = 1e-3):
+    """The linear probe on one protocol's folds: predictions (N, E) for the concatenated test files."""
+    import numpy as np
+    import torch
+
+    from emomon.training.train import masked_loss
+
+    D = feats.clean[0].shape[-1]
+    means = feats.pooled[0, :, :D] if feats.pools else torch.stack([f.float().mean(0) for f in feats.clean])
+    targets = torch.tensor(np.array([it.targets for it in feats.items]), dtype=torch.float32)
+    masks = torch.tensor(np.array([it.mask or [True] * len(ds.emotions) for it in feats.items]))
+    out = []
+    for fold in protocol.folds(replace(ds, items=feats.items)):
+        tr = torch.as_tensor(np.concatenate([fold.train, fold.devel]))
+        mu, sd = means[tr].mean(0), means[tr].std(0).clamp(min=1e-5)
+        x = (means - mu) / sd
+        w = torch.zeros(D, len(ds.emotions), requires_grad=True)
+        b = torch.zeros(len(ds.emotions), requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            p = (x[tr] @ w + b).softmax(-1)
+            loss = masked_loss(p, targets[tr], masks[tr], "ce") + l2 * (w**2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            out.append((x[torch.as_tensor(fold.test)] @ w + b).softmax(-1).numpy())
+    return np.concatenate(out)
+
+
+def run_variant(name: str, cfg, console) -> dict:
+    import numpy as np
+
+    from emomon.model.encoder import load_encoder
+    from emomon.training.experiment import Features, TrainingProgress, load_corpora, run_protocol, score_classes
+    from emomon.training.protocols import Protocol
+
+    changes = VARIANTS[name][1]
+    ds = load_corpora(cfg)
+    if changes.get("unmasked"):
+        ds.items = [replace(it, mask=None) for it in ds.items]
+    encoder = load_encoder(cfg.encoder, cfg.runtime.device, cfg.runtime.dtype)
+    feats = Features(ds, encoder, cfg, console)
+    protocols = [Protocol.parse(p) for p in cfg.evaluation.protocols]
+    rows = {}
+    n_folds = sum(len(p.folds(replace(ds, items=feats.items))) for p in protocols)
+    with TrainingProgress(console, n_folds, cfg.train.epochs) as progress:
+        for p in protocols:
+            if changes.get("probe"):
+                pred = probe_protocol(p, feats, ds)
+                idx = np.concatenate([f.test for f in p.folds(replace(ds, items=feats.items))])
+                m = score_classes(pred, [feats.items[i] for i in idx], ds.emotions, p.classes(ds), n_boot=0)
+            else:
+                m = run_protocol(p, feats, cfg, progress, console)[0]
+            rows[p.name] = {
+                "uar": m["uar"], "ece": m["calibration"]["ece"], "n": m["n"],
+                **({"ece_calibrated": m["calibrated"]["ece"], "temperature": m["calibrated"]["temperature"]}
+                   if "calibrated" in m else {}),
+            }  # fmt: skip
+            console.print(f"{name} {p.name}: {rows[p.name]}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+
+    from emomon.streamer.config import load_config
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, default=ROOT / "training" / "experiments" / "default_v4.toml")
+    ap.add_argument("--protocols", choices=list(PROTOCOLS), default="loco")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--only", nargs="*", choices=list(VARIANTS), help="run these variants only")
+    ap.add_argument("--again", action="store_true", help="train runs that are already saved again")
+    ap.add_argument("--cache", default="", help="embedding cache folder ([train] cache_dir)")
+    ap.add_argument("--table", action="store_true", help="only rewrite the table from the saved results")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "training.md")
+    args = ap.parse_args(argv)
+    base = load_config(args.config)
+    console = Console(stderr=True)
+    saved_file = args.out / "study_seven_corpora.json"
+    runs = json.loads(saved_file.read_text())["runs"] if saved_file.exists() else []
+    key = lambda r: (r["variant"], r["protocols"], r["seed"])  # noqa: E731
+    for name in [] if args.table else args.only or VARIANTS:
+        for seed in args.seeds:
+            if not args.again and any(key(r) == (name, args.protocols, seed) for r in runs):
+                continue
+            if VARIANTS[name][1].get("probe") and seed != args.seeds[0]:
+                continue  # the probe is deterministic
+            t0 = time.perf_counter()
+            cfg = configure(base, name, PROTOCOLS[args.protocols], seed, args.cache)
+            rows = run_variant(name, cfg, console)
+            runs[:] = [r for r in runs if key(r) != (name, args.protocols, seed)]
+            runs.append(dict(
+                variant=name, protocols=args.protocols, seed=seed, rows=rows,
+                minutes=round((time.perf_counter() - t0) / 60, 1), cpu=cpu_name(), date=time.strftime("%Y-%m-%d"),
+            ))  # fmt: skip
+            args.out.mkdir(parents=True, exist_ok=True)
+            saved_file.write_text(json.dumps({"runs": runs}, indent=1))
+    for protocols in PROTOCOLS:
+        body = summary_table([r for r in runs if r["protocols"] == protocols], protocols)
+        if body:
+            print(body)
+            update_doc(args.doc, body, f"study_seven_corpora_{protocols}", f"Seven corpora: {protocols} study")
+    return 0
+
+
+def summary_table(runs: list[dict], protocols: str) -> str:
+    """One row per variant: means over its saved seeds."""
+    if not runs:
+        return ""
+    names = [n for n in VARIANTS if any(r["variant"] == n for r in runs)]
+    short = {p: p.split(">")[-1].split(":")[0] for p in PROTOCOLS[protocols]}
+    cols = [("variant", "variant"), ("what", "what changes"), ("seeds", "seeds"), ("mean", "UAR mean"),
+            ("low", "lowest")] + [(s, s) for s in short.values()] + [("ece", "ECE"), ("ece_t", "ECE, T fitted")]  # fmt: skip
+    rows = []
+    for n in names:
+        seeds = [r for r in runs if r["variant"] == n]
+        mean = lambda f: statistics.mean(f(r) for r in seeds)  # noqa: E731
+        per = {s: mean(lambda r, k=k: _row(r, k)["uar"]) for k, s in ((k, short[k]) for k in short)}
+        cal = [v.get("ece_calibrated") for r in seeds for v in r["rows"].values()]
+        rows.append(dict(
+            variant=n, what=VARIANTS[n][0], seeds=len(seeds), mean=f"{statistics.mean(per.values()):.3f}",
+            low=f"{min(per.values()):.3f}", **{s: f"{v:.3f}" for s, v in per.items()},
+            ece=f"{statistics.mean(v['ece'] for r in seeds for v in r['rows'].values()):.3f}",
+            ece_t=f"{statistics.mean(cal):.3f}" if all(c is not None for c in cal) else "-",
+        ))  # fmt: skip
+    cpus = sorted({r["cpu"] for r in runs})
+    dates = sorted({r["date"] for r in runs})
+    return (
+        f"Run {', '.join(dates)} on {' and '.join(cpus)}: `python benchmarks/study_seven_corpora.py --protocols "
+        f"{protocols}`. UAR per test corpus (ASED on its common sentences, BanglaSER on its main part), the mean "
+        "over seeds; ECE of the top share before and after the temperature fitted on each fold's devel speakers.\n\n"
+        + table(rows, cols)
+    )
+
+
+def _row(run: dict, protocol: str) -> dict:
+    """The saved row of `protocol` ("*>emodb") in a run, found by its metrics name."""
+    from emomon.training.protocols import Protocol
+
+    return run["rows"][Protocol.parse(protocol).name]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

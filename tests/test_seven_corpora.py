@@ -1,0 +1,126 @@
+"""The seven corpora through one loader: label sets, confound subsets, linked speakers,
+protocols that test around the confounds, corpus balance and temperature calibration."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from conftest import ASED, BANGLASER, EMODB, EYASE, INDOWAVE, NEMO, RAVDESS
+
+from emomon.model.regressor import temper
+from emomon.training.datasets import CORPUS_INFO, load_dataset, merge
+from emomon.training.metrics import fit_temperature
+from emomon.training.protocols import Protocol
+from emomon.training.settings import CORPORA
+from emomon.training.train import balance_weights, masked_loss
+
+FOLDERS = dict(emodb=EMODB, ravdess=RAVDESS, nemo=NEMO, ased=ASED, banglaser=BANGLASER, eyase=EYASE, indowave=INDOWAVE)
+
+
+@pytest.fixture(scope="module")
+def seven():
+    return merge([load_dataset(c, FOLDERS[c]) for c in CORPORA])
+
+
+def test_every_corpus_has_a_record() -> None:
+    assert set(CORPUS_INFO) == set(CORPORA) == set(FOLDERS)
+
+
+@pytest.mark.parametrize(
+    "corpus,files,speakers,emotions",
+    [
+        ("ased", 2407, 65, ("anger", "fear", "happiness", "neutral", "sadness")),
+        ("banglaser", 1652, 49, ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")),
+        ("eyase", 578, 6, ("anger", "happiness", "neutral", "sadness")),
+        ("indowave", 240, 10, ("disgust", "happiness", "neutral", "surprise")),  # disappointment left out
+    ],
+)
+def test_new_corpora_load_with_their_own_label_sets(corpus, files, speakers, emotions) -> None:
+    ds = load_dataset(corpus, FOLDERS[corpus])
+    assert ds.emotions == emotions and len(ds.items) == files and len(ds.speakers()) == speakers
+    assert not ds.problems  # a label left out on purpose is no problem
+    with (FOLDERS[corpus] / "labels.csv").open() as f:
+        rows = {r["file"]: r for r in csv.DictReader(f)}
+    for it in ds.items[::37]:
+        row = rows[str(it.path.relative_to(FOLDERS[corpus]))]
+        assert ds.emotions[it.label] == row["emotion"] and it.speaker == row["speaker"]
+        assert it.targets[it.label] == 1.0 and sum(it.targets) == 1.0
+
+
+def test_subsets_and_linked_speakers() -> None:
+    ased = load_dataset("ased", ASED)
+    assert Counter(it.subset for it in ased.items) == {"emotion_specific": 1792, "common": 615}
+    assert {it.unit for it in ased.items if it.speaker in ("39", "45", "52")} == {"39+45+52"}
+    assert {it.unit for it in ased.items if it.speaker == "23"} == {"23+25"}
+    assert {it.unit for it in ased.items if it.speaker == "01"} == {"01"}
+    bangla = load_dataset("banglaser", BANGLASER)
+    parts = Counter((it.subset, bangla.emotions[it.label]) for it in bangla.items)
+    assert {e for (part, e) in parts if part == "extended"} == {"disgust", "fear"}  # only the extended actors
+    assert sum(n for (part, _), n in parts.items() if part == "main") == 1428
+
+
+def test_a_bad_corpus_folder_is_one_sentence(tmp_path) -> None:
+    from emomon.training.datasets import DatasetError
+
+    (tmp_path / "labels.csv").write_text("file,speaker,emotion\na.opus,01,anger\n")
+    with pytest.raises(DatasetError, match="has no 'text_kind' column"):
+        load_dataset("ased", tmp_path)
+    ds = load_dataset("eyase", tmp_path)
+    assert ds.problems == [(str(tmp_path / "a.opus"), "audio file is missing")]
+
+
+def test_subset_protocols_test_around_the_confounds(seven) -> None:
+    corpus = np.array([it.corpus for it in seven.items])
+    units = np.array([it.unit for it in seven.items])
+    p = Protocol.parse("ased.common:kfold5")
+    assert p.name == "ased_common_kfold5" and p.subset == "common"
+    folds = p.folds(seven)
+    tested = np.concatenate([f.test for f in folds])
+    assert sorted(tested) == [i for i, it in enumerate(seven.items) if it.corpus == "ased" and it.subset == "common"]
+    for f in folds:  # no test speaker's file trains, not even its emotion-specific sentences
+        assert not set(units[f.test]) & set(units[f.train]) and not set(units[f.test]) & set(units[f.devel])
+        assert {"emodb", "indowave"} <= set(corpus[f.train])
+    linked = [f for f in folds if "ased:39+45+52" in set(units[f.test])]
+    assert len(linked) == 1 and not {"ased:39", "ased:45"} & {it.speaker for i in linked[0].train for it in [seven.items[i]]}
+    ext = Protocol.parse("banglaser.extended:loso")
+    assert [seven.emotions[c] for c in ext.classes(seven)] == ["disgust", "fear"]
+    loco = Protocol.parse("*>banglaser.main")
+    (f,) = loco.folds(seven)
+    assert loco.name == "rest_to_banglaser_main" and "banglaser" not in set(corpus[f.train])
+    assert set(corpus[f.train]) == set(CORPORA) - {"banglaser"}
+    assert {seven.items[i].subset for i in f.test} == {"main"} and len(f.test) == 1428
+    assert [seven.emotions[c] for c in loco.classes(seven)] == [
+        "anger", "happiness", "neutral", "sadness", "surprise"
+    ]  # fmt: skip
+    with pytest.raises(Exception, match="has no 'shouted' files"):
+        Protocol.parse("ased.shouted:loso").folds(seven)
+
+
+def test_balance_weights() -> None:
+    corpora = ["a"] * 6 + ["b"] * 2
+    speakers = ["1", "1", "1", "1", "2", "2", "3", "4"]
+    w = balance_weights(corpora, speakers, "corpus")
+    assert w.mean() == pytest.approx(1.0) and w[:6].sum() == pytest.approx(w[6:].sum())
+    w = balance_weights(corpora, speakers, "speaker")
+    assert w[:4].sum() == pytest.approx(w[4:6].sum()) == pytest.approx(w[6]) == pytest.approx(w[7])
+    assert balance_weights(corpora, speakers, "none") is None
+    # a weight scales a file's loss: weights (2, 0) give the first file's loss alone
+    y, t, m = torch.tensor([[0.7, 0.3], [0.1, 0.9]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.ones(2, 2, dtype=bool)
+    assert masked_loss(y, t, m, "ce", torch.tensor([2.0, 0.0])).item() == pytest.approx(-np.log(0.7), rel=1e-5)
+
+
+def test_temperature_is_recovered_and_keeps_the_top_emotion() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 5))
+    truth = torch.tensor(logits / 2.0).softmax(-1).numpy()  # the labels follow logits / 2 ...
+    labels = np.array([rng.choice(5, p=p) for p in truth])
+    over = torch.tensor(logits).softmax(-1)  # ... the model says logits: over-confident by T = 2
+    t = fit_temperature(over.numpy(), np.eye(5)[labels], np.ones((4000, 5), bool))
+    assert 1.8 < t < 2.2
+    flat = temper(over, t)
+    assert torch.equal(flat.argmax(-1), over.argmax(-1)) and torch.allclose(flat.sum(-1), torch.ones(4000).double())
+    assert torch.equal(temper(over, 1.0), over)
