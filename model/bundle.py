@@ -50,7 +50,7 @@ class Bundle:
     norm_mean: list[float]  # per input dimension, from the training data
     norm_std: list[float]
     bank: RegressorBank
-    norm_mode: str = "global"  # "global" or "speaker" (model/normalize.py)
+    norm_mode: str = "global"  # "global", "speaker" or "corpus" (model/normalize.py)
     norm_prior_frames: int = 3000  # weight of the training statistics in "speaker" mode
     norm_session_frames: int = 0  # "speaker" mode: cap on the session's weight; 0 = none
     # softmax outputs: shares ** (1 / T), renormalised (model.regressor.temper); T fitted on
@@ -161,14 +161,15 @@ def load_bundle(path: str | Path) -> Bundle:
     if min(std) <= 0:
         raise BundleError(f"{where}: normalization.std must be positive.")
     mode, prior, cap = norm.get("mode", "global"), norm.get("prior_frames", 3000), norm.get("session_frames", 0)
-    if mode not in ("global", "speaker"):
-        raise BundleError(f"{where}: normalization.mode {mode!r} is not 'global' or 'speaker'.")
+    if mode not in ("global", "speaker", "corpus"):
+        raise BundleError(f"{where}: normalization.mode {mode!r} is not 'global', 'speaker' or 'corpus'.")
     if not isinstance(prior, int) or isinstance(prior, bool) or prior < 0:
         raise BundleError(f"{where}: normalization.prior_frames must be a whole number >= 0.")
     if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
         raise BundleError(f"{where}: normalization.session_frames must be a whole number >= 0.")
 
-    temperature = m.get("calibration", {}).get("temperature", 1.0) if isinstance(m.get("calibration"), dict) else None
+    cal = m.get("calibration", {})  # absent in bundles made before calibration: T = 1
+    temperature = cal.get("temperature", 1.0) if isinstance(cal, dict) else None
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0.05 <= temperature <= 20:
         raise BundleError(f"{where}: calibration.temperature must be a number between 0.05 and 20.")
     if temperature != 1.0 and regressor.output_activation != "softmax":

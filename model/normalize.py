@@ -20,7 +20,8 @@ from typing import Literal
 
 import torch
 
-NormMode = Literal["global", "speaker"]
+NormMode = Literal["global", "speaker", "corpus"]
+ADAPTIVE = ("speaker", "corpus")  # modes whose statistics follow the session
 
 
 class FeatureNorm:
@@ -77,7 +78,7 @@ class FeatureNorm:
     def __call__(self, features: torch.Tensor, lengths: torch.Tensor, update: bool = True) -> torch.Tensor:
         """Standardise (B, T, D) or (B, K, T, D) features; padded frames stay exactly zero.
 
-        In "speaker" mode segment i is folded into the statistics and then standardised
+        In the adaptive modes segment i is folded into the statistics and then standardised
         with them, in batch order, so a batch gives what the same segments give one by one.
         `update=False` standardises with the statistics as they are and leaves them so.
         """
@@ -85,7 +86,7 @@ class FeatureNorm:
         valid = torch.arange(T, device=features.device)[:, None] < lengths[:, None, None]  # (B, T, 1)
         if features.dim() == 4:
             valid = valid[:, None]  # (B, 1, T, 1)
-        if self.mode == "global" or not update:
+        if self.mode not in ADAPTIVE or not update:
             return self._standardise(features) * valid
         D = features.shape[-1]
         out = torch.empty_like(features)
@@ -140,3 +141,32 @@ def per_speaker_standardise(features: list[torch.Tensor], speakers: list[str]) -
         for i in idx:
             out[i] = (features[i] - mean) / std
     return out  # type: ignore[return-value]
+
+
+def session_stats(
+    sums: torch.Tensor, prior_mean: torch.Tensor, prior_var: torch.Tensor, prior_frames: int, session_frames: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (mean, std) each clip of one session is standardised with, FeatureNorm's way:
+    sums (N, 3, D) frame_sums of the session's clips in order -> mean, std (N, D) float32.
+    Clip i is folded into the session first, then standardised (FeatureNorm.__call__)."""
+    count, total, squares = sums.to(torch.float64).cumsum(0).unbind(1)  # each (N, D)
+    mean_s = total / count
+    m2_s = (squares - count * mean_s**2).clamp(min=0.0)
+    w = count if not session_frames else count.clamp(max=float(session_frames))
+    m2_s = m2_s * (w / count)
+    n = prior_frames + w
+    delta = mean_s - prior_mean.to(torch.float64)
+    mean = prior_mean.to(torch.float64) + delta * (w / n)
+    m2 = prior_var.to(torch.float64) * prior_frames + m2_s + delta**2 * (prior_frames * w / n)
+    return mean.float(), (m2 / n).sqrt().clamp(min=1e-5).float()
+
+
+def group_standardise_stats(sums: torch.Tensor, groups: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-side "speaker" or "corpus" mode from frame sums: each file's (mean, std)
+    (N, D) are its group's own statistics over all of the group's frames."""
+    mean = torch.empty(sums.shape[0], sums.shape[-1])
+    std = torch.empty_like(mean)
+    for g in sorted(set(groups)):
+        idx = torch.tensor([i for i, x in enumerate(groups) if x == g])
+        mean[idx], std[idx] = stats_from_sums(sums[idx])
+    return mean, std

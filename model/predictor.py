@@ -104,7 +104,7 @@ class Predictor:
     def adapts(self) -> bool:
         """Whether results depend on the session ("speaker"-mode normalisation): then segments
         of different sessions must not share a call."""
-        return self.norm.mode == "speaker"
+        return self.norm.mode != "global"
 
     def reset_session(self) -> None:
         """A new speaker or session: "speaker"-mode normalisation starts again from the prior."""

@@ -84,30 +84,6 @@ def test_bench_serve_quick_run(tmp_path: Path) -> None:
     assert "Largest N that keeps up" in out.stdout
 
 
-def test_calibration_study_temperature_and_table(tmp_path: Path) -> None:
-    """The study's temperature keeps each row's top emotion and order, flattens above 1,
-    sharpens below; --table rewrites its doc section from the saved results."""
-    import numpy as np
-
-    sys.path.insert(0, str(REPO))
-    from benchmarks.calibration_study import main, tempered
-
-    shares = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
-    np.testing.assert_allclose(tempered(shares, 1.0), shares, atol=1e-12)
-    flat, sharp = tempered(shares, 2.0), tempered(shares, 0.5)
-    np.testing.assert_allclose(flat.sum(1), 1.0)
-    assert (flat.argmax(1) == shares.argmax(1)).all() and (sharp.argmax(1) == shares.argmax(1)).all()
-    assert (flat.max(1) < shares.max(1)).all() and (sharp.max(1) > shares.max(1)).all()
-
-    saved = json.loads((REPO / "benchmarks" / "results" / "calibration_study.json").read_text())
-    (tmp_path / "calibration_study.json").write_text(json.dumps(saved))
-    doc = tmp_path / "training.md"
-    assert main(["--table", "--out", str(tmp_path), "--doc", str(doc)]) == 0
-    text = doc.read_text()
-    assert "<!-- calibration_study:begin -->" in text and "<!-- calibration_study:end -->" in text
-    assert text.count("\n|") == 2 + len(saved["rows"])  # header, rule, one line per protocol
-
-
 def test_bench_batch_quick_run(tmp_path: Path) -> None:
     """Replay and two local workers on six minutes of corpus speech: the same segments, numbers for each."""
     doc = tmp_path / "benchmarks.md"

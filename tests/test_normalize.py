@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from emomon.model.normalize import FeatureNorm, feature_stats, frame_sums, per_speaker_standardise, stats_from_sums
@@ -74,3 +76,44 @@ def test_statistics_from_per_file_sums_equal_those_over_the_frames() -> None:
     m2, s2 = stats_from_sums(torch.stack([frame_sums(f) for f in files]))
     assert torch.allclose(m2, mean, atol=1e-5) and torch.allclose(s2, std, rtol=1e-4)
     assert s2[3] == std[3]  # a (nearly) constant dimension is clamped the same way
+
+
+@pytest.mark.parametrize("cap", [0, 25])
+def test_session_stats_from_frame_sums_equal_the_running_normalisation(cap: int) -> None:
+    """The pooled path's statistics for each clip of a session (from frame sums alone) are
+    the ones FeatureNorm standardises that clip with, fed the clips in order."""
+    from emomon.model.normalize import frame_sums, session_stats
+
+    g = torch.Generator().manual_seed(3)
+    clips = [torch.randn(n, 3, generator=g) * 2 + 1 for n in (7, 12, 5, 30)]
+    norm = FeatureNorm([0.5, -0.5, 0.0], [1.5, 0.7, 1.0], "speaker", prior_frames=20, session_frames=cap)
+    mean, std = session_stats(
+        torch.stack([frame_sums(c) for c in clips]), norm.prior_mean, norm.prior_var, 20, cap
+    )
+    for i, c in enumerate(clips):
+        norm(c[None], torch.tensor([len(c)]))  # folds clip i in, as the Predictor does
+        assert torch.allclose(mean[i], norm.mean.float(), atol=1e-5) and torch.allclose(std[i], norm.std.float(), atol=1e-5)
+
+
+def test_pooled_adaptive_prediction_equals_the_frames_path() -> None:
+    """Architecture 3 under "corpus" (or "speaker") normalisation: standardising each
+    clip's pooled statistics by its session's running statistics gives what the Predictor
+    gives on the frames."""
+    from emomon.model.bundle import new_bank
+    from emomon.model.normalize import frame_sums
+    from emomon.model.regressor import pool_each
+    from emomon.model.specs import RegressorSpec
+    from emomon.training.experiment import pooled_predict, sessions_predict
+    from emomon.training.train import FitResult
+
+    spec = RegressorSpec(arch=3, head="shared", pooling=("mean", "std", "p10", "p90"), ff_dims=(6,), output="softmax")
+    torch.manual_seed(0)
+    bank = new_bank(spec, ("a", "b", "c"), 4).eval()
+    g = torch.Generator().manual_seed(1)
+    clips = [torch.randn(n, 4, generator=g) + k for k, n in enumerate((9, 14, 6, 20, 11))]
+    units = ["x", "y", "x", "x", "y"]
+    norm = FeatureNorm([0.2] * 4, [1.3] * 4, "corpus", prior_frames=15, session_frames=0)
+    r = FitResult(bank, 1)
+    pooled = pooled_predict(r, norm, pool_each(clips, spec.pooling), torch.stack([frame_sums(c) for c in clips]), units)
+    frames = sessions_predict(r, norm, units, clips)
+    assert np.allclose(pooled, frames, atol=1e-5) and not np.allclose(pooled[0], pooled[2], atol=1e-3)

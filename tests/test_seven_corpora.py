@@ -4,6 +4,7 @@ protocols that test around the confounds, corpus balance and temperature calibra
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 from collections import Counter
 
 import numpy as np
@@ -124,3 +125,82 @@ def test_temperature_is_recovered_and_keeps_the_top_emotion() -> None:
     flat = temper(over, t)
     assert torch.equal(flat.argmax(-1), over.argmax(-1)) and torch.allclose(flat.sum(-1), torch.ones(4000).double())
     assert torch.equal(temper(over, 1.0), over)
+
+
+def test_probe_learns_what_is_linear_and_respects_the_masks() -> None:
+    from emomon.training.probe import probe_predict
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (300,), generator=g)
+    means = torch.randn(300, 6, generator=g) + 3 * torch.nn.functional.one_hot(labels, 6).float()
+    targets = np.eye(4, dtype=np.float32)[labels.numpy()]
+    masks = np.tile([True, True, True, False], (300, 1))  # the fourth emotion is never labelled
+    train, test = np.arange(200), np.arange(200, 300)
+    pred = probe_predict(means, targets, masks, train, test)
+    assert pred.shape == (100, 4) and np.allclose(pred.sum(1), 1.0, atol=1e-5)
+    assert (pred[:, :3].argmax(1) == labels[200:].numpy()).mean() > 0.9
+
+
+def small_corpus(root, source, speakers: int, per_speaker: int, subset: str = "") -> None:
+    """A few real files of each of the first speakers of a corpus, with a labels.csv of
+    absolute paths; with `subset` (a column), files of each of its values."""
+    with (source / "labels.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["emotion"] != "disappointment"]
+    keep, seen = [], {}
+    for r in rows:
+        key = (r["speaker"], r.get(subset, ""), r["emotion"])
+        if (r["speaker"] in {k[0] for k in seen} or len({k[0] for k in seen}) < speakers) and seen.get(key, 0) < 1:
+            if sum(v for k, v in seen.items() if k[0] == r["speaker"]) < per_speaker:
+                seen[key] = seen.get(key, 0) + 1
+                keep.append({**r, "file": str(source / r["file"])})
+    root.mkdir(parents=True)
+    with (root / "labels.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(keep)
+
+
+def test_seven_corpus_recipe_end_to_end(tmp_path, capsys) -> None:
+    """The shipped seven-corpus recipe (training/experiments/default_v4.toml: augmentation,
+    perturbations, probe, calibration) on a few real files of every corpus with a tiny
+    Whisper, its protocols cut to what a handful of speakers allows: every evaluation lands
+    in bundle.json with its probe and temperature, and the bundle applies the temperature."""
+    import tomllib
+
+    from test_whisper import save_tiny_whisper
+
+    from emomon.model.bundle import load_bundle
+    from emomon.streamer.cli import main
+
+    folders = []
+    for c in CORPORA:
+        subset = {"ased": "text_kind"}.get(c, "")  # ASED: each emotion in both kinds of sentence
+        small_corpus(tmp_path / c, FOLDERS[c], speakers=3, per_speaker=10 if subset else 4, subset=subset)
+        folders.append(str(tmp_path / c))
+    recipe = (Path(__file__).resolve().parents[1] / "training" / "experiments" / "default_v4.toml").read_text()
+    assert tomllib.loads(recipe)["evaluation"]["probe"] is True
+    protocols = '["ased.common:loso", "eyase:loso", "*>indowave", "*>banglaser.main"]'
+    start = recipe.index("protocols = [")
+    recipe = recipe[:start] + f"protocols = {protocols}\n" + recipe[recipe.index("]", start) + 1 :]
+    (tmp_path / "recipe.toml").write_text(recipe)
+    out = tmp_path / "bundle"
+    args = [
+        "--config", str(tmp_path / "recipe.toml"), "train", "--data", ",".join(folders),
+        "--encoder", str(save_tiny_whisper(tmp_path / "whisper")), "--layer", "1", "--epochs", "2",
+        "--out", str(out), "--cache", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "linear probe UAR" in printed and "saved bundle" in printed
+    bundle = load_bundle(out)
+    ev = bundle.metrics["evaluations"]
+    assert set(ev) == {"ased_common_loso", "eyase_loso", "rest_to_indowave", "rest_to_banglaser_main"}
+    for name, m in ev.items():
+        assert 0 <= m["probe"]["uar"] <= 1 and 0.05 <= m["calibrated"]["temperature"] <= 20, name
+        assert set(m["robustness"]) == {"white:20", "pink:20", "gain:-12", "gain:12", "telephone"}
+        assert 0 <= m["robustness"]["telephone"]["top_kept"] <= 1
+    assert len(ev["rest_to_indowave"]["confusion"]) == 4  # IndoWave's four, disappointment left out
+    assert len(ev["ased_common_loso"]["confusion"]) == 5 and ev["ased_common_loso"]["n"] == 15
+    within = [t for n in ("ased_common_loso", "eyase_loso") for t in ev[n]["calibrated"]["temperatures"]]
+    assert bundle.temperature == pytest.approx(float(np.median(within)))
+    assert bundle.provenance["dataset"]["speakers"] == 21 and "IndoWaveSentiment" in bundle.provenance["licence"]

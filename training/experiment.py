@@ -25,7 +25,16 @@ from rich.console import Console
 
 from ..model.bundle import Bundle, save_bundle
 from ..model.encoder import Encoder, load_encoder
-from ..model.normalize import FeatureNorm, feature_stats, frame_sums, per_speaker_standardise, stats_from_sums
+from ..model.normalize import (
+    ADAPTIVE,
+    FeatureNorm,
+    feature_stats,
+    frame_sums,
+    group_standardise_stats,
+    per_speaker_standardise,
+    session_stats,
+    stats_from_sums,
+)
 from ..model.predictor import Predictor
 from ..model.regressor import normalise_pooled, pool_each, temper
 from ..model.settings import to_dict
@@ -35,6 +44,7 @@ from .cache import EmbeddingCache
 from .datasets import LICENCES, Dataset, DatasetError, Item, load_dataset, merge
 from .evaluate import score, write_experiment_report, write_report
 from .metrics import fit_temperature
+from .probe import probe_predict
 from .protocols import Protocol, default_protocols
 from .settings import AugmentSettings
 from .train import FitResult, Split, balance_weights, collate, fit, predict
@@ -100,12 +110,17 @@ class Features:
         self.items = [ds.items[i] for i in keep]
         self.paths = [self.paths[i] for i in keep]
         self.clean = [clean[i] for i in keep]
+        E = len(ds.emotions)
+        unknown = (float("nan"),) * E  # ComParE's test files have no labels
+        self.targets = np.array([it.targets or unknown for it in self.items], dtype=np.float32).reshape(-1, E)
+        self.masks = np.array([it.mask or [True] * E for it in self.items], dtype=bool).reshape(-1, E)  # (N, E)
         self.views: list[list[torch.Tensor]] = [[] for _ in keep]
         for k in range(cfg.augment.views):
             for i, f in enumerate(self._variant(f"aug{k}-{self._digest(cfg.augment)}", self._augmenter(k))):
                 if f is not None:
                     self.views[i].append(f)
-        self._pooled_perturbed: dict[str, torch.Tensor] = {}
+        self._pooled_perturbed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._means: torch.Tensor | None = None
         if self.pools:
             n_views = min((len(v) for v in self.views), default=0)
             console.print(f"pooling the statistics of {len(self.items)} files ({1 + n_views} versions)")
@@ -122,20 +137,21 @@ class Features:
         model.regressor.normalise_pooled)."""
         one_layer = not self.clean or self.clean[0].dim() == 2
         spec = self.cfg.regressor
-        return spec.arch == 3 and not spec.attentive and one_layer and self.cfg.train.normalization == "global"
+        return spec.arch == 3 and not spec.attentive and one_layer
 
     def _pool(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """(N, F) statistics of each file's frames."""
         return pool_each(feats, self.cfg.regressor.pooling)
 
-    def pooled_perturbed(self, name: str) -> torch.Tensor:
-        """(N, F) pooled statistics of every file through one perturbation (see pools)."""
+    def pooled_perturbed(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, F) pooled statistics and (N, 3, D) frame sums of every file through one
+        perturbation (see pools)."""
         if name not in self._pooled_perturbed:
             feats = self._perturbed.get(name) or self._perturb(name)  # the frames are not kept
             missing = [p for p, f in zip(self.paths, feats) if f is None]
             if missing:
                 raise DatasetError(f"{missing[0]} has no features through perturbation '{name}'.")
-            self._pooled_perturbed[name] = self._pool(feats)
+            self._pooled_perturbed[name] = (self._pool(feats), torch.stack([frame_sums(f) for f in feats]))
         return self._pooled_perturbed[name]
 
     @property
@@ -192,61 +208,80 @@ class Features:
 
         return self._variant(name, transform, stored=True)
 
-    def predict(self, r: FitResult, norm: FeatureNorm, idx: np.ndarray, perturbation: str = "") -> np.ndarray:
+    @property
+    def means(self) -> torch.Tensor:
+        """(N, D) each file's mean frame (the linear probe's input)."""
+        if self._means is None:
+            if self.pools:
+                self._means = (self.sums[:, 1] / self.sums[:, 0]).float()
+            else:
+                self._means = torch.stack([f.float().reshape(-1, f.shape[-1]).mean(0) for f in self.clean])
+        return self._means
+
+    def predict(
+        self, r: FitResult, norm: FeatureNorm, idx: np.ndarray, perturbation: str = "", units: list[str] | None = None
+    ) -> np.ndarray:
         """A fit's shares (len(idx), E) for items `idx`, clean or through a perturbation,
-        each speaker's files as one session in file order (normalised as the Predictor would)."""
+        each session's files in file order, normalised as the Predictor would (a session:
+        a speaker, or in "corpus" mode a corpus; or each item's entry in `units`)."""
+        items = [self.items[i] for i in idx]
+        units = units or norm_units(items, self.cfg.train.normalization)
         if self.pools:
-            pooled = self.pooled_perturbed(perturbation) if perturbation else self.pooled[0]
-            return pooled_predict(r, norm, pooled[idx])
+            pooled, sums = self.pooled_perturbed(perturbation) if perturbation else (self.pooled[0], self.sums)
+            return pooled_predict(r, norm, pooled[idx], sums[idx], units)
         feats = self.perturbed(perturbation) if perturbation else self.clean
-        return sessions_predict(r, norm, [self.items[i] for i in idx], [feats[i].float() for i in idx])
+        return sessions_predict(r, norm, units, [feats[i].float() for i in idx])
 
     def split(self, idx: np.ndarray, augmented: bool = False) -> tuple[Split, list[str]]:
+        """Items `idx` as a Split, with each file's normalisation unit (norm_units)."""
         items = [self.items[i] for i in idx]
-        masks = np.array([it.mask if it.mask is not None else [True] * len(self.ds.emotions) for it in items])
         split = Split(
             [self.clean[i] for i in idx],
-            np.array([it.targets for it in items], dtype=np.float32),
-            masks.astype(bool).reshape(len(items), len(self.ds.emotions)),
+            self.targets[idx],
+            self.masks[idx],
             [self.views[i] for i in idx] if augmented and not self.pools else [],
             weights=balance_weights([it.corpus for it in items], [it.speaker for it in items], self.cfg.train.balance),
         )
         if self.pools:
             split.pooled = self.pooled[:, idx] if augmented else self.pooled[:1, idx]
             split.sums = self.sums[idx]
-        return split, [it.speaker for it in items]
+        return split, norm_units(items, self.cfg.train.normalization)
+
+
+def norm_units(items: list[Item], mode: str) -> list[str]:
+    """What one set of statistics describes: the corpus in "corpus" mode, else the speaker
+    (in training, what is standardised by its own statistics; in evaluation, one session)."""
+    return [it.corpus if mode == "corpus" else it.speaker for it in items]
 
 
 def fit_normalised(cfg: Config, emotions, train: tuple[Split, list[str]], devel=None, epochs=None, on_epoch=None):
     """fit() with the configured input normalisation; returns (FitResult, FeatureNorm).
 
-    "speaker": training (and devel, for model selection) speakers are standardised by
-    their own statistics; the returned FeatureNorm starts from the raw training
-    statistics and adapts to whoever it hears, as the Predictor's does.
+    "speaker" and "corpus": each training (and devel, for model selection) speaker or
+    corpus is standardised by its own statistics; the returned FeatureNorm starts from the
+    raw training statistics and adapts to whatever it hears, as the Predictor's does.
+    Pooled statistics follow any per-dimension standardisation (normalise_pooled), so
+    Architecture 3 never needs the frames again.
     """
+    mode = cfg.train.normalization
     pooled = train[0].pooled is not None
-    if pooled and cfg.train.normalization != "global":  # Features.pools: statistics commute with a global map only
-        raise ValueError("pooled statistics can only be standardised globally, not per speaker")
     # the raw training statistics
     mean, std = stats_from_sums(train[0].sums) if pooled else feature_stats(train[0].features)
-    if cfg.train.normalization == "speaker":
-        norm = FeatureNorm(mean.tolist(), std.tolist(), "speaker", cfg.train.prior_frames, cfg.train.session_frames)
+    norm = FeatureNorm(mean.tolist(), std.tolist(), mode, cfg.train.prior_frames, cfg.train.session_frames)
 
-        def standardise(features: list[torch.Tensor], speakers: list[str]) -> list[torch.Tensor]:
-            return per_speaker_standardise(features, speakers)
-    else:
-        norm = FeatureNorm(mean.tolist(), std.tolist(), "global")
+    def standardise(features: list[torch.Tensor], units: list[str]) -> list[torch.Tensor]:
+        if mode in ADAPTIVE:
+            return per_speaker_standardise(features, units)
+        return [(f - mean) / std for f in features]
 
-        def standardise(features: list[torch.Tensor], speakers: list[str]) -> list[torch.Tensor]:
-            return [(f - mean) / std for f in features]
-
-    def prepare(split: Split, speakers: list[str]) -> Split:
+    def prepare(split: Split, units: list[str]) -> Split:
         if pooled:
-            return replace(split, pooled=normalise_pooled(split.pooled, mean, std, cfg.regressor.pooling))
+            m, s = group_standardise_stats(split.sums, units) if mode in ADAPTIVE else (mean, std)
+            return replace(split, pooled=normalise_pooled(split.pooled, m, s, cfg.regressor.pooling))
         views = [list(v) for v in zip(*split.views)] if split.views else []  # view k of every file
-        views = [standardise(v, speakers) for v in views]
+        views = [standardise(v, units) for v in views]
         return replace(
-            split, features=standardise(split.features, speakers), views=[list(v) for v in zip(*views)] if views else []
+            split, features=standardise(split.features, units), views=[list(v) for v in zip(*views)] if views else []
         )
 
     dev = prepare(*devel) if devel is not None else None
@@ -261,26 +296,43 @@ def session_predict(r: FitResult, norm: FeatureNorm, feats: list[torch.Tensor]) 
     return predict(r.bank, normed)
 
 
-def pooled_predict(r: FitResult, norm: FeatureNorm, pooled: torch.Tensor) -> np.ndarray:
-    """Predictions from raw pooled statistics (N, F) under a "global" normalisation: the
-    same as session_predict on the clips' frames (where order does not matter)."""
+def pooled_predict(
+    r: FitResult, norm: FeatureNorm, pooled: torch.Tensor, sums: torch.Tensor, units: list[str]
+) -> np.ndarray:
+    """Predictions from raw pooled statistics (N, F) and frame sums (N, 3, D): the same as
+    sessions_predict on the clips' frames. Under an adaptive normalisation each unit's
+    clips are one session in file order (model.normalize.session_stats)."""
     norm.reset()
-    x = normalise_pooled(pooled, norm.mean, norm.std, r.bank.spec.pooling)
+    if norm.mode in ADAPTIVE:
+        mean, std = torch.empty(len(units), sums.shape[-1]), torch.empty(len(units), sums.shape[-1])
+        for group in unit_sessions(units):
+            g = torch.tensor(group)
+            mean[g], std[g] = session_stats(
+                sums[g], norm.prior_mean, norm.prior_var, norm.prior_frames, norm.session_frames
+            )
+    else:
+        mean, std = norm.mean, norm.std
+    x = normalise_pooled(pooled, mean, std, r.bank.spec.pooling)
     r.bank.eval()
     with torch.inference_mode():
         return r.bank.head(x).float().numpy()
 
 
+def unit_sessions(units: list[str]) -> list[list[int]]:
+    """Indices of each unit's items (a speaker's, say), in file order: one session each."""
+    order = sorted(range(len(units)), key=lambda i: units[i])  # stable: file order within a unit
+    return [list(run) for _, run in itertools.groupby(order, key=lambda i: units[i])]
+
+
 def speaker_sessions(items: list[Item]) -> list[list[int]]:
     """Indices of each speaker's items, in file order: one session per speaker."""
-    order = sorted(range(len(items)), key=lambda i: items[i].speaker)  # stable: file order within a speaker
-    return [list(run) for _, run in itertools.groupby(order, key=lambda i: items[i].speaker)]
+    return unit_sessions([it.speaker for it in items])
 
 
-def sessions_predict(r: FitResult, norm: FeatureNorm, items: list[Item], feats: list[torch.Tensor]) -> np.ndarray:
-    """Each speaker's clips as one session in file order (the normalisation adapting as live)."""
+def sessions_predict(r: FitResult, norm: FeatureNorm, units: list[str], feats: list[torch.Tensor]) -> np.ndarray:
+    """Each unit's clips as one session in file order (the normalisation adapting as live)."""
     out = np.zeros((len(feats), r.bank.n_models * r.bank.out_dim), dtype=np.float32)
-    for group in speaker_sessions(items):
+    for group in unit_sessions(units):
         out[group] = session_predict(r, norm, [feats[i] for i in group])
     return out
 
@@ -350,6 +402,7 @@ def run_protocol(
     pred = {name: np.zeros((len(idx), len(emotions)), np.float32) for name in ("clean", *perturbed)}
     softmax = cfg.regressor.output_activation == "softmax"
     tempered = np.zeros((len(idx), len(emotions)), np.float32)
+    probed = np.zeros((len(idx), len(emotions)), np.float32) if cfg.evaluation.probe else None
     fits, temperatures, at = [], [], 0
     for k, fold in enumerate(folds):
         progress.start_fit(f"{protocol.name} {k + 1}/{len(folds)}", cfg.train.epochs)
@@ -364,6 +417,9 @@ def run_protocol(
             devel, _ = feats.split(fold.devel)
             temperatures.append(fit_temperature(feats.predict(r, norm, fold.devel), devel.targets, devel.mask_array()))
             tempered[rows] = temper(torch.from_numpy(pred["clean"][rows]), temperatures[-1]).numpy()
+        if probed is not None:
+            train = np.concatenate([fold.train, fold.devel])
+            probed[rows] = probe_predict(feats.means, feats.targets, feats.masks, train, fold.test)
         at += len(fold.test)
         fits.append(r)
         progress.end_fit()
@@ -376,17 +432,27 @@ def run_protocol(
             "temperature": float(np.median(temperatures)), "temperatures": temperatures,
             "ece": cal["calibration"]["ece"], "spearman_mean": cal["spearman_mean"],
         }  # fmt: skip
+    if probed is not None:
+        pm = score_classes(probed, items, emotions, classes, n_boot=0)
+        metrics["probe"] = {k: pm[k] for k in ("uar", "spearman_mean") if k in pm}
+        if "calibration" in pm:
+            metrics["probe"]["ece"] = pm["calibration"]["ece"]
     if perturbed:
         metrics["robustness"] = {}
         for p in perturbed:
             m = score_classes(pred[p], items, emotions, classes, n_boot=0)
             metrics["robustness"][p] = {k: m[k] for k in ("uar", "accuracy", "spearman_mean") if k in m}
+            # how often the top emotion (among the scored ones) stays what the clean audio gave
+            kept = pred[p][:, classes].argmax(1) == pred["clean"][:, classes].argmax(1)
+            metrics["robustness"][p]["top_kept"] = round(float(kept.mean()), 4)
     line = f"{protocol.name}: {len(idx)} files, {len(folds)} fold(s)"
     if "uar" in metrics:
         line += f", UAR {metrics['uar']:.3f} (95 % CI {metrics['uar_ci95'][0]:.3f} to {metrics['uar_ci95'][1]:.3f})"
         line += f", ECE {metrics['calibration']['ece']:.3f}"
         if softmax:
             line += f" ({metrics['calibrated']['ece']:.3f} at T {metrics['calibrated']['temperature']:.2f})"
+        if probed is not None and "uar" in metrics["probe"]:
+            line += f", linear probe UAR {metrics['probe']['uar']:.3f}"
     console.print(line + f", mean Spearman {metrics['spearman_mean']:.3f}")
     return metrics, fits, norm
 

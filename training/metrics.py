@@ -103,8 +103,8 @@ def fit_temperature(shares: np.ndarray, targets: np.ndarray, masks: np.ndarray) 
     def loss(t: float) -> float:
         z = np.where(m, logp / t, -np.inf)
         z = z - z.max(1, keepdims=True)
-        logq = z - np.log(np.exp(z).sum(1, keepdims=True))
-        return float(-(np.where(m, targets * logq, 0.0)).sum(1).mean())
+        logq = np.where(m, z - np.log(np.exp(z).sum(1, keepdims=True)), 0.0)  # 0, not -inf, off the mask
+        return float(-(targets * logq).sum(1).mean())
 
     grid = np.linspace(-1.5, 1.5, 61)
     best = grid[int(np.argmin([loss(np.exp(g)) for g in grid]))]

@@ -23,7 +23,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     patience: int = 20  # epochs without a better devel mean Spearman before stopping; 0 = never early
     seed: int = 0
-    normalization: Literal["global", "speaker"] = "global"  # see model/normalize.py
+    normalization: Literal["global", "speaker", "corpus"] = "global"  # see model/normalize.py
     prior_frames: int = 3000  # "speaker" mode: frames the training statistics weigh at a session's start
     # "speaker" mode: the session's own statistics never weigh more than this many frames, so
     # the prior keeps prior/(prior+cap) of the weight and a long one-emotion session does not
@@ -108,6 +108,7 @@ class EvaluationSettings:
 
     protocols: tuple[str, ...] = ()  # () = each corpus by its split when it has one, else loso
     perturbations: tuple[str, ...] = ()
+    probe: bool = False  # also fit the linear probe on every fold (training/probe.py): metrics "probe"
 
     def __post_init__(self) -> None:
         from .protocols import Protocol  # here: protocols imports datasets, which imports this module
