@@ -142,9 +142,17 @@ def main(argv: list[str] | None = None) -> int:
         "DTW of MFCCs has the same emotion, against the share of that speaker's other files that do (chance); "
         "and the median over files of (distance to the nearest file of another emotion) / (distance to the "
         "nearest file of the same emotion): near 1 when other emotions say the same words.\n\n"
-        + table(rows, [("corpus", "corpus"), ("subset", "subset"), ("files", "files"),
-                       ("same", "nearest has the same emotion"), ("chance", "chance"),
-                       ("ratio", "other / same emotion distance")])  # fmt: skip
+        + table(
+            rows,
+            [
+                ("corpus", "corpus"),
+                ("subset", "subset"),
+                ("files", "files"),
+                ("same", "nearest has the same emotion"),
+                ("chance", "chance"),
+                ("ratio", "other / same emotion distance"),
+            ],
+        )  # fmt: skip
     )
     print(body)
     update_doc(args.doc, body, "lexical_confound", "Do the words give the emotion away?")

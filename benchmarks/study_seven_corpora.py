@@ -57,10 +57,12 @@ VARIANTS = {  # name -> (what changes, {table: {key: value}})
     "augment": ("two augmented views per file (phone, codec, room, noise, crop)", {"augment": {"views": 2}}),
     "attentive": ("attentive statistics pooling", {"regressor": {"pooling": ATTENTIVE}}),
     "norm-speaker": (
-        "each speaker standardised; live, the statistics adapt to the session", {"train": {"normalization": "speaker"}}
+        "each speaker standardised; live, the statistics adapt to the session",
+        {"train": {"normalization": "speaker"}},
     ),
     "norm-corpus": (
-        "each corpus standardised; live, the statistics adapt to the session", {"train": {"normalization": "corpus"}}
+        "each corpus standardised; live, the statistics adapt to the session",
+        {"train": {"normalization": "corpus"}},
     ),
     "norm-speaker-cap": (
         "as norm-speaker, the session never weighing more than the prior (3,000 frames)",
@@ -184,8 +186,7 @@ def summary_table(runs: list[dict], protocols: str) -> str:
             low=f"{min(per.values()):.3f}", **{s: f"{v:.3f}" for s, v in per.items()},
             ece=f"{statistics.mean(v['ece'] for r in seeds for v in r['rows'].values()):.3f}",
             ece_t=f"{statistics.mean(cal):.3f}" if all(c is not None for c in cal) else "-",
-            one=f"{statistics.mean(one):.3f}" if (one := [v["uar_one_emotion"] for r in seeds for v in r["rows"].values()
-                                                           if "uar_one_emotion" in v]) else "-",
+            one=f"{statistics.mean(one):.3f}" if (one := _all(seeds, "uar_one_emotion")) else "-",
         ))  # fmt: skip
     probed = [r for r in runs if r["variant"] == "base" and all("probe_uar" in v for v in r["rows"].values())]
     if probed:  # the probe does not depend on the head's settings: the base runs' own
@@ -202,9 +203,13 @@ def summary_table(runs: list[dict], protocols: str) -> str:
         f"{protocols}`. UAR per test corpus (ASED on its common sentences, BanglaSER on its main part), the mean "
         "over seeds; ECE of the top share before and after the temperature fitted on each fold's devel speakers; "
         "for the adapting normalisations, the mean UAR when every session is one speaker in one emotion "
-        "(the caller who stays angry) instead of each speaker's files in order.\n\n"
-        + table(rows, cols)
+        "(the caller who stays angry) instead of each speaker's files in order.\n\n" + table(rows, cols)
     )
+
+
+def _all(runs: list[dict], key: str) -> list[float]:
+    """`key` of every protocol row of `runs` that has it."""
+    return [v[key] for r in runs for v in r["rows"].values() if key in v]
 
 
 def _row(run: dict, protocol: str) -> dict:

@@ -173,7 +173,9 @@ def load_bundle(path: str | Path) -> Bundle:
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0.05 <= temperature <= 20:
         raise BundleError(f"{where}: calibration.temperature must be a number between 0.05 and 20.")
     if temperature != 1.0 and regressor.output_activation != "softmax":
-        raise BundleError(f"{where}: calibration.temperature needs a softmax output, not '{regressor.output_activation}'.")
+        raise BundleError(
+            f"{where}: calibration.temperature needs a softmax output, not '{regressor.output_activation}'."
+        )
     weights = need("weights", dict)
     recorded = m.get("encoder_weights", {})  # absent in bundles of openSMILE encoders and older ones
     digest = recorded.get("sha256", "") if isinstance(recorded, dict) else None

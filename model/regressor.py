@@ -411,14 +411,18 @@ class RegressorBank(nn.Module):
         if self.spec.attentive:
             names = ("attn_in.weight", "attn_in.bias", "attn_out.weight", "attn_out.bias")
             if self.mixed_layers:  # each model's scorer over its own mix of layers
-                attn = torch.cat([frame_attention(x[m], lengths, *(self._p(n)[m : m + 1] for n in names)) for m in range(M)])
+                attn = torch.cat(
+                    [frame_attention(x[m], lengths, *(self._p(n)[m : m + 1] for n in names)) for m in range(M)]
+                )
             else:
                 attn = frame_attention(x, lengths, *(self._p(n) for n in names))  # (M, B, T)
         if self.mixed_layers or attn is not None:
-            z = torch.stack([
-                pool_statistics(x[m] if self.mixed_layers else x, lengths, stats, None if attn is None else attn[m])
-                for m in range(M)
-            ])  # (M, B, F)
+            z = torch.stack(
+                [
+                    pool_statistics(x[m] if self.mixed_layers else x, lengths, stats, None if attn is None else attn[m])
+                    for m in range(M)
+                ]
+            )  # (M, B, F)
         else:
             z = pool_statistics(x, lengths, stats).expand(M, -1, -1)  # (M, B, F)
         return self._head(z), None if attn is None else attn.transpose(0, 1)

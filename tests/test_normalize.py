@@ -87,12 +87,12 @@ def test_session_stats_from_frame_sums_equal_the_running_normalisation(cap: int)
     g = torch.Generator().manual_seed(3)
     clips = [torch.randn(n, 3, generator=g) * 2 + 1 for n in (7, 12, 5, 30)]
     norm = FeatureNorm([0.5, -0.5, 0.0], [1.5, 0.7, 1.0], "speaker", prior_frames=20, session_frames=cap)
-    mean, std = session_stats(
-        torch.stack([frame_sums(c) for c in clips]), norm.prior_mean, norm.prior_var, 20, cap
-    )
+    mean, std = session_stats(torch.stack([frame_sums(c) for c in clips]), norm.prior_mean, norm.prior_var, 20, cap)
     for i, c in enumerate(clips):
         norm(c[None], torch.tensor([len(c)]))  # folds clip i in, as the Predictor does
-        assert torch.allclose(mean[i], norm.mean.float(), atol=1e-5) and torch.allclose(std[i], norm.std.float(), atol=1e-5)
+        assert torch.allclose(mean[i], norm.mean.float(), atol=1e-5) and torch.allclose(
+            std[i], norm.std.float(), atol=1e-5
+        )
 
 
 def test_pooled_adaptive_prediction_equals_the_frames_path() -> None:

@@ -99,7 +99,9 @@ def test_attentive_statistics_are_the_weighted_mean_and_std() -> None:
         assert np.allclose(got[b, 0].numpy(), mean, atol=1e-5)
         assert np.allclose(got[b, 1].numpy(), np.sqrt((wb[:, None] * (real - mean) ** 2).sum(0) + 1e-6), atol=1e-5)
     uniform = (torch.arange(9)[None] < n[:, None]) / n[:, None]  # equal weights: the plain statistics
-    assert torch.allclose(pool_statistics(x, n, ("amean", "astd"), uniform), pool_statistics(x, n, ("mean", "std")), atol=1e-5)
+    assert torch.allclose(
+        pool_statistics(x, n, ("amean", "astd"), uniform), pool_statistics(x, n, ("mean", "std")), atol=1e-5
+    )
     with pytest.raises(ValueError, match="needs attention weights"):
         pool_statistics(x, n, ("amean",))
 

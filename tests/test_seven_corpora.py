@@ -4,8 +4,8 @@ protocols that test around the confounds, corpus balance and temperature calibra
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,7 +86,9 @@ def test_subset_protocols_test_around_the_confounds(seven) -> None:
         assert not set(units[f.test]) & set(units[f.train]) and not set(units[f.test]) & set(units[f.devel])
         assert {"emodb", "indowave"} <= set(corpus[f.train])
     linked = [f for f in folds if "ased:39+45+52" in set(units[f.test])]
-    assert len(linked) == 1 and not {"ased:39", "ased:45"} & {it.speaker for i in linked[0].train for it in [seven.items[i]]}
+    assert len(linked) == 1 and not {"ased:39", "ased:45"} & {
+        it.speaker for i in linked[0].train for it in [seven.items[i]]
+    }
     ext = Protocol.parse("banglaser.extended:loso")
     assert [seven.emotions[c] for c in ext.classes(seven)] == ["disgust", "fear"]
     loco = Protocol.parse("*>banglaser.main")
@@ -110,7 +112,11 @@ def test_balance_weights() -> None:
     assert w[:4].sum() == pytest.approx(w[4:6].sum()) == pytest.approx(w[6]) == pytest.approx(w[7])
     assert balance_weights(corpora, speakers, "none") is None
     # a weight scales a file's loss: weights (2, 0) give the first file's loss alone
-    y, t, m = torch.tensor([[0.7, 0.3], [0.1, 0.9]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.ones(2, 2, dtype=bool)
+    y, t, m = (
+        torch.tensor([[0.7, 0.3], [0.1, 0.9]]),
+        torch.tensor([[1.0, 0.0], [1.0, 0.0]]),
+        torch.ones(2, 2, dtype=bool),
+    )
     assert masked_loss(y, t, m, "ce", torch.tensor([2.0, 0.0])).item() == pytest.approx(-np.log(0.7), rel=1e-5)
 
 

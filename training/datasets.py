@@ -270,13 +270,18 @@ CORPUS_INFO = {
         Corpus("ravdess", "RAVDESS", "RAVDESS: CC BY-NC-SA 4.0 (non-commercial, share-alike)", RAVDESS_EMOTIONS),
         Corpus("nemo", "nEMO", "nEMO: CC BY-NC-SA 4.0 (non-commercial, share-alike)", NEMO_EMOTIONS),
         Corpus(
-            "ased", "ASED", "ASED: no licence stated (its authors call it freely available; research use)",
-            subset="text_kind", linked=(("23", "25"), ("39", "45", "52")),
+            "ased",
+            "ASED",
+            "ASED: no licence stated (its authors call it freely available; research use)",
+            subset="text_kind",
+            linked=(("23", "25"), ("39", "45", "52")),
         ),  # fmt: skip
         Corpus(
-            "banglaser", "BanglaSER",
+            "banglaser",
+            "BanglaSER",
             "BanglaSER: CC BY 4.0 (main part); BanglaSER Extended: no licence stated (research use)",
-            subset="part", linked=(("13", "16", "19"),),
+            subset="part",
+            linked=(("13", "16", "19"),),
         ),  # fmt: skip
         Corpus("eyase", "EYASE", "EYASE: no licence stated (research use)"),
         Corpus("indowave", "IndoWaveSentiment", "IndoWaveSentiment: CC BY 4.0", drop=("disappointment",)),

@@ -113,7 +113,9 @@ class Protocol:
         labelled = np.array([it.targets is not None for it in ds.items])
         tested = np.array([not self.subset or it.subset == self.subset for it in ds.items])
         if self.subset and not (tested & (corpus == self.test_corpus)).any():
-            raise DatasetError(f"Evaluation protocol '{self.name}': corpus {self.test_corpus} has no '{self.subset}' files.")
+            raise DatasetError(
+                f"Evaluation protocol '{self.name}': corpus {self.test_corpus} has no '{self.subset}' files."
+            )
         idx = np.arange(len(ds.items))
         if self.kind == "split":
             split = np.array([it.split for it in ds.items])
