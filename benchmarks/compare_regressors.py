@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import cpu_name, table, update_doc  # noqa: E402
+from benchmarks.report import cpu_name, study_args, table, update_doc  # noqa: E402
 
 SEQUENCE = dict(conv_channels=(256, 128, 64), lstm_hidden=128, ff_dims=(64, 32, 16))
 VARIANTS = {  # name -> (encoder layer, regressor changes, augmentation views)
@@ -66,12 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64, help="batch size (one corpus has few files per epoch)")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (table: the mean)")
-    ap.add_argument("--only", nargs="*", choices=list(VARIANTS), help="run these variants only")
-    ap.add_argument("--again", action="store_true", help="train seeds that are already saved again")
-    ap.add_argument("--cache", default="", help="embedding cache folder ([train] cache_dir)")
-    ap.add_argument("--table", action="store_true", help="only rewrite the table from the saved results")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "training.md")
+    study_args(ap, VARIANTS, ROOT)
     args = ap.parse_args(argv)
     base = load_config(args.config)
     protocol = Protocol.parse(args.protocol)

@@ -34,6 +34,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def study_args(ap, variants, root: Path) -> None:
+    """The options the training studies share (compare_regressors, study_seven_corpora)."""
+    ap.add_argument("--only", nargs="*", choices=list(variants), help="run these variants only")
+    ap.add_argument("--again", action="store_true", help="train runs that are already saved again")
+    ap.add_argument("--cache", default="", help="embedding cache folder ([train] cache_dir)")
+    ap.add_argument("--table", action="store_true", help="only rewrite the table from the saved results")
+    ap.add_argument("--out", type=Path, default=root / "benchmarks" / "results")
+    ap.add_argument("--doc", type=Path, default=root / "docs" / "training.md")
+
+
 def table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
     head = "| " + " | ".join(h for _, h in cols) + " |\n|" + "---|" * len(cols) + "\n"
     return head + "".join("| " + " | ".join(str(r[k]) for k, _ in cols) + " |\n" for r in rows)

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import cpu_name, table, update_doc  # noqa: E402
+from benchmarks.report import cpu_name, study_args, table, update_doc  # noqa: E402
 
 CORPORA = ("emodb", "ravdess", "nemo", "ased", "banglaser", "eyase", "indowave")
 TESTED = {"ased": "ased.common", "banglaser": "banglaser.main"}  # around the confounds (datasets' READMEs)
@@ -56,6 +56,11 @@ VARIANTS = {  # name -> (what changes, {table: {key: value}})
     ),
     "augment": ("two augmented views per file (phone, codec, room, noise, crop)", {"augment": {"views": 2}}),
     "attentive": ("attentive statistics pooling", {"regressor": {"pooling": ATTENTIVE}}),
+    "meanstd": ("mean and standard deviation only", {"regressor": {"pooling": ("mean", "std")}}),
+    "attentive-meanstd": (
+        "attention-weighted mean and standard deviation only (scorer 512 -> 32 -> 1)",
+        {"regressor": {"pooling": ("amean", "astd"), "attention_dim": 32}},
+    ),
     "norm-speaker": (
         "each speaker standardised; live, the statistics adapt to the session",
         {"train": {"normalization": "speaker"}},
@@ -67,6 +72,10 @@ VARIANTS = {  # name -> (what changes, {table: {key: value}})
     "norm-speaker-cap": (
         "as norm-speaker, the session never weighing more than the prior (3,000 frames)",
         {"train": {"normalization": "speaker", "session_frames": 3000}},
+    ),
+    "norm-corpus-fixed": (
+        "as norm-corpus in training; live, the training statistics only (no adaptation)",
+        {"train": {"normalization": "corpus", "prior_frames": 10**9}},
     ),
     "norm-corpus-cap": (
         "as norm-corpus, the session never weighing more than the prior (3,000 frames)",
@@ -132,12 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, default=ROOT / "training" / "experiments" / "default_v4.toml")
     ap.add_argument("--protocols", choices=list(PROTOCOLS), default="loco")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--only", nargs="*", choices=list(VARIANTS), help="run these variants only")
-    ap.add_argument("--again", action="store_true", help="train runs that are already saved again")
-    ap.add_argument("--cache", default="", help="embedding cache folder ([train] cache_dir)")
-    ap.add_argument("--table", action="store_true", help="only rewrite the table from the saved results")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "training.md")
+    study_args(ap, VARIANTS, ROOT)
     args = ap.parse_args(argv)
     base = load_config(args.config)
     console = Console(stderr=True)

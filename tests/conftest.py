@@ -142,6 +142,27 @@ def make_bundle(encoder, emotions=EMOTIONS9, seed: int = 0, **regressor):
     )
 
 
+def mini_corpus(root: Path, source: Path, per_speaker: int, speakers: int, distinct: tuple[str, ...] = ()) -> Path:
+    """A few real files of each of a corpus's first `speakers` speakers, with its labels.csv
+    (absolute paths); with `distinct` columns, at most one file per speaker and value of them."""
+    with (source / "labels.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    keep, count, seen = [], {}, set()
+    for r in rows:
+        spk, key = r["speaker"], (r["speaker"], *(r[c] for c in distinct))
+        if (spk in count or len(count) < speakers) and count.get(spk, 0) < per_speaker and key not in seen:
+            count[spk] = count.get(spk, 0) + 1
+            if distinct:
+                seen.add(key)
+            keep.append({**r, "file": str(source / r["file"])})
+    root.mkdir(parents=True)
+    with (root / "labels.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(keep)
+    return root
+
+
 def kill_writer(log: str, path: Path, min_bytes: int) -> None:
     """Run a process that writes rows to the log `log` (a constructor call on `path`) as
     fast as it can, and SIGKILL it once `path` holds `min_bytes`: what a crash leaves."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import EMODB, NEMO, RAVDESS, load_clip
+from conftest import EMODB, NEMO, RAVDESS, load_clip, mini_corpus
 
 from emomon.model.audio import SAMPLE_RATE, read_audio
 from emomon.model.bundle import load_bundle
@@ -166,24 +166,6 @@ def test_opus_round_trip_keeps_the_speech_and_its_timing() -> None:
     assert len(y) == len(x) and y.dtype == np.float32
     assert 0.95 < np.corrcoef(x, y)[0, 1] < 1.0  # lossy, but aligned sample for sample (shifted by 1 ms: < 0.9)
     assert np.corrcoef(x[16:], y[:-16])[0, 1] < 0.9
-
-
-def mini_corpus(root: Path, source: Path, per_speaker: int, speakers: int) -> Path:
-    """A few real files per speaker of a corpus, with its labels.csv (absolute paths)."""
-    with (source / "labels.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    keep, count = [], {}
-    for r in rows:
-        spk = r["speaker"]
-        if (spk in count or len(count) < speakers) and count.get(spk, 0) < per_speaker:
-            count[spk] = count.get(spk, 0) + 1
-            keep.append({**r, "file": str(source / r["file"])})
-    root.mkdir(parents=True)
-    with (root / "labels.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(keep)
-    return root
 
 
 def test_two_corpus_hubert_recipe_end_to_end(tiny_hubert: Path, tmp_path: Path, capsys) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ASED, BANGLASER, EMODB, EYASE, INDOWAVE, NEMO, RAVDESS
+from conftest import ASED, BANGLASER, EMODB, EYASE, INDOWAVE, NEMO, RAVDESS, mini_corpus
 
 from emomon.model.regressor import temper
 from emomon.training.datasets import CORPUS_INFO, load_dataset, merge
@@ -147,25 +147,6 @@ def test_probe_learns_what_is_linear_and_respects_the_masks() -> None:
     assert (pred[:, :3].argmax(1) == labels[200:].numpy()).mean() > 0.9
 
 
-def small_corpus(root, source, speakers: int, per_speaker: int, subset: str = "") -> None:
-    """A few real files of each of the first speakers of a corpus, with a labels.csv of
-    absolute paths; with `subset` (a column), files of each of its values."""
-    with (source / "labels.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["emotion"] != "disappointment"]
-    keep, seen = [], {}
-    for r in rows:
-        key = (r["speaker"], r.get(subset, ""), r["emotion"])
-        if (r["speaker"] in {k[0] for k in seen} or len({k[0] for k in seen}) < speakers) and seen.get(key, 0) < 1:
-            if sum(v for k, v in seen.items() if k[0] == r["speaker"]) < per_speaker:
-                seen[key] = seen.get(key, 0) + 1
-                keep.append({**r, "file": str(source / r["file"])})
-    root.mkdir(parents=True)
-    with (root / "labels.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(keep)
-
-
 def test_seven_corpus_recipe_end_to_end(tmp_path, capsys) -> None:
     """The shipped seven-corpus recipe (training/experiments/default_v4.toml: augmentation,
     perturbations, probe, calibration) on a few real files of every corpus with a tiny
@@ -180,8 +161,9 @@ def test_seven_corpus_recipe_end_to_end(tmp_path, capsys) -> None:
 
     folders = []
     for c in CORPORA:
-        subset = {"ased": "text_kind"}.get(c, "")  # ASED: each emotion in both kinds of sentence
-        small_corpus(tmp_path / c, FOLDERS[c], speakers=3, per_speaker=10 if subset else 4, subset=subset)
+        ased = c == "ased"  # each emotion in both kinds of sentence
+        distinct = ("text_kind", "emotion") if ased else ("emotion",)
+        mini_corpus(tmp_path / c, FOLDERS[c], per_speaker=10 if ased else 4, speakers=3, distinct=distinct)
         folders.append(str(tmp_path / c))
     recipe = (Path(__file__).resolve().parents[1] / "training" / "experiments" / "default_v4.toml").read_text()
     assert tomllib.loads(recipe)["evaluation"]["probe"] is True
