@@ -54,6 +54,15 @@ VARIANTS = {  # name -> (what changes, {table: {key: value}})
         "ASED's emotion-specific sentences do not train",
         {"dataset": {"exclude": ("ased.emotion_specific",)}},
     ),
+    "ensemble": ("five heads from five initialisations, their shares averaged", {"regressor": {"ensemble": 5}}),
+    "norm-speaker-ensemble": (
+        "norm-speaker with five heads",
+        {"train": {"normalization": "speaker"}, "regressor": {"ensemble": 5}},
+    ),
+    "norm-corpus-ensemble": (
+        "norm-corpus with five heads",
+        {"train": {"normalization": "corpus"}, "regressor": {"ensemble": 5}},
+    ),
     "augment": ("two augmented views per file (phone, codec, room, noise, crop)", {"augment": {"views": 2}}),
     "attentive": ("attentive statistics pooling", {"regressor": {"pooling": ATTENTIVE}}),
     "meanstd": ("mean and standard deviation only", {"regressor": {"pooling": ("mean", "std")}}),

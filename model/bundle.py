@@ -62,7 +62,7 @@ class Bundle:
 
     @property
     def n_models(self) -> int:
-        return len(self.emotions) if self.regressor.head == "per_emotion" else 1
+        return len(self.emotions) if self.regressor.head == "per_emotion" else self.regressor.ensemble
 
     @property
     def out_dim(self) -> int:
@@ -79,7 +79,7 @@ def new_bank(
     return RegressorBank(
         regressor,
         input_dim,
-        n_models=len(emotions) if per_emotion else 1,
+        n_models=len(emotions) if per_emotion else regressor.ensemble,
         out_dim=1 if per_emotion else len(emotions),
         mixed_layers=mixed_layers,
     )

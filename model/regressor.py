@@ -362,9 +362,16 @@ class RegressorBank(nn.Module):
         h = torch.matmul(cols, w.flatten(0, 1).flatten(1).T) + b.flatten()  # (B, T, M*O)
         return h.transpose(1, 2)
 
-    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
+    @property
+    def n_outputs(self) -> int:
+        """Values per segment: every model's outputs side by side, or an ensemble's mean."""
+        return self.out_dim if self.spec.ensemble > 1 else self.n_models * self.out_dim
+
+    def forward(self, x: Tensor, lengths: Tensor, members: bool = False) -> tuple[Tensor, Tensor | None]:
+        """-> (outputs (B, n_outputs), attention (B, M, T') or None); with `members`, an
+        ensemble's outputs per member (B, M, out) instead of their mean (for training)."""
         if self.spec.arch == 3:
-            return self._pooled(x, lengths)
+            return self._pooled(x, lengths, members)
         M, spec = self.n_models, self.spec
         if self.mixed_layers:  # each model mixes the encoder layers its own way
             w = self._p("layer_logits").softmax(-1)  # (M, K)
@@ -398,9 +405,9 @@ class RegressorBank(nn.Module):
             attn = scores.masked_fill(~valid, float("-inf")).softmax(-1)  # (M, B, T')
             z = torch.einsum("mbt,mbth->mbh", attn, out)
             attn = attn.transpose(0, 1)  # (B, M, T')
-        return self._head(z), attn
+        return self._head(z, members), attn
 
-    def _pooled(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
+    def _pooled(self, x: Tensor, lengths: Tensor, members: bool = False) -> tuple[Tensor, Tensor | None]:
         """Architecture 3: statistics pooling, shared by all models unless each mixes layers
         or weighs frames by its own attention; returns (outputs, attention (B, M, T) or None)."""
         M, stats = self.n_models, self.spec.pooling
@@ -425,20 +432,24 @@ class RegressorBank(nn.Module):
             )  # (M, B, F)
         else:
             z = pool_statistics(x, lengths, stats).expand(M, -1, -1)  # (M, B, F)
-        return self._head(z), None if attn is None else attn.transpose(0, 1)
+        return self._head(z, members), None if attn is None else attn.transpose(0, 1)
 
-    def head(self, pooled: Tensor) -> Tensor:
-        """Architecture 3 from precomputed statistics: (B, F) -> activated outputs (B, M * out);
+    def head(self, pooled: Tensor, members: bool = False) -> Tensor:
+        """Architecture 3 from precomputed statistics: (B, F) -> activated outputs (B, n_outputs);
         not for attentive pooling, whose statistics depend on trained weights."""
-        return self._head(pooled.expand(self.n_models, -1, -1))
+        return self._head(pooled.expand(self.n_models, -1, -1), members)
 
-    def _head(self, z: Tensor) -> Tensor:
-        """Every model's feed-forward head: z (M, B, I) -> activated outputs (B, M * out)."""
+    def _head(self, z: Tensor, members: bool = False) -> Tensor:
+        """Every model's feed-forward head: z (M, B, I) -> activated outputs (B, M * out), or
+        for an ensemble the mean of its members' (B, out) (each member's own, with `members`)."""
         spec, (M, B, _) = self.spec, z.shape
         n_ff = len(spec.ff) + 1
         for i in range(n_ff):
             z = self._linear(dropout(z, spec.dropout, self.training), f"ff.{i}")
             if i < n_ff - 1:
                 z = F.relu(self._layer_norm(z, f"ff_norms.{i}") if spec.arch != 1 else z)
-        z = z.permute(1, 0, 2).reshape(B, M * self.out_dim)  # (B, M*out)
-        return _activate(z, spec.output_activation)  # a softmax spans every model's output
+        z = z.permute(1, 0, 2)  # (B, M, out)
+        if spec.ensemble > 1:  # each member its own distribution; the shares are their mean
+            y = _activate(z, spec.output_activation)
+            return y if members else y.mean(1)
+        return _activate(z.reshape(B, M * self.out_dim), spec.output_activation)  # a softmax spans every model

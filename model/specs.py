@@ -79,6 +79,9 @@ class RegressorSpec:
     output: Literal["", "relu", "sigmoid", "softmax", "none"] = ""  # output activation; "" = the paper's for the arch
     pooling: tuple[str, ...] = ("mean", "std")  # arch 3: statistics over frames: mean, std, min, max, pNN, amean, astd
     attention_dim: int = 128  # arch 3 with amean/astd: the frame scorer's hidden size
+    # head "shared": this many heads, each from its own initialisation and dropout, trained
+    # side by side on their own losses; the shares are their mean
+    ensemble: int = 1
 
     def __post_init__(self) -> None:
         for stat in self.pooling:
@@ -92,6 +95,8 @@ class RegressorSpec:
             raise ValueError("conv_channels must list at least one positive channel count")
         if self.lstm_hidden < 1 or self.lstm_layers < 1 or any(d < 1 for d in self.ff_dims) or self.attention_dim < 1:
             raise ValueError("lstm_hidden, lstm_layers, ff_dims and attention_dim must be positive")
+        if self.ensemble < 1 or (self.ensemble > 1 and self.head != "shared"):
+            raise ValueError(f"ensemble must be >= 1, and above 1 only with head = 'shared', not {self.ensemble}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
 

@@ -41,6 +41,21 @@ def test_round_trip_gives_identical_predictions(encoder, tmp_path: Path, clips, 
     assert loaded.encoder == bundle.encoder and loaded.metrics == bundle.metrics
 
 
+def test_ensemble_bundle_round_trips(encoder, tmp_path: Path, clips) -> None:
+    bundle = make_bundle(encoder, arch=3, head="shared", output="softmax", ensemble=3)
+    assert bundle.n_models == 3 and bundle.bank.n_outputs == 9
+    before = Predictor(bundle, encoder, "cpu").predict(clips)
+    save_bundle(bundle, tmp_path / "e")
+    after = Predictor.from_bundle(tmp_path / "e", device="cpu", dtype="float32").predict(clips)
+    assert [a.shares for a in before] == [b.shares for b in after]
+    assert all(sum(a.shares.values()) == pytest.approx(1.0, abs=1e-5) for a in after)
+    edit_manifest(
+        tmp_path / "e", regressor={**json.loads((tmp_path / "e" / MANIFEST).read_text())["regressor"], "ensemble": 2}
+    )
+    with pytest.raises(BundleError, match="holds 3 regressors"):
+        load_bundle(tmp_path / "e")
+
+
 def test_temperature_is_saved_and_applied_by_the_predictor(encoder, tmp_path: Path, clips) -> None:
     """A calibrated bundle's shares are its raw softmax shares tempered: flatter for T > 1,
     the same top emotion, still a distribution."""

@@ -226,3 +226,22 @@ def test_pooled_statistics_follow_a_standardisation() -> None:
     direct = pool_statistics((x - mean) / std * valid, n, stats)
     via = normalise_pooled(pool_statistics(x * valid, n, stats), mean, std, stats)
     assert torch.allclose(via, direct, rtol=1e-4, atol=1e-4)
+
+
+def test_ensemble_is_the_mean_of_its_members() -> None:
+    """A shared head of K members: each member is a stock regressor with its own softmax;
+    the bank's shares are their mean, and `members` gives each member's own."""
+    torch.manual_seed(4)
+    spec = RegressorSpec(arch=3, head="shared", output="softmax", ensemble=3, pooling=("mean", "std"), ff_dims=(6,))
+    regs = [Regressor(spec, 5, 4).eval() for _ in range(3)]
+    bank = RegressorBank.from_regressors(regs).eval()
+    x, n = batch(4, 12, 5, [12, 9, 4, 2])
+    with torch.no_grad():
+        y, _ = bank(x, n)
+        each, _ = bank(x, n, members=True)
+        ref = torch.stack([r(x, n)[0] for r in regs], 1)  # (B, K, E)
+    assert y.shape == (4, 4) and each.shape == (4, 3, 4) and bank.n_outputs == 4
+    assert torch.allclose(each, ref, atol=1e-6) and torch.allclose(y, ref.mean(1), atol=1e-6)
+    assert torch.allclose(y.sum(1), torch.ones(4), atol=1e-5) and (each[:, 0] - each[:, 1]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="only with head = 'shared'"):
+        RegressorSpec(arch=3, ensemble=2)

@@ -331,7 +331,7 @@ def speaker_sessions(items: list[Item]) -> list[list[int]]:
 
 def sessions_predict(r: FitResult, norm: FeatureNorm, units: list[str], feats: list[torch.Tensor]) -> np.ndarray:
     """Each unit's clips as one session in file order (the normalisation adapting as live)."""
-    out = np.zeros((len(feats), r.bank.n_models * r.bank.out_dim), dtype=np.float32)
+    out = np.zeros((len(feats), r.bank.n_outputs), dtype=np.float32)
     for group in unit_sessions(units):
         out[group] = session_predict(r, norm, [feats[i] for i in group])
     return out

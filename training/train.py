@@ -123,7 +123,7 @@ def predict(bank: RegressorBank, features: list[torch.Tensor], batch_size: int =
     """
     bank.eval()
     order = np.argsort([f.shape[-2] for f in features], kind="stable")
-    out = np.zeros((len(features), bank.n_models * bank.out_dim), dtype=np.float32)
+    out = np.zeros((len(features), bank.n_outputs), dtype=np.float32)
     with torch.inference_mode():
         for i in range(0, len(features), batch_size):
             idx = order[i : i + batch_size]
@@ -199,11 +199,14 @@ def fit(
             devel_in = devel.pooled[0] if devel.pooled is not None else pool_each(devel.features, spec.pooling)
             devel_in = devel_in.to(device)
 
+    members = spec.ensemble > 1  # an ensemble's heads train on their own losses, side by side
+
     def batch_forward(idx: list[int], view: list[int]) -> torch.Tensor:
+        """(B, E) outputs, or (B, K, E) for an ensemble of K."""
         if pooled:
-            return bank.head(versions[torch.tensor([view[j] for j in idx]), torch.tensor(idx)])
+            return bank.head(versions[torch.tensor([view[j] for j in idx]), torch.tensor(idx)], members)
         x, n = collate([train.views[j][view[j] - 1] if view[j] else train.features[j] for j in idx])
-        return bank(x.to(device), n.to(device))[0]
+        return bank(x.to(device), n.to(device), members)[0]
 
     def devel_predict() -> np.ndarray:
         if not pooled:
@@ -233,7 +236,11 @@ def fit(
         for idx in batches:
             y = batch_forward(idx, view)
             w = None if weights is None else weights[idx].to(device)
-            loss = masked_loss(y, targets[idx].to(device), masks[idx].to(device), settings.loss, w)
+            t, m = targets[idx].to(device), masks[idx].to(device)
+            if members:  # the mean of the members' own losses
+                loss = torch.stack([masked_loss(y[:, k], t, m, settings.loss, w) for k in range(y.shape[1])]).mean()
+            else:
+                loss = masked_loss(y, t, m, settings.loss, w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
