@@ -4,6 +4,7 @@ protocols that test around the confounds, corpus balance and temperature calibra
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -177,8 +178,14 @@ def test_seven_corpus_recipe_end_to_end(tmp_path, capsys) -> None:
         "--encoder", str(save_tiny_whisper(tmp_path / "whisper")), "--layer", "1", "--epochs", "2",
         "--out", str(out), "--cache", str(tmp_path / "cache"),
     ]  # fmt: skip
+    assert main([*args, "--features-only"]) == 0  # the extraction alone, as on a GPU machine
+    printed = capsys.readouterr().out
+    assert "features of 92 files" in printed and not out.exists()
+    index = json.loads(next((tmp_path / "cache").glob("*/index.json")).read_text())
+    assert len(index["entries"]) == 92 * (1 + 2 + 5)  # clean, two augmented views, five perturbations
     assert main(args) == 0
     printed = capsys.readouterr().out
+    assert "embedding" not in printed  # everything came from the cache
     assert "linear probe UAR" in printed and "saved bundle" in printed
     bundle = load_bundle(out)
     ev = bundle.metrics["evaluations"]

@@ -184,13 +184,15 @@ class Features:
 
         return lambda i, a: augment(self._trimmed(i, a), self.cfg.augment, self._seed(i, k))
 
-    def _variant(self, name: str, transform, stored: bool = False) -> list[torch.Tensor | None]:
+    def _variant(self, name: str, transform, stored: bool = False, load: bool = True) -> list[torch.Tensor | None]:
+        """Every item's features through `transform` (variant `name`): extracted where the
+        cache lacks them, then read (unless `load` is False)."""
         variant = f"{self._base}+{name}"
         report_problems(
             self.console, self.cache.extract(self.paths, console=self.console, variant=variant, transform=transform),
             f"embedding {name}",
         )  # fmt: skip
-        return self.cache.load(self.paths, variant, stored)
+        return self.cache.load(self.paths, variant, stored) if load else []
 
     def perturbed(self, name: str) -> list[torch.Tensor | None]:
         """Every item's features through one robustness perturbation ("white:20", ...),
@@ -200,13 +202,17 @@ class Features:
             self._perturbed[name] = self._perturb(name)
         return self._perturbed[name]
 
-    def _perturb(self, name: str) -> list[torch.Tensor | None]:
+    def _perturb(self, name: str, load: bool = True) -> list[torch.Tensor | None]:
         from .augment import perturb
 
         def transform(i: int, a: np.ndarray) -> np.ndarray:
             return perturb(self._trimmed(i, a), name, seed=int(self.cache.hash_of(self.paths[i])[:8], 16))
 
-        return self._variant(name, transform, stored=True)
+        return self._variant(name, transform, stored=True, load=load)
+
+    def extract_perturbed(self, name: str) -> None:
+        """Put every item's features through perturbation `name` in the cache, reading none."""
+        self._perturb(name, load=False)
 
     @property
     def means(self) -> torch.Tensor:
@@ -491,7 +497,7 @@ def train_experiment(
     feats = Features(ds, encoder, cfg, console)
     if features_only:
         for p in cfg.evaluation.perturbations:
-            feats.perturbed(p)
+            feats.extract_perturbed(p)
         console.print(
             f"features of {len(feats.items)} files in {feats.cache.folder} "
             f"({(time.monotonic() - started) / 60:.1f} min on {_device(cfg)})", soft_wrap=True
