@@ -82,6 +82,10 @@ VARIANTS = {  # name -> (what changes, {table: {key: value}})
         "as norm-speaker, the session never weighing more than the prior (3,000 frames)",
         {"train": {"normalization": "speaker", "session_frames": 3000}},
     ),
+    "norm-speaker-slow": (
+        "as norm-speaker, the training statistics worth 15,000 frames (5 minutes) instead of 3,000",
+        {"train": {"normalization": "speaker", "prior_frames": 15000}},
+    ),
     "norm-corpus-fixed": (
         "as norm-corpus in training; live, the training statistics only (no adaptation)",
         {"train": {"normalization": "corpus", "prior_frames": 10**9}},
