@@ -117,3 +117,28 @@ def test_bench_speakers_quick_run(tmp_path: Path) -> None:
     assert test["turns"]["n"] > 0 and test["single"]["n"] == 4
     assert 0 < result["ms_per_2s_segment_one_core"] < 1000
     assert not doc.exists()
+
+
+def test_study_tables_rebuild_from_the_saved_runs(tmp_path: Path) -> None:
+    """study_seven_corpora and lexical_confound rewrite their doc sections from the saved
+    results: one row per variant (and the probe), one per corpus part."""
+    for name in ("study_seven_corpora.json", "lexical_confound.json"):
+        (tmp_path / name).write_text((REPO / "benchmarks" / "results" / name).read_text())
+    doc = tmp_path / "training.md"
+    for script in ("study_seven_corpora.py", "lexical_confound.py"):
+        out = subprocess.run(
+            [sys.executable, f"benchmarks/{script}", "--table", "--out", str(tmp_path), "--doc", str(doc)],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+    text = doc.read_text()
+    runs = json.loads((tmp_path / "study_seven_corpora.json").read_text())["runs"]
+    loco = text[
+        text.index("<!-- study_seven_corpora_loco:begin -->") : text.index("<!-- study_seven_corpora_loco:end -->")
+    ]
+    variants = {r["variant"] for r in runs if r["protocols"] == "loco"}
+    assert loco.count("\n| ") == 1 + len(variants) + 1  # header, a row per variant, the linear probe
+    assert "| linear probe |" in loco and "| base |" in loco
+    lexical = json.loads((tmp_path / "lexical_confound.json").read_text())["results"]
+    section = text[text.index("<!-- lexical_confound:begin -->") : text.index("<!-- lexical_confound:end -->")]
+    assert section.count("\n| ") == 1 + sum(len(v) for v in lexical.values())
