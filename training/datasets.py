@@ -275,14 +275,14 @@ CORPUS_INFO = {
             "ASED: no licence stated (its authors call it freely available; research use)",
             subset="text_kind",
             linked=(("23", "25"), ("39", "45", "52")),
-        ),  # fmt: skip
+        ),
         Corpus(
             "banglaser",
             "BanglaSER",
             "BanglaSER: CC BY 4.0 (main part); BanglaSER Extended: no licence stated (research use)",
             subset="part",
             linked=(("13", "16", "19"),),
-        ),  # fmt: skip
+        ),
         Corpus("eyase", "EYASE", "EYASE: no licence stated (research use)"),
         Corpus("indowave", "IndoWaveSentiment", "IndoWaveSentiment: CC BY 4.0", drop=("disappointment",)),
     )
@@ -290,8 +290,8 @@ CORPUS_INFO = {
 LICENCES = {name: c.licence for name, c in CORPUS_INFO.items()}
 
 
-def load_corpus(root: Path, corpus: Corpus | str, share_of_intended=None) -> Dataset:
-    """A corpus with a labels.csv of file, speaker and emotion, by its `Corpus` record.
+def load_corpus(root: Path, name: str, share_of_intended=None) -> Dataset:
+    """Corpus `name` (a key of CORPUS_INFO): a labels.csv of file, speaker and emotion.
 
     Each file's target gives its portrayed emotion the share `share_of_intended(row)` (1 by
     default; Emo-DB's listener recognition rate) and spreads the rest evenly over the
@@ -299,7 +299,7 @@ def load_corpus(root: Path, corpus: Corpus | str, share_of_intended=None) -> Dat
     `share_of_intended` raises ValueError for a row whose label is unusable. Labels in
     `corpus.drop` are left out without a complaint; any other unknown label is a problem.
     """
-    info = CORPUS_INFO[corpus] if isinstance(corpus, str) else corpus
+    info = CORPUS_INFO[name]
     lab = root / "labels.csv"
     if not lab.is_file():
         raise DatasetError(f"{info.title} folder '{root}' has no labels.csv.")

@@ -80,11 +80,10 @@ def load_corpora(cfg: Config) -> Dataset:
         )
     ds = merge([load_dataset(k, d, **_dataset_options(cfg, k)) for k, d in zip(kinds, paths)])
     for name in cfg.dataset.exclude:
-        corpus, _, subset = name.partition(".")
-        drop = [it for it in ds.items if it.corpus == corpus and it.subset == subset]
-        if not drop:
+        keep = [it for it in ds.items if f"{it.corpus}.{it.subset}" != name]
+        if len(keep) == len(ds.items):
             raise DatasetError(f"[dataset] exclude: '{name}' matches no file of the training data.")
-        ds.items = [it for it in ds.items if not (it.corpus == corpus and it.subset == subset)]
+        ds.items = keep
     return ds
 
 
@@ -420,8 +419,8 @@ def run_protocol(
         for p in perturbed:
             pred[p][rows] = feats.predict(r, norm, fold.test, p)
         if softmax:
-            devel, _ = feats.split(fold.devel)
-            temperatures.append(fit_temperature(feats.predict(r, norm, fold.devel), devel.targets, devel.mask_array()))
+            shares = feats.predict(r, norm, fold.devel)
+            temperatures.append(fit_temperature(shares, feats.targets[fold.devel], feats.masks[fold.devel]))
             tempered[rows] = temper(torch.from_numpy(pred["clean"][rows]), temperatures[-1]).numpy()
         if probed is not None:
             train = np.concatenate([fold.train, fold.devel])
