@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             cfg_seed = replace(cfg, train=replace(cfg.train, seed=seed))
             with TrainingProgress(console, folds, cfg.train.epochs) as progress:
-                m, fits = run_protocol(protocol, feats, cfg_seed, progress, console)[:2]
+                scored, fits, _ = run_protocol(protocol, feats, cfg_seed, progress, console)
+            (m,) = scored.values()
             runs[:] = [r for r in runs if (r["variant"], r["lr"], r["seed"]) != (name, args.lr, seed)]
             runs.append(dict(
                 variant=name, lr=args.lr, seed=seed, uar=round(m["uar"], 4), spearman=round(m["spearman_mean"], 4),

@@ -104,6 +104,28 @@ def test_subset_protocols_test_around_the_confounds(seven) -> None:
         Protocol.parse("ased.shouted:loso").folds(seven)
 
 
+def test_joint_kfold_tests_every_corpus_in_k_fits(seven) -> None:
+    joint = Protocol.parse("emodb+ased.common+eyase:kfold5")
+    assert [p.name for p in joint.parts] == ["emodb_kfold5", "ased_common_kfold5", "eyase_kfold5"]
+    folds = joint.folds(seven)
+    units = np.array([it.unit for it in seven.items])
+    corpus = np.array([it.corpus for it in seven.items])
+    assert len(folds) == 5
+    for g, f in enumerate(folds):  # fold g is group g of every part alone, in one fit
+        assert sorted(f.test) == sorted(np.concatenate([p.folds(seven)[g].test for p in joint.parts]))
+        assert not set(units[f.test]) & set(units[f.train]) and not set(units[f.devel]) & set(units[f.train])
+        assert {"emodb", "ased", "eyase"} <= set(corpus[f.devel])  # every part's next group picks the epoch
+        assert (corpus[f.train] == "ravdess").sum() == sum(it.corpus == "ravdess" for it in seven.items)
+    for p in joint.parts:  # each part's files are tested exactly once
+        tested = np.concatenate([f.test for f in folds])
+        assert sorted(tested[p.tests([seven.items[i] for i in tested])]) == sorted(
+            np.flatnonzero(p.tests(seven.items))
+        )
+    for bad in ("emodb+emodb:kfold5", "emodb+ravdess:loso", "emodb+ravdess:kfold1"):
+        with pytest.raises(Exception, match="names a corpus twice|is not CORPUS|at least 2 folds"):
+            Protocol.parse(bad)
+
+
 def test_balance_weights() -> None:
     corpora = ["a"] * 6 + ["b"] * 2
     speakers = ["1", "1", "1", "1", "2", "2", "3", "4"]
@@ -168,7 +190,7 @@ def test_seven_corpus_recipe_end_to_end(tmp_path, capsys) -> None:
         folders.append(str(tmp_path / c))
     recipe = (Path(__file__).resolve().parents[1] / "training" / "experiments" / "default_v4.toml").read_text()
     assert tomllib.loads(recipe)["evaluation"]["probe"] is True
-    protocols = '["ased.common:loso", "eyase:loso", "*>indowave", "*>banglaser.main"]'
+    protocols = '["ased.common+eyase:kfold3", "*>indowave", "*>banglaser.main"]'
     start = recipe.index("protocols = [")
     recipe = recipe[:start] + f"protocols = {protocols}\n" + recipe[recipe.index("]", start) + 1 :]
     (tmp_path / "recipe.toml").write_text(recipe)
@@ -189,13 +211,15 @@ def test_seven_corpus_recipe_end_to_end(tmp_path, capsys) -> None:
     assert "linear probe UAR" in printed and "saved bundle" in printed
     bundle = load_bundle(out)
     ev = bundle.metrics["evaluations"]
-    assert set(ev) == {"ased_common_loso", "eyase_loso", "rest_to_indowave", "rest_to_banglaser_main"}
+    assert set(ev) == {"ased_common_kfold3", "eyase_kfold3", "rest_to_indowave", "rest_to_banglaser_main"}
     for name, m in ev.items():
         assert 0 <= m["probe"]["uar"] <= 1 and 0.05 <= m["calibrated"]["temperature"] <= 20, name
         assert set(m["robustness"]) == {"white:20", "pink:20", "gain:-12", "gain:12", "telephone"}
         assert 0 <= m["robustness"]["telephone"]["top_kept"] <= 1
     assert len(ev["rest_to_indowave"]["confusion"]) == 4  # IndoWave's four, disappointment left out
-    assert len(ev["ased_common_loso"]["confusion"]) == 5 and ev["ased_common_loso"]["n"] == 15
-    within = [t for n in ("ased_common_loso", "eyase_loso") for t in ev[n]["calibrated"]["temperatures"]]
+    assert len(ev["ased_common_kfold3"]["confusion"]) == 5 and ev["ased_common_kfold3"]["n"] == 15
+    assert len(ev["eyase_kfold3"]["confusion"]) == 4 and ev["eyase_kfold3"]["n"] == 12  # both in the same 3 fits
+    within = ev["ased_common_kfold3"]["calibrated"]["temperatures"]
+    assert len(within) == 3 and within == ev["eyase_kfold3"]["calibrated"]["temperatures"]
     assert bundle.temperature == pytest.approx(float(np.median(within)))
     assert bundle.provenance["dataset"]["speakers"] == 21 and "IndoWaveSentiment" in bundle.provenance["licence"]

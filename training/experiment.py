@@ -393,21 +393,22 @@ class TrainingProgress:
 
 def run_protocol(
     protocol: Protocol, feats: Features, cfg: Config, progress: TrainingProgress, console: Console
-) -> tuple[dict, list[FitResult], FeatureNorm]:
-    """Train and test every fold of `protocol`; returns (metrics, fits, the last fold's
-    normalisation). The test files are also scored through each [evaluation]
-    perturbation, by the same fold models. Where the output is a softmax, each fold also
-    fits a temperature on its devel speakers' predictions (held out from training, as the
-    final model's is) and scores the test files through it: metrics["calibrated"]."""
+) -> tuple[dict[str, dict], list[FitResult], FeatureNorm]:
+    """Train and test every fold of `protocol`; returns (metrics by evaluation name: one,
+    or one per corpus of a joint k-fold; the fits; the last fold's normalisation). The
+    test files are also scored through each [evaluation] perturbation, by the same fold
+    models. Where the output is a softmax, each fold also fits a temperature on its devel
+    speakers' predictions (held out from training, as the final model's is) and scores the
+    test files through it: metrics["calibrated"]."""
     ds, emotions = feats.ds, feats.ds.emotions
-    classes = protocol.classes(ds)
     folds = protocol.folds(replace(ds, items=feats.items))
     perturbed = cfg.evaluation.perturbations
     idx = np.concatenate([f.test for f in folds])
     pred = {name: np.zeros((len(idx), len(emotions)), np.float32) for name in ("clean", *perturbed)}
     softmax = cfg.regressor.output_activation == "softmax"
-    tempered = np.zeros((len(idx), len(emotions)), np.float32)
-    probed = np.zeros((len(idx), len(emotions)), np.float32) if cfg.evaluation.probe else None
+    pred["tempered"] = np.zeros((len(idx), len(emotions)), np.float32)
+    if cfg.evaluation.probe:
+        pred["probe"] = np.zeros((len(idx), len(emotions)), np.float32)
     fits, temperatures, at = [], [], 0
     for k, fold in enumerate(folds):
         progress.start_fit(f"{protocol.name} {k + 1}/{len(folds)}", cfg.train.epochs)
@@ -421,24 +422,41 @@ def run_protocol(
         if softmax:
             shares = feats.predict(r, norm, fold.devel)
             temperatures.append(fit_temperature(shares, feats.targets[fold.devel], feats.masks[fold.devel]))
-            tempered[rows] = temper(torch.from_numpy(pred["clean"][rows]), temperatures[-1]).numpy()
-        if probed is not None:
+            pred["tempered"][rows] = temper(torch.from_numpy(pred["clean"][rows]), temperatures[-1]).numpy()
+        if "probe" in pred:
             train = np.concatenate([fold.train, fold.devel])
-            probed[rows] = probe_predict(feats.means, feats.targets, feats.masks, train, fold.test)
+            pred["probe"][rows] = probe_predict(feats.means, feats.targets, feats.masks, train, fold.test)
         at += len(fold.test)
         fits.append(r)
         progress.end_fit()
     items = [feats.items[i] for i in idx]
+    evaluations = {}
+    for part in protocol.parts:
+        keep = part.tests(items) if protocol.kind == "joint" else np.ones(len(idx), bool)
+        n_folds = len({k for k, f in enumerate(folds) for i in f.test if part._tested(feats.items[i])})
+        evaluations[part.name] = _score_protocol(
+            part.name, part.classes(ds), emotions, [it for it, k in zip(items, keep) if k],
+            {n: a[keep] for n, a in pred.items()}, temperatures if softmax else None, n_folds, perturbed, console,
+        )  # fmt: skip
+    return evaluations, fits, norm
+
+
+def _score_protocol(
+    name: str, classes: list[int], emotions: tuple[str, ...], items: list[Item], pred: dict[str, np.ndarray],
+    temperatures: list[float] | None, n_folds: int, perturbed: tuple[str, ...], console: Console,
+) -> dict:  # fmt: skip
+    """One evaluation's metrics from its test files' predictions (run_protocol): clean, at
+    each fold's temperature, by the linear probe, and through each perturbation."""
     metrics = score_classes(pred["clean"], items, emotions, classes)
-    metrics["folds"] = len(folds)
-    if softmax:
-        cal = score_classes(tempered, items, emotions, classes, n_boot=0)
+    metrics["folds"] = n_folds
+    if temperatures is not None:
+        cal = score_classes(pred["tempered"], items, emotions, classes, n_boot=0)
         metrics["calibrated"] = {
             "temperature": float(np.median(temperatures)), "temperatures": temperatures,
             "ece": cal["calibration"]["ece"], "spearman_mean": cal["spearman_mean"],
         }  # fmt: skip
-    if probed is not None:
-        pm = score_classes(probed, items, emotions, classes, n_boot=0)
+    if "probe" in pred:
+        pm = score_classes(pred["probe"], items, emotions, classes, n_boot=0)
         metrics["probe"] = {k: pm[k] for k in ("uar", "spearman_mean") if k in pm}
         if "calibration" in pm:
             metrics["probe"]["ece"] = pm["calibration"]["ece"]
@@ -450,16 +468,16 @@ def run_protocol(
             # how often the top emotion (among the scored ones) stays what the clean audio gave
             kept = pred[p][:, classes].argmax(1) == pred["clean"][:, classes].argmax(1)
             metrics["robustness"][p]["top_kept"] = round(float(kept.mean()), 4)
-    line = f"{protocol.name}: {len(idx)} files, {len(folds)} fold(s)"
+    line = f"{name}: {len(items)} files, {n_folds} fold(s)"
     if "uar" in metrics:
         line += f", UAR {metrics['uar']:.3f} (95 % CI {metrics['uar_ci95'][0]:.3f} to {metrics['uar_ci95'][1]:.3f})"
         line += f", ECE {metrics['calibration']['ece']:.3f}"
-        if softmax:
+        if temperatures is not None:
             line += f" ({metrics['calibrated']['ece']:.3f} at T {metrics['calibrated']['temperature']:.2f})"
-        if probed is not None and "uar" in metrics["probe"]:
+        if "probe" in metrics and "uar" in metrics["probe"]:
             line += f", linear probe UAR {metrics['probe']['uar']:.3f}"
     console.print(line + f", mean Spearman {metrics['spearman_mean']:.3f}")
-    return metrics, fits, norm
+    return metrics
 
 
 def score_classes(pred: np.ndarray, items: list[Item], emotions, classes: list[int], n_boot: int = 1000) -> dict:
@@ -508,11 +526,12 @@ def train_experiment(
     evaluations, histories, best_epochs, temperatures = {}, [], [], []
     with TrainingProgress(console, n_folds, cfg.train.epochs) as progress:
         for protocol in protocols:
-            evaluations[protocol.name], fits, last_norm = run_protocol(protocol, feats, cfg, progress, console)
+            scored, fits, last_norm = run_protocol(protocol, feats, cfg, progress, console)
+            evaluations |= scored
             histories += [r.history for r in fits]
             if protocol.kind != "cross":  # trained on data like the final model's
                 best_epochs += [r.best_epoch for r in fits]
-                temperatures += evaluations[protocol.name].get("calibrated", {}).get("temperatures", [])
+                temperatures += next(iter(scored.values())).get("calibrated", {}).get("temperatures", [])
         labelled = np.array([i for i, it in enumerate(feats.items) if it.targets is not None])
         if len(protocols) == 1 and protocols[0].kind == "split":
             # The paper's recipe: the model trained on the train split, its epoch chosen on devel.
@@ -556,7 +575,7 @@ def train_experiment(
     save_bundle(bundle, out)
     console.print(f"saved bundle: {out}", soft_wrap=True)
     if report is not None:
-        names = {p.name: [ds.emotions[c] for c in p.classes(ds)] for p in protocols}
+        names = {p.name: [ds.emotions[c] for c in p.classes(ds)] for q in protocols for p in q.parts}
         write_experiment_report(report, f"{out.name}: evaluation", evaluations, names, histories)
         console.print(f"report: {report / 'report.md'}", soft_wrap=True)
     return out

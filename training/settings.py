@@ -99,6 +99,7 @@ class EvaluationSettings:
       "CORPUS:split"   the corpus's own train/devel/test split (ComParE, CSV manifests);
       "CORPUS:loso"    leave-one-speaker-out over CORPUS, training on everything else;
       "CORPUS:kfoldK"  K speaker-grouped folds over CORPUS, training on everything else;
+      "A+B:kfoldK"     each listed corpus's own K folds, all in K fits (scored as A_kfoldK, B_kfoldK);
       "A>B"            trained on corpus A only, tested on corpus B over the emotions both label;
       "A+B>C"          leave-one-corpus-out: trained on A and B, tested on C.
     Each is saved in the bundle's metrics as "CORPUS_loso", "A_to_B", "A_B_to_C", ... `perturbations`
