@@ -118,9 +118,7 @@ def test_joint_kfold_tests_every_corpus_in_k_fits(seven) -> None:
         assert (corpus[f.train] == "ravdess").sum() == sum(it.corpus == "ravdess" for it in seven.items)
     for p in joint.parts:  # each part's files are tested exactly once
         tested = np.concatenate([f.test for f in folds])
-        assert sorted(tested[p.tests([seven.items[i] for i in tested])]) == sorted(
-            np.flatnonzero(p.tests(seven.items))
-        )
+        assert sorted(tested[p.tests([seven.items[i] for i in tested])]) == sorted(np.flatnonzero(p.tests(seven.items)))
     for bad in ("emodb+emodb:kfold5", "emodb+ravdess:loso", "emodb+ravdess:kfold1"):
         with pytest.raises(Exception, match="names a corpus twice|is not CORPUS|at least 2 folds"):
             Protocol.parse(bad)
