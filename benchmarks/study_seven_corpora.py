@@ -44,7 +44,7 @@ PROTOCOLS = {
 }  # fmt: skip
 ATTENTIVE = ("amean", "astd", "p10", "p50", "p90")
 VARIANTS = {  # name -> (what changes, {table: {key: value}})
-    "base": ("the recipe on seven corpora: one head, global normalisation, no augmentation", {}),
+    "base": ("the recipe on seven corpora: every file, one head, global normalisation, no augmentation", {}),
     "balance-corpus": ("every corpus weighs the same", {"train": {"balance": "corpus"}}),
     "balance-speaker": ("every corpus, and within it every speaker, the same", {"train": {"balance": "speaker"}}),
     "unmasked": ("emotions a corpus does not label count as 0 (softmax over all nine)", {"unmasked": True}),
@@ -101,8 +101,8 @@ VARIANTS = {  # name -> (what changes, {table: {key: value}})
 
 def configure(base, name: str, protocols: tuple[str, ...], seed: int, cache: str):
     """The variant's Config: the study's base (the recipe with one head, the global
-    normalisation and no augmentation, whatever the recipe ships) with its changes, no
-    perturbation rows."""
+    normalisation, every file and no augmentation, whatever the recipe ships) with its
+    changes, no perturbation rows."""
     from emomon.training.settings import TrainSettings
 
     changes = VARIANTS[name][1]
@@ -110,6 +110,7 @@ def configure(base, name: str, protocols: tuple[str, ...], seed: int, cache: str
         base,
         evaluation=replace(base.evaluation, protocols=protocols, perturbations=(), probe=True),
         augment=replace(base.augment, views=0),
+        dataset=replace(base.dataset, exclude=()),
         regressor=replace(base.regressor, ensemble=1),
         train=replace(
             base.train, seed=seed, cache_dir=cache or base.train.cache_dir, normalization="global",

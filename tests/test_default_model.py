@@ -22,17 +22,6 @@ def predictor() -> Predictor:
     return Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu")
 
 
-WITHIN = {  # evaluation -> (classes, files, folds): each corpus on its own speakers
-    "emodb_loso": (7, 535, 10), "ravdess_kfold6": (8, 1440, 6), "nemo_loso": (6, 4481, 9),
-    "ased_common_kfold5": (5, None, 5), "banglaser_main_kfold5": (5, None, 5), "eyase_loso": (4, 578, 6),
-    "indowave_kfold5": (4, 240, 5),
-}  # fmt: skip
-LOCO = {  # leave one corpus out: the classes the tested corpus shares with the other six
-    "rest_to_emodb": 6, "rest_to_ravdess": 7, "rest_to_nemo": 6, "rest_to_ased_common": 5,
-    "rest_to_banglaser_main": 5, "rest_to_eyase": 4, "rest_to_indowave": 4,
-}  # fmt: skip
-
-
 def test_default_bundle_is_small_and_documented() -> None:
     size = sum(f.stat().st_size for f in DEFAULT_BUNDLE.iterdir())
     assert size < 5_000_000  # the encoder's weights come from the pinned packages
@@ -40,23 +29,22 @@ def test_default_bundle_is_small_and_documented() -> None:
     assert bundle.emotions == NINE
     assert bundle.encoder.kind == "whisper" and bundle.encoder.name == "openai/whisper-base"
     assert len(bundle.encoder_digest) == 64
-    assert 0.05 <= bundle.temperature <= 20  # calibrated on held-out speakers
     ev = bundle.metrics["evaluations"]
-    classes = {name: c for name, (c, _, _) in WITHIN.items()} | LOCO
-    assert set(ev) == set(classes)
-    for name, (_, n, folds) in WITHIN.items():
-        assert ev[name]["folds"] == folds, name
-        assert n is None or ev[name]["n"] == n, name
-    assert len(ev["emodb_loso"]["per_speaker"]) == 10
-    for name, c in classes.items():
-        assert len(ev[name]["confusion"]) == c, name  # scored over the classes both sides label
-        assert 1 / c < ev[name]["uar_ci95"][0] <= ev[name]["uar"] <= 1, name  # better than chance, CI included
+    chance = {
+        "emodb_loso": 1 / 7, "ravdess_loso": 1 / 8, "nemo_loso": 1 / 6, "emodb_to_ravdess": 1 / 6,
+        "ravdess_to_emodb": 1 / 6, "emodb_ravdess_to_nemo": 1 / 6, "emodb_nemo_to_ravdess": 1 / 7,
+        "ravdess_nemo_to_emodb": 1 / 6,
+    }  # fmt: skip
+    assert set(ev) == set(chance)
+    assert ev["emodb_loso"]["n"] == 535 and len(ev["emodb_loso"]["per_speaker"]) == 10
+    assert ev["ravdess_loso"]["n"] == 1440 and ev["ravdess_loso"]["folds"] == 24
+    assert ev["nemo_loso"]["n"] == 4481 and ev["nemo_loso"]["folds"] == 9
+    for name, floor in chance.items():
+        assert len(ev[name]["confusion"]) == round(1 / floor), name  # scored over the classes both sides label
+        assert floor < ev[name]["uar_ci95"][0] <= ev[name]["uar"] <= 1, name  # better than chance, CI included
         assert set(ev[name]["robustness"]) == {"white:20", "pink:20", "gain:-12", "gain:12", "telephone"}
-        assert 0 < ev[name]["probe"]["uar"] <= 1, name  # the linear probe beside every row
-        assert 0 <= ev[name]["calibrated"]["ece"] <= 1, name  # ECE through each fold's own temperature
     assert bundle.provenance["command"].startswith("emomon ")
-    licence = bundle.provenance["licence"]
-    assert "non-commercial" in licence and "nEMO" in licence and "ASED" in licence
+    assert "non-commercial" in bundle.provenance["licence"] and "nEMO" in bundle.provenance["licence"]
 
 
 def test_default_model_runs_on_the_pinned_whisper_base(predictor: Predictor) -> None:

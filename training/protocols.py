@@ -87,8 +87,8 @@ class Protocol:
         """The key in the bundle's metrics: emodb_loso, ravdess_kfold6, emodb_to_ravdess,
         ased_common_loso, ..."""
         sub = f"_{self.subset}" if self.subset else ""
-        if self.kind == "joint":
-            return "_".join(p.name for p in self.parts)
+        if self.kind == "joint":  # not a key: its parts are
+            return f"{self.corpus.replace('.', '_').replace('+', '_')}_kfold{self.k}"
         if self.kind == "cross":
             return f"{'rest' if self.corpus == '*' else '_'.join(self.corpus.split('+'))}_to_{self.target}{sub}"
         return f"{self.corpus}{sub}_{self.kind}{self.k or ''}"
