@@ -24,6 +24,7 @@ def default_predictor() -> Predictor:
 def fed_state() -> MonitorState:
     audio, _ = sf.read(SAMPLE, dtype="float32")
     predictor = default_predictor()
+    predictor.reset_session()  # the default adapts to the session: each state from the same start
     state = MonitorState(predictor.emotions, header=Header("pulse (44100 Hz)", **predictor.describe()))
     for i in range(3):  # neutral, anger, sadness
         a, b = 1 + 3 * i, 3 + 3 * i
@@ -126,6 +127,7 @@ def test_interim_result_shows_in_the_bars_not_in_the_counts() -> None:
 def test_a_row_per_speaker_beside_the_overall_view() -> None:
     audio, _ = sf.read(SAMPLE, dtype="float32")
     predictor = default_predictor()
+    predictor.reset_session()  # the default adapts to the session: each state from the same start
     state = MonitorState(predictor.emotions)
     for i, who in enumerate(["speaker 1", "agent", "speaker 1"]):  # neutral, anger, sadness
         a, b = 1 + 3 * i, 3 + 3 * i

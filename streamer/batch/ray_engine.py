@@ -3,6 +3,8 @@
     paths -> flat_map(decode, resample, VAD: one row per segment, then one per file;
                       with --speakers also each segment's speaker: the task sees them in order)  CPU tasks
           -> map_batches(Score: one Predictor per actor, `max_batch` segments a call)  actor pool
+             (a bundle whose normalisation follows the stream: a stream's segments travel as one
+             row and one actor scores them in order, in a session of their own)
           -> the driver: a file's rows, once all of them are in -> part files (store.py)
 
 Decoding and the model scale separately: the segment tasks run wherever a CPU is free, the
@@ -89,11 +91,16 @@ def speaker_stage(settings: SpeakerSettings) -> Speakers:
     return _STAGE[settings]
 
 
-def cut_rows(row: dict[str, Any], vad, each: bool, speakers: SpeakerSettings | None = None, batch: int = 1) -> Any:
+def cut_rows(
+    row: dict[str, Any], vad, each: bool, speakers: SpeakerSettings | None = None, batch: int = 1, whole: bool = False
+) -> Any:
     """A Ray task: one file into segment rows (audio as float32 bytes), then one file row with
     its duration, rate, channels, SHA-256, row count and error, if any. With --speakers the
     task names each segment's speaker: it alone sees the file's segments in order, `batch` at
-    a time per stream, and a segment cut at a turn change gives a row per part."""
+    a time per stream, and a segment cut at a turn change gives a row per part. With `whole`
+    (a bundle whose normalisation follows the stream) each stream is one row instead, its
+    segments' audio end to end and their places in `info`, so that one actor scores them in
+    order in one session (Score expands it into segment rows)."""
     from ...model.errors import AudioError
     from .inputs import Item
     from .score import by_speaker, cut, file_info, session_key
@@ -108,10 +115,14 @@ def cut_rows(row: dict[str, Any], vad, each: bool, speakers: SpeakerSettings | N
         return
     stage = speaker_stage(speakers) if speakers is not None else None
     pending: dict[int | None, list[Segment]] = {}
+    streams: dict[int | None, list[tuple[Segment, str | None, int]]] = {}
     n, error = 0, ""
 
     def rows(channel: int | None, segs: list[Segment]) -> Any:
         for seg, who, part in by_speaker(stage, session_key(item, channel), channel, segs):
+            if whole:
+                streams.setdefault(channel, []).append((seg, who, part))
+                continue
             yield {**base, "kind": "segment", "channel": MIX if channel is None else channel, "index": seg.index,
                    "part": part, "speaker": who or "", "start_s": seg.start_s, "end_s": seg.end_s,
                    "audio": seg.audio.tobytes(), "info": ""}  # fmt: skip
@@ -136,6 +147,11 @@ def cut_rows(row: dict[str, Any], vad, each: bool, speakers: SpeakerSettings | N
         if stage is not None:
             for channel in pending:
                 stage.forget(session_key(item, channel))
+    for channel, pieces in streams.items():
+        places = [[seg.index, part, who or "", seg.start_s, seg.end_s, len(seg.audio)] for seg, who, part in pieces]
+        n += len(pieces)
+        yield {**base, "kind": "stream", "channel": MIX if channel is None else channel, "info": json.dumps(places),
+               "audio": b"".join(seg.audio.tobytes() for seg, _, _ in pieces)}  # fmt: skip
     yield {**base, "kind": "file", "info": json.dumps({**info, "error": error, "segments": n})}
 
 
@@ -151,6 +167,8 @@ class Score:
         self.emotions = tuple(self.predictor.emotions)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.job.adapts:
+            return self._expand(batch)
         n = len(batch["kind"])
         shares = np.zeros((n, len(self.emotions)), np.float32)
         status = np.array(["file"] * n, dtype=object)
@@ -167,6 +185,45 @@ class Score:
                     status[i], error[i] = "error", f"{len(todo)} segment(s) could not be scored ({e})"
         keep = ("key", "kind", "channel", "index", "part", "speaker", "start_s", "end_s", "info")
         return {**{k: batch[k] for k in keep}, "shares": shares, "status": status, "error": error}
+
+    def _expand(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Score each whole stream (cut_rows with `whole`) in order in a session of its own,
+        and give its segments back as segment rows with their shares."""
+        cols = ("key", "kind", "channel", "index", "part", "speaker", "start_s", "end_s", "info")
+        out: dict[str, list] = {k: [] for k in (*cols, "shares", "status", "error")}
+        for i in range(len(batch["kind"])):
+            if batch["kind"][i] != "stream":
+                for k in cols:
+                    out[k].append(batch[k][i])
+                out["shares"].append(np.zeros(len(self.emotions), np.float32))
+                out["status"].append("file")
+                out["error"].append("")
+                continue
+            places = json.loads(batch["info"][i])
+            audio = np.frombuffer(batch["audio"][i], np.float32)
+            bounds = np.cumsum([0] + [p[5] for p in places])
+            segments = [audio[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            session = f"{batch['key'][i]}#{batch['channel'][i]}"
+            shares, status, error = np.zeros((len(places), len(self.emotions)), np.float32), "ok", ""
+            self.predictor.use_session(session)
+            try:
+                for start in range(0, len(segments), self.job.max_batch):
+                    chunk = self.predictor.predict(segments[start : start + self.job.max_batch])
+                    for j, p in enumerate(chunk, start):
+                        shares[j] = [p.shares[e] for e in self.emotions]
+            except Exception as e:  # noqa: BLE001 - as in replay: error rows, the run goes on
+                status, error = "error", f"{len(places)} segment(s) could not be scored ({e})"
+            finally:
+                self.predictor.end_session(session)
+            for j, (index, part, who, start_s, end_s, _) in enumerate(places):
+                row = {"key": batch["key"][i], "kind": "segment", "channel": batch["channel"][i], "index": index,
+                       "part": part, "speaker": who, "start_s": start_s, "end_s": end_s, "info": ""}  # fmt: skip
+                for k in cols:
+                    out[k].append(row[k])
+                out["shares"].append(shares[j])
+                out["status"].append(status)
+                out["error"].append(error)
+        return {k: (np.stack(v) if k == "shares" else np.array(v, dtype=object)) for k, v in out.items()}
 
 
 def scorer_class(job: Job) -> type[Score]:
@@ -285,11 +342,12 @@ class RayEngine:
                 table = [{"key": it.key, "source": it.source, "size": it.size} for it in items]
                 ds = ray.data.from_items(table, override_num_blocks=max(1, min(len(table), MAX_BLOCKS)))
                 cut = partial(cut_rows, vad=self.job.vad, each=self.job.each, speakers=self.job.speakers,
-                              batch=self.job.max_batch)  # fmt: skip
+                              batch=self.job.max_batch, whole=self.job.adapts)  # fmt: skip
                 ds = ds.flat_map(cut, num_cpus=DECODE_CPUS)
                 actor_cpus = max(0.5, min(float(self.job.threads), cpus / max(1, self.workers) - DECODE_CPUS))
                 pool = ray.data.ActorPoolStrategy(size=max(1, min(self.workers, len(items))))
-                ds = ds.map_batches(scorer_class(self.job), batch_size=self.job.max_batch, batch_format="numpy",
+                per_call = 1 if self.job.adapts else self.job.max_batch  # whole streams: one a call
+                ds = ds.map_batches(scorer_class(self.job), batch_size=per_call, batch_format="numpy",
                                     compute=pool, num_cpus=actor_cpus, num_gpus=self.gpus or None)  # fmt: skip
                 rows: list[dict[str, Any]] = []
                 records: list[dict[str, Any]] = []

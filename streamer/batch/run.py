@@ -75,11 +75,6 @@ def batch(
     if settings.engine == "ray":
         from .ray_engine import RayEngine
 
-        if bundle.norm_mode == "speaker":
-            raise ConfigError(
-                f"Model bundle '{bundle_path}' adapts to each speaker, which needs a file's segments in order on one "
-                "worker: use --engine local for it."
-            )
         engine: Any = RayEngine(workers, settings.address, settings.gpus_per_worker)
         engine.check()
     else:
@@ -91,7 +86,7 @@ def batch(
     engine.job = Job(str(store.out), str(bundle_path), device, cfg.runtime.dtype, cfg.model.encoder or None, cfg.vad,
                      settings.channels == "each", store.run["run"], settings.max_batch, settings.threads,
                      settings.part_s, segment_schema(bundle.emotions, extra, speakers is not None),
-                     tuple(bundle.emotions), speakers)  # fmt: skip
+                     tuple(bundle.emotions), speakers, bundle.norm_mode != "global")  # fmt: skip
     skipped = len(items) - len(todo)
     console.print(
         f"emomon batch: {len(todo)} file(s) to score" + (f" ({skipped} already done)" if skipped else "")

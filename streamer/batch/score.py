@@ -50,6 +50,7 @@ class Job:
     schema: pa.Schema
     emotions: tuple[str, ...]
     speakers: SpeakerSettings | None = None  # --speakers: who spoke each segment
+    adapts: bool = False  # the bundle's normalisation follows each stream (a session per stream)
 
     def load(self):
         """The Predictor, on `threads` torch threads (set before torch starts its pools)."""
