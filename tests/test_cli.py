@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -18,6 +20,17 @@ def test_help_imports_no_heavy_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert "train" in out.stdout and "evaluate" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_train_offers_every_architecture(capsys) -> None:
+    """--arch takes 3, the shipped default's statistics pooling, not only the paper's two."""
+    from emomon.streamer.cli import main
+
+    for arch in ("1", "2", "3"):
+        with pytest.raises(SystemExit) as stop:  # --help after a valid --arch: exit 0, not 2
+            main(["train", "--arch", arch, "--help"])
+        assert stop.value.code == 0, capsys.readouterr().err
+    assert "statistics pooling" in capsys.readouterr().out
 
 
 def test_bad_config_is_one_sentence(tmp_path: Path) -> None:

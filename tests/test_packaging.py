@@ -27,7 +27,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     src = _copy_source(tmp / "src")
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", str(src), "-w", str(tmp / "dist")],
+        # with build isolation, as `pip install .` and `python -m build` do: the build
+        # requirements in pyproject.toml must be enough on their own
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", str(src), "-w", str(tmp / "dist")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -49,6 +51,10 @@ def test_wheel_holds_one_import_package_with_its_data(wheel: Path) -> None:
     ):
         assert data in names
     assert not any(n.startswith(("emomon/tests/", "emomon/benchmarks/", "emomon/docs/")) for n in names)
+    (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    metadata = zipfile.ZipFile(wheel).read(meta).decode()
+    assert "License-Expression: MIT" in metadata.splitlines() and "License-File: LICENSE" in metadata
+    assert meta.replace("METADATA", "licenses/LICENSE") in names  # the MIT text travels with the wheel
 
 
 def test_wheel_in_a_fresh_venv_replays_the_bundled_sample(wheel: Path, tmp_path: Path) -> None:

@@ -28,7 +28,10 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
         "--encoder", help="hub id or local folder of an SSL or Whisper encoder (openai/whisper-base, ...), or 'egemaps'"
     )
     t.add_argument("--layer", help="encoder layer: last, weighted, or a hidden-state index")
-    t.add_argument("--arch", type=int, choices=(1, 2), help="regressor architecture (2 = attention, the paper's best)")
+    t.add_argument(
+        "--arch", type=int, choices=(1, 2, 3),
+        help="regressor architecture: 1 mean over time, 2 the paper's attention, 3 statistics pooling (the default's)",
+    )  # fmt: skip
     t.add_argument("--head", choices=("per_emotion", "shared"), help="one regressor per emotion, or one shared")
     t.add_argument("--epochs", type=int, help="maximum epochs")
     t.add_argument("--out", help="bundle folder to write")
