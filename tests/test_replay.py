@@ -117,6 +117,30 @@ def test_live_policy_drops_the_oldest_and_reports_it() -> None:
     assert status[5] == "ok" and status[0] == "ok"  # the newest is kept, the oldest waiting ones go
 
 
+def test_a_worker_keeps_nothing_of_ended_streams() -> None:
+    """emomon serve ends a stream with forget(): 10,000 short streams later the worker holds
+    no more memory than after the first thousand (it used to keep a key per stream)."""
+    import tracemalloc
+
+    worker = InferenceWorker(object(), lambda r: None, queue_size=4)  # not started: nothing is scored
+    seg = _segments(1)[0]
+
+    def streams(first: int, n: int) -> None:
+        for i in range(first, first + n):
+            worker.submit_interim(Job(f"stream {i}", seg, interim=True))
+            worker.submit(Job(f"stream {i}", seg))
+            worker.queue.get_nowait()  # as the worker thread would take it
+            worker.forget(f"stream {i}")
+
+    streams(0, 1000)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    streams(1000, 10_000)
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 100_000, grown
+
+
 def test_replay_policy_blocks_and_drops_nothing() -> None:
     gate, results = threading.Event(), []
     worker = InferenceWorker(SlowPredictor(gate), results.append, queue_size=1, max_batch=4).start()

@@ -89,7 +89,7 @@ class InferenceWorker:
         self.processed = self.dropped = self.failed = 0
         self.interim_done = self.interim_skipped = 0
         self._interim: Job | None = None  # the one interim job waiting, newest wins
-        self._closed: dict[str, int] = {}  # source -> highest segment index submitted as final
+        self._closed: dict[str, int] = {}  # source -> highest segment index submitted as final; forget() drops it
         self._lock = threading.Lock()
         self._source: str | None = None
         self._output_error = self._speaker_error = ""
@@ -110,15 +110,23 @@ class InferenceWorker:
     def _take_interim(self) -> Job | None:
         with self._lock:
             job, self._interim = self._interim, None
-            if job is not None and job.segment.index <= self._closed.get(job.session, -1):
+            if job is not None and job.segment.index <= self._closed.get(job.source, -1):
                 self.interim_skipped += 1  # its segment closed meanwhile: the final result says more
                 return None
             return job
 
+    def forget(self, source: str) -> None:
+        """A source has ended (a serve stream closed): drop what the worker kept of it, so that
+        a server that sees many short streams does not grow."""
+        with self._lock:
+            self._closed.pop(source, None)
+            if self._interim is not None and self._interim.source == source:
+                self._interim = None
+
     def submit(self, job: Job) -> None:
         """Queue a segment: blocks when full (replay), or drops the oldest waiting one (live)."""
         with self._lock:
-            self._closed[job.session] = max(job.segment.index, self._closed.get(job.session, -1))
+            self._closed[job.source] = max(job.segment.index, self._closed.get(job.source, -1))
         if not self.drop_oldest:
             self.queue.put(job)
             return

@@ -192,6 +192,7 @@ class Hub:
     def close(self, stream: Stream) -> None:
         with self.lock:
             self.streams.pop(stream.key, None)
+        self.worker.forget(stream.key)
         self.predictor.end_session(stream.key)
         if self.speakers is not None:
             self.speakers.forget(stream.key)
