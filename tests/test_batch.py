@@ -22,6 +22,7 @@ from conftest import load_clip
 
 from emomon.model.audio import SAMPLE_RATE
 from emomon.streamer.batch.inputs import expand
+from emomon.streamer.batch.store import output_columns
 from emomon.streamer.cli import main
 
 CLI = [sys.executable, "-m", "emomon.streamer.cli"]
@@ -279,6 +280,10 @@ def test_inputs_expand_folders_patterns_and_manifests_largest_first(world: dict,
     items, extra = expand([str(world["manifest"])])
     assert extra.names == ["call_id", "agent"] and len(items) == 5
     assert {it.extra["call_id"] for it in items} == {100, 101, 102, 103, 104}
+    call_centre = tmp_path / "calls.csv"  # a speaker column of its own is usual in call centres
+    call_centre.write_text(f"path,speaker\n{audio / 'a.wav'},Ann\n")
+    items, extra = expand([str(call_centre)], output_columns(("anger",), speakers=False))
+    assert extra.names == ["speaker"] and items[0].extra == {"speaker": "Ann"}  # without --speakers it is theirs
 
 
 @pytest.mark.parametrize(
@@ -288,6 +293,11 @@ def test_inputs_expand_folders_patterns_and_manifests_largest_first(world: dict,
         (["empty", "--out", "o"], "Input folder 'empty' holds no audio files"),
         (["audio/*.mp3", "--out", "o"], "Input pattern 'audio/*.mp3' matches no file."),
         (["bad.csv", "--out", "o"], "Manifest 'bad.csv' has no 'path' column (its columns: file, call)."),
+        # the tracker's `speaker` column: a manifest's own would have made a second one (an unreadable output)
+        (["agents.csv", "--out", "o", "--speakers"],
+         "Manifest 'agents.csv' has a column 'speaker' that the output has too; rename it."),
+        (["agents.csv", "--out", "o", "--channels", "each"],
+         "Manifest 'agents.csv' has a column 'channel' that the output has too; rename it."),
         (["audio/a.wav"], "Say where the results go: --out DIR"),
         (["audio/a.wav", "--out", "config.toml"], "Output folder 'config.toml' is a file, not a folder."),
         (["audio/a.wav", "--out", "config.toml/o"], "'config.toml/o' cannot be created: Not a directory"),
@@ -303,6 +313,8 @@ def test_bad_input_is_one_sentence(world: dict, args: list[str], message: str, c
     root = world["root"]
     (root / "empty").mkdir(exist_ok=True)
     (root / "bad.csv").write_text("file,call\na.wav,1\n")
+    (root / "agents.csv").write_text("path,speaker\naudio/a.wav,Ann\n" if "--speakers" in args else
+                                     "path,channel\naudio/a.wav,left\n")  # fmt: skip
     monkeypatch.chdir(root)
     before = sorted(p.name for p in root.rglob("*"))
     assert main(["batch", *args]) == 2

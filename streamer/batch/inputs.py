@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,11 +23,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
-# Columns of the output that a manifest's own columns may not take over.
-RESERVED = (
-    "id", "source", "channel", "segment", "start_s", "end_s", "duration_s", "top_emotion", "status",
-    "file_duration_s", "sample_rate", "channels", "sha256", "error", "segments", "path",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -46,9 +42,11 @@ def audio_suffixes() -> set[str]:
     return {"." + k.lower() for k in sf.available_formats()} | {".aif", ".oga", ".opus"}
 
 
-def expand(inputs: list[str], emotions: tuple[str, ...] = ()) -> tuple[list[Item], pa.Schema]:
+def expand(inputs: list[str], taken: Collection[str] = ()) -> tuple[list[Item], pa.Schema]:
     """Items for INPUT..., largest first, each file once, and the schema of the manifests'
-    columns. Raises ConfigError with one sentence for an input that gives nothing to score."""
+    columns, none of which may be one of `taken` (the output's own columns: store.py's
+    output_columns). Raises ConfigError with one sentence for an input that gives nothing to
+    score."""
     import pyarrow as pa
 
     if not inputs:
@@ -69,7 +67,7 @@ def expand(inputs: list[str], emotions: tuple[str, ...] = ()) -> tuple[list[Item
     for arg in inputs:
         p = Path(arg)
         if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES:
-            rows, schema = read_manifest(p, set(emotions))
+            rows, schema = read_manifest(p, set(taken))
             schemas.append((arg, schema))
             for path, extra in rows:
                 add(path, extra)
@@ -101,7 +99,7 @@ def expand(inputs: list[str], emotions: tuple[str, ...] = ()) -> tuple[list[Item
     return sorted(items.values(), key=lambda it: (-it.size, it.key)), schema
 
 
-def read_manifest(path: Path, emotions: set[str]) -> tuple[list[tuple[str, dict[str, Any]]], pa.Schema]:
+def read_manifest(path: Path, taken: set[str]) -> tuple[list[tuple[str, dict[str, Any]]], pa.Schema]:
     """(path, other columns) per row of a CSV or Parquet manifest, and those columns' schema."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
@@ -113,9 +111,9 @@ def read_manifest(path: Path, emotions: set[str]) -> tuple[list[tuple[str, dict[
         raise ConfigError(f"Manifest '{path}' cannot be read: {str(e).splitlines()[0]}.") from e
     if "path" not in table.column_names:
         raise ConfigError(f"Manifest '{path}' has no 'path' column (its columns: {', '.join(table.column_names)}).")
-    taken = [c for c in table.column_names if c != "path" and (c in RESERVED or c in emotions)]
-    if taken:
-        raise ConfigError(f"Manifest '{path}' has a column '{taken[0]}' that the output has too; rename it.")
+    clash = [c for c in table.column_names if c != "path" and c in taken]
+    if clash:
+        raise ConfigError(f"Manifest '{path}' has a column '{clash[0]}' that the output has too; rename it.")
     folder = path.parent
     paths = table.column("path").to_pylist()
     others = table.drop_columns(["path"])

@@ -59,13 +59,13 @@ def batch(
     from .local import LocalEngine
     from .progress import Progress
     from .score import Job
-    from .store import Store, segment_schema
+    from .store import Store, output_columns, segment_schema
 
     if not settings.out:
         raise ConfigError("Say where the results go: --out DIR (or [batch] out).")
     bundle_path = Path(settings.model or cfg.model.bundle or DEFAULT_BUNDLE)
     bundle = load_bundle(bundle_path)  # a bad bundle is one sentence here, before any worker starts
-    items, extra = expand(inputs, bundle.emotions)
+    items, extra = expand(inputs, output_columns(bundle.emotions, speakers is not None))
     run_settings = {"channels": settings.channels, "max_batch": settings.max_batch, "vad": asdict(cfg.vad),
                     "dtype": cfg.runtime.dtype, "encoder": cfg.model.encoder,
                     **({"speakers": asdict(speakers)} if speakers else {})}  # fmt: skip

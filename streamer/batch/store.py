@@ -54,6 +54,14 @@ def segment_schema(emotions: tuple[str, ...], extra: pa.Schema, speakers: bool =
     )  # fmt: skip
 
 
+def output_columns(emotions: tuple[str, ...], speakers: bool = False) -> set[str]:
+    """Every column the output writes of its own (DIR/segments and files.parquet): a
+    manifest's columns may not take these names."""
+    import pyarrow as pa
+
+    return set(segment_schema(emotions, pa.schema([]), speakers).names) | set(FILE_COLUMNS)
+
+
 def file_schema(extra: pa.Schema) -> pa.Schema:
     import pyarrow as pa
 
