@@ -220,9 +220,19 @@ def test_batch_names_speakers_as_replay_does_on_both_engines_and_a_channel_is_it
     done = (replayed, mono, stereo, each)
     assert all(d.returncode == 0 for d in done), "".join(d.stderr for d in done)
     with (tmp_path / "r.csv").open(newline="") as f:
-        want = [(int(r["segment"]), r["speaker"], float(r["start_s"])) for r in csv.DictReader(f)]
+        mono_rows = list(csv.DictReader(f))  # replay's, of the mixed call
+    want = [(int(r["segment"]), r["speaker"], float(r["start_s"])) for r in mono_rows]
     rows = pq.read_table(tmp_path / "mono" / "segments").to_pylist()
     assert [(r["segment"], r["speaker"], round(r["start_s"], 3)) for r in rows] == want
+
+    def same_shares(got: list[dict]) -> None:
+        """The default adapts its normalisation to each speaker's session: batch keeps the
+        sessions replay keeps (one per speaker), so the shares agree too."""
+        for g, w in zip(got, mono_rows, strict=True):
+            for e in ("anger", "neutral", "sadness", "happiness"):
+                assert g[e] == pytest.approx(float(w[e]), abs=1e-5), (g["segment"], g["speaker"], e)
+
+    same_shares(rows)
     assert {r["speaker"] for r in rows} == {"speaker 1", "speaker 2"}
     rows = pq.read_table(tmp_path / "stereo" / "segments").to_pylist()
     assert {r["channel"] for r in rows} == {0, 1} and len(rows) == 6  # a segment per turn, the last one too
@@ -237,3 +247,4 @@ def test_batch_names_speakers_as_replay_does_on_both_engines_and_a_channel_is_it
     assert ray.returncode == 0, ray.stderr
     rows = pq.read_table(tmp_path / "ray" / "segments").to_pylist()
     assert [(r["segment"], r["speaker"], round(r["start_s"], 3)) for r in rows] == want  # the segment task names them
+    same_shares(rows)

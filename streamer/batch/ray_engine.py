@@ -187,8 +187,11 @@ class Score:
         return {**{k: batch[k] for k in keep}, "shares": shares, "status": status, "error": error}
 
     def _expand(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Score each whole stream (cut_rows with `whole`) in order in a session of its own,
-        and give its segments back as segment rows with their shares."""
+        """Score each whole stream (cut_rows with `whole`) in order, in sessions of its own
+        (score.py's predict_in_sessions), and give its segments back as rows with their shares."""
+        from ..audio.segmenter import Segment
+        from .score import predict_in_sessions
+
         cols = ("key", "kind", "channel", "index", "part", "speaker", "start_s", "end_s", "info")
         out: dict[str, list] = {k: [] for k in (*cols, "shares", "status", "error")}
         for i in range(len(batch["kind"])):
@@ -202,19 +205,22 @@ class Score:
             places = json.loads(batch["info"][i])
             audio = np.frombuffer(batch["audio"][i], np.float32)
             bounds = np.cumsum([0] + [p[5] for p in places])
-            segments = [audio[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-            session = f"{batch['key'][i]}#{batch['channel'][i]}"
+            pieces = [(Segment(audio[a:b], p[3], p[4], p[0]), p[2] or None, p[1])
+                      for p, a, b in zip(places, bounds[:-1], bounds[1:])]  # fmt: skip
             shares, status, error = np.zeros((len(places), len(self.emotions)), np.float32), "ok", ""
-            self.predictor.use_session(session)
+            sessions: set[str] = set()
             try:
-                for start in range(0, len(segments), self.job.max_batch):
-                    chunk = self.predictor.predict(segments[start : start + self.job.max_batch])
-                    for j, p in enumerate(chunk, start):
+                for start in range(0, len(pieces), self.job.max_batch):
+                    chunk = pieces[start : start + self.job.max_batch]
+                    scored = predict_in_sessions(self.predictor, f"{batch['key'][i]}#{batch['channel'][i]}", chunk,
+                                                 sessions)  # fmt: skip
+                    for j, p in enumerate(scored, start):
                         shares[j] = [p.shares[e] for e in self.emotions]
             except Exception as e:  # noqa: BLE001 - as in replay: error rows, the run goes on
                 status, error = "error", f"{len(places)} segment(s) could not be scored ({e})"
             finally:
-                self.predictor.end_session(session)
+                for session in sessions:
+                    self.predictor.end_session(session)
             for j, (index, part, who, start_s, end_s, _) in enumerate(places):
                 row = {"key": batch["key"][i], "kind": "segment", "channel": batch["channel"][i], "index": index,
                        "part": part, "speaker": who, "start_s": start_s, "end_s": end_s, "info": ""}  # fmt: skip

@@ -11,6 +11,7 @@ file is reported as an error, as replay does.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -155,6 +156,7 @@ class Scorer:
     def __init__(self, predictor: Predictor, run: str, max_batch: int, speakers: Speakers | None = None) -> None:
         self.predictor, self.run, self.max_batch, self.speakers = predictor, run, max_batch, speakers
         self.emotions = tuple(predictor.emotions)
+        self.sessions: set[str] = set()  # the normalisation sessions of the file being scored
 
     def score(
         self, item: Item, segments: Iterator[tuple[int | None, Segment]], stop: Callable[[], bool] = lambda: False
@@ -176,8 +178,10 @@ class Scorer:
             failed.append(str(e))
         for channel, waiting in pending.items():
             rows += self._run(item, channel, waiting, failed)
+        for key in self.sessions:
+            self.predictor.end_session(key)
+        self.sessions.clear()
         for channel in pending:
-            self.predictor.end_session(session_key(item, channel))
             if self.speakers is not None:
                 self.speakers.forget(session_key(item, channel))
         rows.sort(key=lambda r: (-1 if r["channel"] is None else r["channel"], r["segment"], r["start_s"]))
@@ -188,14 +192,29 @@ class Scorer:
             return []
         key = session_key(item, channel)
         pieces = by_speaker(self.speakers, key, channel, segs)
-        self.predictor.use_session(key)
         try:
-            predictions = self.predictor.predict([s.audio for s, _, _ in pieces])
+            predictions = predict_in_sessions(self.predictor, key, pieces, self.sessions)
         except Exception as e:  # noqa: BLE001 - as in replay: an error row per segment, the run goes on
             failed.append(f"{len(pieces)} segment(s) could not be scored ({e})")
             return [row_of(item, self.run, self.emotions, channel, s, None, "error", who, k) for s, who, k in pieces]
         return [row_of(item, self.run, self.emotions, channel, s, p.shares, "ok", who, k)
                 for (s, who, k), p in zip(pieces, predictions)]  # fmt: skip
+
+
+def predict_in_sessions(
+    predictor: Predictor, key: str, pieces: list[tuple[Segment, str | None, int]], sessions: set[str]
+) -> list:
+    """Each piece's prediction, in order. A stream's normalisation session is its own, and
+    each named speaker's in it too (`KEY / SPEAKER`), as replay's worker keeps them
+    (monitor/worker.py, Job.session); the keys used are added to `sessions` for the caller
+    to end."""
+    out: list = []
+    for who, run in itertools.groupby(pieces, key=lambda piece: piece[1]):
+        session = key if who is None else f"{key} / {who}"
+        sessions.add(session)
+        predictor.use_session(session)
+        out += predictor.predict([seg.audio for seg, _, _ in run])
+    return out
 
 
 def by_speaker(
