@@ -8,7 +8,7 @@ Three kinds behind one interface (`Encoder.encode(segments) -> Embeddings`):
   length; the shipped default's, from pinned weights on the package index.
 - `OpenSmileEncoder`: openSMILE low-level descriptors every 10 ms, cheap on a CPU and
   fully offline: eGeMAPSv02 (25 values) or ComParE_2016 (65 values and their deltas,
-  130; the bundled default model uses it).
+  130; the default before the Whisper ones used it).
 
 Feature padding and masking, as in the paper: waveforms are never padded into one
 another's results. Layer-norm encoders (HuBERT-Large, wav2vec2-large-lv60, WavLM) take an

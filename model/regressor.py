@@ -5,9 +5,9 @@ Two implementations of the same maths, kept side by side on purpose:
 - `Regressor` is one model, written the way the paper describes it with stock layers
   (nn.Conv1d, packed nn.LSTM). It is the reference: easy to read, easy to check.
 - `RegressorBank` holds M such models with their parameters stacked on a leading axis
-  and runs all of them in ONE call (grouped convolutions, a batched LSTM recurrence,
-  batched attention and feed-forward). The paper trains one regressor per emotion; the
-  bank is how the nine of them run together. `RegressorBank.from_regressors` and
+  and runs all of them in ONE call (grouped convolutions, batched attention and
+  feed-forward; only the LSTM recurrence runs model by model, see `_lstm`). The paper
+  trains one regressor per emotion; the bank is how the nine of them run together. `RegressorBank.from_regressors` and
   `.regressor(m)` convert between the two, and the tests hold them equal.
 
 Architecture 1: Conv1d D->768->384->192 (ReLU) -> MaxPool(2) -> LayerNorm -> 2-layer LSTM

@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="emomon",
-        description="Real-time speech emotion-share monitor (WebRTC VAD, HuBERT, attention regressors).",
+        description="Real-time speech emotion-share monitor (WebRTC VAD, Whisper or HuBERT encoders, pooled or "
+        "attention regressors).",
     )
     # --config and -v work before the command and after it (`emomon live --config x.toml`);
     # after it they are SUPPRESSed unless given, so they do not overwrite the global ones.
