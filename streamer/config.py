@@ -57,3 +57,66 @@ def load_config(path: str | Path | None = None) -> Config:
         except ConfigError as e:
             raise ConfigError(f"Config file '{path}': {e}") from e
     return Config(**sections)
+
+
+def reference(toml_text: str) -> str:
+    """docs/config.md: every table and key of config.toml, its default and what it means,
+    read from the file's own comments (config.toml is the one place the meanings are
+    written; tests/test_config.py holds the two equal and every dataclass field present).
+
+        python -m emomon.streamer.config > docs/config.md
+    """
+    out = [
+        "# Configuration (`config.toml`)",
+        "",
+        "Generated from config.toml by `python -m emomon.streamer.config > docs/config.md`;",
+        "the tests fail when the two differ. Each table maps onto a frozen dataclass; an unknown",
+        "key or a value of the wrong type stops emomon at start-up with a sentence that names it.",
+        "Missing tables and keys keep the defaults below. `emomon --config FILE` reads another file.",
+    ]
+    key: list[str] | None = None  # [name, value, meaning] of the key being read
+    intro: list[str] = []
+    tables = 0
+
+    def flush_key() -> None:
+        nonlocal key
+        if key is not None:
+            meaning = key[2].replace("|", "\\|")
+            out.append(f"| `{key[0]}` | `{key[1]}` | {meaning} |")
+            key = None
+
+    for raw in toml_text.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            flush_key()
+            out += ["", f"## `{line}`", ""]
+            intro, tables = [], tables + 1
+            continue
+        if not tables or not line:  # the file's own header, blank lines
+            flush_key()
+            continue
+        if line.startswith("#"):
+            text = line.lstrip("#").strip()
+            if key is not None and raw.startswith(" "):  # a key's comment goes on
+                key[2] = f"{key[2]} {text}".strip()
+            else:
+                flush_key()
+                intro.append(text)
+            continue
+        flush_key()
+        if intro:
+            out += [" ".join(intro), ""]
+            intro = []
+        if out[-1] == "" and not out[-2].startswith("|"):
+            out += ["| key | default | meaning |", "|---|---|---|"]
+        name, _, rest = line.partition("=")
+        value, _, comment = rest.partition(" #")
+        key = [name.strip(), value.strip(), comment.strip()]
+    flush_key()
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(reference((Path(__file__).resolve().parents[1] / "config.toml").read_text()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,27 @@ REPO = Path(__file__).resolve().parents[1]
 def test_shipped_config_matches_the_defaults() -> None:
     assert load_config(REPO / "config.toml") == Config()
     assert Config().encoder.name == "facebook/hubert-large-ll60k" and Config().encoder.layer == "last"
+
+
+def test_docs_config_is_generated_from_config_toml_and_covers_every_setting() -> None:
+    """docs/config.md is config.toml's reference, generated (python -m emomon.streamer.config):
+    it must be what the generator gives today, and name every field of every table's
+    dataclass with a meaning."""
+    from emomon.streamer.config import reference
+
+    text = reference((REPO / "config.toml").read_text())
+    assert (REPO / "docs" / "config.md").read_text() == text, "regenerate: python -m emomon.streamer.config"
+    documented: dict[str, set[str]] = {}
+    table = ""
+    for line in text.splitlines():
+        if line.startswith("## `["):
+            table = line.removeprefix("## `[").removesuffix("]`")
+        elif line.startswith("| `"):
+            key, default, meaning = (c.strip() for c in line.strip("|").split(" | ", 2))
+            assert meaning, f"[{table}] {key} says nothing of what it means"
+            documented.setdefault(table, set()).add(key.strip("`"))
+    tables = {t.name: {f.name for f in fields(getattr(Config(), t.name))} for t in fields(Config)}
+    assert documented == tables
 
 
 def write(tmp_path: Path, text: str) -> Path:
