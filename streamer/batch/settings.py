@@ -1,5 +1,5 @@
 """[batch]: the settings of `emomon batch`, read with config.toml before anything heavy loads.
-Each key is also a flag of the command (README, "emomon batch")."""
+Each key is also a flag of the command (docs/batch.md)."""
 
 from __future__ import annotations
 

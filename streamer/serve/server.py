@@ -3,7 +3,7 @@
 Each WebSocket stream gets its own resampler, VAD segmenter and interim clock; all streams'
 segments go to the one inference worker (worker.py), which batches what waits across
 streams and drops the oldest when it falls behind. Results go back to their stream in
-order through that stream's outbox. Protocol (README, "emomon serve"):
+order through that stream's outbox. Protocol (docs/serve.md):
 
     GET /healthz                      {"status": "ok", "model", "emotions", "streams"}
     GET /metrics                      Prometheus text
