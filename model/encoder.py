@@ -35,7 +35,6 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .errors import ConfigError, EncoderLoadError
-from .memory import bound_this_process
 from .smile import SmileLLD
 from .specs import EncoderSpec
 
@@ -235,7 +234,6 @@ def load_encoder(spec: EncoderSpec, device: str = "auto", dtype: str = "float32"
     """Build the encoder `spec` describes on `device` in `dtype`."""
     if spec.kind in OPENSMILE_SETS:
         return OpenSmileEncoder(spec)
-    bound_this_process()  # the torch encoders: oneDNN's cache and malloc's arenas (model/memory.py)
     if spec.kind == "whisper":
         from .whisper import WhisperSpeechEncoder
 

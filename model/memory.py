@@ -10,9 +10,10 @@ runs about 13 % faster, as Intel's PyTorch tuning guide recommends.
 
 A process emomon starts to run a model (batch workers, Ray actors, serve's model process)
 gets `scorer_env()`: the cache bound and, when the system has it (Debian's
-libtcmalloc-minimal4), tcmalloc preloaded. A model loaded in an already running process
-(replay, live) gets `bound_this_process()`: the cache bound and at most two malloc arenas.
-A value already in the environment always wins.
+libtcmalloc-minimal4), tcmalloc preloaded. The emomon command bounds its own process
+(replay, live, serve without a model process, train) with `bound_this_process()`: the
+cache bound and at most two malloc arenas. The library (load_encoder, the Predictor) leaves
+a host application's process settings alone. A value already in the environment wins.
 """
 
 from __future__ import annotations

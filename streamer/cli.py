@@ -301,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
         cfg = load_config(path)
         console = Console(stderr=json_on_stdout(args, cfg))
+        from ..model.memory import bound_this_process
+
+        bound_this_process()  # a model run here: oneDNN's cache and malloc's arenas bounded (model/memory.py)
         return args.run(args, cfg, console, argv)
     except EmomonError as e:
         print(f"emomon: {e}", file=sys.stderr)

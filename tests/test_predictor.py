@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,23 @@ def test_batch_equals_one_by_one(fixture: str, layer: str, request, clips) -> No
         assert alone.batch_size == 1
         assert max(abs(alone.shares[e] - p.shares[e]) for e in EMOTIONS9) <= 1e-4
         np.testing.assert_allclose(alone.attention, p.attention, atol=1e-4)
+
+
+def test_loading_a_model_leaves_the_host_process_alone(tiny_hubert: Path, tmp_path: Path, monkeypatch) -> None:
+    """A library call changes no process-wide setting (environment, malloc); the emomon
+    command bounds its own process instead."""
+    for key in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "MALLOC_ARENA_MAX"):
+        monkeypatch.delenv(key, raising=False)
+    before = dict(os.environ)
+    enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu")
+    save_bundle(make_bundle(enc), tmp_path / "b")
+    Predictor.from_bundle(tmp_path / "b", device="cpu").predict([np.zeros(SAMPLE_RATE, np.float32)])
+    assert dict(os.environ) == before
+    from emomon.streamer.cli import main
+
+    (tmp_path / "empty.toml").write_text("")
+    assert main(["--config", str(tmp_path / "empty.toml"), "batch", str(tmp_path / "a.wav")]) == 2  # no --out
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"  # the command's own process is bounded
 
 
 def test_prediction_fields(tiny_hubert: Path, clips) -> None:
