@@ -1,6 +1,7 @@
 # Set-up and everyday commands. Everything installs into ./.venv on first use.
 #   make demo    install, then replay the bundled sample with the default model (offline)
 #   make test    install, then run the test suite (what CI runs)
+#   make test-fast  install, then the fast tier: no corpora, processes, sound server or real weights (seconds)
 #   make bench   install, then run the model, live, VAD, default-model, serve, batch and speaker benchmarks (docs/benchmarks.md)
 # TORCH picks the torch build: the default is the CPU wheel these machines keep on disk;
 # elsewhere use e.g. `make test TORCH=torch` for your platform's default build.
@@ -10,7 +11,7 @@ VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 PY      = $(VENV)/bin/python
 
-.PHONY: install system-deps demo test bench clean
+.PHONY: install system-deps demo test test-fast bench clean
 
 install: $(VENV)/.installed
 
@@ -42,6 +43,9 @@ system-deps:
 
 test: install system-deps
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not (corpora or weights or system)"
 
 bench: install system-deps
 	$(PY) benchmarks/bench_model.py

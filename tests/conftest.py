@@ -1,8 +1,19 @@
-"""Shared fixtures: tiny encoders saved to temp folders, real Emo-DB clips, small bundles."""
+"""Shared fixtures: tiny encoders saved to temp folders, real Emo-DB clips, small bundles.
+
+Tiers. A test is in the fast tier (`make test-fast`) unless marked:
+- `corpora`: reads real speech under ../shared/data (EMOMON_TEST_DATA overrides the
+  folder; every test that uses the `clips` or `emodb_rows` fixtures is marked for it);
+- `weights`: loads the real pinned Whisper-base or speaker-encoder weights;
+- `system`: starts processes, a sound server, a browser, nginx, Ray, or builds the wheel.
+The fast tier runs without the corpora, and a test outside `system` that starts a process
+fails, so the tiers stay what they say. `make test` runs them all, as CI does.
+"""
 
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +21,14 @@ import pytest
 
 from emomon.model.audio import SAMPLE_RATE, read_audio
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-EMODB = SHARED / "data" / "emodb"
-RAVDESS = SHARED / "data" / "ravdess"
-NEMO = SHARED / "data" / "nemo"
-ASED, BANGLASER = SHARED / "data" / "ased", SHARED / "data" / "banglaser"
-EYASE, INDOWAVE = SHARED / "data" / "eyase", SHARED / "data" / "indowave"
+DATA = Path(os.environ.get("EMOMON_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+EMODB = DATA / "emodb"
+RAVDESS = DATA / "ravdess"
+NEMO = DATA / "nemo"
+ASED, BANGLASER = DATA / "ased", DATA / "banglaser"
+EYASE, INDOWAVE = DATA / "eyase", DATA / "indowave"
+CORPUS_FIXTURES = {"clips", "emodb_rows"}
+LIBRARY_LOOKUPS = {"ldconfig", "gcc", "cc", "ld", "objdump", "x86_64-linux-gnu-gcc"}  # ctypes.util.find_library
 EMOTIONS9 = (
     "Anger",
     "Boredom",
@@ -29,14 +42,11 @@ EMOTIONS9 = (
 )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    corpora = (("Emo-DB", EMODB), ("RAVDESS", RAVDESS), ("nEMO", NEMO), ("ASED", ASED), ("BanglaSER", BANGLASER))
-    for name, folder in (*corpora, ("EYASE", EYASE), ("IndoWave", INDOWAVE)):
-        if not folder.is_dir():
-            raise pytest.UsageError(f"{name} is missing at {folder}: the tests need it under ../shared/data.")
-
-
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: the automatic marks count
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if CORPUS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.corpora)
     import torch
 
     if torch.cuda.is_available():
@@ -45,6 +55,44 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The corpora must be there when a selected test reads them."""
+    if any("corpora" in item.keywords for item in session.items):
+        corpora = (("Emo-DB", EMODB), ("RAVDESS", RAVDESS), ("nEMO", NEMO), ("ASED", ASED), ("BanglaSER", BANGLASER))
+        for name, folder in (*corpora, ("EYASE", EYASE), ("IndoWave", INDOWAVE)):
+            if not folder.is_dir():
+                raise pytest.UsageError(
+                    f"{name} is missing at {folder}: the corpora tier needs it (make test-fast runs without)."
+                )
+
+
+@pytest.fixture(autouse=True)
+def _tiers_hold(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test outside the `system` tier may not start a process, and one outside `weights`
+    may not read the pinned weights: the fast tier stays fast."""
+    from emomon.model import speaker, whisper
+
+    def refuse(what: str, tier: str):
+        def fail(*args, **kwargs):
+            raise AssertionError(f"{request.node.nodeid} {what}: mark it pytest.mark.{tier}")
+
+        return fail
+
+    if "system" not in request.keywords:
+        popen, refused = subprocess.Popen.__init__, refuse("starts a process", "system")
+
+        def only_library_lookups(self, args, *rest, **kwargs):  # ctypes.util.find_library asks ldconfig or gcc
+            first = args if isinstance(args, str | os.PathLike) else args[0]
+            if os.path.basename(str(first).split()[0]) in LIBRARY_LOOKUPS:
+                return popen(self, args, *rest, **kwargs)
+            return refused()
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", only_library_lookups)
+    if "weights" not in request.keywords:
+        for module in (speaker, whisper):
+            monkeypatch.setattr(module, "read_pinned", refuse("reads the pinned weights", "weights"))
 
 
 def load_clip(name: str) -> np.ndarray:

@@ -25,6 +25,8 @@ from emomon.streamer.batch.inputs import expand
 from emomon.streamer.batch.store import output_columns
 from emomon.streamer.cli import main
 
+pytestmark = [pytest.mark.system, pytest.mark.corpora, pytest.mark.weights]
+
 CLI = [sys.executable, "-m", "emomon.streamer.cli"]
 # int8 scores every segment in its own encoder pass (model/encoder.py), so batch and replay,
 # which group segments differently, give the same shares on any CPU.

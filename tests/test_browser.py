@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from test_serve import SAMPLE, Server
 
+pytestmark = [pytest.mark.system, pytest.mark.weights]
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 

@@ -32,6 +32,7 @@ def files(tmp_path: Path) -> list[Path]:
     return out
 
 
+@pytest.mark.corpora
 def test_resumes_where_an_interrupted_run_stopped(encoder, files: list[Path], tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path / "c", encoder, shard_items=2)
     assert cache.extract(files[:3], batch_seconds=2.0) == []  # "interrupted" after three files: two shards
@@ -49,6 +50,7 @@ def test_resumes_where_an_interrupted_run_stopped(encoder, files: list[Path], tm
         assert torch.allclose(f, direct.segment(i), rtol=1e-3, atol=1e-2)  # float16 storage
 
 
+@pytest.mark.corpora
 def test_keys_follow_content_not_names(encoder, files: list[Path], tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path / "c", encoder)
     cache.extract(files[:1])
@@ -60,6 +62,7 @@ def test_keys_follow_content_not_names(encoder, files: list[Path], tmp_path: Pat
     assert fresh.load([files[1]])[0] is None
 
 
+@pytest.mark.corpora
 def test_unreadable_and_too_short_files_are_reported(encoder, tmp_path: Path) -> None:
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
@@ -70,6 +73,7 @@ def test_unreadable_and_too_short_files_are_reported(encoder, tmp_path: Path) ->
     assert "shorter than 0.3 s" in problems[str(short)]
 
 
+@pytest.mark.corpora
 def test_large_descriptors_survive_the_cache_and_variants_are_separate(files: list[Path], tmp_path: Path) -> None:
     """ComParE descriptors pass float16's range (spectral variance > 65504): the cache must
     hand back exactly what the encoder gave, and a variant is its own entry."""

@@ -11,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.system
 def test_help_imports_no_heavy_library() -> None:
     code = (
         "import sys\nfrom emomon.streamer.cli import main\n"
@@ -33,6 +34,7 @@ def test_train_offers_every_architecture(capsys) -> None:
     assert "statistics pooling" in capsys.readouterr().out
 
 
+@pytest.mark.system
 def test_bad_config_is_one_sentence(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[train]\nepochs = 'many'\n")
@@ -45,6 +47,7 @@ def test_bad_config_is_one_sentence(tmp_path: Path) -> None:
     assert out.stderr.strip() == f"emomon: Config file '{cfg}': Setting 'train.epochs' must be an integer, not 'many'."
 
 
+@pytest.mark.system
 def test_config_goes_before_or_after_the_command(tmp_path: Path) -> None:
     from emomon.streamer.cli import build_parser
 
@@ -63,6 +66,7 @@ def test_config_goes_before_or_after_the_command(tmp_path: Path) -> None:
     assert out.returncode == 2 and "frame_ms must be 10, 20 or 30" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.system
 def test_replay_without_audio_says_what_is_missing(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "emomon.streamer.cli", "replay"], cwd=tmp_path, capture_output=True, text=True

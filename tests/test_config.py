@@ -93,6 +93,7 @@ def test_booleans_are_not_integers() -> None:
         from_dict(RegressorSpec, {"kernel_size": True}, "regressor")
 
 
+@pytest.mark.system
 def test_reading_config_does_not_import_torch() -> None:
     code = (
         "import sys; from emomon.streamer.config import load_config; load_config('config.toml'); "

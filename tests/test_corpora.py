@@ -29,6 +29,7 @@ def both():
     return merge([load_dataset("emodb", EMODB), load_dataset("ravdess", RAVDESS)])
 
 
+@pytest.mark.corpora
 def test_ravdess_loader() -> None:
     ds = load_dataset("ravdess", RAVDESS)
     assert len(ds.items) == 1440 and len(ds.speakers()) == 24 and not ds.problems
@@ -43,6 +44,7 @@ def test_ravdess_loader() -> None:
             assert ds.emotions[it.label] == codes[code]
 
 
+@pytest.mark.corpora
 def test_merge_spreads_targets_onto_the_union_with_masks(both) -> None:
     assert both.emotions == NINE and len(both.items) == 535 + 1440
     assert both.label_sets["emodb"] == load_dataset("emodb", EMODB).emotions
@@ -58,6 +60,7 @@ def test_merge_spreads_targets_onto_the_union_with_masks(both) -> None:
     assert {it.speaker.split(":")[0] for it in both.items} == {"emodb", "ravdess"}  # speakers kept apart
 
 
+@pytest.mark.corpora
 def test_protocols_are_speaker_independent(both) -> None:
     corpus = np.array([it.corpus for it in both.items])
     speaker = np.array([it.speaker for it in both.items])
@@ -81,6 +84,7 @@ def test_protocols_are_speaker_independent(both) -> None:
     assert len(k) == 6 and all(len(set(speaker[x.test])) == 4 for x in k)
 
 
+@pytest.mark.corpora
 def test_nemo_loader() -> None:
     ds = load_dataset("nemo", NEMO)
     assert len(ds.items) == 4481 and len(ds.speakers()) == 9 and not ds.problems
@@ -91,6 +95,7 @@ def test_nemo_loader() -> None:
     assert read_audio(ds.items[0].path).size > SAMPLE_RATE  # Ogg Opus through libsndfile
 
 
+@pytest.mark.corpora
 def test_leave_one_corpus_out(both) -> None:
     three = merge([load_dataset("emodb", EMODB), load_dataset("ravdess", RAVDESS), load_dataset("nemo", NEMO)])
     corpus = np.array([it.corpus for it in three.items])
@@ -129,6 +134,7 @@ def test_masked_loss_ignores_emotions_a_corpus_cannot_label(kind: str) -> None:
     assert same.item() == pytest.approx(masked_loss(y.detach(), t, m, kind).item(), abs=1e-6)
 
 
+@pytest.mark.corpora
 def test_perturbations_do_what_they_say() -> None:
     x = load_clip("03a01Wa.wav")
     assert np.allclose(gain(x, -12), x * 10 ** (-12 / 20))
@@ -142,6 +148,7 @@ def test_perturbations_do_what_they_say() -> None:
     assert np.array_equal(perturb(x, "white:20", seed=3), perturb(x, "white:20", seed=3))
 
 
+@pytest.mark.corpora
 def test_augmentation_is_seeded() -> None:
     from emomon.training.settings import AugmentSettings
 
@@ -158,6 +165,7 @@ def test_augmentation_is_seeded() -> None:
     assert SAMPLE_RATE <= len(short) <= 1.5 * SAMPLE_RATE
 
 
+@pytest.mark.corpora
 def test_opus_round_trip_keeps_the_speech_and_its_timing() -> None:
     from emomon.training.augment import opus
 
@@ -168,6 +176,7 @@ def test_opus_round_trip_keeps_the_speech_and_its_timing() -> None:
     assert np.corrcoef(x[16:], y[:-16])[0, 1] < 0.9
 
 
+@pytest.mark.corpora
 def test_two_corpus_hubert_recipe_end_to_end(tiny_hubert: Path, tmp_path: Path, capsys) -> None:
     """The shipped HuBERT-Large experiment file, run on a few real files of both corpora with
     a tiny HuBERT in place of the real weights: every evaluation lands in bundle.json."""

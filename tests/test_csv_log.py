@@ -46,6 +46,7 @@ def test_append_with_same_header_and_refuse_another(tmp_path: Path) -> None:
         CsvLog(path, ("Anger", "Boredom"))
 
 
+@pytest.mark.system
 def test_a_killed_writer_leaves_only_complete_rows(tmp_path: Path) -> None:
     path = tmp_path / "log.csv"
     kill_writer(f"CsvLog({str(path)!r}, {EMOTIONS!r})", path, 20_000)

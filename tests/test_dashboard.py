@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import soundfile as sf
 from rich.console import Console
 from test_replay import SAMPLE
@@ -42,6 +43,7 @@ def screen(state: MonitorState, width: int = 100) -> str:
     return console.export_text()
 
 
+@pytest.mark.weights
 def test_screen_shows_the_latest_segment_trend_and_stats() -> None:
     text = screen(fed_state())
     snap = fed_state().snapshot()
@@ -64,6 +66,7 @@ def test_screen_shows_the_latest_segment_trend_and_stats() -> None:
     assert "dropped" in text.split("recent segments")[1]
 
 
+@pytest.mark.weights
 def test_render_is_pure_and_fits_the_width() -> None:
     state = fed_state()
     snap = state.snapshot()
@@ -84,12 +87,14 @@ def test_spark_and_fit() -> None:
     assert fit([1.0, 2.0], 5) == [1.0, 2.0]
 
 
+@pytest.mark.weights
 def test_queue_count_can_be_set_on_its_own() -> None:
     state = fed_state()  # the source loop last saw 2 waiting
     state.set_queue(0)  # the pipeline after draining the worker
     assert "queue 0" in screen(state)
 
 
+@pytest.mark.weights
 def test_header_names_input_model_compute_and_elapsed_time() -> None:
     state = fed_state()
     state.started -= 3725  # an hour, two minutes and five seconds ago
@@ -98,6 +103,7 @@ def test_header_names_input_model_compute_and_elapsed_time() -> None:
     assert first.rstrip() == f"pulse (44100 Hz) · default (whisper-base, 9 emotions) · cpu {dtype} · 1:02:05"
 
 
+@pytest.mark.weights
 def test_trend_uses_the_width_the_terminal_has() -> None:
     state = fed_state()
     for _ in range(200):  # a long session: more trend points than any screen shows
@@ -112,6 +118,7 @@ def test_trend_uses_the_width_the_terminal_has() -> None:
     assert max(len(x) for x in screen(state, 180).splitlines()) <= 180
 
 
+@pytest.mark.weights
 def test_interim_result_shows_in_the_bars_not_in_the_counts() -> None:
     state = fed_state()
     audio, _ = sf.read(SAMPLE, dtype="float32")
@@ -124,6 +131,7 @@ def test_interim_result_shows_in_the_bars_not_in_the_counts() -> None:
     assert len(state.snapshot().trend) == 3  # the trend follows final segments only
 
 
+@pytest.mark.weights
 def test_a_row_per_speaker_beside_the_overall_view() -> None:
     audio, _ = sf.read(SAMPLE, dtype="float32")
     predictor = default_predictor()

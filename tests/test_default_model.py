@@ -14,6 +14,8 @@ from emomon.model.bundle import DEFAULT_BUNDLE, load_bundle
 from emomon.model.predictor import Predictor
 from emomon.streamer.audio.segmenter import speech_span
 
+pytestmark = [pytest.mark.corpora, pytest.mark.weights]
+
 NINE = ("anger", "boredom", "calm", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
 

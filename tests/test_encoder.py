@@ -115,6 +115,7 @@ def test_broken_local_folder_names_the_folder(tmp_path: Path) -> None:
         load_encoder(EncoderSpec(name=str(tmp_path)), "cpu")
 
 
+@pytest.mark.system
 def test_offline_without_weights_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
     code = (
         "from emomon.model.encoder import load_encoder\nfrom emomon.model.specs import EncoderSpec\n"
@@ -220,6 +221,7 @@ def test_egemaps_spec_has_one_layer() -> None:
     assert replace(EncoderSpec(), layer=4).encoder_id.endswith("layer=4")
 
 
+@pytest.mark.system
 def test_scoring_processes_get_the_memory_bounds_and_a_users_values_win() -> None:
     from emomon.model.memory import scorer_env, spawning_scorers, tcmalloc
 

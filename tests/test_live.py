@@ -20,6 +20,8 @@ import pytest
 
 from benchmarks.virtual_mic import SINK, ensure_virtual_mic, stop_pulse
 
+pytestmark = [pytest.mark.system, pytest.mark.weights]
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"
 

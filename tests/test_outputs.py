@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from conftest import kill_writer, load_clip, make_bundle
 
@@ -38,6 +39,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.system
 def test_jsonl_on_stdout_is_json_only_and_matches_the_csv(tmp_path: Path) -> None:
     out = emomon("replay", "--sample", "--speed", "0", "--no-dashboard", "--jsonl", "-", "--csv", "log.csv",
                  cwd=tmp_path)  # fmt: skip
@@ -56,6 +58,7 @@ def test_jsonl_on_stdout_is_json_only_and_matches_the_csv(tmp_path: Path) -> Non
     assert "6 segment(s) from 1 file(s)" in out.stderr  # the human lines moved to stderr
 
 
+@pytest.mark.system
 def test_jsonl_attention_weights_with_their_hop(tmp_path: Path) -> None:
     """An Architecture-2 bundle (tiny real encoder) writes its attention rows, each summing to 1."""
     encoder = load_encoder(EncoderSpec(kind="egemaps", name="eGeMAPSv02"))
@@ -72,6 +75,7 @@ def test_jsonl_attention_weights_with_their_hop(tmp_path: Path) -> None:
         assert abs(frames * r["attention"]["hop_s"] - r["duration_s"]) < 0.1  # the weights cover the segment
 
 
+@pytest.mark.system
 def test_a_killed_jsonl_writer_leaves_only_whole_lines(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
     kill_writer(f"JsonlLog({str(path)!r})", path, 50_000)
@@ -90,6 +94,7 @@ def test_jsonl_record_of_a_dropped_segment_has_no_shares(tmp_path: Path) -> None
     assert r["wall_time"].startswith("2026-11-25T10:00")
 
 
+@pytest.mark.system
 def test_save_audio_writes_exactly_what_was_scored(tmp_path: Path) -> None:
     out = emomon("replay", "--sample", "--speed", "0", "--no-dashboard", "--csv", "log.csv",
                  "--save-audio", "clips", cwd=tmp_path)  # fmt: skip
@@ -107,6 +112,7 @@ def test_save_audio_writes_exactly_what_was_scored(tmp_path: Path) -> None:
         assert np.allclose(audio, sample[a : a + len(audio)], atol=1 / 32768 + 1e-6)  # 16-bit FLAC of the same audio
 
 
+@pytest.mark.system
 def test_save_audio_into_an_unusable_folder_is_one_sentence_and_the_run_goes_on(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("not a folder")
     out = emomon("replay", "--sample", "--speed", "0", "--no-dashboard", "--csv", "log.csv",
@@ -118,6 +124,7 @@ def test_save_audio_into_an_unusable_folder_is_one_sentence_and_the_run_goes_on(
     assert "6 segment(s) from 1 file(s), 0 saved (7 not saved)" in out.stdout  # the folder, then each segment
 
 
+@pytest.mark.system
 def test_save_audio_onto_a_full_disk_keeps_whole_files_and_the_run_goes_on(tmp_path: Path) -> None:
     """The clips go to a 96 KiB tmpfs that fills after two or three of the six segments. Where
     mounting is not permitted, a file-size limit (RLIMIT_FSIZE) on the process stands in for
@@ -176,6 +183,7 @@ def monologue(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.system
 def test_interim_results_while_someone_keeps_talking(tmp_path: Path) -> None:
     wav = monologue(tmp_path)
     out = emomon("replay", str(wav), "--speed", "4", "--no-dashboard", "--jsonl", "seg.jsonl", "--csv", "log.csv",
@@ -199,6 +207,7 @@ def test_interim_results_while_someone_keeps_talking(tmp_path: Path) -> None:
     assert off.returncode == 0 and '"interim"' not in (tmp_path / "off.jsonl").read_text()
 
 
+@pytest.mark.corpora
 def test_open_segment_is_the_final_segment_so_far() -> None:
     audio = load_clip("03a01Wa.wav")
     seg = Segmenter()
@@ -214,6 +223,7 @@ def test_open_segment_is_the_final_segment_so_far() -> None:
     assert np.array_equal(final.audio[: len(so_far.audio)], so_far.audio)
 
 
+@pytest.mark.weights
 def test_interim_work_never_goes_before_a_final_segment() -> None:
     """The worker takes finals first; a newer interim replaces an older one; an interim whose
     segment has closed is thrown away. All counted."""
@@ -232,6 +242,7 @@ def test_interim_work_never_goes_before_a_final_segment() -> None:
     assert worker.interim_skipped == 2 and worker.interim_done == 1 and worker.processed == 1
 
 
+@pytest.mark.weights
 def test_interim_results_leave_the_session_statistics_alone() -> None:
     predictor = Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu")
     predictor.norm.mode = "speaker"  # as a speaker-adaptive bundle's

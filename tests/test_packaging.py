@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.system, pytest.mark.weights]
+
 REPO = Path(__file__).resolve().parents[1]
 SKIP = {".git", ".venv", "build", "dist", "out", "models", ".pytest_cache", ".hypothesis", "__pycache__"}
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from test_serve import REPO, Server, free_port, pcm, segments, stream
 
+pytestmark = [pytest.mark.system, pytest.mark.weights]
+
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from emomon.model.audio import SAMPLE_RATE
@@ -29,6 +30,7 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.weights
 def test_replay_the_bundled_sample_to_csv(tmp_path: Path, capsys) -> None:
     out = tmp_path / "log.csv"
     assert main(["replay", str(SAMPLE), "--speed", "0", "--csv", str(out), "--no-dashboard"]) == 0
@@ -42,6 +44,7 @@ def test_replay_the_bundled_sample_to_csv(tmp_path: Path, capsys) -> None:
     assert "emodb_speaker11.wav #1" in printed and "6 segment(s) from 1 file(s)" in printed
 
 
+@pytest.mark.weights
 def test_real_time_replay_takes_real_time(tmp_path: Path) -> None:
     short = tmp_path / "short.wav"
     audio, rate = sf.read(SAMPLE, dtype="float32")
@@ -52,6 +55,7 @@ def test_real_time_replay_takes_real_time(tmp_path: Path) -> None:
     assert len(rows(tmp_path / "l.csv")) == 1
 
 
+@pytest.mark.weights
 def test_a_folder_with_bad_files_goes_on_and_fails_at_the_end(tmp_path: Path, capsys) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
@@ -102,6 +106,7 @@ class SlowPredictor:
         return self.inner.predict(segments)
 
 
+@pytest.mark.weights
 def test_live_policy_drops_the_oldest_and_reports_it() -> None:
     gate, results = threading.Event(), []
     worker = InferenceWorker(SlowPredictor(gate), results.append, queue_size=2, max_batch=1, drop_oldest=True).start()
@@ -141,6 +146,7 @@ def test_a_worker_keeps_nothing_of_ended_streams() -> None:
     assert grown < 100_000, grown
 
 
+@pytest.mark.weights
 def test_replay_policy_blocks_and_drops_nothing() -> None:
     gate, results = threading.Event(), []
     worker = InferenceWorker(SlowPredictor(gate), results.append, queue_size=1, max_batch=4).start()

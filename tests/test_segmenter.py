@@ -45,6 +45,7 @@ def noisy(programme, kind: str, snr_db: float, seed: int = 0):
     return audio + noise, audible_spans(clips, spans, noise)
 
 
+@pytest.mark.corpora
 def test_one_segment_per_clip_with_tight_boundaries(programme) -> None:
     audio, spans, clips = programme
     segs = run(audio)
@@ -56,6 +57,7 @@ def test_one_segment_per_clip_with_tight_boundaries(programme) -> None:
     assert [s.index for s in segs] == list(range(len(spans)))
 
 
+@pytest.mark.corpora
 @pytest.mark.parametrize("kind", ["white", "pink"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_noise_at_20_db_snr(programme, kind: str, seed: int) -> None:
@@ -69,6 +71,7 @@ def test_noise_at_20_db_snr(programme, kind: str, seed: int) -> None:
     assert result["worst_s"] <= 0.3
 
 
+@pytest.mark.corpora
 def test_noise_at_20_db_snr_on_other_sentences() -> None:
     """36 more sentences (ten speakers): one segment each, and at most one boundary per
     programme beyond 150 ms (a soft last syllable heard as a little more or less)."""
@@ -82,6 +85,7 @@ def test_noise_at_20_db_snr_on_other_sentences() -> None:
     assert of == 72 and within >= of - 3
 
 
+@pytest.mark.corpora
 @pytest.mark.parametrize("seed", [0, 1])
 def test_word_endings_above_4_khz_continue_the_segment(seed: int) -> None:
     """14b03Ed ends in "...und habe Agnes besucht": its last 0.15 s is audible mostly above
@@ -98,6 +102,7 @@ def test_word_endings_above_4_khz_continue_the_segment(seed: int) -> None:
     assert without.end_s < end - TOLERANCE_S
 
 
+@pytest.mark.corpora
 def test_high_band_rule_leaves_clean_speech_alone() -> None:
     """Files padded with digital silence: the recording's own hiss before the zeros is far
     above the zeros' level, but below the rule's -70 dBFS floor, so nothing is extended."""
@@ -107,6 +112,7 @@ def test_high_band_rule_leaves_clean_speech_alone() -> None:
         assert bounds == [(s.start_s, s.end_s) for s in run(audio, VadSettings(high_band_db=0.0))]
 
 
+@pytest.mark.corpora
 @pytest.mark.parametrize("kind", ["white", "pink"])
 def test_noise_at_10_db_snr(programme, kind: str) -> None:
     """Noise at -25 dBFS, which WebRTC VAD alone calls speech (next test). Across all the
@@ -117,6 +123,7 @@ def test_noise_at_10_db_snr(programme, kind: str) -> None:
     assert result["within"] >= result["of"] - 2, result["misses"]
 
 
+@pytest.mark.corpora
 def test_loud_background_is_turned_down_for_the_vad(programme) -> None:
     steady = make_noise("white", 6 * SAMPLE_RATE, 10 ** (-25 / 10), np.random.default_rng(1))  # -25 dBFS
     assert run(steady) == []
@@ -132,6 +139,7 @@ def test_loud_background_is_turned_down_for_the_vad(programme) -> None:
     ]
 
 
+@pytest.mark.corpora
 def test_pauses_shorter_than_the_hang_over_are_bridged(programme) -> None:
     audio, spans, _ = programme
     (a0, b0), (a1, b1) = spans[:2]
@@ -145,6 +153,7 @@ def test_pauses_shorter_than_the_hang_over_are_bridged(programme) -> None:
     assert len(run(sentence, VadSettings(hangover_ms=300))) == 2
 
 
+@pytest.mark.corpora
 def test_segment_audio_is_the_input_audio(programme) -> None:
     audio, _, _ = programme
     for s in run(audio)[:3]:
@@ -152,6 +161,7 @@ def test_segment_audio_is_the_input_audio(programme) -> None:
         np.testing.assert_array_equal(s.audio, audio[i : i + len(s.audio)])
 
 
+@pytest.mark.corpora
 def test_long_speech_is_split_at_the_maximum(programme) -> None:
     audio, spans, _ = programme
     speech = np.concatenate([audio[round(a * SAMPLE_RATE) : round(b * SAMPLE_RATE)] for a, b in spans[:4]])
@@ -160,6 +170,7 @@ def test_long_speech_is_split_at_the_maximum(programme) -> None:
     assert all(b.start_s == pytest.approx(a.end_s) for a, b in zip(segs, segs[1:]) if a.duration_s >= 3.0 - 1e-9)
 
 
+@pytest.mark.corpora
 def test_clicks_shorter_than_the_minimum_are_dropped(programme) -> None:
     audio, spans, _ = programme
     a, _ = spans[0]
@@ -168,6 +179,7 @@ def test_clicks_shorter_than_the_minimum_are_dropped(programme) -> None:
     assert run(np.concatenate([quiet, blip, quiet]), VadSettings(min_segment_s=0.8)) == []
 
 
+@pytest.mark.corpora
 def test_silence_gives_nothing_and_state_follows_speech(programme) -> None:
     assert run(np.zeros(3 * SAMPLE_RATE, np.float32)) == []
     audio, spans, _ = programme

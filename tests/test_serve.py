@@ -22,6 +22,8 @@ import soxr
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+pytestmark = [pytest.mark.system, pytest.mark.weights]
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"  # six sentences, 1 s pauses
 

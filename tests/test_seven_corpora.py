@@ -32,6 +32,7 @@ def test_every_corpus_has_a_record() -> None:
     assert set(CORPUS_INFO) == set(CORPORA) == set(FOLDERS)
 
 
+@pytest.mark.corpora
 @pytest.mark.parametrize(
     "corpus,files,speakers,emotions",
     [
@@ -53,6 +54,7 @@ def test_new_corpora_load_with_their_own_label_sets(corpus, files, speakers, emo
         assert it.targets[it.label] == 1.0 and sum(it.targets) == 1.0
 
 
+@pytest.mark.corpora
 def test_subsets_and_linked_speakers() -> None:
     ased = load_dataset("ased", ASED)
     assert Counter(it.subset for it in ased.items) == {"emotion_specific": 1792, "common": 615}
@@ -75,6 +77,7 @@ def test_a_bad_corpus_folder_is_one_sentence(tmp_path) -> None:
     assert ds.problems == [(str(tmp_path / "a.opus"), "audio file is missing")]
 
 
+@pytest.mark.corpora
 def test_subset_protocols_test_around_the_confounds(seven) -> None:
     corpus = np.array([it.corpus for it in seven.items])
     units = np.array([it.unit for it in seven.items])
@@ -104,6 +107,7 @@ def test_subset_protocols_test_around_the_confounds(seven) -> None:
         Protocol.parse("ased.shouted:loso").folds(seven)
 
 
+@pytest.mark.corpora
 def test_joint_kfold_tests_every_corpus_in_k_fits(seven) -> None:
     joint = Protocol.parse("emodb+ased.common+eyase:kfold5")
     assert [p.name for p in joint.parts] == ["emodb_kfold5", "ased_common_kfold5", "eyase_kfold5"]
@@ -168,6 +172,7 @@ def test_probe_learns_what_is_linear_and_respects_the_masks() -> None:
     assert (pred[:, :3].argmax(1) == labels[200:].numpy()).mean() > 0.9
 
 
+@pytest.mark.corpora
 def test_seven_corpus_recipe_end_to_end(tmp_path, capsys) -> None:
     """The shipped seven-corpus recipe (training/experiments/default_v4.toml: augmentation,
     perturbations, probe, calibration) on a few real files of every corpus with a tiny

@@ -22,6 +22,8 @@ from emomon.model.speaker import SPEAKER_WEIGHTS, SpeakerEncoder, partial_starts
 from emomon.model.tracker import SpeakerSettings, SpeakerTracker, speaker_parts
 from emomon.streamer.audio.segmenter import speech_span
 
+pytestmark = [pytest.mark.system, pytest.mark.corpora, pytest.mark.weights]
+
 REFERENCE = Path(__file__).parent / "data" / "resemblyzer_reference.json"
 # Speaker 03 (male) and 08 (female), each through anger, happiness, neutral, sadness, boredom, fear
 MALE = ["03a01Wa.wav", "03a01Fa.wav", "03a01Nc.wav", "03a02Ta.wav", "03a04Lc.wav", "03a04Ad.wav"]

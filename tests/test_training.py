@@ -56,6 +56,7 @@ def train_args(data: Path, encoder: Path, out: Path, cache: Path, *extra: str) -
     ]  # fmt: skip
 
 
+@pytest.mark.corpora
 def test_train_compare23_end_to_end(compare23: Path, tiny_hubert: Path, tmp_path: Path, capsys) -> None:
     out, cache, report = tmp_path / "bundle", tmp_path / "cache", tmp_path / "report"
     assert main(train_args(compare23, tiny_hubert, out, cache, "--report", str(report))) == 0
@@ -80,6 +81,7 @@ def test_train_compare23_end_to_end(compare23: Path, tiny_hubert: Path, tmp_path
     assert tuple(p.shares) == EMOTIONS9
 
 
+@pytest.mark.corpora
 def test_training_is_reproducible_and_reuses_the_cache(compare23: Path, tiny_hubert: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     assert main(train_args(compare23, tiny_hubert, tmp_path / "a", cache)) == 0
@@ -93,6 +95,7 @@ def test_training_is_reproducible_and_reuses_the_cache(compare23: Path, tiny_hub
     assert a == b
 
 
+@pytest.mark.corpora
 def test_bad_files_are_summarised_and_left_out(compare23: Path, tiny_hubert: Path, tmp_path: Path, capsys) -> None:
     data = tmp_path / "data"
     import shutil
@@ -111,6 +114,7 @@ def test_bad_files_are_summarised_and_left_out(compare23: Path, tiny_hubert: Pat
     assert load_bundle(tmp_path / "b").provenance["dataset"]["files_used"] == 25
 
 
+@pytest.mark.corpora
 def test_evaluate_command(compare23: Path, tiny_hubert: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "bundle"
     assert main(train_args(compare23, tiny_hubert, out, tmp_path / "cache")) == 0

@@ -20,6 +20,8 @@ from emomon.model.pinned import pinned_files, read_pinned
 from emomon.model.specs import EncoderSpec
 from emomon.model.whisper import PINNED, whisper_from_ct2
 
+pytestmark = [pytest.mark.corpora, pytest.mark.weights]
+
 
 def save_tiny_whisper(folder: Path, n_mels: int = 80, seed: int = 0) -> Path:
     """A tiny Whisper (encoder and decoder) with random weights, saved as the hub stores one."""
