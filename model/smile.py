@@ -78,7 +78,9 @@ class SmileLLD:
         try:
             import opensmile
         except ImportError as e:
-            raise EncoderLoadError("The openSMILE encoders need the 'opensmile' package: pip install opensmile.") from e
+            raise EncoderLoadError(
+                "The openSMILE encoders need the 'opensmile' package: pip install 'emomon[opensmile]'."
+            ) from e
         try:
             from opensmile.core.lib import ExternalSinkCallback, OpenSMILE, smileapi
         except ImportError as e:

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..model.errors import ConfigError, EmomonError
+from ..model.errors import ConfigError, EmomonError, require
 
 DEFAULT_CONFIG = Path("config.toml")
 SAMPLE = Path(__file__).resolve().parent / "samples" / "emodb_speaker11.wav"  # shipped in the package
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_batch(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     from dataclasses import replace
 
+    require("batch", "emomon batch", "pyarrow")
     from .batch.run import batch
 
     names = ("out", "model", "engine", "address", "workers", "threads", "gpus_per_worker", "channels", "resume")
@@ -136,6 +137,7 @@ def run_batch(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 
 
 def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
+    require("live", "emomon devices", "sounddevice")
     from .audio.capture import NO_DEVICE, DeviceError, input_devices, quiet_native_stderr
 
     with quiet_native_stderr(not args.verbose):
@@ -149,7 +151,9 @@ def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 
 
 def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
-
+    require("live", "emomon live", "sounddevice")
+    if args.server:
+        require("serve", "emomon live --server", "websockets")
     from .audio.capture import quiet_native_stderr
     from .monitor.live import live
 
@@ -174,6 +178,7 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     from dataclasses import replace
 
+    require("serve", "emomon serve", "starlette", "uvicorn", "websockets", "prometheus_client")
     from .serve.server import check_bind, serve
 
     flags = {"host": args.host, "port": args.port, "token": args.token, "max_streams": args.max_streams,
@@ -278,6 +283,7 @@ def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
             raise ConfigError(f"--speed {args.speed} must be 0 (as fast as possible) or more.")
         monitor = replace(monitor, speed=args.speed)
     if args.server:
+        require("serve", "emomon replay --server", "websockets")
         from .serve.remote import replay_via_server
 
         if args.channels == "each":

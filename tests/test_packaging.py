@@ -59,13 +59,16 @@ def test_wheel_holds_one_import_package_with_its_data(wheel: Path) -> None:
     assert meta.replace("METADATA", "licenses/LICENSE") in names  # the MIT text travels with the wheel
 
 
-def test_wheel_in_a_fresh_venv_replays_the_bundled_sample(wheel: Path, tmp_path: Path) -> None:
+def test_wheel_in_a_fresh_venv_replays_the_bundled_sample_without_extras(wheel: Path, tmp_path: Path) -> None:
+    """`pip install emomon` alone: the Predictor, replay and its CSV / JSON Lines; a command
+    that needs an extra says which `pip install` to run, in one sentence."""
     import torch
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    # The torch build this environment runs (the CPU wheel here), then the wheel and its other dependencies.
+    # The torch build this environment runs (the CPU wheel here), then the wheel and its own
+    # dependencies, no extra.
     subprocess.run([*pip, f"torch=={torch.__version__.split('+')[0]}"], check=True, timeout=900)
     subprocess.run([*pip, str(wheel)], check=True, timeout=900)
 
@@ -80,6 +83,14 @@ def test_wheel_in_a_fresh_venv_replays_the_bundled_sample(wheel: Path, tmp_path:
     rows = list(csv.DictReader((work / "demo.csv").open()))
     assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
     assert "6 segment(s) from 1 file(s)" in out.stdout
+    missing = subprocess.run([str(venv / "bin" / "python"), "-c", "import scipy, pyarrow, starlette"],
+                             capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode != 0  # the extras are not there
+    for args, extra in ((["serve"], "serve"), (["batch", "x.wav", "--out", "o"], "batch"), (["live"], "live"),
+                        (["train", "--dataset", "emodb", "--data", "x"], "train")):  # fmt: skip
+        out = subprocess.run([emomon, *args], cwd=work, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+        assert out.stderr.strip().endswith(f"pip install 'emomon[{extra}]'."), out.stderr
 
     # Only `emomon` is importable from the install: no generic top-level `model` or `streamer`.
     probe = (

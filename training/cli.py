@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..model.errors import ConfigError
+from ..model.errors import ConfigError, require
 from .datasets import DATASETS
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ def _apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
 
 
 def run_train(args: argparse.Namespace, cfg: Config, console, argv: list[str]) -> int:
+    require("train", "emomon train", "scipy", "matplotlib")
     from .experiment import train_experiment
 
     train_experiment(apply_flags(cfg, args), args.report, console, argv, features_only=args.features_only)
@@ -113,6 +114,7 @@ def run_train(args: argparse.Namespace, cfg: Config, console, argv: list[str]) -
 
 
 def run_evaluate(args: argparse.Namespace, cfg: Config, console, argv: list[str]) -> int:
+    require("train", "emomon evaluate", "scipy", "matplotlib")
     from .experiment import evaluate_bundle
 
     evaluate_bundle(args.bundle, apply_flags(cfg, args), args.report, console)
