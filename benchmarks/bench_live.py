@@ -36,7 +36,8 @@ from emomon.model.bundle import DEFAULT_BUNDLE  # noqa: E402
 from emomon.model.predictor import Predictor  # noqa: E402
 from emomon.streamer.audio.capture import Microphone  # noqa: E402
 from emomon.streamer.audio.segmenter import Segmenter, VadSettings  # noqa: E402
-from emomon.streamer.monitor.worker import InferenceWorker, Job, Result  # noqa: E402
+from emomon.streamer.monitor.worker import InferenceWorker  # noqa: E402
+from emomon.streamer.outputs.record import Job, Result  # noqa: E402
 
 SAMPLE = ROOT / "streamer" / "samples" / "emodb_speaker11.wav"
 CLIP_ENDS_S = [3.0 * i + 3.0 for i in range(6)]  # where each clip ends in the sample

@@ -14,7 +14,7 @@ from emomon.model.bundle import DEFAULT_BUNDLE
 from emomon.model.predictor import Predictor
 from emomon.streamer.audio.segmenter import Segment
 from emomon.streamer.monitor.dashboard import Header, MonitorState, fit, render, spark
-from emomon.streamer.monitor.worker import Job, Result
+from emomon.streamer.outputs.record import Job, Result
 
 
 @functools.cache

@@ -18,7 +18,8 @@ from emomon.model.predictor import Predictor
 from emomon.streamer.audio.segmenter import Segment
 from emomon.streamer.audio.sources import file_blocks
 from emomon.streamer.cli import main
-from emomon.streamer.monitor.worker import InferenceWorker, Job, Result
+from emomon.streamer.monitor.worker import InferenceWorker
+from emomon.streamer.outputs.record import Job, Result
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"

@@ -18,6 +18,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,7 +40,6 @@ from ..model.predictor import Predictor
 from ..model.regressor import normalise_pooled, pool_each, temper
 from ..model.settings import to_dict
 from ..model.specs import LAYERED
-from ..streamer.config import Config
 from .cache import EmbeddingCache
 from .datasets import LICENCES, Dataset, DatasetError, Item, load_dataset, merge
 from .evaluate import score, write_experiment_report, write_report
@@ -48,6 +48,9 @@ from .probe import probe_predict
 from .protocols import Protocol, default_protocols
 from .settings import AugmentSettings
 from .train import FitResult, Split, balance_weights, collate, fit, predict
+
+if TYPE_CHECKING:
+    from ..streamer.config import Config  # the whole config.toml, assembled on top
 
 log = logging.getLogger("emomon")
 

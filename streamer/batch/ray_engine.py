@@ -34,7 +34,7 @@ import numpy as np
 
 from ...model.errors import ConfigError, EmomonError
 from ...model.memory import scorer_env
-from ..serve.settings import is_loopback
+from ..net import is_loopback
 
 if TYPE_CHECKING:
     from ...model.tracker import Speakers, SpeakerSettings

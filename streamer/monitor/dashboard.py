@@ -20,7 +20,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .worker import Result
+from ..outputs.record import Result
 
 SPARK = "▁▂▃▄▅▆▇█"
 TREND_ALPHA = 0.3  # exponential smoothing of the per-emotion trend

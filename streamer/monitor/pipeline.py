@@ -18,10 +18,11 @@ from rich.console import Console
 
 from ...model.audio import SAMPLE_RATE
 from ..audio.segmenter import Segment, Segmenter
+from ..outputs.record import Job
 from ..outputs.sinks import Outputs
 from .dashboard import Dashboard, Header, MonitorState
 from .settings import MonitorSettings
-from .worker import InferenceWorker, Job
+from .worker import InferenceWorker
 
 if TYPE_CHECKING:
     from ...model.predictor import Predictor

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ..monitor.dashboard import MonitorState
-    from ..monitor.worker import Result
+    from .record import Result
 
 
 def describe(result: Result) -> str:

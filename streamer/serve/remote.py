@@ -22,7 +22,7 @@ from ...model.audio import SAMPLE_RATE
 from ...model.errors import EmomonError
 from ...model.predictor import Prediction
 from ..audio.segmenter import Segment
-from ..monitor.worker import Job, Result
+from ..outputs.record import Job, Result
 
 
 class ServerError(EmomonError):

@@ -36,14 +36,15 @@ import numpy as np
 
 from ...model.audio import SAMPLE_RATE
 from ...model.errors import ConfigError
-from .settings import ServeSettings, is_loopback
+from ..net import is_loopback
+from .settings import ServeSettings
 
 if TYPE_CHECKING:
     from ...model.predictor import Predictor
     from ...model.tracker import SpeakerSettings
     from ..audio.segmenter import VadSettings
     from ..monitor.settings import MonitorSettings
-    from ..monitor.worker import Result
+    from ..outputs.record import Result
 
 log = logging.getLogger("emomon")
 
@@ -120,7 +121,8 @@ class Hub:
     ) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-        from ..monitor.worker import InferenceWorker, Job
+        from ..monitor.worker import InferenceWorker
+        from ..outputs.record import Job
         from ..outputs.sinks import Outputs
 
         self.predictor, self.settings, self.vad, self.monitor = predictor, settings, vad, monitor

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -35,13 +34,3 @@ class ServeSettings:
             raise ValueError("max_streams, queue_size and max_batch must be >= 1, max_speed > 0")
         if self.idle_timeout_s < 0:
             raise ValueError(f"idle_timeout_s must be 0 (never) or more, not {self.idle_timeout_s}")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` (a name or an address, IPv6 without brackets) is this machine's loopback."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

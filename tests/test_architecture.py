@@ -1,0 +1,80 @@
+"""One direction of imports (docs/architecture.md): the model below everything that runs it,
+audio in below the runtime and training, training and the runtime beside each other, the
+command line and config loading on top. Every import that runs counts, at the top of a
+module or inside a function; only `if TYPE_CHECKING:` blocks (annotations) do not."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TOP = {"streamer/cli.py", "streamer/config.py", "training/cli.py", "streamer/__init__.py", "__init__.py"}
+# area -> the areas it may import (besides itself)
+ALLOWED = {
+    "model": set(),
+    "net": set(),
+    "audio": {"model"},
+    "training": {"model", "audio"},
+    "outputs": {"model", "audio"},
+    "monitor": {"model", "audio", "outputs"},
+    "serve": {"model", "audio", "outputs", "monitor", "net"},
+    "batch": {"model", "audio", "outputs", "net"},
+}
+
+
+def area(path: str) -> str:
+    if path in TOP:
+        return "top"
+    parts = path.removesuffix(".py").split("/")
+    if parts[0] == "streamer":
+        return "net" if parts[1] == "net" else parts[1]
+    return parts[0]
+
+
+def runtime_imports(tree: ast.AST) -> list[ast.ImportFrom | ast.Import]:
+    """Imports outside `if TYPE_CHECKING:` blocks."""
+    found, skip = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in skip:
+            found.append(node)
+    return found
+
+
+def target_path(src: str, node: ast.ImportFrom) -> str | None:
+    """The repository path a relative import names (a module or a package), if it is ours."""
+    base = Path(src).parent.parts
+    base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+    module = list(base) + (node.module.split(".") if node.module else [])
+    while module:
+        for candidate in ("/".join(module) + ".py", "/".join(module) + "/__init__.py"):
+            if (REPO / candidate).is_file():
+                return candidate
+        module = module[:-1]
+    return None
+
+
+def test_imports_go_one_way_and_never_by_top_level_names() -> None:
+    wrong, absolute = [], []
+    sources = sorted(p.relative_to(REPO).as_posix() for d in ("model", "streamer", "training") for p in
+                     (REPO / d).rglob("*.py")) + ["__init__.py"]  # fmt: skip
+    assert len(sources) > 60
+    for src in sources:
+        for node in runtime_imports(ast.parse((REPO / src).read_text())):
+            if isinstance(node, ast.Import) or not node.level:
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                absolute += [
+                    f"{src}: import {n}" for n in names if n.split(".")[0] in ("model", "streamer", "training")
+                ]
+                continue
+            target = target_path(src, node)
+            if target is None:
+                continue
+            a, b = area(src), area(target)
+            if a != b and a != "top" and b not in ALLOWED[a]:
+                wrong.append(f"{src}:{node.lineno} ({a}) imports {target} ({b})")
+    assert absolute == [], absolute  # `emomon.model`, never a generic top-level `model`
+    assert wrong == [], "\n".join(wrong)
