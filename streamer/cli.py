@@ -150,6 +150,20 @@ def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     return 0
 
 
+def make_scorer(args: argparse.Namespace, cfg, monitor, speakers, live: bool, each: bool = False):
+    """What makes live's or replay's Scorer around its Display (monitor/pipeline.py): the
+    server's with --server, else the model here, loaded now (before any source opens)."""
+    if args.server:
+        from .serve.remote import RemoteScorer
+
+        return lambda display: RemoteScorer(args.server, args.token, display, monitor)
+    from .monitor.pipeline import LocalScorer
+
+    predictor = load_predictor(cfg, args.model, None if live else args.device)
+    return lambda display: LocalScorer(predictor, display, cfg.vad, monitor, drop_oldest=live, speakers=speakers,
+                                       by_channel=each)  # fmt: skip
+
+
 def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     require("live", "emomon live", "sounddevice")
     if args.server:
@@ -163,16 +177,9 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
         raise ConfigError(f"--duration {args.duration} must be a positive number of seconds.")
     duration = args.duration or monitor.duration_s or None
     device = args.input or monitor.input or None
-    if args.server:
-        from .serve.remote import live_via_server
-
-        with quiet_native_stderr(not args.verbose):
-            return live_via_server(
-                device, args.server, args.token, monitor, duration, console, _dashboard(args, cfg, console)
-            )
-    predictor = load_predictor(cfg, args.model, None)
+    scorer = make_scorer(args, cfg, monitor, speakers, live=True)
     with quiet_native_stderr(not args.verbose):  # PortAudio's own lines only with -v
-        return live(predictor, device, cfg.vad, monitor, duration, console, _dashboard(args, cfg, console), speakers)
+        return live(scorer, device, monitor, duration, console, _dashboard(args, cfg, console))
 
 
 def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
@@ -282,16 +289,13 @@ def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
         if args.speed < 0:
             raise ConfigError(f"--speed {args.speed} must be 0 (as fast as possible) or more.")
         monitor = replace(monitor, speed=args.speed)
+    each = args.channels == "each"
     if args.server:
         require("serve", "emomon replay --server", "websockets")
-        from .serve.remote import replay_via_server
-
-        if args.channels == "each":
+        if each:
             raise ConfigError("replay --channels each runs where the model runs, not with --server.")
-        return replay_via_server(paths, args.server, args.token, monitor, console, _dashboard(args, cfg, console))
-    predictor = load_predictor(cfg, args.model, args.device)
-    return replay(paths, predictor, cfg.vad, monitor, console, _dashboard(args, cfg, console), speakers,
-                  each=args.channels == "each")  # fmt: skip
+    scorer = make_scorer(args, cfg, monitor, speakers, live=False, each=each)
+    return replay(paths, scorer, monitor, console, _dashboard(args, cfg, console), each=each)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,9 @@ import pytest
 
 from emomon.model.audio import SAMPLE_RATE, read_audio
 
-DATA = Path(os.environ.get("EMOMON_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"  # the bundled sample: six sentences, 1 s pauses
+DATA = Path(os.environ.get("EMOMON_TEST_DATA") or REPO.parent / "shared" / "data")
 EMODB = DATA / "emodb"
 RAVDESS = DATA / "ravdess"
 NEMO = DATA / "nemo"

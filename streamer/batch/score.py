@@ -1,5 +1,5 @@
-"""One file through the monitor's own stages: its blocks (audio/sources.py), a Segmenter per
-stream (audio/segmenter.py), the Predictor, and the outputs' row format (outputs/csv_log.py).
+"""One file through the monitor's own stages: its blocks (audio/sources.py), the streaming
+core (audio/stream.py), the Predictor, and the outputs' row format (outputs/csv_log.py).
 
 `cut` is the CPU half (decode, resample, VAD) and `score` the model half, so that an engine
 may run them in different processes (Ray: tasks, then actors); `score_file` runs both in
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...model.errors import AudioError
-from ..audio.segmenter import Segment, Segmenter, VadSettings
+from ..audio.segmenter import Segment, VadSettings
 from ..audio.sources import file_blocks
+from ..audio.stream import AudioStream
 from ..outputs.csv_log import Row
 from ..outputs.sinks import segment_id
 from .inputs import Item
@@ -101,25 +102,20 @@ def file_info(item: Item) -> dict[str, Any]:
 
 
 def cut(item: Item, vad: VadSettings, each: bool) -> Iterator[tuple[int | None, Segment]]:
-    """(channel, segment) as the file streams in: channel None when the channels are mixed.
-    A file that breaks off still gives the segments heard before the break, then raises."""
-    segmenters: list[Segmenter] = []
-    broke: AudioError | None = None
+    """(channel, segment) as the file streams in (audio/stream.py): channel None when the
+    channels are mixed. A file that breaks off still gives the segments heard before the
+    break, then raises."""
+    stream = AudioStream(vad, each=each)
     try:
         for block in file_blocks(item.source, each=each):
-            if not segmenters:
-                segmenters = [Segmenter(vad) for _ in range(block.shape[1] if each else 1)]
-            for c, seg in enumerate(segmenters):
-                for s in seg.push(block[:, c] if each else block):
-                    yield (c if each else None), s
-    except AudioError as e:
-        broke = e
-    for c, seg in enumerate(segmenters):
-        last = seg.finish()
-        if last is not None:
-            yield (c if each else None), last
-    if broke is not None:
-        raise broke
+            for c in stream.push(block):
+                yield c.channel, c.segment
+    except AudioError:
+        for c in stream.finish():
+            yield c.channel, c.segment
+        raise
+    for c in stream.finish():
+        yield c.channel, c.segment
 
 
 def session_key(item: Item, channel: int | None) -> str:

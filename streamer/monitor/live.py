@@ -2,59 +2,64 @@
 
 The capture never waits for the model: the worker queue drops its oldest segment when
 full, and every dropped segment is still logged (status "dropped") and counted.
-Shutdown order: stop the source, flush the open segment, drain the worker, close the CSV.
-The same order runs when the input device fails or goes silent; live() then says so in
-one sentence and returns 1.
+Shutdown order: stop the source, flush the open segment, drain the scorer, close the
+outputs. The same order runs when the input device or the server fails or the device goes
+silent; live() then says so in one sentence and returns 1. With --server the same loop
+streams to `emomon serve` (pipeline.py: the Scorer).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from rich.console import Console
 
-from ...model.predictor import Predictor
-from ...model.tracker import SpeakerSettings
-from ..audio.capture import DeviceError, Microphone, stop_signal
-from ..audio.segmenter import Segmenter, VadSettings
-from .pipeline import Pipeline
+from ...model.errors import EmomonError
+from ..audio.capture import Microphone, stop_signal
+from .pipeline import Display, Scorer, last_line
 from .settings import MonitorSettings
 
 
 def live(
-    predictor: Predictor,
+    scorer: Callable[[Display], Scorer],
     device: str | None,
-    vad: VadSettings,
     monitor: MonitorSettings,
     duration: float | None,
     console: Console,
     dashboard: bool = False,
-    speakers: SpeakerSettings | None = None,
 ) -> int:
+    """`scorer` makes the run's scorer around its Display."""
     mic = Microphone(device, timeout_s=monitor.input_timeout_s)  # first: a wrong device fails before anything opens
-    seg = Segmenter(vad)
-    pipe = Pipeline(
-        predictor, monitor, console, dashboard, drop_oldest=True, stream_start=lambda: mic.started,
-        input_name=f"{mic.name} ({mic.rate} Hz)", speakers=speakers,
-    )  # fmt: skip
-    fault: DeviceError | None = None
-    console.print(f"listening on {mic.name} ({mic.rate} Hz); Ctrl-C stops", soft_wrap=True)
-    with stop_signal(duration) as stop:
-        try:
-            with mic, pipe.screen:
-                for block in mic.blocks(stop):
-                    pipe.feed(mic.name, [seg], block, lost=mic.overflows + mic.lost_blocks)
-        except KeyboardInterrupt:
-            pass
-        except DeviceError as e:
-            fault = e
-        finally:
-            pipe.flush(mic.name, [seg])
-            pipe.close()
+    display = Display(monitor, console, dashboard, f"{mic.name} ({mic.rate} Hz)", stream_start=lambda: mic.started)
+    fault: EmomonError | None = None
+    try:
+        run = scorer(display)
+        feed = run.open(mic.name)
+        by = f", scored by {run.server}" if run.server else ""
+        console.print(f"listening on {mic.name} ({mic.rate} Hz){by}; Ctrl-C stops", soft_wrap=True)
+        with stop_signal(duration) as stop:
+            try:
+                with mic:
+                    for block in mic.blocks(stop):
+                        feed.push(block, lost=mic.overflows + mic.lost_blocks)
+            except KeyboardInterrupt:
+                pass
+            except EmomonError as e:  # the device, or the server
+                fault = e
+            finally:
+                try:
+                    feed.finish()
+                except EmomonError as e:
+                    fault = fault or e
+                run.close()
+    finally:
+        display.close()
     lost = mic.overflows + mic.lost_blocks
-    w = pipe.worker
-    counts = [f"{w.processed} segment(s)", f"{w.dropped} dropped", f"{w.failed} failed", *pipe.extra_counts()]
-    console.print(", ".join(counts + ([f"{lost} input block(s) lost"] if lost else [])))
+    c = run.counts()
+    head = [f"{c.processed} segment(s)", f"{c.dropped} dropped", f"{c.failed} failed"]
+    line = last_line(c, head, display.saved()) + (f", {lost} input block(s) lost" if lost else "")
+    console.print(line + (f" via {run.server}" if run.server else ""))
     if fault is not None:
         print(f"emomon: {fault}", file=sys.stderr)
         return 1

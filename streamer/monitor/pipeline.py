@@ -1,23 +1,29 @@
-"""The part live and replay share: segments from a Segmenter go to the inference worker,
-results to the CSV and JSON Lines logs, saved audio, the dashboard state and/or one
-printed line per segment.
+"""What live and replay share: a `Scorer` turns each stream's audio into results, and the
+`Display` hands every result to the outputs (CSV, JSON Lines, saved audio, the dashboard,
+one printed line per segment).
+
+The scorer is a declared interface with two implementations, chosen by `--server`:
+`LocalScorer` cuts each stream here (audio/stream.py) and scores the segments on the
+inference worker (worker.py), whose model is the Predictor in this process or the same
+Predictor in a process of its own (serve/model_process.py); `RemoteScorer`
+(serve/remote.py) sends the audio to an `emomon serve`, which cuts and scores it there.
 
 Interim results: while a segment stays open longer than [monitor] interim_s, the audio
-so far is offered to the worker every interim_s seconds of it (see worker.py: interim
-work waits in a slot of its own and is skipped before any final segment waits)."""
+so far is offered to the worker every interim_s seconds of it (worker.py: interim work
+waits in a slot of its own and is skipped before any final segment waits).
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from rich.console import Console
 
-from ...model.audio import SAMPLE_RATE
-from ..audio.segmenter import Segment, Segmenter
+from ..audio.stream import AudioStream
 from ..outputs.record import Job
 from ..outputs.sinks import Outputs
 from .dashboard import Dashboard, Header, MonitorState
@@ -25,113 +31,182 @@ from .settings import MonitorSettings
 from .worker import InferenceWorker
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ...model.predictor import Predictor
     from ...model.tracker import SpeakerSettings
+    from ..audio.segmenter import VadSettings
+    from ..outputs.record import Result
 
 
-class InterimClock:
-    """When a segment still open has grown by another `every_s` seconds: then `due()` gives
-    the audio so far (an interim segment), else None. One clock per audio source."""
+@dataclass
+class Counts:
+    """A run's tally, for its last line."""
 
-    def __init__(self, every_s: float) -> None:
-        self.every_s = every_s
-        self._next: tuple[tuple[int, int], float] = ((0, -1), 0.0)  # ((segmenter, segment index), seconds)
-
-    def due(self, seg: Segmenter) -> Segment | None:
-        if self.every_s <= 0 or not seg.in_speech:
-            return None
-        key, at = self._next
-        if key != (id(seg), seg.count):  # a new open segment
-            key, at = (id(seg), seg.count), self.every_s
-        so_far = None
-        if (seg.t - seg.seg_start) / SAMPLE_RATE >= at:
-            so_far = seg.open_segment()
-            at += self.every_s
-        self._next = (key, at)
-        return so_far
+    processed: int = 0
+    dropped: int = 0
+    failed: int = 0
+    interim: int = 0
+    interim_skipped: int = 0
 
 
-class Pipeline:
-    """Opens the logs (if configured) and starts the worker; `screen` is the dashboard's
-    context (a no-op without one). `close()` drains the worker and closes the logs; both idempotent."""
+class Feed(Protocol):
+    """One stream (a file, the microphone) on its way to a scorer."""
+
+    def push(self, block: np.ndarray, lost: int | None = None) -> None:
+        """The next block: 16 kHz float32 mono, or (n, channels) by channel. `lost`: input
+        blocks the source lost so far (for the dashboard)."""
+
+    def finish(self) -> None:
+        """The end of the stream: what is still open is scored; may raise EmomonError."""
+
+
+class Scorer(Protocol):
+    """Where a run's streams are scored; results reach the Display given at construction."""
+
+    server: str  # the `emomon serve` that scores, or "" for this process
+
+    def open(self, source: str, each: bool = False) -> Feed:
+        """A new stream; `each`: every channel is its own stream and speaker."""
+
+    def drain(self) -> None:
+        """Wait until every result of the streams finished so far reached the Display."""
+
+    def counts(self) -> Counts: ...
+
+    def close(self) -> None:
+        """Drain, then let go of the model or the connection; idempotent."""
+
+
+class Display:
+    """The outputs [monitor] asks for and the dashboard, opened once the scorer knows the
+    model's emotions (a server tells them when the first stream opens). Results arrive on
+    the scorer's thread; `close()` stops the dashboard and closes the logs."""
+
+    def __init__(
+        self,
+        monitor: MonitorSettings,
+        console: Console,
+        dashboard: bool,
+        input_name: str,
+        stream_start: Callable[[], datetime | None] | None = None,
+    ) -> None:
+        self.monitor, self.console, self.dashboard = monitor, console, dashboard
+        self.input_name, self.stream_start = input_name, stream_start
+        self.outputs: Outputs | None = None
+        self.state: MonitorState | None = None
+        self._screen: contextlib.AbstractContextManager | None = None
+
+    def open(self, emotions: tuple[str, ...], describe: dict[str, str], speakers: bool, save_audio: bool) -> None:
+        """Open the outputs and start the dashboard (once; later calls do nothing)."""
+        if self.outputs is not None:
+            return
+        if self.dashboard:
+            self.state = MonitorState(emotions, header=Header(self.input_name, **describe))
+        console = None if self.dashboard else self.console
+        self.outputs = Outputs.open(self.monitor, emotions, console, self.state, self.stream_start,
+                                    save_audio=save_audio, speakers=speakers)  # fmt: skip
+        self._screen = Dashboard(self.state, self.console) if self.state is not None else contextlib.nullcontext()
+        self._screen.__enter__()
+
+    def __call__(self, result: Result) -> None:
+        if self.outputs is not None:
+            self.outputs(result)
+
+    def set_input(self, vad: str, level: float, queue: int, background_dbfs: float, lost: int | None, source: str):
+        if self.state is not None:
+            self.state.set_input(vad, level, queue, background_dbfs, lost, source)
+
+    def saved(self) -> list[str]:
+        """The saved-audio count for the run's last line, where audio is saved."""
+        saver = None if self.outputs is None else self.outputs.saver
+        if saver is None:
+            return []
+        return [f"{saver.saved} saved" + (f" ({saver.failed} not saved)" if saver.failed else "")]
+
+    def close(self) -> None:
+        if self._screen is not None:
+            screen, self._screen = self._screen, None
+            screen.__exit__(None, None, None)
+        if self.outputs is not None:
+            self.outputs.close()
+
+
+class LocalScorer:
+    """Each stream cut here (AudioStream) and scored by the inference worker in this process."""
+
+    server = ""
 
     def __init__(
         self,
         predictor: Predictor,
+        display: Display,
+        vad: VadSettings,
         monitor: MonitorSettings,
-        console: Console,
-        dashboard: bool,
         drop_oldest: bool,
-        stream_start: Callable[[], datetime | None] | None = None,
-        input_name: str = "",
         speakers: SpeakerSettings | None = None,
         by_channel: bool = False,
     ) -> None:
-        """`by_channel`: each channel of the input is its own stream and speaker (replay
-        --channels each); no speaker encoder is needed then."""
-        self.by_channel = by_channel
+        """`drop_oldest`: a live source never waits for the model (worker.py). `by_channel`:
+        each channel of the input is its own stream and speaker (replay --channels each); no
+        speaker encoder is needed then."""
+        self.vad, self.display = vad, display
         self.interim_s = monitor.interim_s if (drop_oldest or monitor.speed > 0) else 0.0  # off as fast as possible
         stage = None
         if speakers is not None and speakers.enabled and not by_channel:
             from ...model.tracker import Speakers
 
             stage = Speakers(speakers)  # the encoder and the enrolled voices, before any output opens
-        header = Header(input_name, **predictor.describe())
-        self.state = MonitorState(predictor.emotions, header=header) if dashboard else None
-        self.outputs = Outputs.open(
-            monitor, predictor.emotions, None if dashboard else console, self.state, stream_start,
-            speakers=stage is not None or by_channel,
-        )  # fmt: skip
+        display.open(predictor.emotions, predictor.describe(), speakers=stage is not None or by_channel,
+                     save_audio=True)  # fmt: skip
         self.worker = InferenceWorker(
-            predictor, self.outputs, monitor.queue_size, monitor.max_batch, drop_oldest, speakers=stage
-        )
-        self.worker.start()
-        self.screen = Dashboard(self.state, console) if self.state is not None else contextlib.nullcontext()
-        self.clocks: dict[int, InterimClock] = {}  # one per segmenter
+            predictor, display, monitor.queue_size, monitor.max_batch, drop_oldest, speakers=stage
+        ).start()  # fmt: skip
+        self._closed = False
 
-    def _job(self, source: str, seg: Segment, c: int, interim: bool = False) -> Job:
-        if not self.by_channel:
-            return Job(source, seg, interim=interim)
-        return Job(source, seg, interim=interim, speaker=f"channel {c}", channel=c)
-
-    def feed(self, source: str, segs: Sequence[Segmenter], block: np.ndarray, lost: int | None = None) -> None:
-        """One block of audio: completed segments go to the worker; the dashboard sees the
-        input. Mono: `segs[0]` takes the block. By channel: the block is (n, channels) and
-        `segs[c]` takes channel c, whose segments are spoken by "channel c"."""
-        for c, seg in enumerate(segs):
-            for s in seg.push(block[:, c] if self.by_channel else block):
-                self.worker.submit(self._job(source, s, c))
-            so_far = self.clocks.setdefault(id(seg), InterimClock(self.interim_s)).due(seg)
-            if so_far is not None:
-                self.worker.submit_interim(self._job(source, so_far, c, interim=True))
-        if self.state is not None:
-            seg = max(segs, key=lambda s: s.level)  # the loudest channel
-            self.state.set_input(seg.state, seg.level, self.worker.queue.qsize(), seg.background_dbfs, lost, source)
-
-    def flush(self, source: str, segs: Sequence[Segmenter]) -> None:
-        """End of a source: each open segment, if long enough, goes to the worker too."""
-        for c, seg in enumerate(segs):
-            self.clocks.pop(id(seg), None)
-            last = seg.finish()
-            if last is not None:
-                self.worker.submit(self._job(source, last, c))
+    def open(self, source: str, each: bool = False) -> LocalFeed:
+        return LocalFeed(self, source, AudioStream(self.vad, each=each, interim_s=self.interim_s))
 
     def drain(self) -> None:
-        """Finish every queued segment; the dashboard's queue count follows."""
         self.worker.close()
-        if self.state is not None:
-            self.state.set_queue(self.worker.queue.qsize())
+        if self.display.state is not None:
+            self.display.state.set_queue(self.worker.queue.qsize())
+
+    def counts(self) -> Counts:
+        w = self.worker
+        return Counts(w.processed, w.dropped, w.failed, w.interim_done, w.interim_skipped)
 
     def close(self) -> None:
-        self.drain()
-        self.outputs.close()
+        if not self._closed:
+            self._closed = True
+            self.drain()
 
-    def extra_counts(self) -> list[str]:
-        """Interim and saved-audio counts for the run's last line, where there are any."""
-        w, out = self.worker, []
-        if w.interim_done or w.interim_skipped:
-            out.append(f"{w.interim_done} interim ({w.interim_skipped} skipped)")
-        saver = self.outputs.saver
-        if saver is not None:
-            out.append(f"{saver.saved} saved" + (f" ({saver.failed} not saved)" if saver.failed else ""))
-        return out
+
+class LocalFeed:
+    def __init__(self, scorer: LocalScorer, source: str, stream: AudioStream) -> None:
+        self.scorer, self.source, self.stream = scorer, source, stream
+
+    def _submit(self, cuts) -> None:
+        worker = self.scorer.worker
+        for cut in cuts:
+            speaker = None if cut.channel is None else f"channel {cut.channel}"
+            job = Job(self.source, cut.segment, interim=cut.interim, speaker=speaker, channel=cut.channel)
+            (worker.submit_interim if cut.interim else worker.submit)(job)
+
+    def push(self, block: np.ndarray, lost: int | None = None) -> None:
+        self._submit(self.stream.push(block))
+        seg = self.stream.loudest
+        if seg is not None:
+            queued = self.scorer.worker.queue.qsize()
+            self.scorer.display.set_input(seg.state, seg.level, queued, seg.background_dbfs, lost, self.source)
+
+    def finish(self) -> None:
+        self._submit(self.stream.finish())
+
+
+def last_line(counts: Counts, head: list[str], saved: list[str]) -> str:
+    """The run's last line: `head` (what was read), then interim and saved-audio counts."""
+    extra = []
+    if counts.interim or counts.interim_skipped:
+        extra.append(f"{counts.interim} interim ({counts.interim_skipped} skipped)")
+    return ", ".join(head + extra + saved)

@@ -1,6 +1,6 @@
-"""`emomon live --server URL` and `emomon replay --server URL`: the local microphone or a
-file streamed to an `emomon serve`, with the same dashboard, plain lines, CSV and JSON
-Lines from the server's results.
+"""The scorer of `emomon live --server URL` and `emomon replay --server URL`: the local
+microphone or a file streamed to an `emomon serve`, through the same live/replay loop,
+dashboard, plain lines, CSV and JSON Lines as a local run (monitor/pipeline.py).
 
 A sender (this thread) turns 16 kHz blocks into 16-bit PCM messages; a receiver thread
 turns the server's `segment` and `interim` messages into the monitor's own results for
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable
 from urllib.parse import urlencode, urlsplit
 
 import numpy as np
@@ -22,6 +21,8 @@ from ...model.audio import SAMPLE_RATE
 from ...model.errors import EmomonError
 from ...model.predictor import Prediction
 from ..audio.segmenter import Segment
+from ..monitor.pipeline import Counts, Display
+from ..monitor.settings import MonitorSettings
 from ..outputs.record import Job, Result
 
 
@@ -128,120 +129,46 @@ class RemoteStream:
         return Result(job, status, prediction, error=msg.get("error", ""), latency_ms=msg.get("latency_ms"))
 
 
-def send_blocks(remote: RemoteStream, blocks: Iterable[np.ndarray], speed: float, state=None) -> None:
-    """Stream blocks (16 kHz float32), paced at `speed` x real time (0 = as fast as the server reads)."""
-    t0, pos = time.perf_counter(), 0.0
-    for block in blocks:
-        pos += len(block) / SAMPLE_RATE
-        if speed > 0:
-            time.sleep(max(0.0, t0 + pos / speed - time.perf_counter()))
-        remote.send(block)
-        if state is not None:
-            level = float(np.sqrt(np.mean(block**2))) if len(block) else 0.0
-            state.set_input("server", level, 0, lost=None, source=remote.source)
+class RemoteScorer:
+    """The monitor's Scorer (monitor/pipeline.py) for --server: each stream is a WebSocket to
+    the server, which cuts and scores it; results come back to the Display."""
 
+    def __init__(self, server: str, token: str | None, display: Display, monitor: MonitorSettings) -> None:
+        if monitor.save_audio:
+            raise ServerError("--save-audio needs the segments' audio, which stays on the server with --server.")
+        self.server, self.token, self.display = server, token, display
+        self.streams: list[RemoteStream] = []
 
-class _Outputs:
-    """The usual outputs, opened once the first stream has told the emotions."""
+    def open(self, source: str, each: bool = False) -> RemoteFeed:
+        if each:
+            raise ServerError("replay --channels each runs where the model runs, not with --server.")
+        remote = RemoteStream(self.server, self.token, source, self.display)
+        describe = {"model": f"{remote.model} @ {self.server}", "emotions": f"{len(remote.emotions)} emotions"}
+        self.display.open(remote.emotions, describe, speakers=False, save_audio=False)
+        self.streams.append(remote)
+        return RemoteFeed(remote, self.display)
 
-    def __init__(self, monitor, console, dashboard: bool, input_name: str, server: str, stream_start=None) -> None:
-        self.monitor, self.console, self.dashboard = monitor, console, dashboard
-        self.input_name, self.server, self.stream_start = input_name, server, stream_start
-        self.sink = None
-        self.state = None
-        self.screen = None
+    def drain(self) -> None:
+        """Nothing waits here: each stream's finish() waited for its results."""
 
-    def open(self, remote: RemoteStream) -> None:
-        import contextlib
-
-        from ..monitor.dashboard import Dashboard, Header, MonitorState
-        from ..outputs.sinks import Outputs
-
-        if self.sink is not None:
-            return
-        if self.dashboard:
-            header = Header(self.input_name, f"{remote.model} @ {self.server}", "", f"{len(remote.emotions)} emotions")
-            self.state = MonitorState(remote.emotions, header=header)
-        console = None if self.dashboard else self.console
-        self.sink = Outputs.open(
-            self.monitor, remote.emotions, console, self.state, self.stream_start, save_audio=False
-        )
-        self.screen = Dashboard(self.state, self.console) if self.state is not None else contextlib.nullcontext()
-        self.screen.__enter__()
-
-    def __call__(self, result: Result) -> None:
-        self.sink(result)
+    def counts(self) -> Counts:
+        s = self.streams
+        return Counts(sum(r.processed for r in s), sum(r.dropped for r in s), sum(r.failed for r in s),
+                      sum(r.interim for r in s))  # fmt: skip
 
     def close(self) -> None:
-        if self.screen is not None:
-            self.screen.__exit__(None, None, None)
-        if self.sink is not None:
-            self.sink.close()
+        for r in self.streams:
+            r.ws.close()
 
 
-def replay_via_server(paths: list[str], server: str, token: str | None, monitor, console, dashboard: bool) -> int:
-    """`emomon replay --server`: each file is one stream (one session), paced at [monitor] speed."""
-    from ..audio.sources import audio_files, file_blocks
+class RemoteFeed:
+    def __init__(self, remote: RemoteStream, display: Display) -> None:
+        self.remote, self.display = remote, display
 
-    if monitor.save_audio:
-        raise ServerError("--save-audio needs the segments' audio, which stays on the server with --server.")
-    files, problems = audio_files(paths)
-    for f, why in problems:
-        console.print(f"emomon: {f}: {why}", markup=False, highlight=False, soft_wrap=True)
-    failed, counts = len(problems), [0, 0, 0, 0]
-    name = files[0].name + (f" (+{len(files) - 1} more)" if len(files) > 1 else "") if files else "no file"
-    out = _Outputs(monitor, console, dashboard, name, server)
-    try:
-        for f in files:
-            remote = RemoteStream(server, token, str(f), out)
-            out.open(remote)
-            try:
-                send_blocks(remote, file_blocks(f), monitor.speed, out.state)
-            except EmomonError as e:
-                console.print(f"emomon: {e}", markup=False, highlight=False, soft_wrap=True)
-                failed += 1
-            remote.finish()
-            for i, n in enumerate((remote.processed, remote.dropped, remote.failed, remote.interim)):
-                counts[i] += n
-    finally:
-        out.close()
-    line = f"{counts[0]} segment(s) from {len(files)} file(s) via {server}"
-    line += f", {counts[1]} dropped" if counts[1] else ""
-    line += f", {failed} failed" if failed else ""
-    console.print(line + (f", {counts[3]} interim" if counts[3] else ""))
-    return 1 if failed else 0
+    def push(self, block: np.ndarray, lost: int | None = None) -> None:
+        self.remote.send(block)
+        level = float(np.sqrt(np.mean(block**2))) if len(block) else 0.0
+        self.display.set_input("server", level, 0, -100.0, lost, self.remote.source)
 
-
-def live_via_server(device, server: str, token: str | None, monitor, duration, console, dashboard: bool) -> int:
-    """`emomon live --server`: the microphone as one stream until Ctrl-C, SIGTERM or --duration."""
-    import sys
-
-    from ..audio.capture import DeviceError, Microphone, stop_signal
-
-    if monitor.save_audio:
-        raise ServerError("--save-audio needs the segments' audio, which stays on the server with --server.")
-    mic = Microphone(device, timeout_s=monitor.input_timeout_s)
-    out = _Outputs(monitor, console, dashboard, f"{mic.name} ({mic.rate} Hz)", server, stream_start=lambda: mic.started)
-    remote = RemoteStream(server, token, mic.name, out)
-    out.open(remote)
-    fault: EmomonError | None = None
-    console.print(f"listening on {mic.name} ({mic.rate} Hz), scored by {server}; Ctrl-C stops", soft_wrap=True)
-    with stop_signal(duration) as stop:
-        try:
-            with mic:
-                send_blocks(remote, mic.blocks(stop), 0.0, out.state)
-        except KeyboardInterrupt:
-            pass
-        except (DeviceError, ServerError) as e:
-            fault = e
-        finally:
-            try:
-                remote.finish()
-            except ServerError as e:
-                fault = fault or e
-            out.close()
-    console.print(f"{remote.processed} segment(s), {remote.dropped} dropped, {remote.failed} failed via {server}")
-    if fault is not None:
-        print(f"emomon: {fault}", file=sys.stderr)
-        return 1
-    return 0
+    def finish(self) -> None:
+        self.remote.finish()

@@ -36,6 +36,7 @@ import numpy as np
 
 from ...model.audio import SAMPLE_RATE
 from ...model.errors import ConfigError
+from ..audio.stream import AudioStream, Cut
 from ..net import is_loopback
 from .settings import ServeSettings
 
@@ -62,18 +63,12 @@ def check_bind(settings: ServeSettings) -> None:
 
 
 class Stream:
-    """One client's audio: resampler, segmenter, interim clock; results queue in `outbox`."""
+    """One client's audio: its AudioStream (resampler, segmenter, interim clock); results
+    queue in `outbox`."""
 
     def __init__(self, sid: int, rate: int, vad: VadSettings, interim_s: float) -> None:
-        import soxr
-
-        from ..audio.segmenter import Segmenter
-        from ..monitor.pipeline import InterimClock
-
         self.id, self.key, self.rate = sid, f"stream-{sid}", rate
-        self.resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32") if rate != SAMPLE_RATE else None
-        self.seg = Segmenter(vad)
-        self.interim = InterimClock(interim_s)
+        self.cuts = AudioStream(vad, rate, interim_s=interim_s)
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.pending = 0  # final segments submitted, result not yet in the outbox
         self.idle = asyncio.Event()
@@ -84,7 +79,7 @@ class Stream:
     def audio(self, pcm: bytes) -> np.ndarray:
         x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
         self.samples_in += len(x)
-        return self.resampler.resample_chunk(x) if self.resampler is not None else x
+        return x
 
     def ahead_s(self, max_speed: float) -> float:
         """How long to wait before reading more so that audio arrives at most max_speed x real time."""
@@ -199,27 +194,17 @@ class Hub:
         if self.speakers is not None:
             self.speakers.forget(stream.key)
 
-    def feed(self, stream: Stream, audio: np.ndarray) -> None:
+    def feed(self, stream: Stream, cuts: list[Cut]) -> None:
+        """A stream's cuts to the worker: `stream.cuts.push(audio)`, or `finish()` at its end."""
         Job = self.Job
-        for s in stream.seg.push(audio):
-            self.submit(stream, Job(stream.key, s, stream=stream.id))
-        so_far = stream.interim.due(stream.seg)
-        if so_far is not None:
-            self.worker.submit_interim(Job(stream.key, so_far, interim=True, stream=stream.id))
-
-    def submit(self, stream: Stream, job) -> None:
-        stream.pending += 1
-        stream.idle.clear()
-        self.worker.submit(job)
-
-    def flush(self, stream: Stream) -> None:
-        """End of the stream's audio: the resampler's tail and the open segment go in."""
-        Job = self.Job
-        if stream.resampler is not None:
-            self.feed(stream, stream.resampler.resample_chunk(np.zeros(0, np.float32), last=True))
-        last = stream.seg.finish()
-        if last is not None:
-            self.submit(stream, Job(stream.key, last, stream=stream.id))
+        for cut in cuts:
+            job = Job(stream.key, cut.segment, interim=cut.interim, stream=stream.id)
+            if cut.interim:
+                self.worker.submit_interim(job)
+                continue
+            stream.pending += 1
+            stream.idle.clear()
+            self.worker.submit(job)
 
     def health(self) -> dict[str, Any]:
         return {
@@ -323,7 +308,7 @@ class StreamSession:
             })  # fmt: skip
             code, text, finish = await self._receive(stream)
             if finish:
-                hub.flush(stream)
+                hub.feed(stream, stream.cuts.finish())  # the resampler's tail and the open segment
                 await stream.idle.wait()  # every final result is in the outbox
                 if code == 1000:
                     stream.outbox.put_nowait({"type": "end"})
@@ -383,7 +368,7 @@ class StreamSession:
                         f"Audio must be 16-bit samples (an even number of bytes); got {len(data)} bytes.",
                         False,
                     )
-                hub.feed(stream, stream.audio(data))
+                hub.feed(stream, stream.cuts.push(stream.audio(data)))
                 continue
             try:
                 obj = json.loads(text or "")

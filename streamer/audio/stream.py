@@ -1,0 +1,119 @@
+"""The streaming core: one audio stream in, its cuts out, with no threads and no clocks.
+
+`AudioStream.push(block)` takes the next block of a stream (a microphone, a file, a
+server's WebSocket; at any sample rate) and returns what it cut: each finished segment,
+and, while a segment stays open, its audio so far every `interim_s` seconds of it;
+`finish()` closes the stream. In the spirit of silero's `VADIterator`, a caller that owns
+the timing (live, replay, serve, batch, Ray) only feeds blocks and forwards cuts.
+
+Inside: a streaming resampler to 16 kHz (soxr) when the stream has another rate, and one
+`Segmenter` per channel (by channel, `each`: a file recorded with one person per
+channel; else the caller's blocks are mono).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...model.audio import SAMPLE_RATE
+from .segmenter import Segment, Segmenter, VadSettings
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A segment the stream gave: `channel` is the file's channel with `each` (else None);
+    `interim`: the audio so far of a segment still open."""
+
+    segment: Segment
+    channel: int | None = None
+    interim: bool = False
+
+
+class InterimClock:
+    """When a segment still open has grown by another `every_s` seconds: then `due()` gives
+    the audio so far (an interim segment), else None. One clock per segmenter."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._next: tuple[int, float] = (-1, 0.0)  # (segment index, seconds)
+
+    def due(self, seg: Segmenter) -> Segment | None:
+        if self.every_s <= 0 or not seg.in_speech:
+            return None
+        index, at = self._next
+        if index != seg.count:  # a new open segment
+            index, at = seg.count, self.every_s
+        so_far = None
+        if (seg.t - seg.seg_start) / SAMPLE_RATE >= at:
+            so_far = seg.open_segment()
+            at += self.every_s
+        self._next = (index, at)
+        return so_far
+
+
+class AudioStream:
+    def __init__(self, vad: VadSettings, rate: int = SAMPLE_RATE, each: bool = False, interim_s: float = 0.0) -> None:
+        self.vad, self.rate, self.each, self.interim_s = vad, rate, each, interim_s
+        self.segmenters: list[Segmenter] = [] if each else [Segmenter(vad)]  # by channel: once the first block comes
+        self.clocks = [InterimClock(interim_s) for _ in self.segmenters]
+        self._resampler = None
+
+    def push(self, block: np.ndarray) -> list[Cut]:
+        """The cuts this block completes: mono float32, or (n, channels) with `each`."""
+        if not self.segmenters:
+            self.segmenters = [Segmenter(self.vad) for _ in range(block.shape[1])]
+            self.clocks = [InterimClock(self.interim_s) for _ in self.segmenters]
+        return list(self._cut(self._resample(block)))
+
+    def finish(self) -> list[Cut]:
+        """The end of the stream: the resampler's tail, then every open segment long enough."""
+        cuts = []
+        if self._resampler is not None:
+            width = len(self.segmenters) if self.each else 1
+            tail = np.zeros((0, width) if self.each else 0, np.float32)
+            cuts += self._cut(self._resampler.resample_chunk(tail, last=True), interim=False)
+        for c, seg in enumerate(self.segmenters):
+            last = seg.finish()
+            if last is not None:
+                cuts.append(Cut(last, c if self.each else None))
+        return cuts
+
+    @property
+    def loudest(self) -> Segmenter | None:
+        """The channel the dashboard's input meter shows (None before the first block)."""
+        return max(self.segmenters, key=lambda s: s.level) if self.segmenters else None
+
+    def _resample(self, block: np.ndarray) -> np.ndarray:
+        if self.rate == SAMPLE_RATE:
+            return block
+        if self._resampler is None:
+            import soxr
+
+            width = block.shape[1] if self.each else 1
+            self._resampler = soxr.ResampleStream(self.rate, SAMPLE_RATE, width, dtype="float32")
+        return self._resampler.resample_chunk(block)
+
+    def _cut(self, block: np.ndarray, interim: bool = True) -> Iterator[Cut]:
+        for c, (seg, clock) in enumerate(zip(self.segmenters, self.clocks)):
+            channel = c if self.each else None
+            for s in seg.push(block[:, c] if self.each else block):
+                yield Cut(s, channel)
+            so_far = clock.due(seg) if interim else None
+            if so_far is not None:
+                yield Cut(so_far, channel, interim=True)
+
+
+def paced(blocks: Iterable[np.ndarray], speed: float) -> Iterator[np.ndarray]:
+    """Blocks of 16 kHz audio at `speed` x real time, like a sound card gives them (a block
+    is there once it has been "recorded"); at 0 as fast as the caller takes them."""
+    import time
+
+    t0, pos = time.perf_counter(), 0.0
+    for block in blocks:
+        pos += len(block) / SAMPLE_RATE
+        if speed > 0:
+            time.sleep(max(0.0, t0 + pos / speed - time.perf_counter()))
+        yield block
