@@ -222,7 +222,8 @@ def kill_writer(log: str, path: Path, min_bytes: int) -> None:
     import time
 
     code = (
-        "import itertools\nfrom emomon.streamer.outputs.csv_log import CsvLog, Row\n"
+        "import itertools\nfrom emomon.streamer.outputs.csv_log import CsvLog\n"
+        "from emomon.streamer.outputs.record import Row\n"
         "from emomon.streamer.outputs.jsonl_log import JsonlLog\n"
         f"log = {log}\n"
         "for i in itertools.count():\n"

@@ -9,7 +9,8 @@ import pytest
 from conftest import kill_writer
 
 from emomon.model.errors import EmomonError
-from emomon.streamer.outputs.csv_log import CsvLog, Row
+from emomon.streamer.outputs.csv_log import CsvLog
+from emomon.streamer.outputs.record import Row
 
 EMOTIONS = ("anger", "sadness", "neutral")
 REPO = Path(__file__).resolve().parents[1]

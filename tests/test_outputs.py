@@ -22,9 +22,8 @@ from emomon.model.predictor import Predictor
 from emomon.model.specs import EncoderSpec
 from emomon.streamer.audio.segmenter import Segment, Segmenter, speech_span
 from emomon.streamer.monitor.worker import InferenceWorker
-from emomon.streamer.outputs.csv_log import Row
 from emomon.streamer.outputs.jsonl_log import JsonlLog
-from emomon.streamer.outputs.record import Job, Result
+from emomon.streamer.outputs.record import Job, Result, Row
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"

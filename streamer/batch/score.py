@@ -20,7 +20,7 @@ from ...model.errors import AudioError
 from ..audio.segmenter import Segment, VadSettings
 from ..audio.sources import file_blocks
 from ..audio.stream import AudioStream
-from ..outputs.csv_log import Row
+from ..outputs.record import Row
 from ..outputs.sinks import segment_id
 from .inputs import Item
 
@@ -134,15 +134,11 @@ def row_of(
     speaker: str | None = None,
     part: int = 0,
 ) -> dict[str, Any]:
-    """The output row of one segment: replay's row format without wall_time and latency_ms,
-    plus its channel."""
+    """The output row of one segment (outputs/record.py's table, record p)."""
     tag = hashlib.sha1(item.key.encode()).hexdigest()[:6] + ("" if channel is None else f"-c{channel}")
     row = Row(item.source, seg.index, seg.start_s, seg.end_s, shares=shares, status=status,
-              id=segment_id(run, item.source, seg.index, tag, part), speaker=speaker)  # fmt: skip
-    values = row.fields(emotions)
-    del values["wall_time"], values["latency_ms"]
-    values["channel"] = channel
-    return values
+              id=segment_id(run, item.source, seg.index, tag, part), speaker=speaker, channel=channel)  # fmt: skip
+    return row.flat("p", emotions, speaker=speaker is not None)
 
 
 class Scorer:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...model.errors import EmomonError
+from ..outputs.record import parquet_types
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -40,18 +41,14 @@ FILE_COLUMNS = ("path", "source", "status", "error", "segments", "file_duration_
 
 
 def segment_schema(emotions: tuple[str, ...], extra: pa.Schema, speakers: bool = False) -> pa.Schema:
-    """The columns of DIR/segments: replay's row (less wall_time and latency_ms; `speaker`
-    with --speakers), the channel, the file's duration, rate and SHA-256, then the manifest's
+    """The columns of DIR/segments: the segment record (outputs/record.py's table, record p:
+    `speaker` with --speakers), the file's duration, rate and SHA-256, then the manifest's
     own columns."""
     import pyarrow as pa
 
-    return pa.schema(
-        [("id", pa.string()), ("source", pa.string()), ("channel", pa.int32()), ("segment", pa.int32()),
-         *([("speaker", pa.string())] if speakers else []), ("start_s", pa.float64()), ("end_s", pa.float64()),
-         ("duration_s", pa.float64()),
-         *[(e, pa.float32()) for e in emotions], ("top_emotion", pa.string()), ("status", pa.string()),
-         ("file_duration_s", pa.float64()), ("sample_rate", pa.int32()), ("sha256", pa.string()), *extra]
-    )  # fmt: skip
+    own = [(name, getattr(pa, kind)()) for name, kind in parquet_types(emotions, speakers)]
+    info = [("file_duration_s", pa.float64()), ("sample_rate", pa.int32()), ("sha256", pa.string())]
+    return pa.schema([*own, *info, *extra])
 
 
 def output_columns(emotions: tuple[str, ...], speakers: bool = False) -> set[str]:

@@ -21,29 +21,14 @@ from typing import Any, TextIO
 import numpy as np
 
 from ...model.errors import EmomonError
-from .csv_log import Row
+from .record import Row
 
 log = logging.getLogger("emomon")
 
 
-def record(row: Row, interim: bool = False, attention: np.ndarray | None = None, hop_s: float = 0.0) -> dict[str, Any]:
-    """The JSON object of one segment."""
-    out: dict[str, Any] = {
-        "type": "interim" if interim else "segment",
-        "id": row.id,
-        **({"stream": row.stream} if row.stream is not None else {}),
-        "source": row.source,
-        "segment": row.segment,
-        **({"speaker": row.speaker} if row.speaker is not None else {}),
-        "start_s": round(row.start_s, 3),
-        "end_s": round(row.end_s, 3),
-        "duration_s": round(row.end_s - row.start_s, 3),
-        "wall_time": row.wall_time or None,
-        "shares": None if row.shares is None else {e: round(v, 6) for e, v in row.shares.items()},
-        "top_emotion": row.top_emotion or None,
-        "latency_ms": None if row.latency_ms is None else round(row.latency_ms, 1),
-        "status": "ok" if interim else row.status,
-    }
+def record(row: Row, attention: np.ndarray | None = None, hop_s: float = 0.0) -> dict[str, Any]:
+    """The JSON object of one segment (outputs/record.py's table, record j)."""
+    out = row.to_json("j", tuple(row.shares or ()))
     if attention is not None:
         out["attention"] = {"hop_s": hop_s, "weights": np.round(np.asarray(attention, float), 6).tolist()}
     return out
@@ -65,10 +50,10 @@ class JsonlLog:
         else:
             self._file = sys.stdout
 
-    def write(self, row: Row, interim: bool = False, attention: np.ndarray | None = None, hop_s: float = 0.0) -> None:
+    def write(self, row: Row, attention: np.ndarray | None = None, hop_s: float = 0.0) -> None:
         if self._file is None:
             return
-        obj = record(row, interim, attention if self.attention else None, hop_s)
+        obj = record(row, attention if self.attention else None, hop_s)
         try:
             self._file.write(json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n")
             self._file.flush()

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .audio_saver import AudioSaver
-from .csv_log import CsvLog, Row
+from .csv_log import CsvLog
 from .jsonl_log import JsonlLog
+from .record import Row
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -94,17 +95,12 @@ class Outputs:
         seg, interim, p, c = result.job.segment, result.job.interim, result.prediction, result.job.channel
         t0 = self.stream_start() if self.stream_start else None
         wall = (t0 + timedelta(seconds=seg.start_s)).isoformat(timespec="milliseconds") if t0 else ""
-        row = Row(
-            result.job.source, seg.index, seg.start_s, seg.end_s, wall, p.shares if p else None, result.latency_ms,
-            "interim" if interim else result.status,
-            segment_id(self.run, result.job.source, seg.index, "" if c is None else f"c{c}", result.job.part),
-            result.job.stream,
-            result.job.speaker if self.speakers else None,
-        )  # fmt: skip
+        sid = segment_id(self.run, result.job.source, seg.index, "" if c is None else f"c{c}", result.job.part)
+        row = Row.of(result, sid, wall, speaker=self.speakers)
         if self.csv is not None and (self.csv_interim or not interim):
             self.csv.write(row)
         if self.jsonl is not None:
-            self.jsonl.write(row, interim, None if p is None else p.attention, 0.0 if p is None else p.attention_hop_s)
+            self.jsonl.write(row, None if p is None else p.attention, 0.0 if p is None else p.attention_hop_s)
         if self.saver is not None and not interim and result.status == "ok":
             self.saver.save(row.id, seg.audio)
         if self.state is not None:

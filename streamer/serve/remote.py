@@ -23,7 +23,7 @@ from ...model.predictor import Prediction
 from ..audio.segmenter import Segment
 from ..monitor.pipeline import Counts, Display
 from ..monitor.settings import MonitorSettings
-from ..outputs.record import Job, Result
+from ..outputs.record import Job, Result, Row
 
 
 class ServerError(EmomonError):
@@ -110,23 +110,22 @@ class RemoteStream:
             self.done.set()
 
     def _result(self, msg: dict) -> Result:
-        seg = Segment(np.zeros(0, np.float32), msg["start_s"], msg["end_s"], msg["segment"])
-        job = Job(self.source, seg, interim=msg["type"] == "interim")
-        job.ready = time.perf_counter() - (msg.get("latency_ms") or 0.0) / 1e3
+        """The server's message (outputs/record.py's table, record w) as this client's result."""
+        row = Row.from_json(msg, self.source, self.emotions)
+        seg = Segment(np.zeros(0, np.float32), row.start_s, row.end_s, row.segment)
+        job = Job(self.source, seg, interim=row.interim, speaker=row.speaker, part=row.part)
+        job.ready = time.perf_counter() - (row.latency_ms or 0.0) / 1e3
         prediction = None
-        if msg.get("shares") is not None:
-            prediction = Prediction(
-                shares={e: float(msg["shares"][e]) for e in self.emotions}, attention=None, attention_hop_s=0.0,
-                duration_s=seg.duration_s, encoder_ms=0.0, regressor_ms=0.0, batch_size=1,
-            )  # fmt: skip
-        status = msg.get("status", "ok")
-        if not job.interim:
-            self.processed += status == "ok"
-            self.dropped += status == "dropped"
-            self.failed += status == "error"
+        if row.shares is not None:
+            prediction = Prediction(shares=row.shares, attention=None, attention_hop_s=0.0, duration_s=seg.duration_s,
+                                    encoder_ms=0.0, regressor_ms=0.0, batch_size=1)  # fmt: skip
+        if not row.interim:
+            self.processed += row.status == "ok"
+            self.dropped += row.status == "dropped"
+            self.failed += row.status == "error"
         else:
             self.interim += 1
-        return Result(job, status, prediction, error=msg.get("error", ""), latency_ms=msg.get("latency_ms"))
+        return Result(job, row.status, prediction, error=row.error, latency_ms=row.latency_ms)
 
 
 class RemoteScorer:

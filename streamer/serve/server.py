@@ -38,6 +38,7 @@ from ...model.audio import SAMPLE_RATE
 from ...model.errors import ConfigError
 from ..audio.stream import AudioStream, Cut
 from ..net import is_loopback
+from ..outputs.record import WS_SHARE_DIGITS, Row
 from .settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -87,20 +88,8 @@ class Stream:
 
 
 def message(result: Result, emotions: tuple[str, ...]) -> dict[str, Any]:
-    seg, p = result.job.segment, result.prediction
-    return {
-        "type": "interim" if result.job.interim else "segment",
-        "segment": seg.index,
-        **({"part": result.job.part} if result.job.part else {}),
-        **({"speaker": result.job.speaker} if result.job.speaker is not None else {}),
-        "start_s": round(seg.start_s, 3),
-        "end_s": round(seg.end_s, 3),
-        "shares": None if p is None else {e: round(p.shares[e], 4) for e in emotions},
-        "top_emotion": None if p is None else p.top_emotion,
-        "latency_ms": None if result.latency_ms is None else round(result.latency_ms, 1),
-        "status": result.status,
-        **({"error": result.error} if result.error else {}),
-    }
+    """A result as the WebSocket message (outputs/record.py's table, record w)."""
+    return Row.of(result).to_json("w", emotions, WS_SHARE_DIGITS)
 
 
 class Hub:
