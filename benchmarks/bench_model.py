@@ -127,7 +127,7 @@ def bench_dtypes(sizes: list[str], seconds: float, repeats: int, device: str, tm
     embedding cosine to float32, and the largest share difference through a random softmax
     head (pooled, as the default's) on real Emo-DB clips when ../shared holds them."""
     from emomon.model.bundle import new_bank
-    from emomon.model.encoder import choose_dtype
+    from emomon.model.compute import choose_dtype
 
     rng = np.random.default_rng(0)
     clips = _real_clips(seconds) or [(0.1 * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32)]
@@ -229,7 +229,7 @@ def machine(device: str) -> dict:
     cpu = cpu_name()
     import transformers
 
-    from emomon.model.encoder import fast_bf16
+    from emomon.model.compute import fast_bf16
 
     info = dict(
         cpu=cpu, threads=torch.get_num_threads(), torch=torch.__version__, fast_bf16=fast_bf16(device),

@@ -7,7 +7,7 @@
 
 The encoder's own weights are not copied: `bundle.json` names them by hub id + revision
 (or a local folder) and, for transformers encoders, by a digest of their values
-(`encoder_weights.sha256`, model/encoder.py: `weights_digest`), so that a bundle refuses
+(`encoder_weights.sha256`, model/compute.py: `weights_digest`), so that a bundle refuses
 to run on other weights than those it was trained on. Loading checks everything it can
 before any weight is used and turns each problem into one `BundleError` sentence that
 names the file: no pickle anywhere.

@@ -12,7 +12,8 @@ import numpy as np
 
 from .audio import MIN_SEGMENT_S, MIN_SEGMENT_SAMPLES, SAMPLE_RATE
 from .bundle import DEFAULT_BUNDLE, Bundle, load_bundle
-from .encoder import Encoder, load_encoder, resolve_device
+from .compute import Encoder, resolve_device
+from .encoder import load_encoder
 from .errors import BundleError
 from .normalize import FeatureNorm
 

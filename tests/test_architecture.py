@@ -78,3 +78,32 @@ def test_imports_go_one_way_and_never_by_top_level_names() -> None:
                 wrong.append(f"{src}:{node.lineno} ({a}) imports {target} ({b})")
     assert absolute == [], absolute  # `emomon.model`, never a generic top-level `model`
     assert wrong == [], "\n".join(wrong)
+
+
+def test_no_circles_between_files() -> None:
+    """No module reaches itself through emomon's own imports (at the top or inside a function):
+    a circle hidden in a function is still one."""
+    sources = sorted(p.relative_to(REPO).as_posix() for d in ("model", "streamer", "training") for p in
+                     (REPO / d).rglob("*.py")) + ["__init__.py"]  # fmt: skip
+    graph: dict[str, set[str]] = {src: set() for src in sources}
+    for src in sources:
+        for node in runtime_imports(ast.parse((REPO / src).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = target_path(src, node)
+                if target is not None and target != src:
+                    graph[src].add(target)
+    circles, state = [], {}  # state: 1 on the path, 2 done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                circles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for src in sources:
+        if src not in state:
+            visit(src, [src])
+    assert circles == [], "\n".join(circles)

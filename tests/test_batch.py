@@ -28,7 +28,7 @@ from emomon.streamer.cli import main
 pytestmark = [pytest.mark.system, pytest.mark.corpora, pytest.mark.weights]
 
 CLI = [sys.executable, "-m", "emomon.streamer.cli"]
-# int8 scores every segment in its own encoder pass (model/encoder.py), so batch and replay,
+# int8 scores every segment in its own encoder pass (model/compute.py: configure), so batch and replay,
 # which group segments differently, give the same shares on any CPU.
 CONFIG = '[runtime]\ndtype = "int8"\n\n[batch]\npart_s = 0.0\n'
 

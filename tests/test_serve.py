@@ -329,7 +329,7 @@ def test_the_model_in_the_servers_own_process_gives_the_same_results(server: Ser
 
 
 def test_replay_through_the_server_logs_what_a_local_replay_logs(tmp_path: Path) -> None:
-    # int8 scores each segment in its own encoder pass (model/encoder.py), so the server and a
+    # int8 scores each segment in its own encoder pass (model/compute.py: configure), so the server and a
     # local replay, which batch segments differently, give the same shares on any CPU (under
     # bf16 they differ by about 1e-3 on a CPU with AMX).
     cfg = tmp_path / "c.toml"

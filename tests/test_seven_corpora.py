@@ -14,10 +14,9 @@ import torch
 from conftest import ASED, BANGLASER, EMODB, EYASE, INDOWAVE, NEMO, RAVDESS, mini_corpus
 
 from emomon.model.regressor import temper
-from emomon.training.datasets import CORPUS_INFO, load_dataset, merge
+from emomon.training.datasets import CORPORA, CORPUS_INFO, load_dataset, merge
 from emomon.training.metrics import fit_temperature
 from emomon.training.protocols import Protocol
-from emomon.training.settings import CORPORA
 from emomon.training.train import balance_weights, masked_loss
 
 FOLDERS = dict(emodb=EMODB, ravdess=RAVDESS, nemo=NEMO, ased=ASED, banglaser=BANGLASER, eyase=EYASE, indowave=INDOWAVE)

@@ -14,7 +14,8 @@ import torch
 from conftest import load_clip, make_bundle
 
 from emomon.model.audio import SAMPLE_RATE
-from emomon.model.encoder import load_encoder, weights_digest
+from emomon.model.compute import weights_digest
+from emomon.model.encoder import load_encoder
 from emomon.model.errors import BundleError, EncoderLoadError
 from emomon.model.pinned import pinned_files, read_pinned
 from emomon.model.specs import EncoderSpec

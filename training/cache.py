@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import torch
     from rich.console import Console
 
-    from ..model.encoder import Encoder
+    from ..model.compute import Encoder
 
 log = logging.getLogger("emomon")
 INDEX = "index.json"

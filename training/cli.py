@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..model.errors import ConfigError, require
-from .datasets import DATASETS
+from .datasets import DATASET_KINDS
 
 if TYPE_CHECKING:
     from ..streamer.config import Config
@@ -55,7 +55,7 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help=f"dataset layout ({', '.join(DATASETS)}); several with commas: emodb,ravdess")
+    p.add_argument("--dataset", help=f"dataset layout ({', '.join(DATASET_KINDS)}); several with commas: emodb,ravdess")
     p.add_argument("--data", help="dataset folder or manifest CSV (csv); one per --dataset kind, with commas")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--cache", help="embedding cache folder")
@@ -72,9 +72,11 @@ def apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
 def _apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
     ds, enc, reg, train, rt = cfg.dataset, cfg.encoder, cfg.regressor, cfg.train, cfg.runtime
     if args.dataset:
-        unknown = [k for k in args.dataset.split(",") if k not in DATASETS]
+        unknown = [k for k in args.dataset.split(",") if k not in DATASET_KINDS]
         if unknown:
-            raise ConfigError(f"--dataset {unknown[0]} is not a dataset layout (choose from {', '.join(DATASETS)}).")
+            raise ConfigError(
+                f"--dataset {unknown[0]} is not a dataset layout (choose from {', '.join(DATASET_KINDS)})."
+            )
         ds = replace(ds, kind=args.dataset, data=args.data or ds.data)
     if args.data:
         ds = replace(ds, data=args.data)

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..model.errors import EmomonError
-from .settings import DATASET_KINDS
 
 COMPARE23_EMOTIONS = (
     "Anger", "Boredom", "Calmness", "Concentration", "Determination",
@@ -43,7 +42,8 @@ RAVDESS_CODES = {
 }  # fmt: skip
 RAVDESS_EMOTIONS = tuple(RAVDESS_CODES.values())
 NEMO_EMOTIONS = ("anger", "fear", "happiness", "neutral", "sadness", "surprise")
-DATASETS = DATASET_KINDS  # the [dataset] kinds (training/settings.py)
+CORPORA = ("emodb", "ravdess", "nemo", "ased", "banglaser", "eyase", "indowave")  # as laid out in ../shared/data
+DATASET_KINDS = ("compare23", "csv", *CORPORA)  # the [dataset] kinds (training/settings.py)
 
 
 class DatasetError(EmomonError):
@@ -101,7 +101,7 @@ def load_dataset(kind: str, data: str | Path, **options) -> Dataset:
         raise DatasetError(f"Dataset path '{data}' does not exist.")
     loaders = {"compare23": load_compare23, "csv": load_csv_manifest, "emodb": load_emodb}
     if kind not in loaders and kind not in CORPUS_INFO:
-        raise DatasetError(f"Unknown dataset kind '{kind}' (choose from {', '.join(DATASETS)}).")
+        raise DatasetError(f"Unknown dataset kind '{kind}' (choose from {', '.join(DATASET_KINDS)}).")
     ds = loaders[kind](data, **options) if kind in loaders else load_corpus(data, kind)
     ds.label_sets = {ds.name: ds.emotions}
     ds.items = [replace(it, corpus=ds.name) for it in ds.items]

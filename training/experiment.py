@@ -25,7 +25,8 @@ import torch
 from rich.console import Console
 
 from ..model.bundle import Bundle, save_bundle
-from ..model.encoder import Encoder, load_encoder
+from ..model.compute import Encoder
+from ..model.encoder import load_encoder
 from ..model.normalize import (
     ADAPTIVE,
     FeatureNorm,
@@ -495,7 +496,7 @@ def score_classes(pred: np.ndarray, items: list[Item], emotions, classes: list[i
 
 
 def _device(cfg: Config) -> torch.device:
-    from ..model.encoder import resolve_device
+    from ..model.compute import resolve_device
 
     return resolve_device(cfg.runtime.device)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..model.errors import EmomonError
+from .datasets import DATASET_KINDS
+from .protocols import Protocol
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,6 @@ class TrainSettings:
             raise ValueError("epochs and batch_size must be >= 1, lr > 0 and patience >= 0")
         if self.session_frames < 0 or self.prior_frames < 0:
             raise ValueError("prior_frames and session_frames must be >= 0")
-
-
-# corpora laid out as in ../shared/data (training/datasets.py CORPUS_INFO)
-CORPORA = ("emodb", "ravdess", "nemo", "ased", "banglaser", "eyase", "indowave")
-DATASET_KINDS = ("compare23", "csv", *CORPORA)
 
 
 def _names(value: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -112,8 +109,6 @@ class EvaluationSettings:
     probe: bool = False  # also fit the linear probe on every fold (training/probe.py): metrics "probe"
 
     def __post_init__(self) -> None:
-        from .protocols import Protocol  # here: protocols imports datasets, which imports this module
-
         for p in self.protocols:
             try:
                 Protocol.parse(p)
