@@ -17,9 +17,10 @@ ALLOWED = {
     "audio": {"model"},
     "training": {"model", "audio"},
     "outputs": {"model", "audio"},
-    "monitor": {"model", "audio", "outputs"},
-    "serve": {"model", "audio", "outputs", "monitor", "net"},
-    "batch": {"model", "audio", "outputs", "net"},
+    "scoring": {"model", "audio", "outputs"},
+    "monitor": {"model", "audio", "outputs", "scoring"},
+    "serve": {"model", "audio", "outputs", "scoring", "monitor", "net"},
+    "batch": {"model", "audio", "outputs", "scoring", "net"},
 }
 
 
@@ -28,7 +29,7 @@ def area(path: str) -> str:
         return "top"
     parts = path.removesuffix(".py").split("/")
     if parts[0] == "streamer":
-        return "net" if parts[1] == "net" else parts[1]
+        return parts[1]  # a package, or one of the modules net.py and scoring.py
     return parts[0]
 
 

@@ -31,7 +31,7 @@ from ...model.memory import spawning_scorers
 if TYPE_CHECKING:
     from .inputs import Item
     from .progress import Progress
-    from .score import Job
+    from .score import BatchJob
     from .store import Store
 
 MAX_TRIES = 3  # a file that takes down this many workers is an error
@@ -68,7 +68,7 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def worker_main(wid: int, job: Job, tasks, events, stop) -> None:
+def worker_main(wid: int, job: BatchJob, tasks, events, stop) -> None:
     """One worker process: load the model, score files until the queue says stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
     _die_with_parent()
@@ -121,7 +121,7 @@ def worker_main(wid: int, job: Job, tasks, events, stop) -> None:
 
 
 class LocalEngine:
-    job: Job  # set by the driver once the output folder is open
+    job: BatchJob  # set by the driver once the output folder is open
 
     def __init__(self, workers: int) -> None:
         self.workers = workers

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ..audio.segmenter import Segment
     from .inputs import Item
     from .progress import Progress
-    from .score import Job
+    from .score import BatchJob
     from .store import Store
 
 DECODE_CPUS = 0.25  # a segment task is light next to the model: four share a core's reservation
@@ -103,7 +103,7 @@ def cut_rows(
     order in one session (Score expands it into segment rows)."""
     from ...model.errors import AudioError
     from .inputs import Item
-    from .score import by_speaker, cut, file_info, session_key
+    from .score import cut, file_info, jobs_of, session_key
 
     item = Item(row["key"], row["source"], int(row["size"]))
     base = {"key": item.key, "channel": MIX, "index": -1, "part": 0, "speaker": "", "start_s": 0.0, "end_s": 0.0,
@@ -119,7 +119,8 @@ def cut_rows(
     n, error = 0, ""
 
     def rows(channel: int | None, segs: list[Segment]) -> Any:
-        for seg, who, part in by_speaker(stage, session_key(item, channel), channel, segs):
+        for job in jobs_of(stage, item, channel, segs):
+            seg, who, part = job.segment, job.speaker, job.part
             if whole:
                 streams.setdefault(channel, []).append((seg, who, part))
                 continue
@@ -160,7 +161,7 @@ class Score:
     The run's Job is a class attribute of a subclass made per run (`scorer_class`), so that
     a restarted actor needs nothing from the object store to come back."""
 
-    job: Job
+    job: BatchJob
 
     def __init__(self) -> None:
         self.predictor = self.job.load()
@@ -188,9 +189,10 @@ class Score:
 
     def _expand(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Score each whole stream (cut_rows with `whole`) in order, in sessions of its own
-        (score.py's predict_in_sessions), and give its segments back as rows with their shares."""
+        (scoring.py's score, as replay's worker), and give its segments back as rows with their shares."""
         from ..audio.segmenter import Segment
-        from .score import predict_in_sessions
+        from ..outputs.record import Job
+        from ..scoring import score
 
         cols = ("key", "kind", "channel", "index", "part", "speaker", "start_s", "end_s", "info")
         out: dict[str, list] = {k: [] for k in (*cols, "shares", "status", "error")}
@@ -207,39 +209,35 @@ class Score:
             bounds = np.cumsum([0] + [p[5] for p in places])
             pieces = [(Segment(audio[a:b], p[3], p[4], p[0]), p[2] or None, p[1])
                       for p, a, b in zip(places, bounds[:-1], bounds[1:])]  # fmt: skip
-            shares, status, error = np.zeros((len(places), len(self.emotions)), np.float32), "ok", ""
+            source = f"{batch['key'][i]}#{batch['channel'][i]}"
+            jobs = [Job(source, seg, speaker=who, part=k) for seg, who, k in pieces]
             sessions: set[str] = set()
-            try:
-                for start in range(0, len(pieces), self.job.max_batch):
-                    chunk = pieces[start : start + self.job.max_batch]
-                    scored = predict_in_sessions(self.predictor, f"{batch['key'][i]}#{batch['channel'][i]}", chunk,
-                                                 sessions)  # fmt: skip
-                    for j, p in enumerate(scored, start):
-                        shares[j] = [p.shares[e] for e in self.emotions]
-            except Exception as e:  # noqa: BLE001 - as in replay: error rows, the run goes on
-                status, error = "error", f"{len(places)} segment(s) could not be scored ({e})"
-            finally:
-                for session in sessions:
-                    self.predictor.end_session(session)
+            results = [r for start in range(0, len(jobs), self.job.max_batch)
+                       for r in score(self.predictor, jobs[start : start + self.job.max_batch], sessions)]  # fmt: skip
+            for session in sessions:
+                self.predictor.end_session(session)
+            errors = [r.error for r in results if r.status != "ok"]
+            error = f"{len(errors)} segment(s) could not be scored ({errors[0]})" if errors else ""
             for j, (index, part, who, start_s, end_s, _) in enumerate(places):
                 row = {"key": batch["key"][i], "kind": "segment", "channel": batch["channel"][i], "index": index,
                        "part": part, "speaker": who, "start_s": start_s, "end_s": end_s, "info": ""}  # fmt: skip
                 for k in cols:
                     out[k].append(row[k])
-                out["shares"].append(shares[j])
-                out["status"].append(status)
-                out["error"].append(error)
+                p = results[j].prediction
+                out["shares"].append(np.array([p.shares[e] if p else 0.0 for e in self.emotions], np.float32))
+                out["status"].append(results[j].status)
+                out["error"].append(error if results[j].status != "ok" else "")
         return {k: (np.stack(v) if k == "shares" else np.array(v, dtype=object)) for k, v in out.items()}
 
 
-def scorer_class(job: Job) -> type[Score]:
+def scorer_class(job: BatchJob) -> type[Score]:
     return type("Score", (Score,), {"job": job})
 
 
 class Assembler:
     """The driver's side: rows by file until a file is whole, then its rows and record."""
 
-    def __init__(self, job: Job, items: list[Item], emotions: tuple[str, ...]) -> None:
+    def __init__(self, job: BatchJob, items: list[Item], emotions: tuple[str, ...]) -> None:
         self.job, self.emotions = job, emotions
         self.items = {it.key: it for it in items}
         self.partial: dict[str, dict[str, Any]] = {}
@@ -286,7 +284,7 @@ class Assembler:
 
 
 class RayEngine:
-    job: Job  # set by the driver once the output folder is open
+    job: BatchJob  # set by the driver once the output folder is open
 
     def __init__(self, workers: int, address: str, gpus_per_worker: float) -> None:
         self.workers, self.address, self.gpus = workers, address, gpus_per_worker

@@ -58,7 +58,7 @@ def batch(
     from .inputs import expand
     from .local import LocalEngine
     from .progress import Progress
-    from .score import Job
+    from .score import BatchJob
     from .store import Store, output_columns, segment_schema
 
     if not settings.out:
@@ -83,10 +83,11 @@ def batch(
     done = store.ledger()
     todo = [it for it in items if it.key not in done]
     device = "cuda" if settings.gpus_per_worker > 0 and cfg.runtime.device in ("auto", "cpu") else cfg.runtime.device
-    engine.job = Job(str(store.out), str(bundle_path), device, cfg.runtime.dtype, cfg.model.encoder or None, cfg.vad,
-                     settings.channels == "each", store.run["run"], settings.max_batch, settings.threads,
-                     settings.part_s, segment_schema(bundle.emotions, extra, speakers is not None),
-                     tuple(bundle.emotions), speakers, bundle.norm_mode != "global")  # fmt: skip
+    engine.job = BatchJob(str(store.out), str(bundle_path), device, cfg.runtime.dtype, cfg.model.encoder or None,
+                          cfg.vad, settings.channels == "each", store.run["run"], settings.max_batch,
+                          settings.threads, settings.part_s,
+                          segment_schema(bundle.emotions, extra, speakers is not None), tuple(bundle.emotions),
+                          speakers, bundle.norm_mode != "global")  # fmt: skip
     skipped = len(items) - len(todo)
     console.print(
         f"emomon batch: {len(todo)} file(s) to score" + (f" ({skipped} already done)" if skipped else "")

@@ -11,7 +11,6 @@ file is reported as an error, as replay does.
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,8 +19,9 @@ from ...model.errors import AudioError
 from ..audio.segmenter import Segment, VadSettings
 from ..audio.sources import file_blocks
 from ..audio.stream import AudioStream
-from ..outputs.record import Row
+from ..outputs.record import Job, Row
 from ..outputs.sinks import segment_id
+from ..scoring import score, split_by_speaker
 from .inputs import Item
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ ROW_FILE_INFO = ("file_duration_s", "sample_rate", "sha256")  # what every row c
 
 
 @dataclass(frozen=True)
-class Job:
+class BatchJob:
     """What every worker needs, whatever the engine."""
 
     out: str
@@ -182,45 +182,24 @@ class Scorer:
     def _run(self, item: Item, channel: int | None, segs: list[Segment], failed: list[str]) -> list[dict[str, Any]]:
         if not segs:
             return []
-        key = session_key(item, channel)
-        pieces = by_speaker(self.speakers, key, channel, segs)
-        try:
-            predictions = predict_in_sessions(self.predictor, key, pieces, self.sessions)
-        except Exception as e:  # noqa: BLE001 - as in replay: an error row per segment, the run goes on
-            failed.append(f"{len(pieces)} segment(s) could not be scored ({e})")
-            return [row_of(item, self.run, self.emotions, channel, s, None, "error", who, k) for s, who, k in pieces]
-        return [row_of(item, self.run, self.emotions, channel, s, p.shares, "ok", who, k)
-                for (s, who, k), p in zip(pieces, predictions)]  # fmt: skip
+        results = score(self.predictor, jobs_of(self.speakers, item, channel, segs), self.sessions)
+        errors = [r.error for r in results if r.status != "ok"]
+        if errors:  # as in replay: an error row per segment, the run goes on
+            failed.append(f"{len(errors)} segment(s) could not be scored ({errors[0]})")
+        return [row_of(item, self.run, self.emotions, channel, r.job.segment, r.prediction and r.prediction.shares,
+                       r.status, r.job.speaker, r.job.part) for r in results]  # fmt: skip
 
 
-def predict_in_sessions(
-    predictor: Predictor, key: str, pieces: list[tuple[Segment, str | None, int]], sessions: set[str]
-) -> list:
-    """Each piece's prediction, in order. A stream's normalisation session is its own, and
-    each named speaker's in it too (`KEY / SPEAKER`), as replay's worker keeps them
-    (monitor/worker.py, Job.session); the keys used are added to `sessions` for the caller
-    to end."""
-    out: list = []
-    for who, run in itertools.groupby(pieces, key=lambda piece: piece[1]):
-        session = key if who is None else f"{key} / {who}"
-        sessions.add(session)
-        predictor.use_session(session)
-        out += predictor.predict([seg.audio for seg, _, _ in run])
-    return out
-
-
-def by_speaker(
-    speakers: Speakers | None, key: str, channel: int | None, segs: list[Segment]
-) -> list[tuple[Segment, str | None, int]]:
-    """(segment or part, speaker, part number) for a stream's next segments, in the order they
-    were spoken: with speakers, a channel of its own is its speaker (--channels each); a mixed
-    stream's segments are cut at turn changes and named by the stream's tracker."""
-    if speakers is None:
-        return [(s, None, 0) for s in segs]
-    if channel is not None:
-        return [(s, f"channel {channel}", 0) for s in segs]
-    labelled = speakers.label([key] * len(segs), [s.audio for s in segs])
-    return [piece for seg, parts in zip(segs, labelled) for piece in seg.by_speaker(parts)]
+def jobs_of(speakers: Speakers | None, item: Item, channel: int | None, segs: list[Segment]) -> list[Job]:
+    """A stream's next segments as the scorer's jobs, in the order spoken: the stream is the
+    source (its normalisation session, as in replay); with speakers, a channel of its own is
+    its speaker (--channels each), and a mixed stream's segments are cut at turn changes and
+    named by the stream's tracker (scoring.py)."""
+    key = session_key(item, channel)
+    if speakers is not None and channel is not None:
+        return [Job(key, s, speaker=f"channel {channel}", channel=channel) for s in segs]
+    jobs = [Job(key, s, channel=channel) for s in segs]
+    return jobs if speakers is None else split_by_speaker(speakers, jobs)
 
 
 def new_record(item: Item, error: str = "") -> dict[str, Any]:

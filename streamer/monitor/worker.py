@@ -26,7 +26,6 @@ updates a speaker-adaptive model's session statistics (the final segment will).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import threading
@@ -36,6 +35,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..outputs.record import Job, Result
+from ..scoring import score, split_by_speaker
 
 if TYPE_CHECKING:
     from ...model.predictor import Predictor
@@ -63,7 +63,6 @@ class InferenceWorker:
         self._interim: Job | None = None  # the one interim job waiting, newest wins
         self._closed: dict[str, int] = {}  # source -> highest segment index submitted as final; forget() drops it
         self._lock = threading.Lock()
-        self._source: str | None = None
         self._output_error = self._speaker_error = ""
         self._dropped_results: queue.SimpleQueue[Result] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="emomon-worker", daemon=True)
@@ -163,53 +162,30 @@ class InferenceWorker:
                     break
             if self.speakers is not None:
                 batch = self._split_by_speaker(batch)
-            if not getattr(self.predictor, "adapts", True):
-                self._process(batch)  # sessions do not matter: every source in one call
-                continue
-            for _, run in itertools.groupby(batch, key=lambda j: j.session):  # one session per call
-                self._process(list(run))
+            results = score(self.predictor, batch)
+            failed = [r for r in results if r.status != "ok"]
+            if failed:  # logged as error rows too
+                log.warning("inference failed for %d segment(s) of %s: %s", len(failed), failed[0].job.source,
+                            failed[0].error)  # fmt: skip
+            self.processed += len(results) - len(failed)
+            self.failed += len(failed)
+            for result in results:
+                self._deliver(result)
 
     def _split_by_speaker(self, batch: list[Job]) -> list[Job]:
-        """Each segment as the parts its speakers spoke (one, unless the turn changed inside),
-        each named. Should the speaker stage fail, the segments go on unnamed: the emotions matter more."""
+        """split_by_speaker (scoring.py); should the speaker stage fail, the segments go on
+        unnamed: the emotions matter more."""
         try:
-            labelled = self.speakers.label([j.source for j in batch], [j.segment.audio for j in batch])
+            return split_by_speaker(self.speakers, batch)
         except Exception as e:  # noqa: BLE001 - a speaker embedding must not cost the emotion results
             if str(e) != self._speaker_error:
                 self._speaker_error = str(e)
                 log.warning("Telling speakers apart failed (%s); these segments go on without a speaker.", e)
             return [replace(j, speaker="") for j in batch]
-        out = []
-        for job, parts in zip(batch, labelled):
-            pieces = job.segment.by_speaker(parts)
-            out += [replace(job, segment=seg, speaker=name, part=k, last=i == len(pieces) - 1)
-                    for i, (seg, name, k) in enumerate(pieces)]  # fmt: skip
-        return out
-
-    def _process(self, batch: list[Job]) -> None:
-        started = time.perf_counter()
-        self._session(batch[0].session)
-        try:
-            predictions = self.predictor.predict([j.segment.audio for j in batch])
-        except Exception as e:  # noqa: BLE001 - one bad segment must not end the run; it is logged as an error row
-            log.warning("inference failed for %d segment(s) of %s: %s", len(batch), batch[0].source, e)
-            for j in batch:
-                self.failed += 1
-                self._deliver(Result(j, "error", error=str(e)))
-            return
-        done = time.perf_counter()
-        for j, p in zip(batch, predictions):
-            self.processed += 1
-            self._deliver(Result(j, "ok", p, latency_ms=(done - j.ready) * 1e3, queue_ms=(started - j.ready) * 1e3))
-
-    def _session(self, source: str) -> None:
-        if source != self._source:
-            self.predictor.use_session(source)
-            self._source = source
 
     def _process_interim(self, job: Job) -> None:
         started = time.perf_counter()
-        self._session(job.source)
+        self.predictor.use_session(job.session)
         try:
             [prediction] = self.predictor.predict([job.segment.audio], update_session=False)
         except Exception as e:  # noqa: BLE001 - an interim result is optional; the final one will say

@@ -1,0 +1,57 @@
+"""Scoring segments, the same wherever it runs: the inference worker of live, replay and
+serve (monitor/worker.py), batch's worker processes (batch/score.py) and its Ray actors
+(batch/ray_engine.py).
+
+`split_by_speaker` cuts each segment where its speaker changes and names every part (the
+tracker of model/tracker.py, one per source); `score` runs segments through the model, one
+call per normalisation session (a source's, or with speakers each speaker's in it) when the
+model adapts to its session, one call for all otherwise, and gives an error result per
+segment of a call that fails, so that a run goes on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from .outputs.record import Job, Result
+
+if TYPE_CHECKING:
+    from ..model.predictor import Predictor
+    from ..model.tracker import Speakers
+
+
+def split_by_speaker(speakers: Speakers, jobs: list[Job]) -> list[Job]:
+    """Each segment as the parts its speakers spoke (one, unless the turn changed inside),
+    named, in the order spoken; each source has its own tracker."""
+    labelled = speakers.label([j.source for j in jobs], [j.segment.audio for j in jobs])
+    out = []
+    for job, parts in zip(jobs, labelled):
+        pieces = job.segment.by_speaker(parts)
+        out += [replace(job, segment=seg, speaker=name, part=k, last=i == len(pieces) - 1)
+                for i, (seg, name, k) in enumerate(pieces)]  # fmt: skip
+    return out
+
+
+def score(predictor: Predictor, jobs: list[Job], sessions: set[str] | None = None) -> list[Result]:
+    """A result per job, in order: ok with its prediction and latency, or error. The sessions
+    used are added to `sessions`, for a caller that ends them when its source ends."""
+    adapts = getattr(predictor, "adapts", True)  # a stand-in that does not say: keep sessions apart
+    runs = [jobs] if not adapts else [list(r) for _, r in itertools.groupby(jobs, key=lambda j: j.session)]
+    results: list[Result] = []
+    for run in runs:
+        started = time.perf_counter()
+        predictor.use_session(run[0].session)
+        if sessions is not None:
+            sessions.add(run[0].session)
+        try:
+            predictions = predictor.predict([j.segment.audio for j in run])
+        except Exception as e:  # noqa: BLE001 - one bad segment must not end the run: error results
+            results += [Result(j, "error", error=str(e) or type(e).__name__) for j in run]
+            continue
+        done = time.perf_counter()
+        results += [Result(j, "ok", p, latency_ms=(done - j.ready) * 1e3, queue_ms=(started - j.ready) * 1e3)
+                    for j, p in zip(run, predictions)]  # fmt: skip
+    return results
