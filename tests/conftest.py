@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from emomon.model.audio import SAMPLE_RATE, read_audio
+from emomon.model.tracker import SpeakerSettings
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"  # the bundled sample: six sentences, 1 s pauses
@@ -235,3 +236,136 @@ def kill_writer(log: str, path: Path, min_bytes: int) -> None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
+
+
+# -- helpers the test modules share (one place: no test module imports another) ----------
+def speech_sentence(name: str) -> np.ndarray:
+    """An Emo-DB ("03a01Wa.wav") or nEMO ("SM0_anger_1.opus") sentence, its pauses trimmed."""
+    from emomon.streamer.audio.segmenter import speech_span
+
+    wav = read_audio(NEMO / "audio" / name.split("_")[0] / name) if name.endswith(".opus") else load_clip(name)
+    a, b = speech_span(wav)
+    return wav[a:b]
+
+
+SAME = SpeakerSettings(enabled=True, same=0.6, turn=0.55)  # [speakers] as the speaker tests run it
+
+
+def build_conversation(folder: Path) -> tuple[Path, list[tuple[float, float, str]]]:
+    """nEMO's SM0 (a man) and EB0 (a woman) taking turns through their emotions, 1.2 s apart
+    (the VAD closes a segment between turns), the last answer coming without a pause."""
+    turns = [("SM0", ("anger_4", "anger_5")), ("EB0", ("neutral_4", "neutral_5")), ("SM0", ("sadness_4", "sadness_5")),
+             ("EB0", ("happiness_4", "happiness_5")), ("SM0", ("neutral_6", "neutral_7")),
+             ("EB0", ("anger_6", "anger_7"))]  # fmt: skip
+    gap = np.zeros(int(1.2 * SAMPLE_RATE), np.float32)
+    pieces, ref, t = [gap], [], len(gap) / SAMPLE_RATE
+    for k, (who, names) in enumerate(turns):
+        wav = np.concatenate([speech_sentence(f"{who}_{n}.opus") for n in names])
+        ref.append((t, t + len(wav) / SAMPLE_RATE, who))
+        pause = gap if k < len(turns) - 2 else gap[:0]  # the last two turns: no pause between them
+        pieces += [wav, pause]
+        t += (len(wav) + len(pause)) / SAMPLE_RATE
+    pieces.append(gap)
+    import soundfile as sf
+
+    path = folder / "call.wav"
+    sf.write(path, np.concatenate(pieces), SAMPLE_RATE)
+    return path, ref
+
+
+def save_tiny_whisper(folder: Path, n_mels: int = 80, seed: int = 0) -> Path:
+    """A tiny Whisper (encoder and decoder) with random weights, saved as the hub stores one."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    cfg = WhisperConfig(
+        num_mel_bins=n_mels, d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
+        decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, vocab_size=100,
+        max_target_positions=32, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    WhisperModel(cfg).save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=n_mels).save_pretrained(folder)
+    return folder
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`emomon serve` in its own process on a free loopback port, ready once /healthz answers."""
+
+    def __init__(self, *args: str, cwd: Path = REPO) -> None:
+        import sys
+        import time
+
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "emomon.streamer.cli", "serve", "--port", str(self.port), *args]
+        self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.url = f"ws://127.0.0.1:{self.port}/v1/stream"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.get("/healthz")
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(self.proc.stderr.read()) from None
+                time.sleep(0.1)
+        raise RuntimeError("emomon serve did not answer /healthz within 60 s")
+
+    def get(self, path: str) -> tuple[int, str]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+
+    def stop(self) -> tuple[str, str]:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.communicate(timeout=60)
+
+
+def pcm(rate: int = 16000, path: Path = SAMPLE) -> bytes:
+    """A file as 16-bit PCM at `rate`, as a client sends it."""
+    import soundfile as sf
+    import soxr
+
+    audio, sr = sf.read(path, dtype="float32")
+    if sr != rate:
+        audio = soxr.resample(audio, sr, rate)
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def stream(url: str, data: bytes, chunk_s: float = 0.25, rate: int = 16000, end: bool = True, **kw):
+    """Send `data` in chunks, then {"type": "end"}; return every message and the close code."""
+    import json
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    messages = []
+    with connect(url, max_size=None, open_timeout=20, **kw) as ws:
+        messages.append(json.loads(ws.recv(timeout=20)))
+        step = int(chunk_s * rate) * 2
+        for i in range(0, len(data), step):
+            ws.send(data[i : i + step])
+        if end:
+            ws.send(json.dumps({"type": "end"}))
+        try:
+            while True:
+                messages.append(json.loads(ws.recv(timeout=60)))
+        except ConnectionClosed:
+            pass
+        return messages, ws.close_code
+
+
+def segments(messages: list[dict]) -> list[dict]:
+    return [m for m in messages if m["type"] == "segment"]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 TOP = {"streamer/cli.py", "streamer/config.py", "training/cli.py", "streamer/__init__.py", "__init__.py"}
 # area -> the areas it may import (besides itself)
 ALLOWED = {
@@ -108,3 +109,14 @@ def test_no_circles_between_files() -> None:
         if src not in state:
             visit(src, [src])
     assert circles == [], "\n".join(circles)
+
+
+def test_test_modules_share_helpers_through_conftest_only() -> None:
+    """Helpers live in tests/conftest.py: a test module never imports another."""
+    found = []
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.name}: {n}" for n in names if n.split(".")[0].startswith("test_")]
+    assert found == [], found

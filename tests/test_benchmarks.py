@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 pytestmark = [pytest.mark.system]
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_bench_model_quick_run(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_serve import SAMPLE, Server
+from conftest import SAMPLE, Server
 
 pytestmark = [pytest.mark.system, pytest.mark.weights]
 

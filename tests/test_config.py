@@ -8,13 +8,12 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from emomon.model.errors import ConfigError
 from emomon.model.settings import from_dict, to_dict
 from emomon.model.specs import EncoderSpec, RegressorSpec
 from emomon.streamer.config import Config, load_config
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_shipped_config_matches_the_defaults() -> None:

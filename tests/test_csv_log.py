@@ -13,7 +13,6 @@ from emomon.streamer.outputs.csv_log import CsvLog
 from emomon.streamer.outputs.record import Row
 
 EMOTIONS = ("anger", "sadness", "neutral")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def read(path: Path) -> list[dict[str, str]]:

@@ -6,8 +6,8 @@ import functools
 
 import pytest
 import soundfile as sf
+from conftest import SAMPLE
 from rich.console import Console
-from test_replay import SAMPLE
 
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.bundle import DEFAULT_BUNDLE

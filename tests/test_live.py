@@ -17,13 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import REPO, SAMPLE
 
 from benchmarks.virtual_mic import SINK, ensure_virtual_mic, stop_pulse
 
 pytestmark = [pytest.mark.system, pytest.mark.weights]
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +83,7 @@ def test_live_microphone_end_to_end(virtual_mic: str, tmp_path: Path) -> None:
 
 def test_live_says_who_is_speaking(virtual_mic: str, tmp_path: Path) -> None:
     """A two-speaker call (tests/test_speakers.py) spoken into the virtual microphone."""
-    from test_speakers import SAME, build_conversation
+    from conftest import SAME, build_conversation
 
     call, _ = build_conversation(tmp_path)
     out = tmp_path / "live.csv"
@@ -201,7 +199,7 @@ def test_missing_portaudio_names_the_package(tmp_path: Path) -> None:
 
 def test_live_microphone_scored_by_a_server(virtual_mic: str, tmp_path: Path) -> None:
     """`emomon live --server`: the virtual microphone streamed to a real `emomon serve`."""
-    from test_serve import Server
+    from conftest import Server
 
     server = Server()
     out = tmp_path / "live.csv"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import kill_writer, load_clip, make_bundle
+from conftest import SAMPLE, kill_writer, load_clip, make_bundle
 
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.bundle import DEFAULT_BUNDLE, save_bundle
@@ -25,8 +25,6 @@ from emomon.streamer.monitor.worker import InferenceWorker
 from emomon.streamer.outputs.jsonl_log import JsonlLog
 from emomon.streamer.outputs.record import Job, Result, Row
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"
 CLI = [sys.executable, "-m", "emomon.streamer.cli"]
 
 

@@ -12,10 +12,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 pytestmark = [pytest.mark.system, pytest.mark.weights]
 
-REPO = Path(__file__).resolve().parents[1]
 SKIP = {".git", ".venv", "build", "dist", "out", "models", ".pytest_cache", ".hypothesis", "__pycache__"}
 
 

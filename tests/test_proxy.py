@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_serve import REPO, Server, free_port, pcm, segments, stream
+from conftest import REPO, Server, free_port, pcm, segments, stream
 
 pytestmark = [pytest.mark.system, pytest.mark.weights]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import SAMPLE
 
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.bundle import DEFAULT_BUNDLE
@@ -21,8 +22,6 @@ from emomon.streamer.cli import main
 from emomon.streamer.monitor.worker import InferenceWorker
 from emomon.streamer.outputs.record import Job, Result
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"
 EMOTIONS = ("neutral", "anger", "sadness", "happiness", "boredom", "fear")  # the sample's clips, in order
 
 

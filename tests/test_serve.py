@@ -6,59 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
-import soxr
+from conftest import REPO, Server, free_port, pcm, segments, stream
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 pytestmark = [pytest.mark.system, pytest.mark.weights]
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"  # six sentences, 1 s pauses
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, *args: str, cwd: Path = REPO) -> None:
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "emomon.streamer.cli", "serve", "--port", str(self.port), *args]
-        self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.url = f"ws://127.0.0.1:{self.port}/v1/stream"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                self.get("/healthz")
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(self.proc.stderr.read()) from None
-                time.sleep(0.1)
-        raise RuntimeError("emomon serve did not answer /healthz within 60 s")
-
-    def get(self, path: str) -> tuple[int, str]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as r:
-            return r.status, r.read().decode()
-
-    def stop(self) -> tuple[str, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.communicate(timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -66,35 +25,6 @@ def server():
     s = Server()
     yield s
     s.stop()
-
-
-def pcm(rate: int = 16000, path: Path = SAMPLE) -> bytes:
-    audio, sr = sf.read(path, dtype="float32")
-    if sr != rate:
-        audio = soxr.resample(audio, sr, rate)
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-
-
-def stream(url: str, data: bytes, chunk_s: float = 0.25, rate: int = 16000, end: bool = True, **kw):
-    """Send `data` in chunks, then {"type": "end"}; return every message and the close code."""
-    messages = []
-    with connect(url, max_size=None, open_timeout=20, **kw) as ws:
-        messages.append(json.loads(ws.recv(timeout=20)))
-        step = int(chunk_s * rate) * 2
-        for i in range(0, len(data), step):
-            ws.send(data[i : i + step])
-        if end:
-            ws.send(json.dumps({"type": "end"}))
-        try:
-            while True:
-                messages.append(json.loads(ws.recv(timeout=60)))
-        except ConnectionClosed:
-            pass
-        return messages, ws.close_code
-
-
-def segments(messages: list[dict]) -> list[dict]:
-    return [m for m in messages if m["type"] == "segment"]
 
 
 def test_healthz_and_page(server: Server) -> None:
@@ -381,7 +311,7 @@ def test_speakers_per_stream(tmp_path: Path) -> None:
     """serve --speakers: two streams of the same two-speaker call at once, each with its own speakers."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from test_speakers import SAME, build_conversation
+    from conftest import SAME, build_conversation
 
     call, _ = build_conversation(tmp_path)
     cfg = tmp_path / "c.toml"

@@ -179,7 +179,7 @@ def test_seven_corpus_recipe_end_to_end(tmp_path, capsys) -> None:
     in bundle.json with its probe and temperature, and the bundle applies the temperature."""
     import tomllib
 
-    from test_whisper import save_tiny_whisper
+    from conftest import save_tiny_whisper
 
     from emomon.model.bundle import load_bundle
     from emomon.streamer.cli import main

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import NEMO, load_clip
+from conftest import SAME, build_conversation, load_clip
+from conftest import speech_sentence as speech
 
-from emomon.model.audio import SAMPLE_RATE, read_audio
+from emomon.model.audio import SAMPLE_RATE
 from emomon.model.errors import EncoderLoadError
 from emomon.model.pinned import pinned_files, read_pinned
 from emomon.model.speaker import SPEAKER_WEIGHTS, SpeakerEncoder, partial_starts
 from emomon.model.tracker import SpeakerSettings, SpeakerTracker, speaker_parts
-from emomon.streamer.audio.segmenter import speech_span
 
 pytestmark = [pytest.mark.system, pytest.mark.corpora, pytest.mark.weights]
 
@@ -33,13 +33,6 @@ FEMALE = ["08a01Wa.wav", "08a01Fd.wav", "08a01Na.wav", "08a02Tb.wav", "08a01Lc.w
 @pytest.fixture(scope="module")
 def encoder() -> SpeakerEncoder:
     return SpeakerEncoder()
-
-
-def speech(name: str) -> np.ndarray:
-    """An Emo-DB ("03a01Wa.wav") or nEMO ("SM0_anger_1.opus") sentence, its pauses trimmed."""
-    wav = read_audio(NEMO / "audio" / name.split("_")[0] / name) if name.endswith(".opus") else load_clip(name)
-    a, b = speech_span(wav)
-    return wav[a:b]
 
 
 def test_embeddings_equal_resemblyzers_own(encoder: SpeakerEncoder) -> None:
@@ -78,7 +71,6 @@ def test_weights_are_the_pinned_file_or_one_sentence(tmp_path: Path) -> None:
 
 # The tracker's mechanics at a stated threshold; how well the defaults do on conversations of
 # unseen speakers is benchmarks/bench_speakers.py's (docs/benchmarks.md, "Speakers").
-SAME = SpeakerSettings(enabled=True, same=0.6, turn=0.55)
 
 
 def test_two_voices_through_their_emotions_are_two_speakers(encoder: SpeakerEncoder) -> None:
@@ -128,26 +120,6 @@ def test_bad_speaker_settings_say_which() -> None:
         SpeakerSettings(max_speakers=0)
     with pytest.raises(ValueError, match="same must be a cosine similarity between -1 and 1, not 1.5"):
         SpeakerSettings(same=1.5)
-
-
-def build_conversation(folder: Path) -> tuple[Path, list[tuple[float, float, str]]]:
-    """nEMO's SM0 (a man) and EB0 (a woman) taking turns through their emotions, 1.2 s apart
-    (the VAD closes a segment between turns), the last answer coming without a pause."""
-    turns = [("SM0", ("anger_4", "anger_5")), ("EB0", ("neutral_4", "neutral_5")), ("SM0", ("sadness_4", "sadness_5")),
-             ("EB0", ("happiness_4", "happiness_5")), ("SM0", ("neutral_6", "neutral_7")),
-             ("EB0", ("anger_6", "anger_7"))]  # fmt: skip
-    gap = np.zeros(int(1.2 * SAMPLE_RATE), np.float32)
-    pieces, ref, t = [gap], [], len(gap) / SAMPLE_RATE
-    for k, (who, names) in enumerate(turns):
-        wav = np.concatenate([speech(f"{who}_{n}.opus") for n in names])
-        ref.append((t, t + len(wav) / SAMPLE_RATE, who))
-        pause = gap if k < len(turns) - 2 else gap[:0]  # the last two turns: no pause between them
-        pieces += [wav, pause]
-        t += (len(wav) + len(pause)) / SAMPLE_RATE
-    pieces.append(gap)
-    path = folder / "call.wav"
-    sf.write(path, np.concatenate(pieces), SAMPLE_RATE)
-    return path, ref
 
 
 def who_spoke(ref: list[tuple[float, float, str]], start: float, end: float) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_clip, make_bundle
+from conftest import load_clip, make_bundle, save_tiny_whisper
 
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.compute import weights_digest
@@ -22,21 +22,6 @@ from emomon.model.specs import EncoderSpec
 from emomon.model.whisper import PINNED, whisper_from_ct2
 
 pytestmark = [pytest.mark.corpora, pytest.mark.weights]
-
-
-def save_tiny_whisper(folder: Path, n_mels: int = 80, seed: int = 0) -> Path:
-    """A tiny Whisper (encoder and decoder) with random weights, saved as the hub stores one."""
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
-
-    cfg = WhisperConfig(
-        num_mel_bins=n_mels, d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
-        decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, vocab_size=100,
-        max_target_positions=32, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    WhisperModel(cfg).save_pretrained(folder)
-    WhisperFeatureExtractor(feature_size=n_mels).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
