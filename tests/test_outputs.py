@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import SAMPLE, kill_writer, load_clip, make_bundle
+from conftest import SAMPLE, kill_writer, load_clip, make_bundle, run_cli
 
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.bundle import DEFAULT_BUNDLE, save_bundle
@@ -37,9 +37,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.system
+@pytest.mark.weights
 def test_jsonl_on_stdout_is_json_only_and_matches_the_csv(tmp_path: Path) -> None:
-    out = emomon("replay", "--sample", "--speed", "0", "--no-dashboard", "--jsonl", "-", "--csv", "log.csv",
+    out = run_cli("replay", "--sample", "--speed", "0", "--no-dashboard", "--jsonl", "-", "--csv", "log.csv",
                  cwd=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr
     records = [json.loads(line) for line in out.stdout.splitlines()]  # every stdout line is one JSON object
@@ -56,12 +56,11 @@ def test_jsonl_on_stdout_is_json_only_and_matches_the_csv(tmp_path: Path) -> Non
     assert "6 segment(s) from 1 file(s)" in out.stderr  # the human lines moved to stderr
 
 
-@pytest.mark.system
 def test_jsonl_attention_weights_with_their_hop(tmp_path: Path) -> None:
     """An Architecture-2 bundle (tiny real encoder) writes its attention rows, each summing to 1."""
     encoder = load_encoder(EncoderSpec(kind="egemaps", name="eGeMAPSv02"))
     bundle = save_bundle(make_bundle(encoder, arch=2, head="shared"), tmp_path / "arch2")
-    out = emomon("replay", "--sample", "--speed", "0", "--model", str(bundle), "--no-dashboard",
+    out = run_cli("replay", "--sample", "--speed", "0", "--model", str(bundle), "--no-dashboard",
                  "--jsonl", "seg.jsonl", "--attention", cwd=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr
     records = [json.loads(line) for line in (tmp_path / "seg.jsonl").read_text().splitlines()]
@@ -92,9 +91,9 @@ def test_jsonl_record_of_a_dropped_segment_has_no_shares(tmp_path: Path) -> None
     assert r["wall_time"].startswith("2026-11-25T10:00")
 
 
-@pytest.mark.system
+@pytest.mark.weights
 def test_save_audio_writes_exactly_what_was_scored(tmp_path: Path) -> None:
-    out = emomon("replay", "--sample", "--speed", "0", "--no-dashboard", "--csv", "log.csv",
+    out = run_cli("replay", "--sample", "--speed", "0", "--no-dashboard", "--csv", "log.csv",
                  "--save-audio", "clips", cwd=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "6 segment(s) from 1 file(s), 6 saved" in out.stdout
@@ -181,10 +180,10 @@ def monologue(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.system
+@pytest.mark.weights
 def test_interim_results_while_someone_keeps_talking(tmp_path: Path) -> None:
     wav = monologue(tmp_path)
-    out = emomon("replay", str(wav), "--speed", "4", "--no-dashboard", "--jsonl", "seg.jsonl", "--csv", "log.csv",
+    out = run_cli("replay", str(wav), "--speed", "4", "--no-dashboard", "--jsonl", "seg.jsonl", "--csv", "log.csv",
                  "--interim", "2", cwd=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stderr
     records = [json.loads(line) for line in (tmp_path / "seg.jsonl").read_text().splitlines()]
@@ -200,7 +199,7 @@ def test_interim_results_while_someone_keeps_talking(tmp_path: Path) -> None:
     assert len(read_csv(tmp_path / "log.csv")) == 1  # the CSV keeps final rows only
     assert "interim" in out.stdout.splitlines()[-1]
 
-    off = emomon("replay", str(wav), "--speed", "4", "--no-dashboard", "--jsonl", "off.jsonl", "--interim", "0",
+    off = run_cli("replay", str(wav), "--speed", "4", "--no-dashboard", "--jsonl", "off.jsonl", "--interim", "0",
                  cwd=tmp_path)  # fmt: skip
     assert off.returncode == 0 and '"interim"' not in (tmp_path / "off.jsonl").read_text()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import SAME, build_conversation, load_clip
+from conftest import SAME, build_conversation, load_clip, run_cli
 from conftest import speech_sentence as speech
 
 from emomon.model.audio import SAMPLE_RATE
@@ -132,11 +132,9 @@ def test_replay_says_who_spoke_each_segment(tmp_path: Path) -> None:
     enrol = tmp_path / "agent.wav"
     sf.write(enrol, np.concatenate([speech("SM0_neutral_1.opus"), speech("SM0_neutral_2.opus")]), SAMPLE_RATE)
     (tmp_path / "config.toml").write_text(f"[speakers]\nsame = {SAME.same}\nturn = {SAME.turn}\n")  # as above
-    cli = [sys.executable, "-m", "emomon.streamer.cli", "replay", str(path), "--speed", "0", "--no-dashboard"]
-    plain = subprocess.run([*cli, "--speakers", "--csv", "a.csv", "--jsonl", "a.jsonl"], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
-    named = subprocess.run([*cli, "--speaker", f"agent={enrol}", "--csv", "b.csv"], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    cli = ["replay", str(path), "--speed", "0", "--no-dashboard"]
+    plain = run_cli(*cli, "--speakers", "--csv", "a.csv", "--jsonl", "a.jsonl", cwd=tmp_path)
+    named = run_cli(*cli, "--speaker", f"agent={enrol}", "--csv", "b.csv", cwd=tmp_path)
     assert plain.returncode == 0 and named.returncode == 0, plain.stderr + named.stderr
     with (tmp_path / "a.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
