@@ -91,8 +91,8 @@ def _cpu_flags() -> set[str]:
 def fast_bf16(device: str | torch.device) -> bool:
     """Whether bfloat16 has fast kernels here: on CUDA GPUs that support it (Ampere and
     later); on a CPU only with native bf16 instructions (AMX or AVX512-BF16) that oneDNN
-    uses. Without them PyTorch falls back to reference kernels that ran 10-25x slower than
-    float32 on the project's AVX2 machines."""
+    uses. Without them PyTorch falls back to reference kernels, many times slower than
+    float32 (docs/architecture.md, "Measurements behind the code")."""
     import torch
 
     if torch.device(device).type == "cuda":
@@ -106,12 +106,10 @@ def fast_bf16(device: str | torch.device) -> bool:
 
 def choose_dtype(dtype: str, device: str | torch.device) -> tuple[str, str]:
     """The compute dtype for `dtype` on `device`, and why. "auto":
-    - bfloat16 where it has fast kernels (CUDA with bf16; CPUs with AMX or AVX512-BF16):
-      HuBERT-Large 2.1x faster on an AMX Xeon, embeddings at cosine 0.9999 to float32;
-    - int8 dynamic quantisation of the linear layers on other CPUs: 1.4-2.0x faster than
-      float32 on the AVX2 EPYCs (HuBERT-Base and -Large, 3 s, three runs), cosine 0.9987,
-      shares within 0.003 (docs/benchmarks.md), where bfloat16 would be ~14x slower;
-    - float32 on other GPUs, and where PyTorch no longer has dynamic quantisation."""
+    - bfloat16 where it has fast kernels (CUDA with bf16; CPUs with AMX or AVX512-BF16);
+    - int8 dynamic quantisation of the linear layers on other CPUs, where bfloat16 is slow;
+    - float32 on other GPUs, and where PyTorch no longer has dynamic quantisation.
+    Speed and agreement with float32 of each: docs/model.md, docs/benchmarks.md."""
     import torch
 
     if dtype != "auto":

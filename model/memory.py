@@ -4,9 +4,8 @@ Speech segments come in every length, so a process that scores them for hours se
 tensor shape at nearly every call. Two things then grow without a bound:
 - oneDNN (PyTorch's CPU kernels) keeps a compiled primitive per shape, 1,024 by default;
 - glibc's malloc leaves the freed middle of its heaps to fragment, one heap per thread.
-Measured in a batch worker (docs/benchmarks.md, "batch"): 0.5 GB -> 1.7 GB over 2,400
-segments under glibc; under tcmalloc with oneDNN's cache at 64 it stays near 0.7-1.0 GB and
-runs about 13 % faster, as Intel's PyTorch tuning guide recommends.
+Under tcmalloc with oneDNN's cache at 64 a batch worker's memory stays flat and it runs
+faster, as Intel's PyTorch tuning guide recommends (docs/benchmarks.md, "batch").
 
 A process emomon starts to run a model (batch workers, Ray actors, serve's model process)
 gets `scorer_env()`: the cache bound and, when the system has it (Debian's

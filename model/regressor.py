@@ -73,8 +73,8 @@ def temper(shares: Tensor, temperature: float) -> Tensor:
 
 def dropout(z: Tensor, p: float, training: bool) -> Tensor:
     """Inverted dropout, as F.dropout, from a uniform draw: on CPU, torch's Bernoulli sampler
-    (which F.dropout uses) measured 3-4x slower than rand + compare, and on the pooled
-    head's 2,560-wide input it was most of a training step."""
+    (which F.dropout uses) is slower than rand + compare, and on the pooled head's wide
+    input it was most of a training step (docs/architecture.md, "Measurements behind the code")."""
     if not training or p == 0.0:
         return z
     return z * (torch.rand_like(z) >= p).to(z.dtype) * (1.0 / (1.0 - p))
@@ -127,7 +127,7 @@ def pool_statistics(x: Tensor, lengths: Tensor, stats: tuple[str, ...], weights:
         elif stat == "max":
             out.append(x.masked_fill(~valid, float("-inf")).amax(1))
         else:  # "pNN": sorted real frames first, padding (+inf) last
-            if ordered is None:  # sorted along a contiguous axis: 1.4x faster than along T in place
+            if ordered is None:  # sorted along a contiguous axis: faster than along T in place
                 ordered = x.masked_fill(~valid, float("inf")).transpose(1, 2).contiguous().sort(-1).values  # (B, D, T)
             pos = (lengths.clamp(min=1) - 1).to(x.dtype) * (int(stat[1:]) / 100)  # (B,)
             lo = pos.floor().long()
@@ -328,11 +328,11 @@ class RegressorBank(nn.Module):
 
         The recurrence is the one stage that runs model by model: there is no batched LSTM
         kernel (torch.func.vmap has no rule for aten::lstm), and a hand-written recurrence
-        batched over models measured 3x slower on CPU (307 ms against 100 ms for nine
-        paper-size models on a 3 s segment) than M calls of the fused kernel, because each
-        step then streams every model's weights from memory instead of keeping one
-        model's in cache. Each call is the stock cuDNN / oneDNN kernel over
-        a packed sequence, so padding costs nothing and matches `Regressor` exactly.
+        batched over models is slower on CPU than M calls of the fused kernel
+        (docs/architecture.md, "Measurements behind the code"), because each step then
+        streams every model's weights from memory instead of keeping one model's in cache.
+        Each call is the stock cuDNN / oneDNN kernel over a packed sequence, so padding costs
+        nothing and matches `Regressor` exactly.
         """
         M, B, T, _ = x.shape
         outs, finals = [], []
@@ -352,7 +352,8 @@ class RegressorBank(nn.Module):
         """All models' first convolution over one shared input x (B, D, T) -> (B, M*O, T).
 
         One GEMM over the unfolded input: oneDNN's direct convolution with M*O output
-        channels measured 1.6x slower than this on CPU for the paper's sizes (80 ms vs 51 ms).
+        channels is slower than this on CPU for the paper's sizes
+        (docs/architecture.md, "Measurements behind the code").
         """
         w, b = self._p("convs.0.weight"), self._p("convs.0.bias")  # (M, O, D, k)
         B, D, T = x.shape

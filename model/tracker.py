@@ -12,10 +12,10 @@ A segment can hold two people when one answers within the VAD's hang-over. Insid
 of at least 2 x 1.6 s, partial embeddings every `TURN_STEP_S` compare the 1.6 s before each
 candidate point with the 1.6 s after it; where the two are least alike, and below `turn`,
 the turn changed nearby. The LSTM's last state weighs a partial's end most, so that point
-lies early (up to 0.7 s, measured); the cut goes where the partials' middles start to
-resemble the side after more than the side before. Each part is scored and tracked on its
-own, and looked at again while it is long enough. Measured: 83 % of turn changes inside a
-segment found within 0.5 s (docs/benchmarks.md, "Speakers").
+lies early; the cut goes where the partials' middles start to resemble the side after more
+than the side before. Each part is scored and tracked on its own, and looked at again while
+it is long enough. How often a turn change is found, and how near: docs/benchmarks.md,
+"Speakers".
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 One Python interpreter runs one thread at a time (the GIL). In the server, the event loop
 (every stream's WebSocket, resampler and VAD) and the model's Python work (openSMILE's
-wrapper, torch's dispatch) would take turns on one core; measured, the server then used
-0.8 of 2 cores while latency grew past 3 s at 32 streams. `ModelProcess` runs the
+wrapper, torch's dispatch) would take turns on one core, and latency grows with the
+streams long before the cores are busy (docs/architecture.md, "Measurements behind the code"). `ModelProcess` runs the
 Predictor in a child process and stands in for it in the inference worker: the worker
 thread waits on a pipe (without the GIL) while the child computes on another core.
 """
