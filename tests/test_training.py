@@ -82,6 +82,20 @@ def test_train_compare23_end_to_end(compare23: Path, tiny_hubert: Path, tmp_path
 
 
 @pytest.mark.corpora
+def test_a_softmax_head_trains_on_listener_shares(compare23: Path, tiny_hubert: Path, tmp_path: Path) -> None:
+    """A softmax head gets a fitted temperature; on shares without intended emotions there is no
+    ECE to report (this stopped with KeyError: 'calibration' before)."""
+    config = tmp_path / "softmax.toml"
+    tiny = (Path(__file__).parent / "data" / "tiny_experiment.toml").read_text()
+    config.write_text(tiny.replace("ff_dims = [8, 4, 4]", 'ff_dims = [8, 4, 4]\noutput = "softmax"\nhead = "shared"'))
+    args = train_args(compare23, tiny_hubert, tmp_path / "b", tmp_path / "c")
+    args[1] = str(config)
+    assert main(args) == 0
+    m = load_bundle(tmp_path / "b").metrics["evaluations"]["compare23_split"]
+    assert m["calibrated"]["temperature"] > 0 and "ece" not in m["calibrated"]
+
+
+@pytest.mark.corpora
 def test_training_is_reproducible_and_reuses_the_cache(compare23: Path, tiny_hubert: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     assert main(train_args(compare23, tiny_hubert, tmp_path / "a", cache)) == 0

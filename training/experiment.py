@@ -457,8 +457,10 @@ def _score_protocol(
         cal = score_classes(pred["tempered"], items, emotions, classes, n_boot=0)
         metrics["calibrated"] = {
             "temperature": float(np.median(temperatures)), "temperatures": temperatures,
-            "ece": cal["calibration"]["ece"], "spearman_mean": cal["spearman_mean"],
+            "spearman_mean": cal["spearman_mean"],
         }  # fmt: skip
+        if "calibration" in cal:  # ECE needs intended emotions; listener shares (ComParE) have none
+            metrics["calibrated"]["ece"] = cal["calibration"]["ece"]
     if "probe" in pred:
         pm = score_classes(pred["probe"], items, emotions, classes, n_boot=0)
         metrics["probe"] = {k: pm[k] for k in ("uar", "spearman_mean") if k in pm}
