@@ -105,17 +105,17 @@ def cut(item: Item, vad: VadSettings, each: bool) -> Iterator[tuple[int | None, 
     """(channel, segment) as the file streams in (audio/stream.py): channel None when the
     channels are mixed. A file that breaks off still gives the segments heard before the
     break, then raises."""
-    stream = AudioStream(vad, each=each)
+    stream, broke = AudioStream(vad, each=each), None
     try:
         for block in file_blocks(item.source, each=each):
             for c in stream.push(block):
                 yield c.channel, c.segment
-    except AudioError:
-        for c in stream.finish():
-            yield c.channel, c.segment
-        raise
+    except AudioError as e:
+        broke = e
     for c in stream.finish():
         yield c.channel, c.segment
+    if broke is not None:
+        raise broke
 
 
 def session_key(item: Item, channel: int | None) -> str:

@@ -162,7 +162,6 @@ class LocalScorer:
         self.worker = InferenceWorker(
             predictor, display, monitor.queue_size, monitor.max_batch, drop_oldest, speakers=stage
         ).start()  # fmt: skip
-        self._closed = False
 
     def open(self, source: str, each: bool = False) -> LocalFeed:
         return LocalFeed(self, source, AudioStream(self.vad, each=each, interim_s=self.interim_s))
@@ -177,9 +176,7 @@ class LocalScorer:
         return Counts(w.processed, w.dropped, w.failed, w.interim_done, w.interim_skipped)
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.drain()
+        self.drain()  # the worker's close is idempotent
 
 
 class LocalFeed:
@@ -195,7 +192,7 @@ class LocalFeed:
 
     def push(self, block: np.ndarray, lost: int | None = None) -> None:
         self._submit(self.stream.push(block))
-        seg = self.stream.loudest
+        seg = self.stream.loudest if self.scorer.display.state is not None else None  # the dashboard's meter
         if seg is not None:
             queued = self.scorer.worker.queue.qsize()
             self.scorer.display.set_input(seg.state, seg.level, queued, seg.background_dbfs, lost, self.source)

@@ -166,8 +166,9 @@ class RemoteFeed:
 
     def push(self, block: np.ndarray, lost: int | None = None) -> None:
         self.remote.send(block)
-        level = float(np.sqrt(np.mean(block**2))) if len(block) else 0.0
-        self.display.set_input("server", level, 0, -100.0, lost, self.remote.source)
+        if self.display.state is not None:  # the dashboard's meter
+            level = float(np.sqrt(np.mean(block**2))) if len(block) else 0.0
+            self.display.set_input("server", level, 0, -100.0, lost, self.remote.source)
 
     def finish(self) -> None:
         self.remote.finish()
