@@ -30,12 +30,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_model import machine  # noqa: E402
 from benchmarks.report import table, update_doc  # noqa: E402
-from benchmarks.virtual_mic import SINK, ensure_virtual_mic  # noqa: E402
 from emomon.model.audio import SAMPLE_RATE  # noqa: E402
 from emomon.model.bundle import DEFAULT_BUNDLE  # noqa: E402
 from emomon.model.predictor import Predictor  # noqa: E402
 from emomon.streamer.audio.capture import Microphone  # noqa: E402
 from emomon.streamer.audio.segmenter import Segmenter, VadSettings  # noqa: E402
+from emomon.streamer.audio.virtual import SINK, ensure_virtual_mic  # noqa: E402
 from emomon.streamer.monitor.worker import InferenceWorker  # noqa: E402
 from emomon.streamer.outputs.record import Job, Result  # noqa: E402
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SAMPLE
 
-from benchmarks.virtual_mic import SINK, ensure_virtual_mic, stop_pulse
+from emomon.streamer.audio.virtual import SINK, ensure_virtual_mic, stop_pulse
 
 pytestmark = [pytest.mark.system, pytest.mark.weights]
 

@@ -1,7 +1,7 @@
 """VAD segmenter on real speech: full-length Emo-DB sentences joined with 1 s pauses, clean and in noise.
 
-The programme, the noises and the reference boundaries come from benchmarks/bench_vad.py,
-which prints the same measurements for every condition (docs/benchmarks.md).
+The programme, the noises and the reference boundaries come from emomon.training.vad_eval;
+benchmarks/bench_vad.py prints the same measurements for every condition (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from conftest import EMODB, load_clip
 
-from benchmarks.bench_vad import (
+from emomon.model.audio import SAMPLE_RATE, read_audio
+from emomon.streamer.audio.segmenter import Segmenter, VadSettings
+from emomon.training.vad_eval import (
     TOLERANCE_S,
     audible_spans,
     boundary_errors,
@@ -19,9 +21,7 @@ from benchmarks.bench_vad import (
     programme_files,
     summary,
 )
-from benchmarks.bench_vad import segment as run
-from emomon.model.audio import SAMPLE_RATE, read_audio
-from emomon.streamer.audio.segmenter import Segmenter, VadSettings
+from emomon.training.vad_eval import segment as run
 
 
 def load_programme(offset: int = 0):

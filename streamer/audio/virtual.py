@@ -1,5 +1,7 @@
-"""A virtual microphone for the live test and benchmark: a PulseAudio null sink whose
-monitor source is the default input. Needs pulseaudio and pactl (make system-deps)."""
+"""A virtual microphone for machines without a sound card (CI, containers, the live test
+and benchmark): a PulseAudio null sink whose monitor source is the default input, so what
+is played into the sink (`paplay --device=vmic file.wav`) is what `emomon live --input
+pulse` hears. Needs pulseaudio and pactl (make system-deps)."""
 
 from __future__ import annotations
 
