@@ -93,8 +93,8 @@ def bench_encoders(
     rng = np.random.default_rng(0)
     for size in sizes:
         folder = save_random(size, tmp / size)
-        enc = load_encoder(EncoderSpec(name=str(folder)), device, "float32")
-        bf16 = load_encoder(EncoderSpec(name=str(folder)), device, "bfloat16")
+        enc = load_encoder(EncoderSpec.paper(name=str(folder)), device, "float32")
+        bf16 = load_encoder(EncoderSpec.paper(name=str(folder)), device, "bfloat16")
         params = sum(p.numel() for p in enc.model.parameters())
         for s in seconds:
             audio = (0.1 * rng.standard_normal(int(s * SAMPLE_RATE))).astype(np.float32)
@@ -134,9 +134,9 @@ def bench_dtypes(sizes: list[str], seconds: float, repeats: int, device: str, tm
     rows = []
     for size in sizes:
         folder = tmp / size if (tmp / size).is_dir() else save_random(size, tmp / size)
-        ref = load_encoder(EncoderSpec(name=str(folder)), device, "float32")
+        ref = load_encoder(EncoderSpec.paper(name=str(folder)), device, "float32")
         torch.manual_seed(0)
-        spec = RegressorSpec(arch=3, head="shared", output="softmax", pooling=("mean", "std"), ff_dims=(64,))
+        spec = RegressorSpec.paper(arch=3, head="shared", output="softmax", pooling=("mean", "std"), ff_dims=(64,))
         bank = new_bank(spec, tuple(f"e{i}" for i in range(EMOTIONS)), ref.dim, 0).to(ref.device).eval()
 
         def shares(enc):
@@ -150,7 +150,7 @@ def bench_dtypes(sizes: list[str], seconds: float, repeats: int, device: str, tm
         extra = ("int8",) if device == "cpu" and choose_dtype("auto", device)[0] != "int8" else ()
         for dtype in ("auto", *extra):
             chosen, _ = choose_dtype(dtype, device)
-            enc = ref if chosen == "float32" else load_encoder(EncoderSpec(name=str(folder)), device, dtype)
+            enc = ref if chosen == "float32" else load_encoder(EncoderSpec.paper(name=str(folder)), device, dtype)
             ms = fp32_ms if enc is ref else median_ms(lambda: enc.encode(clips[:1]), repeats)
             other_shares, other_feats = shares(enc)
             cos = float(torch.nn.functional.cosine_similarity(ref_feats.flatten(), other_feats.flatten(), dim=0))
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.quick:
             encoders = bench_encoders(["tiny"], [1.0], repeats, args.device, Path(tmp), 1.0)
-            spec = RegressorSpec(conv_channels=(16, 12, 8), lstm_hidden=8, ff_dims=(8, 4, 2))
+            spec = RegressorSpec.paper(conv_channels=(16, 12, 8), lstm_hidden=8, ff_dims=(8, 4, 2))
             bank = bench_bank([("tiny", 32, 0.02, 3.0, 1)], repeats, args.device, spec)
         else:
             encoders = bench_encoders(["base", "large"], [1.0, 3.0, 10.0], repeats, args.device, Path(tmp), 3.0)
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("HuBERT-Base", 768, 0.02, 3.0, 1),
                 ("eGeMAPS", 25, 0.01, 3.0, 1),
             ]
-            bank = bench_bank(cases, repeats, args.device, RegressorSpec(arch=2))
+            bank = bench_bank(cases, repeats, args.device, RegressorSpec.paper(arch=2))
     result = dict(
         machine=machine(args.device), encoders=encoders, bank=bank, dtypes=dtypes,
         args="".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),

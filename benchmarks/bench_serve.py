@@ -73,7 +73,7 @@ def random_ssl_bundle(size: str, folder: Path) -> Path:
     emotions = ("anger", "boredom", "calm", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
     torch.manual_seed(0)
     bundle = Bundle(
-        emotions=emotions, encoder=EncoderSpec(kind="ssl", name=str(save_random(size, folder / f"hubert-{size}"))),
+        emotions=emotions, encoder=EncoderSpec.paper(name=str(save_random(size, folder / f"hubert-{size}"))),
         regressor=spec, input_dim=dim, mixed_layers=0, norm_mean=[0.0] * dim, norm_std=[1.0] * dim,
         bank=new_bank(spec, emotions, dim).eval(), metrics={"note": "random weights: a benchmark"},
     )  # fmt: skip

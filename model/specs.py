@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-DEFAULT_ENCODER = "facebook/hubert-large-ll60k"
 LAYERED = ("ssl", "whisper")  # transformers encoders: hidden states to choose from
+DEFAULT_LAYER = 3  # the shipped model's: Whisper base's third layer (docs/model.md)
 
 
 @dataclass(frozen=True)
@@ -27,18 +27,27 @@ class EncoderSpec:
     `hidden_states` (0 = the input to the first transformer layer, i = layer i's output),
     or "weighted" for a learned softmax-weighted sum of all of them (SUPERB style; the
     weights are trained with the regressors).
+
+    The defaults are the shipped model's encoder; `EncoderSpec.paper()` is the paper's.
     """
 
-    kind: Literal["ssl", "whisper", "egemaps", "compare"] = "ssl"
-    name: str = DEFAULT_ENCODER  # hub id or local folder (ssl and whisper)
+    kind: Literal["ssl", "whisper", "egemaps", "compare"] = "whisper"
+    name: str = "openai/whisper-base"  # hub id or local folder (ssl and whisper)
     revision: str = "main"  # branch, tag or commit on the hub (ignored for local folders)
-    layer: Literal["last", "weighted"] | int = "last"
+    layer: Literal["last", "weighted"] | int = DEFAULT_LAYER
 
     def __post_init__(self) -> None:
         if isinstance(self.layer, int) and self.layer < 0:
             raise ValueError(f"layer must be 'last', 'weighted' or an index >= 0, not {self.layer}")
+        if self.kind not in LAYERED and self.layer == DEFAULT_LAYER:  # the default layer is for layered encoders
+            object.__setattr__(self, "layer", "last")
         if self.kind not in LAYERED and self.layer != "last":
             raise ValueError(f"the {self.kind} encoder has a single layer: use layer = 'last'")
+
+    @classmethod
+    def paper(cls, **changes) -> EncoderSpec:
+        """The paper's encoder: HuBERT-Large's last hidden state (Mohapatra et al., 2023)."""
+        return cls(**{"kind": "ssl", "name": "facebook/hubert-large-ll60k", "layer": "last", **changes})
 
     @property
     def encoder_id(self) -> str:
@@ -66,22 +75,25 @@ class RegressorSpec:
     a small layer (D -> `attention_dim` -> 1, tanh) scores every frame, a softmax over the
     real frames weighs them, and the weighted mean and standard deviation enter the head;
     those weights are the attention a segment reports.
+
+    The defaults are the shipped model's regressor; `RegressorSpec.paper()` is the paper's.
     """
 
-    arch: Literal[1, 2, 3] = 2
-    head: Literal["per_emotion", "shared"] = "per_emotion"  # nine models, or one with nine outputs
+    arch: Literal[1, 2, 3] = 3
+    head: Literal["per_emotion", "shared"] = "shared"  # one model with nine outputs, or nine models
     conv_channels: tuple[int, ...] = (768, 384, 192)
     kernel_size: int = 3
     lstm_hidden: int = 512
     lstm_layers: int = 2
-    ff_dims: tuple[int, ...] = ()  # hidden sizes of the feed-forward head; () = the paper's
-    dropout: float = 0.0  # on the pooled vector and between feed-forward layers, in training only
-    output: Literal["", "relu", "sigmoid", "softmax", "none"] = ""  # output activation; "" = the paper's for the arch
-    pooling: tuple[str, ...] = ("mean", "std")  # arch 3: statistics over frames: mean, std, min, max, pNN, amean, astd
+    ff_dims: tuple[int, ...] = (256, 128)  # hidden sizes of the feed-forward head; () = the paper's for the arch
+    dropout: float = 0.3  # on the pooled vector and between feed-forward layers, in training only
+    output: Literal["", "relu", "sigmoid", "softmax", "none"] = "softmax"  # output activation; "" = the paper's
+    # arch 3: statistics over frames: mean, std, min, max, pNN, amean, astd
+    pooling: tuple[str, ...] = ("mean", "std", "p10", "p50", "p90")
     attention_dim: int = 128  # arch 3 with amean/astd: the frame scorer's hidden size
     # head "shared": this many heads, each from its own initialisation and dropout, trained
     # side by side on their own losses; the shares are their mean
-    ensemble: int = 1
+    ensemble: int = 5
 
     def __post_init__(self) -> None:
         for stat in self.pooling:
@@ -99,6 +111,12 @@ class RegressorSpec:
             raise ValueError(f"ensemble must be >= 1, and above 1 only with head = 'shared', not {self.ensemble}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+
+    @classmethod
+    def paper(cls, arch: Literal[1, 2, 3] = 2, **changes) -> RegressorSpec:
+        """The paper's regressor: one per emotion, its own output activation, no dropout."""
+        paper = dict(head="per_emotion", ff_dims=(), dropout=0.0, output="", pooling=("mean", "std"), ensemble=1)
+        return cls(**{**paper, "arch": arch, **changes})
 
     @property
     def attentive(self) -> bool:

@@ -31,7 +31,9 @@ NEMO = DATA / "nemo"
 ASED, BANGLASER = DATA / "ased", DATA / "banglaser"
 EYASE, INDOWAVE = DATA / "eyase", DATA / "indowave"
 CORPUS_FIXTURES = {"clips", "emodb_rows"}
-LIBRARY_LOOKUPS = {"ldconfig", "gcc", "cc", "ld", "objdump", "x86_64-linux-gnu-gcc"}  # ctypes.util.find_library
+# processes libraries start for themselves: ctypes.util.find_library's lookups, and
+# matplotlib's one-time font scan on a machine without its font cache yet
+LIBRARY_LOOKUPS = {"ldconfig", "gcc", "cc", "ld", "objdump", "x86_64-linux-gnu-gcc", "fc-list"}
 EMOTIONS9 = (
     "Anger",
     "Boredom",
@@ -175,7 +177,7 @@ def make_bundle(encoder, emotions=EMOTIONS9, seed: int = 0, **regressor):
     from emomon.model.bundle import Bundle, new_bank
     from emomon.model.specs import RegressorSpec
 
-    spec = RegressorSpec(**{**TINY_REGRESSOR, **regressor})
+    spec = RegressorSpec.paper(**{**TINY_REGRESSOR, **regressor})
     mixed = encoder.num_layers if encoder.spec.layer == "weighted" else 0
     torch.manual_seed(seed)
     gen = np.random.default_rng(seed)

@@ -19,7 +19,7 @@ from emomon.model.specs import EncoderSpec
 
 @pytest.fixture(scope="module")
 def encoder(tiny_hubert: Path):
-    return load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu")
+    return load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu")
 
 
 @pytest.fixture()

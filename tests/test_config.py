@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import fields
@@ -18,7 +19,20 @@ from emomon.streamer.config import Config, load_config
 
 def test_shipped_config_matches_the_defaults() -> None:
     assert load_config(REPO / "config.toml") == Config()
-    assert Config().encoder.name == "facebook/hubert-large-ll60k" and Config().encoder.layer == "last"
+
+
+def test_defaults_describe_the_shipped_model() -> None:
+    """The [encoder] and [regressor] defaults are model/default's (they described HuBERT-Large
+    arch 2 before, while the shipped model is Whisper base arch 3); `.paper()` is the paper's."""
+    shipped = json.loads((REPO / "model" / "default" / "bundle.json").read_text())
+    assert from_dict(EncoderSpec, shipped["encoder"], "encoder") == EncoderSpec() == Config().encoder
+    assert from_dict(RegressorSpec, shipped["regressor"], "regressor") == RegressorSpec() == Config().regressor
+    paper = RegressorSpec.paper()
+    assert (paper.arch, paper.head, paper.ff, paper.output_activation, paper.ensemble) == (
+        2, "per_emotion", (256, 128, 64), "relu", 1,
+    )  # fmt: skip
+    assert EncoderSpec.paper() == EncoderSpec(kind="ssl", name="facebook/hubert-large-ll60k", layer="last")
+    assert EncoderSpec(kind="egemaps").layer == "last"  # the default layer is for encoders with layers
 
 
 def test_docs_config_is_generated_from_config_toml_and_covers_every_setting() -> None:
@@ -76,8 +90,8 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_partial_tables_keep_defaults(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, "[encoder]\nlayer = 12\n[regressor]\nconv_channels = [64, 32]\n"))
-    assert cfg.encoder == EncoderSpec(layer=12)
+    cfg = load_config(write(tmp_path, "[encoder]\nlayer = 5\n[regressor]\nconv_channels = [64, 32]\n"))
+    assert cfg.encoder == EncoderSpec(layer=5)
     assert cfg.regressor.conv_channels == (64, 32) and cfg.regressor.lstm_hidden == 512
 
 

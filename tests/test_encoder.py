@@ -21,7 +21,7 @@ from emomon.model.specs import EncoderSpec
 
 
 def test_loads_tiny_hubert_from_a_local_folder(tiny_hubert: Path, clips) -> None:
-    enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), device="cpu")
+    enc = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), device="cpu")
     assert isinstance(enc, SSLEncoder)
     assert enc.dim == 32 and enc.frame_hop_s == pytest.approx(0.02)
     assert enc.normalize_waveform  # read from the saved preprocessor_config.json
@@ -39,7 +39,7 @@ def test_loads_tiny_hubert_from_a_local_folder(tiny_hubert: Path, clips) -> None
 @pytest.mark.parametrize("fixture", ["tiny_hubert", "tiny_hubert_group", "tiny_wav2vec2"])
 def test_segment_alone_equals_segment_in_a_batch(fixture: str, request, clips) -> None:
     folder = request.getfixturevalue(fixture)
-    enc = load_encoder(EncoderSpec(name=str(folder)), device="cpu")
+    enc = load_encoder(EncoderSpec.paper(name=str(folder)), device="cpu")
     together = enc.encode(clips)
     for i, clip in enumerate(clips):
         alone = enc.encode([clip]).features[0]
@@ -49,7 +49,7 @@ def test_segment_alone_equals_segment_in_a_batch(fixture: str, request, clips) -
 
 def test_group_norm_encoder_is_not_batched_across_lengths(tiny_hubert_group: Path, clips) -> None:
     """Why group-norm encoders batch only equal lengths: padding would change their output."""
-    enc = load_encoder(EncoderSpec(name=str(tiny_hubert_group)), device="cpu")
+    enc = load_encoder(EncoderSpec.paper(name=str(tiny_hubert_group)), device="cpu")
     assert not enc.pads_exactly
     assert enc.batches([100, 200, 100]) == [[0, 2], [1]]
     assert enc.batches([300, 100, 200, 100, 300]) == [[1, 3], [2], [0, 4]]
@@ -64,21 +64,21 @@ def test_group_norm_encoder_is_not_batched_across_lengths(tiny_hubert_group: Pat
 
 
 def test_batches_go_by_length_and_respect_the_memory_cap(tiny_hubert: Path) -> None:
-    enc = SSLEncoder(EncoderSpec(name=str(tiny_hubert)), "cpu", max_batch_s=1.0)  # 16000 samples
+    enc = SSLEncoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu", max_batch_s=1.0)  # 16000 samples
     assert enc.batches([8000, 4000, 6000, 16000]) == [[1, 2], [0], [3]]  # 2 x 6000, then 8000 alone
     assert sorted(i for b in enc.batches(list(range(5000, 9000, 500))) for i in b) == list(range(8))
 
 
 def test_layer_choice(tiny_hubert: Path, clips) -> None:
-    last = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu").encode(clips[:2])
-    top = load_encoder(EncoderSpec(name=str(tiny_hubert), layer=2), "cpu").encode(clips[:2])
-    first = load_encoder(EncoderSpec(name=str(tiny_hubert), layer=0), "cpu").encode(clips[:2])
-    mixed_enc = load_encoder(EncoderSpec(name=str(tiny_hubert), layer="weighted"), "cpu")
+    last = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu").encode(clips[:2])
+    top = load_encoder(EncoderSpec.paper(name=str(tiny_hubert), layer=2), "cpu").encode(clips[:2])
+    first = load_encoder(EncoderSpec.paper(name=str(tiny_hubert), layer=0), "cpu").encode(clips[:2])
+    mixed_enc = load_encoder(EncoderSpec.paper(name=str(tiny_hubert), layer="weighted"), "cpu")
     mixed = mixed_enc.encode(clips[:2])
     # "last" is last_hidden_state: layer 2's output, after the final LayerNorm that
     # stable-layer-norm (Large-style) models apply; transformers' versions differ on
     # whether hidden_states[-1] is taken before or after it.
-    final_norm = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu").model.encoder.layer_norm
+    final_norm = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu").model.encoder.layer_norm
     with torch.no_grad():
         normed = final_norm(top.features) * (top.features.abs().sum(-1, keepdim=True) > 0)
     assert torch.allclose(normed, last.features, atol=1e-5) or torch.allclose(top.features, last.features)
@@ -90,12 +90,12 @@ def test_layer_choice(tiny_hubert: Path, clips) -> None:
 
 def test_layer_out_of_range_is_one_clear_sentence(tiny_hubert: Path) -> None:
     with pytest.raises(ConfigError, match="encoder.layer = 7 is out of range"):
-        load_encoder(EncoderSpec(name=str(tiny_hubert), layer=7), "cpu")
+        load_encoder(EncoderSpec.paper(name=str(tiny_hubert), layer=7), "cpu")
 
 
 def test_bfloat16_embeddings_stay_close(tiny_hubert: Path, clips) -> None:
-    fp32 = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu").encode(clips[:1]).features
-    bf16 = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu", "bfloat16").encode(clips[:1]).features
+    fp32 = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu").encode(clips[:1]).features
+    bf16 = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu", "bfloat16").encode(clips[:1]).features
     assert bf16.dtype == torch.float32  # handed on as float32 whatever the compute dtype
     cos = torch.nn.functional.cosine_similarity(fp32.flatten(), bf16.flatten(), dim=0)
     assert 0.99 < cos < 1.0
@@ -106,13 +106,13 @@ def test_not_a_speech_model_is_refused(tmp_path: Path) -> None:
 
     BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(tmp_path)
     with pytest.raises(EncoderLoadError, match="is a 'bert' model"):
-        load_encoder(EncoderSpec(name=str(tmp_path)), "cpu")
+        load_encoder(EncoderSpec.paper(name=str(tmp_path)), "cpu")
 
 
 def test_broken_local_folder_names_the_folder(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{ not json")
     with pytest.raises(EncoderLoadError, match=f"Encoder folder '{tmp_path}'"):
-        load_encoder(EncoderSpec(name=str(tmp_path)), "cpu")
+        load_encoder(EncoderSpec.paper(name=str(tmp_path)), "cpu")
 
 
 @pytest.mark.system
@@ -120,7 +120,7 @@ def test_offline_without_weights_is_one_sentence_not_a_traceback(tmp_path: Path)
     code = (
         "from emomon.model.encoder import load_encoder\nfrom emomon.model.specs import EncoderSpec\n"
         "from emomon.model.errors import EmomonError\n"
-        "try:\n    load_encoder(EncoderSpec(), 'cpu')\n"
+        "try:\n    load_encoder(EncoderSpec.paper(), 'cpu')\n"
         "except EmomonError as e:\n    print(e)\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
@@ -217,7 +217,7 @@ def test_deltas_of_a_ramp_are_its_slope() -> None:
 
 def test_egemaps_spec_has_one_layer() -> None:
     with pytest.raises(ValueError):
-        EncoderSpec(kind="egemaps", layer=3)
+        EncoderSpec(kind="egemaps", layer=4)
     assert replace(EncoderSpec(), layer=4).encoder_id.endswith("layer=4")
 
 

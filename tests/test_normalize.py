@@ -106,7 +106,9 @@ def test_pooled_adaptive_prediction_equals_the_frames_path() -> None:
     from emomon.training.experiment import pooled_predict, sessions_predict
     from emomon.training.train import FitResult
 
-    spec = RegressorSpec(arch=3, head="shared", pooling=("mean", "std", "p10", "p90"), ff_dims=(6,), output="softmax")
+    spec = RegressorSpec.paper(
+        arch=3, head="shared", pooling=("mean", "std", "p10", "p90"), ff_dims=(6,), output="softmax"
+    )
     torch.manual_seed(0)
     bank = new_bank(spec, ("a", "b", "c"), 4).eval()
     g = torch.Generator().manual_seed(1)

@@ -19,7 +19,7 @@ from emomon.model.specs import EncoderSpec
 @pytest.mark.parametrize("fixture", ["tiny_hubert", "tiny_hubert_group"])
 @pytest.mark.parametrize("layer", ["last", "weighted"])
 def test_batch_equals_one_by_one(fixture: str, layer: str, request, clips) -> None:
-    enc = load_encoder(EncoderSpec(name=str(request.getfixturevalue(fixture)), layer=layer), "cpu")
+    enc = load_encoder(EncoderSpec.paper(name=str(request.getfixturevalue(fixture)), layer=layer), "cpu")
     pred = Predictor(make_bundle(enc), enc, "cpu")
     together = pred.predict(clips)
     assert [p.batch_size for p in together] == [3, 3, 3]
@@ -36,7 +36,7 @@ def test_loading_a_model_leaves_the_host_process_alone(tiny_hubert: Path, tmp_pa
     for key in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "MALLOC_ARENA_MAX"):
         monkeypatch.delenv(key, raising=False)
     before = dict(os.environ)
-    enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu")
+    enc = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu")
     save_bundle(make_bundle(enc), tmp_path / "b")
     Predictor.from_bundle(tmp_path / "b", device="cpu").predict([np.zeros(SAMPLE_RATE, np.float32)])
     assert dict(os.environ) == before
@@ -48,7 +48,7 @@ def test_loading_a_model_leaves_the_host_process_alone(tiny_hubert: Path, tmp_pa
 
 
 def test_prediction_fields(tiny_hubert: Path, clips) -> None:
-    enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu")
+    enc = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu")
     out = Predictor(make_bundle(enc), enc, "cpu").predict(clips)
     for clip, p in zip(clips, out):
         assert tuple(p.shares) == EMOTIONS9
@@ -83,20 +83,20 @@ def test_egemaps_predictor_from_a_saved_bundle(tmp_path: Path, clips) -> None:
     ],
 )
 def test_bad_segments_are_named(tiny_hubert: Path, clips, segment, message: str) -> None:
-    enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu")
+    enc = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu")
     with pytest.raises(ValueError, match=f"Segment 1 {message}"):
         Predictor(make_bundle(enc), enc, "cpu").predict([clips[0], segment])
 
 
 def test_empty_input_gives_empty_output(tiny_hubert: Path) -> None:
-    enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu")
+    enc = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu")
     assert Predictor(make_bundle(enc), enc, "cpu").predict([]) == []
 
 
 @pytest.mark.gpu
 def test_cuda_matches_cpu(tiny_hubert: Path, clips) -> None:
-    enc_cpu = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu")
-    enc_gpu = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cuda")
+    enc_cpu = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu")
+    enc_gpu = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cuda")
     bundle = make_bundle(enc_cpu)
     cpu = Predictor(bundle, enc_cpu, "cpu").predict(clips)
     gpu = Predictor(make_bundle(enc_cpu), enc_gpu, "cuda").predict(clips)
@@ -107,9 +107,9 @@ def test_cuda_matches_cpu(tiny_hubert: Path, clips) -> None:
 @pytest.mark.parametrize("dtype", ["auto", "bfloat16", "int8"])
 def test_every_compute_dtype_keeps_the_shares_within_001_of_float32(tiny_hubert: Path, clips, dtype: str) -> None:
     """The same bundle through a float32 encoder and one in `dtype`, on real Emo-DB clips."""
-    ref_enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu", "float32")
+    ref_enc = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu", "float32")
     bundle = make_bundle(ref_enc, output="softmax")
-    enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu", dtype)
+    enc = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu", dtype)
     reference = Predictor(bundle, ref_enc, "cpu").predict(clips)
     other = Predictor(bundle, enc, "cpu").predict(clips)
     assert enc.compute == dtype or (dtype == "auto" and enc.compute in ("int8", "bfloat16"))
@@ -125,5 +125,5 @@ def test_auto_dtype_follows_the_cpu(tiny_hubert: Path) -> None:
     chosen, why = choose_dtype("auto", "cpu")
     assert chosen == ("bfloat16" if native else "int8") and why.startswith("auto: ")
     assert choose_dtype("float16", "cpu") == ("float16", "as configured")
-    enc = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu", "auto")
+    enc = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu", "auto")
     assert Predictor(make_bundle(enc), enc, "cpu").describe()["dtype"] == chosen

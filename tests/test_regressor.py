@@ -28,7 +28,7 @@ def batch(B: int, T: int, D: int, lengths: list[int], K: int = 0, seed: int = 0)
 @pytest.mark.parametrize("mixed", [0, 3])
 def test_bank_equals_separate_regressors(arch: int, mixed: int) -> None:
     torch.manual_seed(arch + mixed)
-    regs = [Regressor(RegressorSpec(arch=arch, **SMALL), 5, 1, mixed).eval() for _ in range(9)]
+    regs = [Regressor(RegressorSpec.paper(arch=arch, **SMALL), 5, 1, mixed).eval() for _ in range(9)]
     bank = RegressorBank.from_regressors(regs).eval()
     x, n = batch(4, 23, 5, [23, 17, 6, 11], K=mixed)
     with torch.no_grad():
@@ -50,7 +50,7 @@ POOLED = dict(arch=3, pooling=("mean", "std", "min", "max", "p10", "p50", "p90")
 @pytest.mark.parametrize("mixed", [0, 3])
 def test_pooled_bank_equals_separate_regressors(mixed: int) -> None:
     torch.manual_seed(mixed)
-    regs = [Regressor(RegressorSpec(**POOLED), 5, 1, mixed).eval() for _ in range(4)]
+    regs = [Regressor(RegressorSpec.paper(**POOLED), 5, 1, mixed).eval() for _ in range(4)]
     bank = RegressorBank.from_regressors(regs).eval()
     x, n = batch(4, 23, 5, [23, 17, 6, 1], K=mixed)
     with torch.no_grad():
@@ -70,7 +70,7 @@ ATTENTIVE = dict(arch=3, pooling=("amean", "astd", "p50"), ff_dims=(8, 6), atten
 @pytest.mark.parametrize("mixed", [0, 3])
 def test_attentive_pooling_bank_equals_separate_regressors(mixed: int) -> None:
     torch.manual_seed(10 + mixed)
-    regs = [Regressor(RegressorSpec(**ATTENTIVE), 5, 1, mixed).eval() for _ in range(3)]
+    regs = [Regressor(RegressorSpec.paper(**ATTENTIVE), 5, 1, mixed).eval() for _ in range(3)]
     bank = RegressorBank.from_regressors(regs).eval()
     x, n = batch(4, 23, 5, [23, 17, 6, 1], K=mixed)
     with torch.no_grad():
@@ -119,7 +119,7 @@ def test_pool_statistics_match_numpy() -> None:
 
 def test_softmax_output_is_a_distribution_over_every_emotion() -> None:
     for head_models, out in ((5, 1), (1, 5)):  # per-emotion models, or one shared head
-        bank = RegressorBank(RegressorSpec(output="softmax", **POOLED), 4, head_models, out).eval()
+        bank = RegressorBank(RegressorSpec.paper(output="softmax", **POOLED), 4, head_models, out).eval()
         x, n = batch(3, 10, 4, [10, 5, 3])
         with torch.no_grad():
             y, _ = bank(x, n)
@@ -127,14 +127,14 @@ def test_softmax_output_is_a_distribution_over_every_emotion() -> None:
 
 
 def test_bank_round_trips_through_regressors() -> None:
-    bank = RegressorBank(RegressorSpec(**SMALL), 5, 3).eval()
+    bank = RegressorBank(RegressorSpec.paper(**SMALL), 5, 3).eval()
     again = RegressorBank.from_regressors([bank.regressor(m) for m in range(3)])
     for (name, a), (_, b) in zip(bank.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), name
 
 
 def test_models_start_from_different_weights() -> None:
-    bank = RegressorBank(RegressorSpec(**SMALL), 5, 3)
+    bank = RegressorBank(RegressorSpec.paper(**SMALL), 5, 3)
     w = bank.convs__0__weight
     assert not torch.equal(w[0], w[1])
 
@@ -147,7 +147,7 @@ def test_models_start_from_different_weights() -> None:
 )
 def test_segment_alone_equals_segment_in_padded_batch(lengths: list[int], arch: int, extra: int) -> None:
     torch.manual_seed(0)
-    bank = RegressorBank(RegressorSpec(arch=arch, **SMALL), 5, 4).eval()
+    bank = RegressorBank(RegressorSpec.paper(arch=arch, **SMALL), 5, 4).eval()
     T = max(lengths) + extra  # padding beyond the longest segment changes nothing either
     x, n = batch(len(lengths), T, 5, lengths, seed=len(lengths))
     with torch.no_grad():
@@ -163,7 +163,7 @@ def test_segment_alone_equals_segment_in_padded_batch(lengths: list[int], arch: 
 
 
 def test_architecture2_output_is_non_negative_and_shared_head_has_one_model() -> None:
-    spec = RegressorSpec(arch=2, head="shared", **SMALL)
+    spec = RegressorSpec.paper(arch=2, head="shared", **SMALL)
     bank = RegressorBank(spec, 5, n_models=1, out_dim=9).eval()
     x, n = batch(3, 20, 5, [20, 9, 14])
     with torch.no_grad():
@@ -173,7 +173,7 @@ def test_architecture2_output_is_non_negative_and_shared_head_has_one_model() ->
 
 
 def test_each_model_trains_only_on_its_own_loss() -> None:
-    bank = RegressorBank(RegressorSpec(arch=2, **SMALL), 5, 3)
+    bank = RegressorBank(RegressorSpec.paper(arch=2, **SMALL), 5, 3)
     x, n = batch(2, 12, 5, [12, 7])
     y, _ = bank(x, n)
     y[:, 1].sum().backward()
@@ -191,11 +191,11 @@ def test_pooled_lengths_halve_and_never_reach_zero() -> None:
 @pytest.mark.parametrize("bad", [dict(kernel_size=4), dict(conv_channels=()), dict(lstm_hidden=0)])
 def test_spec_rejects_impossible_shapes(bad: dict) -> None:
     with pytest.raises(ValueError):
-        RegressorSpec(**bad)
+        RegressorSpec.paper(**bad)
 
 
 def test_dropout_only_in_training_mode() -> None:
-    bank = RegressorBank(RegressorSpec(arch=2, dropout=0.5, **SMALL), 5, 3)
+    bank = RegressorBank(RegressorSpec.paper(arch=2, dropout=0.5, **SMALL), 5, 3)
     x, n = batch(2, 12, 5, [12, 7])
     bank.train()
     assert not torch.equal(bank(x, n)[0], bank(x, n)[0])
@@ -203,11 +203,11 @@ def test_dropout_only_in_training_mode() -> None:
     with torch.no_grad():
         assert torch.equal(bank(x, n)[0], bank(x, n)[0])
     with pytest.raises(ValueError):
-        RegressorSpec(dropout=1.0)
+        RegressorSpec.paper(dropout=1.0)
 
 
 def test_pooled_head_from_precomputed_statistics_equals_the_forward() -> None:
-    bank = RegressorBank(RegressorSpec(**POOLED), 5, 3).eval()
+    bank = RegressorBank(RegressorSpec.paper(**POOLED), 5, 3).eval()
     x, n = batch(4, 23, 5, [23, 17, 6, 1])
     with torch.no_grad():
         whole = bank(x, n)[0]
@@ -232,7 +232,9 @@ def test_ensemble_is_the_mean_of_its_members() -> None:
     """A shared head of K members: each member is a stock regressor with its own softmax;
     the bank's shares are their mean, and `members` gives each member's own."""
     torch.manual_seed(4)
-    spec = RegressorSpec(arch=3, head="shared", output="softmax", ensemble=3, pooling=("mean", "std"), ff_dims=(6,))
+    spec = RegressorSpec.paper(
+        arch=3, head="shared", output="softmax", ensemble=3, pooling=("mean", "std"), ff_dims=(6,)
+    )
     regs = [Regressor(spec, 5, 4).eval() for _ in range(3)]
     bank = RegressorBank.from_regressors(regs).eval()
     x, n = batch(4, 12, 5, [12, 9, 4, 2])
@@ -244,4 +246,4 @@ def test_ensemble_is_the_mean_of_its_members() -> None:
     assert torch.allclose(each, ref, atol=1e-6) and torch.allclose(y, ref.mean(1), atol=1e-6)
     assert torch.allclose(y.sum(1), torch.ones(4), atol=1e-5) and (each[:, 0] - each[:, 1]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="only with head = 'shared'"):
-        RegressorSpec(arch=3, ensemble=2)
+        RegressorSpec.paper(arch=3, ensemble=2)

@@ -25,7 +25,7 @@ def tone(seed: int, seconds: float = 1.0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def parts(tiny_hubert):
-    encoder = load_encoder(EncoderSpec(name=str(tiny_hubert)), "cpu")
+    encoder = load_encoder(EncoderSpec.paper(name=str(tiny_hubert)), "cpu")
     return encoder, make_bundle(encoder, ("anger", "sadness", "neutral"), arch=3, head="shared", output="softmax")
 
 

@@ -87,7 +87,9 @@ def test_a_softmax_head_trains_on_listener_shares(compare23: Path, tiny_hubert: 
     ECE to report (this stopped with KeyError: 'calibration' before)."""
     config = tmp_path / "softmax.toml"
     tiny = (Path(__file__).parent / "data" / "tiny_experiment.toml").read_text()
-    config.write_text(tiny.replace("ff_dims = [8, 4, 4]", 'ff_dims = [8, 4, 4]\noutput = "softmax"\nhead = "shared"'))
+    config.write_text(
+        tiny.replace('head = "per_emotion"', 'head = "shared"').replace('output = ""', 'output = "softmax"')
+    )
     args = train_args(compare23, tiny_hubert, tmp_path / "b", tmp_path / "c")
     args[1] = str(config)
     assert main(args) == 0
@@ -188,7 +190,7 @@ def test_fit_on_pooled_statistics_equals_fit_on_frames() -> None:
     from emomon.training.train import Split, fit
 
     g = torch.Generator().manual_seed(0)
-    spec = RegressorSpec(arch=3, head="shared", pooling=("mean", "std", "p10", "p90"), ff_dims=(16,), dropout=0.2)
+    spec = RegressorSpec.paper(arch=3, head="shared", pooling=("mean", "std", "p10", "p90"), ff_dims=(16,), dropout=0.2)
     emotions = ("a", "b", "c")
 
     def files(n: int) -> list[torch.Tensor]:
@@ -257,7 +259,7 @@ def test_predict_returns_rows_in_input_order() -> None:
     from emomon.training.train import predict
 
     torch.manual_seed(0)
-    spec = RegressorSpec(arch=2, head="shared", conv_channels=(8,), lstm_hidden=6, ff_dims=(5,), output="softmax")
+    spec = RegressorSpec.paper(arch=2, head="shared", conv_channels=(8,), lstm_hidden=6, ff_dims=(5,), output="softmax")
     bank = new_bank(spec, ("a", "b", "c"), 4, 0)
     files = [torch.randn(int(t), 4) for t in (30, 3, 17, 50, 3, 9, 41)]
     together = predict(bank, files, batch_size=3)

@@ -19,9 +19,10 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
         "train",
         parents=parents,
         help="train regressors on labelled speech and save a bundle",
-        description="Train the paper's regressors on cached encoder embeddings and save a model bundle. "
-        "Options default from the config file's tables; a TOML experiment file passed as --config "
-        "describes a whole run.",
+        description="Train regressors on cached encoder embeddings and save a model bundle. "
+        "Options default from the config file's tables (the shipped model's encoder and regressor; "
+        "training/experiments/compare23_*.toml hold the paper's); a TOML experiment file passed as "
+        "--config describes a whole run.",
     )
     _dataset_args(t)
     t.add_argument(
@@ -90,16 +91,19 @@ def _apply_flags(cfg: Config, args: argparse.Namespace) -> Config:
         name = args.encoder.lower()
         if name in ("egemaps", "egemapsv02"):
             enc = replace(enc, kind="egemaps", name="eGeMAPSv02", layer="last")
-        else:  # a Whisper checkpoint by its name, any other transformers encoder as ssl
-            enc = replace(enc, kind="whisper" if "whisper" in Path(name.rstrip("/")).name else "ssl", name=args.encoder)
+        elif args.encoder != enc.name:  # a Whisper checkpoint by its name, any other transformers
+            # encoder as ssl; another encoder starts from its last layer (--layer picks another)
+            kind = "whisper" if "whisper" in Path(name.rstrip("/")).name else "ssl"
+            enc = replace(enc, kind=kind, name=args.encoder, layer="last")
     if getattr(args, "layer", None):
         layer = int(args.layer) if args.layer.isdigit() else args.layer
         if layer not in ("last", "weighted") and not isinstance(layer, int):
             raise ConfigError(f"--layer {args.layer} is not 'last', 'weighted' or a layer index.")
         enc = replace(enc, layer=layer)
-    for name in ("arch", "head"):
-        if getattr(args, name, None):
-            reg = replace(reg, **{name: getattr(args, name)})
+    if getattr(args, "arch", None):
+        reg = replace(reg, arch=args.arch)
+    if getattr(args, "head", None):  # nine regressors have no ensemble of shared heads
+        reg = replace(reg, head=args.head, ensemble=reg.ensemble if args.head == "shared" else 1)
     if getattr(args, "epochs", None):
         train = replace(train, epochs=args.epochs)
     if getattr(args, "out", None):
