@@ -114,3 +114,12 @@ def test_reading_config_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "training" / "experiments").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_experiment_recipe_loads(recipe: Path) -> None:
+    """Each recipe is a valid config; the paper's name every regressor setting they rely on."""
+    cfg = load_config(recipe)
+    if recipe.stem.startswith("compare23"):
+        assert cfg.regressor == RegressorSpec.paper(arch=cfg.regressor.arch, pooling=cfg.regressor.pooling)
+        assert cfg.encoder.kind == "ssl" and cfg.encoder.layer == "last"
