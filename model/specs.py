@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 LAYERED = ("ssl", "whisper")  # transformers encoders: hidden states to choose from
+WHISPER_BASE = "openai/whisper-base"  # the shipped model's encoder (model/whisper.py)
 DEFAULT_LAYER = 3  # the shipped model's: Whisper base's third layer (docs/model.md)
 
 
@@ -32,7 +33,7 @@ class EncoderSpec:
     """
 
     kind: Literal["ssl", "whisper", "egemaps", "compare"] = "whisper"
-    name: str = "openai/whisper-base"  # hub id or local folder (ssl and whisper)
+    name: str = WHISPER_BASE  # hub id or local folder (ssl and whisper)
     revision: str = "main"  # branch, tag or commit on the hub (ignored for local folders)
     layer: Literal["last", "weighted"] | int = DEFAULT_LAYER
 

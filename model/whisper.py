@@ -42,7 +42,7 @@ from .audio import SAMPLE_RATE
 from .compute import Embeddings, collect, configure, from_pretrained, pad_sequences, place, plan_batches, weights_digest
 from .errors import ConfigError, EncoderLoadError
 from .pinned import PinnedWeights, pinned_files, read_pinned
-from .specs import EncoderSpec
+from .specs import WHISPER_BASE, EncoderSpec
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +54,7 @@ N_FFT = 400  # 25 ms window at 16 kHz
 HOP = 160  # 10 ms: one log-mel frame
 CONV_STRIDE = 2  # the second convolution: one encoder frame per 20 ms
 FRAME_HOP_S = HOP * CONV_STRIDE / SAMPLE_RATE  # 0.02 s
-HUB_ID = "openai/whisper-base"
+HUB_ID = WHISPER_BASE
 
 
 PINNED = PinnedWeights(
