@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -25,13 +24,9 @@ def median_ms(fn: Callable[[], object], repeats: int, sync: Callable[[], object]
 
 def cpu_name() -> str:
     """The CPU's model name: timings compare only on the same one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    from emomon.model.compute import cpu_name as name
+
+    return name()
 
 
 def study_args(ap, variants, root: Path) -> None:

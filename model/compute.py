@@ -88,6 +88,19 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_name() -> str:
+    """The CPU's model name: timings compare only on the same one."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def fast_bf16(device: str | torch.device) -> bool:
     """Whether bfloat16 has fast kernels here: on CUDA GPUs that support it (Ampere and
     later); on a CPU only with native bf16 instructions (AMX or AVX512-BF16) that oneDNN

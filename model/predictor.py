@@ -41,6 +41,24 @@ class Prediction:
         return max(self.shares, key=self.shares.__getitem__)
 
 
+class SessionStates:
+    """Each session's state by key (a new key gets `new()`), the MAX_SESSIONS most recently
+    used kept."""
+
+    def __init__(self, new) -> None:
+        self.new, self.states = new, {}  # key -> state, least recently used first
+
+    def use(self, key: str):
+        state = self.states.pop(key, None)
+        self.states[key] = state = self.new() if state is None else state
+        while len(self.states) > MAX_SESSIONS:
+            self.states.pop(next(iter(self.states)))
+        return state
+
+    def end(self, key: str) -> None:
+        self.states.pop(key, None)
+
+
 class Predictor:
     """An encoder plus a bundle's regressor bank on one device."""
 
@@ -65,7 +83,7 @@ class Predictor:
         self.bank = bundle.bank.to(self.device).eval()
         self.temperature = bundle.temperature  # calibration of softmax shares (model.regressor.temper)
         self.norm = self._new_norm()
-        self._sessions: dict[str, FeatureNorm] = {}  # session key -> its statistics, least recently used first
+        self._sessions = SessionStates(self._new_norm)
         self._torch = torch
 
     @classmethod
@@ -115,15 +133,11 @@ class Predictor:
         """Make `key`'s session current (its own normalisation statistics; a new key starts
         from the prior), so that several streams adapt separately. The MAX_SESSIONS most
         recently used are kept."""
-        norm = self._sessions.pop(key, None) or self._new_norm()
-        self._sessions[key] = norm
-        while len(self._sessions) > MAX_SESSIONS:
-            self._sessions.pop(next(iter(self._sessions)))
-        self.norm = norm
+        self.norm = self._sessions.use(key)
 
     def end_session(self, key: str) -> None:
         """Forget `key`'s statistics (its stream closed)."""
-        self._sessions.pop(key, None)
+        self._sessions.end(key)
 
     def regress(
         self, features: torch.Tensor, lengths: torch.Tensor, update_session: bool = True
@@ -145,7 +159,7 @@ class Predictor:
         if not segments:
             return []
         for i, s in enumerate(segments):
-            _check_segment(i, s)
+            check_segment(i, s)
         t0 = time.perf_counter()
         emb = self.encoder.encode(segments)
         self._sync()
@@ -177,7 +191,7 @@ class Predictor:
             self._torch.cuda.synchronize(self.device)
 
 
-def _check_segment(i: int, s: np.ndarray) -> None:
+def check_segment(i: int, s: np.ndarray) -> None:
     a = np.asarray(s)
     if a.ndim != 1 or not np.issubdtype(a.dtype, np.floating):
         raise ValueError(

@@ -160,3 +160,7 @@ class RuntimeSettings:
     # with AMX or AVX512-BF16), int8 dynamic quantisation of the linear layers on other CPUs,
     # float32 on other GPUs. openSMILE encoders always compute in float32.
     dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = "auto"
+    # What runs the model (model/engines.py): "torch"; "onnx", the bundle's exported graph
+    # under ONNX Runtime (Whisper bundles, float32 or int8; pip install 'emomon[onnx]');
+    # "auto", whichever of the two measured faster on this machine (measured once, cached).
+    engine: Literal["auto", "torch", "onnx"] = "torch"

@@ -193,8 +193,11 @@ class WhisperSpeechEncoder:
         if isinstance(spec.layer, int):
             del model.layers[spec.layer :]  # never run: not kept, not quantised
         self.model = place(model, self.device, self.compute)
-        self.filters = torch.from_numpy(filters).to(self.device)  # (n_freq, n_mels)
-        self.window = torch.hann_window(N_FFT, device=self.device)
+        # The front end runs in float64: in float32 the quiet bins (down to 1e-8 of a frame's
+        # peak power, Whisper's 80 dB floor) carry FFT rounding noise of a few 1e-3 in the
+        # log-mel, which differs between FFT implementations (torch's, ONNX Runtime's).
+        self.filters = torch.from_numpy(filters).to(self.device, torch.float64)  # (n_freq, n_mels)
+        self.window = torch.hann_window(N_FFT, device=self.device, dtype=torch.float64)
         self.dim = cfg.d_model
         self.num_layers = cfg.encoder_layers + 1 if spec.layer == "weighted" else 1
         self.max_frames = cfg.max_source_positions  # 1500: 30 s
@@ -216,13 +219,15 @@ class WhisperSpeechEncoder:
         a segment followed by silence (its 30 s window's zero padding), normalised over the
         segment's own frames."""
         torch = self._torch
-        n = self.mel_frames(len(wave))
-        x = torch.nn.functional.pad(wave, (0, N_FFT // 2))  # the zeros that follow the segment in a 30 s window
+        n = self.mel_frames(wave.shape[0])
+        x = torch.nn.functional.pad(
+            wave.double(), (0, N_FFT // 2)
+        )  # the zeros that follow the segment in a 30 s window
         stft = torch.stft(x, N_FFT, HOP, window=self.window, return_complex=True)  # (n_freq, frames)
         power = (stft[:, :n].abs() ** 2).contiguous()
         logmel = (self.filters.T @ power).clamp(min=1e-10).log10()  # (n_mels, n)
         logmel = torch.maximum(logmel, logmel.max() - 8.0)
-        return (logmel + 4.0) / 4.0
+        return ((logmel + 4.0) / 4.0).float()
 
     def forward(self, mel: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
         """Padded log-mel (B, n_mels, Tm), true lengths (B,) -> (B, T, D) or (B, K, T, D)."""

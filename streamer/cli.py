@@ -26,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     # after it they are SUPPRESSed unless given, so they do not overwrite the global ones.
     common = argparse.ArgumentParser(add_help=False)
     outputs = argparse.ArgumentParser(add_help=False)  # what live and replay write, besides the screen
+    runtime = argparse.ArgumentParser(add_help=False)  # what runs the model, for the commands that score
+    runtime.add_argument(
+        "--onnx", action="store_true",
+        help="run the model's ONNX export under ONNX Runtime ([runtime] engine = \"onnx\"; emomon[onnx])",
+    )  # fmt: skip
     outputs.add_argument("--csv", help="append one row per segment to this CSV file")
     outputs.add_argument("--jsonl", help="append one JSON object per segment to this file; - = stdout")
     outputs.add_argument("--attention", action="store_true", help="JSON Lines: add the attention weights")
@@ -48,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     r = sub.add_parser(
         "replay",
-        parents=[common, outputs, who],
+        parents=[common, outputs, who, runtime],
         help="run recorded audio through the monitor",
         description="Replay audio files (or folders of them) through VAD and the model, as the microphone would.",
     )
@@ -65,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(run=run_replay)
     lv = sub.add_parser(
         "live",
-        parents=[common, outputs, who],
+        parents=[common, outputs, who, runtime],
         help="monitor a microphone",
         description="Monitor a microphone: VAD, model, CSV, one line per segment.",
     )
@@ -76,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     lv.set_defaults(run=run_live, device=None)
     sv = sub.add_parser(
         "serve",
-        parents=[common, who],
+        parents=[common, who, runtime],
         help="serve the streaming WebSocket API and its browser page",
         description="Emotion shares for audio streamed over WebSockets: many streams batched on one model.",
     )
@@ -96,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(run=run_serve)
     b = sub.add_parser(
         "batch",
-        parents=[common, who],
+        parents=[common, who, runtime],
         help="score recorded archives into a Parquet dataset (local processes or Ray)",
         description="Score many recordings: one row per speech segment in DIR/segments (Parquet), "
         "errors.csv, files.parquet and summary.json; --resume finishes an interrupted run.",
@@ -115,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--channels", choices=("mix", "each"), help="mix (default) or each channel its own stream")
     b.add_argument("--resume", action="store_true", default=None, help="score only what DIR does not hold yet")
     b.set_defaults(run=run_batch)
+    ex = sub.add_parser(
+        "export",
+        parents=[common],
+        help="write a model bundle as one ONNX file (samples in, shares out)",
+        description="Export a bundle to ONNX: the log-mel front end, the encoder layers it uses, normalisation "
+        "and the regressors in one graph that takes 16 kHz samples and returns the emotion shares (docs/onnx.md).",
+    )
+    ex.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
+    ex.add_argument("--int8", action="store_true", help="ONNX Runtime's dynamic int8 quantisation of the encoder")
+    ex.add_argument("-o", "--out", type=Path, help="the ONNX file (default: <bundle>-<float32|int8>.onnx here)")
+    ex.set_defaults(run=run_export)
     dv = sub.add_parser("devices", parents=[common], help="list audio input devices")
     dv.set_defaults(run=run_devices)
     add_training(sub, [common])
@@ -134,6 +150,19 @@ def run_batch(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     except ValueError as e:
         raise ConfigError(f"emomon batch: {e}.") from e
     return batch(args.inputs, settings, cfg, console, speaker_settings(args, cfg))
+
+
+def run_export(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
+    from ..model.bundle import DEFAULT_BUNDLE
+    from ..model.export import export_bundle
+
+    bundle = Path(args.model or cfg.model.bundle or DEFAULT_BUNDLE)
+    precision = "int8" if args.int8 else "float32"
+    out = args.out or Path(f"{bundle.resolve().name}-{precision}.onnx")
+    info = export_bundle(bundle, out, precision)
+    size = info.path.stat().st_size / 1e6
+    console.print(f"{info.path}  {size:.1f} MB  {precision}  sha256 {info.sha256}", markup=False, highlight=False)
+    return 0
 
 
 def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
@@ -207,8 +236,9 @@ def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
         path = args.model or cfg.model.bundle or DEFAULT_BUNDLE
         load_bundle(path)  # a bad bundle is one sentence here, not in the child
         predictor = ModelProcess(
-            path, args.device or cfg.runtime.device, cfg.runtime.dtype, encoder_name=cfg.model.encoder or None
-        )
+            path, args.device or cfg.runtime.device, cfg.runtime.dtype, encoder_name=cfg.model.encoder or None,
+            engine=cfg.runtime.engine,
+        )  # fmt: skip
     else:
         predictor = load_predictor(cfg, args.model, args.device)
     return serve(predictor, settings, cfg.vad, monitor, console, speakers)
@@ -262,11 +292,11 @@ def _dashboard(args: argparse.Namespace, cfg, console) -> bool:
 def load_predictor(cfg, model: str | None, device: str | None):
     """The bundle from --model, [model] bundle, or the shipped default."""
     from ..model.bundle import DEFAULT_BUNDLE
-    from ..model.predictor import Predictor
+    from ..model.engines import open_predictor
 
     path = model or cfg.model.bundle or DEFAULT_BUNDLE
-    predictor = Predictor.from_bundle(
-        path, device or cfg.runtime.device, cfg.runtime.dtype, encoder_name=cfg.model.encoder or None
+    predictor = open_predictor(
+        path, device or cfg.runtime.device, cfg.runtime.dtype, cfg.runtime.engine, cfg.model.encoder or None
     )
     d = predictor.describe()
     logging.getLogger("emomon").info(
@@ -310,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
 
         path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
         cfg = load_config(path)
+        if getattr(args, "onnx", False):
+            from dataclasses import replace
+
+            cfg = replace(cfg, runtime=replace(cfg.runtime, engine="onnx"))
         console = Console(stderr=json_on_stdout(args, cfg))
         from ..model.memory import bound_this_process
 

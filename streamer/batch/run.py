@@ -67,7 +67,7 @@ def batch(
     bundle = load_bundle(bundle_path)  # a bad bundle is one sentence here, before any worker starts
     items, extra = expand(inputs, output_columns(bundle.emotions, speakers is not None))
     run_settings = {"channels": settings.channels, "max_batch": settings.max_batch, "vad": asdict(cfg.vad),
-                    "dtype": cfg.runtime.dtype, "encoder": cfg.model.encoder,
+                    "dtype": cfg.runtime.dtype, "engine": cfg.runtime.engine, "encoder": cfg.model.encoder,
                     **({"speakers": asdict(speakers)} if speakers else {})}  # fmt: skip
     if speakers is not None:
         check_speakers(speakers)
@@ -87,7 +87,7 @@ def batch(
                           cfg.vad, settings.channels == "each", store.run["run"], settings.max_batch,
                           settings.threads, settings.part_s,
                           segment_schema(bundle.emotions, extra, speakers is not None), tuple(bundle.emotions),
-                          speakers, bundle.norm_mode != "global")  # fmt: skip
+                          speakers, bundle.norm_mode != "global", cfg.runtime.engine)  # fmt: skip
     skipped = len(items) - len(todo)
     console.print(
         f"emomon batch: {len(todo)} file(s) to score" + (f" ({skipped} already done)" if skipped else "")

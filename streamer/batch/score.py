@@ -53,15 +53,18 @@ class BatchJob:
     emotions: tuple[str, ...]
     speakers: SpeakerSettings | None = None  # --speakers: who spoke each segment
     adapts: bool = False  # the bundle's normalisation follows each stream (a session per stream)
+    runtime_engine: str = "torch"  # [runtime] engine: torch or onnx (model/engines.py)
 
     def load(self):
-        """The Predictor, on `threads` torch threads (set before torch starts its pools)."""
+        """The Predictor (or the ONNX engine), on `threads` threads (set before torch starts its pools)."""
         import torch
 
-        from ...model.predictor import Predictor
+        from ...model.engines import open_predictor
 
         torch.set_num_threads(self.threads)
-        return Predictor.from_bundle(self.bundle, self.device, self.dtype, encoder_name=self.encoder_name)
+        return open_predictor(
+            self.bundle, self.device, self.dtype, self.runtime_engine, self.encoder_name, self.threads
+        )
 
     def speaker_stage(self) -> Speakers | None:
         """With --speakers, the speaker encoder and tracker (model/tracker.py) beside the Predictor."""

@@ -20,11 +20,11 @@ from ...model.errors import EmomonError
 from ...model.memory import spawning_scorers
 
 
-def _child(conn, path: str, device: str, dtype: str, encoder_name: str | None) -> None:
-    from ...model.predictor import Predictor
+def _child(conn, path: str, device: str, dtype: str, encoder_name: str | None, engine: str) -> None:
+    from ...model.engines import open_predictor
 
     try:
-        predictor = Predictor.from_bundle(path, device, dtype, encoder_name=encoder_name)
+        predictor = open_predictor(path, device, dtype, engine, encoder_name)
     except Exception as e:  # noqa: BLE001 - reported to the parent as one sentence
         conn.send(("error", str(e)))
         return
@@ -46,10 +46,18 @@ def _child(conn, path: str, device: str, dtype: str, encoder_name: str | None) -
 class ModelProcess:
     """A Predictor in a child process, with the methods the inference worker calls."""
 
-    def __init__(self, path: str, device: str = "auto", dtype: str = "auto", encoder_name: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        encoder_name: str | None = None,
+        engine: str = "torch",
+    ) -> None:
         ctx = mp.get_context("spawn")  # no fork of a process that has threads and torch
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_child, args=(child, str(path), device, dtype, encoder_name), daemon=True)
+        args = (child, str(path), device, dtype, encoder_name, engine)
+        self._proc = ctx.Process(target=_child, args=args, daemon=True)
         with spawning_scorers():
             self._proc.start()
         child.close()

@@ -1,0 +1,211 @@
+"""The ONNX Runtime engine: the Predictor's interface over a bundle's exported graph.
+
+`[runtime] engine = "onnx"` (or `auto`, where it is the faster engine) runs the graph that
+`emomon export` writes (model/export.py) under onnxruntime: CPU, or CUDA where
+onnxruntime's CUDA provider and a GPU are there. The export happens once per bundle and
+precision and is cached under ~/.cache/emomon/onnx by the bundle's digest, with a
+record of the file's SHA-256 that is checked before every load.
+
+One segment per call: the graph takes one segment of any length, so a result never
+depends on the segments it shares a call with (dynamic int8 quantisation scales each
+call by its own activations). Adaptive bundles keep each session's statistics here, as
+(3, D) float64 arrays that go into the graph and come back updated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .bundle import DEFAULT_BUNDLE, file_sha256
+from .errors import ConfigError, require
+from .export import EXPORT_VERSION, ExportError, bundle_digest, cache_dir, export_bundle
+from .predictor import Prediction, SessionStates, check_segment
+
+log = logging.getLogger("emomon")
+
+MAX_SAMPLES = 30 * SAMPLE_RATE  # Whisper's positions: 30 s
+
+
+def onnx_precision(dtype: str, device: str) -> str:
+    """The exported precision for [runtime] dtype: int8 on a CPU for "auto" (as torch's
+    choice on CPUs without fast bfloat16), float32 on a GPU; bfloat16 and float16 are
+    torch's only."""
+    if dtype in ("float32", "int8"):
+        return dtype
+    if dtype == "auto":
+        return "float32" if device.startswith("cuda") else "int8"
+    raise ConfigError(f"Setting dtype = '{dtype}' is not one the ONNX engine runs (float32, int8 or auto).")
+
+
+def cached_export(bundle: str | Path | None, precision: str) -> Path:
+    """The bundle's export in this precision: from the cache, or exported into it now."""
+    folder = Path(DEFAULT_BUNDLE if bundle is None else bundle)
+    digest = bundle_digest(folder)
+    path = cache_dir() / f"{digest[:32]}-{precision}.onnx"
+    record = path.with_suffix(".sha256")
+    if not (path.exists() and record.exists()):
+        log.info("exporting %s to ONNX (%s) once: %s", folder, precision, path)
+        info = export_bundle(folder, path, precision)
+        record.write_text(info.sha256 + "\n")
+    return path
+
+
+def verify(path: Path, expected: str | None) -> None:
+    """Refuse an export whose bytes are not those recorded when it was written."""
+    if expected is None:
+        return
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ExportError(
+            f"The ONNX export '{path}' fails its digest (SHA-256 {actual[:16]}..., recorded "
+            f"{expected[:16]}...): it was changed or damaged; delete it and emomon exports the bundle again."
+        )
+
+
+class OnnxPredictor:
+    """An exported bundle under ONNX Runtime, with the Predictor's interface."""
+
+    def __init__(
+        self, path: str | Path, device: str = "auto", threads: int | None = None, sha256: str | None = None
+    ) -> None:
+        require("onnx", "The ONNX engine", "onnxruntime")
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise ExportError(f"ONNX file '{path}' does not exist.")
+        verify(path, sha256)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        providers = self._providers(ort, device)
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for a bad file
+            raise ExportError(f"ONNX file '{path}' cannot be loaded by ONNX Runtime: {str(e).splitlines()[0]}") from e
+        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            self.emotions = tuple(json.loads(meta["emotions"]))
+            self.attention_hop_s = float(meta.get("attention_hop_s", "0.02"))
+            version = int(meta["export_version"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise ExportError(f"ONNX file '{path}' is not an emomon export (its metadata lacks {e}).") from e
+        if version != EXPORT_VERSION:
+            raise ExportError(
+                f"ONNX file '{path}' is emomon export version {version}; this emomon reads version {EXPORT_VERSION}."
+            )
+        self.meta, self.path = meta, path
+        self.name = meta.get("bundle", path.stem)
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self._adaptive = "session" in inputs
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        self._dim = inputs["session"].shape[1] if self._adaptive else 0
+        self._sessions = SessionStates(self._new_state)
+        self.state = self._new_state()
+        self._ort_version = ort.__version__
+
+    @staticmethod
+    def _providers(ort, device: str) -> list[str]:
+        available = ort.get_available_providers()
+        cuda = "CUDAExecutionProvider" in available
+        if device.startswith("cuda") and not cuda:
+            raise ConfigError(
+                f"Setting device = '{device}' asks for CUDA, but this onnxruntime has no CUDA provider "
+                "(pip install onnxruntime-gpu)."
+            )
+        if device.startswith("cuda") or (device == "auto" and cuda):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if device not in ("auto", "cpu"):
+            raise ConfigError(f"Setting device = '{device}' is not a device (use auto, cpu or cuda).")
+        return ["CPUExecutionProvider"]
+
+    @classmethod
+    def from_bundle(
+        cls, path: str | Path | None = None, device: str = "auto", dtype: str = "auto", threads: int | None = None
+    ) -> OnnxPredictor:
+        """The bundle (default: the shipped one) exported once into the cache, then loaded."""
+        onnx_file = cached_export(path, onnx_precision(dtype, device))
+        record = onnx_file.with_suffix(".sha256").read_text().strip()
+        return cls(onnx_file, device, threads, sha256=record)
+
+    def describe(self) -> dict[str, str]:
+        provider = self.session.get_providers()[0].replace("ExecutionProvider", "").lower()
+        return {
+            "model": self.name,
+            "encoder": f"{self.meta.get('encoder', '?')} (ONNX)",
+            "emotions": f"{len(self.emotions)} emotions",
+            "device": f"{provider} (onnxruntime {self._ort_version})",
+            "dtype": self.meta.get("precision", "float32"),
+        }
+
+    # Sessions: as Predictor's, with the graph's (3, D) state instead of a FeatureNorm.
+    def _new_state(self) -> np.ndarray:
+        return np.zeros((3, self._dim), dtype=np.float64)
+
+    @property
+    def adapts(self) -> bool:
+        return self._adaptive
+
+    def reset_session(self) -> None:
+        self.state[:] = 0.0
+
+    def use_session(self, key: str) -> None:
+        self.state = self._sessions.use(key)
+
+    def end_session(self, key: str) -> None:
+        self._sessions.end(key)
+
+    def run(self, samples: np.ndarray, update_session: bool = True) -> dict[str, Any]:
+        """One segment through the graph: its outputs by name (the session state updated)."""
+        feed: dict[str, Any] = {"samples": np.ascontiguousarray(samples, dtype=np.float32)}
+        if self._adaptive:
+            feed["session"] = self.state
+            feed["update"] = np.array(update_session)
+        out = dict(zip(self._outputs, self.session.run(self._outputs, feed)))
+        if self._adaptive and update_session:
+            self.state[:] = out["session_out"]
+        return out
+
+    def predict(self, segments: Sequence[np.ndarray], update_session: bool = True) -> list[Prediction]:
+        """Emotion shares for each segment, one graph call each, in order (a session's timeline)."""
+        for i, s in enumerate(segments):
+            check_segment(i, s)
+            if len(s) > MAX_SAMPLES:
+                raise ValueError(
+                    f"Segment {i} lasts {len(s) / SAMPLE_RATE:.1f} s; the Whisper encoder takes at most 30 s "
+                    "(set [vad] max_segment_s lower)."
+                )
+        results = []
+        for s in segments:
+            t0 = time.perf_counter()
+            out = self.run(s, update_session)
+            ms = (time.perf_counter() - t0) * 1e3
+            attn = out.get("attention")
+            results.append(
+                Prediction(
+                    shares={e: float(v) for e, v in zip(self.emotions, out["shares"])},
+                    attention=None if attn is None else np.asarray(attn, dtype=np.float32),
+                    attention_hop_s=self.attention_hop_s,
+                    duration_s=len(s) / SAMPLE_RATE,
+                    encoder_ms=ms,  # the whole graph: encoder and head run as one call
+                    regressor_ms=0.0,
+                    batch_size=1,
+                )
+            )
+        return results
+
+
+def onnx_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
