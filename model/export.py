@@ -15,6 +15,7 @@ so there is one implementation of the maths and the export is checked against it
     outputs  shares    float32 (E,)     in the order of metadata "emotions"
              attention float32 (M, T')  bundles whose head has attention weights
              session_out float64 (3, D) adaptive bundles only: the state for the next segment
+             emotions  string (E,)      the emotions' names (also in the metadata)
 
 The adaptive normalisation ("speaker" / "corpus" mode, model/normalize.py) is FeatureNorm's
 arithmetic in float64 with the training prior baked in: fold the segment into the session
@@ -211,6 +212,7 @@ def export_bundle(
         "precision": precision,
         "encoder": f"{bundle.encoder.name} layer {bundle.encoder.layer}",
     }
+    _add_emotion_names(model, bundle.emotions)
     del model.metadata_props[:]
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
@@ -220,6 +222,16 @@ def export_bundle(
         _quantise(tmp)
     tmp.replace(out)
     return ExportInfo(out, file_sha256(out), precision, digest)
+
+
+def _add_emotion_names(model, emotions: tuple[str, ...]) -> None:
+    """A constant output `emotions` (string, (E,)): runtimes without access to the metadata
+    (onnxruntime-node, onnxruntime-web) read the names with the shares."""
+    from onnx import TensorProto, helper
+
+    names = helper.make_tensor("emotion_names", TensorProto.STRING, [len(emotions)], [e.encode() for e in emotions])
+    model.graph.node.append(helper.make_node("Constant", [], ["emotions"], value=names))
+    model.graph.output.append(helper.make_tensor_value_info("emotions", TensorProto.STRING, [len(emotions)]))
 
 
 def _quiet_export(graph, args, names, outputs, shapes):

@@ -108,7 +108,7 @@ class OnnxPredictor:
         self.name = meta.get("bundle", path.stem)
         inputs = {i.name: i for i in self.session.get_inputs()}
         self._adaptive = "session" in inputs
-        self._outputs = [o.name for o in self.session.get_outputs()]
+        self._outputs = [o.name for o in self.session.get_outputs() if o.name != "emotions"]
         self._dim = inputs["session"].shape[1] if self._adaptive else 0
         self._sessions = SessionStates(self._new_state)
         self.state = self._new_state()

@@ -255,3 +255,39 @@ def test_default_model_export_on_emodb(tmp_path):
     same = np.mean([w.argmax() == g.argmax() for w, g in fresh])
     assert same >= 0.93
     assert max(np.abs(w - g).max() for w, g in fresh) < 0.1
+
+
+# ------------------------------------------------------------------ outside Python
+
+NODE_EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "node"
+
+
+@pytest.mark.system
+@pytest.mark.weights
+def test_node_example_scores_like_the_predictor(tmp_path):
+    """docs/examples/node/score.mjs under onnxruntime-node (npm ci from its lock file, the
+    CPU binaries the package bundles): the shipped default's shares of the bundled sample,
+    scored as one segment in a fresh session, within 1e-3 of the Predictor's."""
+    import shutil
+    import subprocess
+
+    from conftest import SAMPLE
+
+    from emomon.model.audio import read_audio
+    from emomon.model.export import export_bundle
+    from emomon.model.predictor import Predictor
+
+    assert shutil.which("node") and shutil.which("npm"), "Node.js 20 and npm are part of the machine"
+    if not (NODE_EXAMPLE / "node_modules" / "onnxruntime-node").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_EXAMPLE, check=True, timeout=600)
+    model = export_bundle(None, tmp_path / "default.onnx").path
+    run = subprocess.run(
+        ["node", "score.mjs", str(model), str(SAMPLE)], cwd=NODE_EXAMPLE, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    [want] = Predictor.from_bundle(None, "cpu", "float32").predict([read_audio(SAMPLE)])
+    assert list(got) == list(want.shares)
+    assert max(abs(got[e] - want.shares[e]) for e in got) < 1e-3
+    bad = subprocess.run(["node", "score.mjs", str(model), str(model)], cwd=NODE_EXAMPLE, capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.strip() == f"score.mjs: {model} is not a WAV file"
