@@ -31,6 +31,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import table, update_doc  # noqa: E402
+from benchmarks.report import cpu_name, table, update_doc  # noqa: E402
 from emomon.model.audio import SAMPLE_RATE, read_audio  # noqa: E402
 from emomon.streamer.audio.segmenter import VadSettings  # noqa: E402
 from emomon.training.vad_eval import (  # noqa: E402
@@ -77,18 +78,20 @@ def run(emodb: Path, seeds: int, settings: VadSettings) -> list[dict]:
                 seconds = time.perf_counter() - t
                 rows.append(dict(
                     programme=offset, noise=kind, snr_db=snr, seed=seed, segments=len(segs), clips=len(clips),
-                    frame_us=round(seconds / (len(mixed) / (SAMPLE_RATE * settings.frame_ms / 1000)) * 1e6, 1),
+                    frame_us=round(seconds / (len(mixed) / (SAMPLE_RATE * settings.decision_ms / 1000)) * 1e6, 1),
+                    core_pct=round(seconds / (len(mixed) / SAMPLE_RATE) * 100, 3),
                     audible=summary(boundary_errors(segs, audible_spans(clips, spans, noise))),
                     file_edges=summary(boundary_errors(segs, spans)),
                 ))  # fmt: skip
     return rows
 
 
-def aggregate(rows: list[dict]) -> list[dict]:
+def aggregate(rows: list[dict], engine: str) -> list[dict]:
     """One line per condition over programmes and seeds."""
     out = []
     for kind, snr in CONDITIONS:
         runs = [r for r in rows if r["noise"] == kind and r["snr_db"] == snr]
+        strays = sum(max(0, r["segments"] - r["clips"]) for r in runs)
         whole = [r for r in runs if r["audible"]["one_per_clip"]]
 
         def within(key: str) -> str:
@@ -100,7 +103,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
         misses = [f"p{r['programme']}/s{r['seed']} {m}" for r in whole for m in r["audible"]["misses"]]
         out.append(dict(
-            cond=kind if snr is None else f"{kind} {snr} dB", runs=len(runs),
+            engine=engine, cond=kind if snr is None else f"{kind} {snr} dB", runs=len(runs), extra=strays,
+            core=f"{statistics.median(r['core_pct'] for r in runs):.2f} %",
             whole=f"{len(whole)}/{len(runs)}", audible=within("audible"), file=within("file_edges"),
             misses="; ".join(misses[:4]) + (f"; ... ({len(misses)} in all)" if len(misses) > 4 else "") or "-",
         ))  # fmt: skip
@@ -108,22 +112,28 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 
 def render(result: dict) -> str:
-    cols = [("cond", "condition"), ("whole", "runs with one segment per sentence"),
+    cols = [("engine", "VAD"), ("cond", "condition"), ("whole", "runs with one segment per sentence"),
+            ("extra", "segments beyond one per sentence (splits, strays)"),
             ("audible", "their boundaries within 150 ms of audible speech"), ("file", "... of the file edges"),
-            ("misses", "misses (programme/seed clip: errors in s)")]  # fmt: skip
+            ("misses", "misses (programme/seed clip: errors in s)"), ("core", "one core per stream")]  # fmt: skip
     return (
         f"Run {result['date']}. Command: `python benchmarks/bench_vad.py --seeds {result['seeds']}`: "
         f"{len(OFFSETS)} programmes of 12 Emo-DB sentences, {result['seeds']} noise draws each. "
-        f"Settings: the default [vad] table ({result['settings']}).\n\n"
-        + table(aggregate(result["rows"]), cols)
+        f"Settings: the default [vad] table ({result['settings']}), with engine = "
+        f"{' or '.join(repr(e) for e in result['engines'])}. CPU: {result['cpu']}.\n\n"
+        + table([a for e in result["engines"] for a in aggregate(result["rows"][e], e)], cols)
         + "\nReference: the first and last 20 ms of each sentence audible above the noise (power above "
         "80 Hz at least the noise's; clean: louder than digital silence). The recordings begin and end "
         "in room noise, hence the lower file-edge counts. Sentences hold no inner pause of "
         f"{MAX_PAUSE_S} s or more (a file with one is replaced by the next). A run that does not "
         "give one segment per sentence counts no boundaries. Babble is eight other Emo-DB sentences summed: "
         "WebRTC VAD hears it as speech, so sentences merge. Per-run numbers: benchmarks/results/bench_vad.json.\n"
-        f"\nSegmenter cost on this machine: median {statistics.median(r['frame_us'] for r in result['rows']):.0f} us "
-        f"per {result['frame_ms']} ms frame (VAD, levels, 4-8 kHz band), one core.\n"
+        "\nSegmenter cost on this machine (VAD, levels, and for WebRTC VAD the 4-8 kHz band), one core: "
+        + "; ".join(
+            f"{e} median {statistics.median(r['frame_us'] for r in result['rows'][e]):.0f} us per decision"
+            for e in result["engines"]
+        )
+        + ".\n"
     )
 
 
@@ -131,14 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--emodb", type=Path, default=EMODB, help="Emo-DB folder (labels.csv, wav/)")
     ap.add_argument("--seeds", type=int, default=3, help="noise draws per noisy condition")
+    ap.add_argument("--engine", nargs="+", choices=("webrtc", "silero"), default=["webrtc", "silero"])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = ap.parse_args(argv)
     settings = VadSettings()
     result = dict(
-        date=time.strftime("%Y-%m-%d"), seeds=args.seeds, rows=run(args.emodb, args.seeds, settings),
-        frame_ms=settings.frame_ms,
-        settings=", ".join(f"{k}={v}" for k, v in vars(settings).items()),
+        date=time.strftime("%Y-%m-%d"), seeds=args.seeds, engines=args.engine, cpu=cpu_name(),
+        rows={e: run(args.emodb, args.seeds, replace(settings, engine=e)) for e in args.engine},
+        settings=", ".join(f"{k}={v}" for k, v in vars(settings).items() if k != "engine"),
     )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_vad.json").write_text(json.dumps(result, indent=1))

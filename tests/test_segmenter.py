@@ -213,3 +213,87 @@ def test_rolling_percentile_equals_numpy_exactly() -> None:
                 assert rolling.value(q) == float(np.percentile(window, q))
         rolling.clear()
         assert len(rolling) == 0
+
+
+# ------------------------------------------------------------------ Silero VAD ([vad] engine = "silero")
+
+SILERO = VadSettings(engine="silero")
+
+
+@pytest.mark.corpora
+@pytest.mark.weights
+@pytest.mark.parametrize(("kind", "snr"), [("clean", None), ("white", 20), ("pink", 20), ("white", 10)])
+def test_silero_keeps_one_segment_per_sentence(programme, kind: str, snr) -> None:
+    """The same state machine on Silero VAD's decisions: one segment per sentence, no strays.
+    Its ends run later than WebRTC VAD's: its speech probability stays high for 0.15-0.25 s
+    after a sentence, more in loud noise (docs/benchmarks.md, "VAD boundaries")."""
+    audio, spans, clips = programme
+    mixed, reference = (audio, audible_spans(clips, spans, None)) if snr is None else noisy(programme, kind, snr)
+    segs = run(mixed, SILERO)
+    result = summary(boundary_errors(segs, reference))
+    assert result["one_per_clip"], f"{len(segs)} segments for {len(spans)} sentences"
+    assert result["worst_s"] <= (0.3 if snr is None or snr >= 20 else 0.5), result["misses"]
+
+
+@pytest.mark.corpora
+@pytest.mark.weights
+def test_silero_uses_the_same_state_machine(programme) -> None:
+    """Hang-over, minimum length, maximum length and pre-roll mean the same with Silero VAD."""
+    audio, spans, _ = programme
+    (a0, b0), (a1, b1) = spans[:2]
+    first = audio[round(a0 * SAMPLE_RATE) : round(b0 * SAMPLE_RATE)]
+    second = audio[round(a1 * SAMPLE_RATE) : round(b1 * SAMPLE_RATE)]
+    quiet = np.zeros(SAMPLE_RATE, np.float32)
+    pause = np.zeros(int(0.4 * SAMPLE_RATE), np.float32)
+    sentence = np.concatenate([quiet, first, pause, second, quiet])
+    assert len(run(sentence, SILERO)) == 1
+    assert len(run(sentence, VadSettings(engine="silero", hangover_ms=200))) == 2
+    long = run(np.concatenate([first, second, first]), VadSettings(engine="silero", max_segment_s=2.0))
+    assert len(long) >= 2 and all(s.duration_s <= 2.0 + 1e-9 for s in long)
+    assert run(np.concatenate([quiet, first, quiet]), VadSettings(engine="silero", min_segment_s=9.0)) == []
+    assert run(np.zeros(3 * SAMPLE_RATE, np.float32), SILERO) == []
+    seg = Segmenter(SILERO)
+    assert seg.frame == 512 and seg.hangover == 600 // 32
+
+
+def test_silero_settings_are_checked() -> None:
+    for bad in (dict(engine="silero", threshold=1.0), dict(engine="cobra"), dict(engine="silero", window_ms=20)):
+        with pytest.raises(Exception, match="threshold|engine|window_ms"):
+            from emomon.model.settings import from_dict
+
+            from_dict(VadSettings, bad, "vad")
+
+
+@pytest.mark.weights
+def test_silero_model_file_is_checked_before_use(tmp_path, monkeypatch) -> None:
+    """A changed model file, or none, is one sentence that names the file or what to install."""
+    import importlib.util
+    import shutil
+    import sys
+
+    from emomon.streamer.audio import silero
+
+    real = silero.pinned_files(silero.SILERO_VAD)
+    assert real is not None and real[0].is_file()
+    fake = tmp_path / "silero_vad"
+    (fake / "data").mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('emomon must not import this package')\n")
+    shutil.copy(real[0], fake / "data" / real[0].name)
+    data = bytearray((fake / "data" / real[0].name).read_bytes())
+    data[1000] ^= 0x01
+    (fake / "data" / real[0].name).write_bytes(bytes(data))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("silero_vad", None)
+    importlib.invalidate_caches()
+    silero._session.cache_clear()
+    try:
+        with pytest.raises(silero.VadModelError, match="not the pinned file") as e:
+            Segmenter(SILERO)
+        assert str(fake / "data" / real[0].name) in str(e.value) and "\n" not in str(e.value)
+        shutil.rmtree(fake)
+        importlib.invalidate_caches()
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "silero_vad" else real)
+        with pytest.raises(silero.VadModelError, match="pip install --no-deps silero-vad==6.2.3"):
+            Segmenter(SILERO)
+    finally:
+        silero._session.cache_clear()

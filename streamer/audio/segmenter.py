@@ -1,4 +1,4 @@
-"""Speech segmentation with WebRTC VAD, as a thread-free state machine.
+"""Speech segmentation with WebRTC VAD or Silero VAD, as a thread-free state machine.
 
 `Segmenter.push(chunk)` takes 16 kHz float32 mono audio of any length and returns the
 segments it completed; `finish()` closes the open one at the end of input. No threads and
@@ -14,6 +14,11 @@ than the hang-over do not split it; the segment ends `post_roll_ms` after its la
 frame (the hang-over delays the decision, not the boundary). Segments shorter than
 `min_segment_s` are dropped as clicks; speech longer than `max_segment_s` is cut there and
 goes on as a new segment (encoder memory grows with the square of the length).
+
+The voice decisions come from WebRTC VAD (`[vad] engine = "webrtc"`, the default: 10-30 ms
+frames) or from Silero VAD (`"silero"`, streamer/audio/silero.py: 32 ms frames, voiced
+when its speech probability reaches `threshold`). Both feed the same state machine with
+the same settings; the two rules below work around WebRTC VAD's limits and apply to it only.
 
 Loud background. WebRTC VAD calls steady noise louder than about -30 dBFS speech (white
 noise at -28 dBFS: 99 % of frames voiced; its noise model has a ceiling), so in a noisy
@@ -38,6 +43,7 @@ import bisect
 import collections
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -48,7 +54,11 @@ from ...model.audio import SAMPLE_RATE
 class VadSettings:
     """The [vad] table of config.toml."""
 
-    frame_ms: int = 30  # WebRTC VAD takes 10, 20 or 30 ms frames
+    # What decides voiced or not: "webrtc" (WebRTC VAD) or "silero" (Silero VAD under ONNX
+    # Runtime: pip install 'emomon[onnx]' and its model, see streamer/audio/silero.py).
+    engine: Literal["webrtc", "silero"] = "webrtc"
+    threshold: float = 0.5  # silero: a frame is voiced when its speech probability reaches this
+    frame_ms: int = 30  # WebRTC VAD takes 10, 20 or 30 ms frames (Silero VAD: always 32 ms)
     aggressiveness: int = 2  # 0 (keeps most) to 3 (most aggressive at calling audio non-speech)
     window_ms: int = 300  # recent audio looked at to open a segment
     open_ratio: float = 0.6  # voiced share of that window that opens a segment
@@ -70,16 +80,23 @@ class VadSettings:
             raise ValueError(f"max_background_dbfs must be between -80 and 0 dBFS, not {self.max_background_dbfs}")
         if self.high_band_db < 0:
             raise ValueError(f"high_band_db must be 0 (off) or more, not {self.high_band_db}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, not {self.threshold}")
         if self.frame_ms not in (10, 20, 30):
             raise ValueError(f"frame_ms must be 10, 20 or 30 (WebRTC VAD's frame sizes), not {self.frame_ms}")
         if self.aggressiveness not in (0, 1, 2, 3):
             raise ValueError(f"aggressiveness must be 0, 1, 2 or 3, not {self.aggressiveness}")
-        if min(self.window_ms, self.hangover_ms) < self.frame_ms:
-            raise ValueError(f"window_ms and hangover_ms must each hold at least one {self.frame_ms} ms frame")
+        if min(self.window_ms, self.hangover_ms) < self.decision_ms:
+            raise ValueError(f"window_ms and hangover_ms must each hold at least one {self.decision_ms} ms frame")
         if not (0 < self.open_ratio <= 1 and 0 < self.close_ratio <= 1):
             raise ValueError("open_ratio and close_ratio must be in (0, 1]")
         if not 0.3 <= self.min_segment_s < self.max_segment_s:
             raise ValueError("min_segment_s must be >= 0.3 (the model's minimum) and below max_segment_s")
+
+    @property
+    def decision_ms(self) -> int:
+        """Milliseconds per voice decision: frame_ms for WebRTC VAD, 32 for Silero VAD."""
+        return self.frame_ms if self.engine == "webrtc" else 32
 
 
 BACKGROUND_S = 5.0  # history for the background level
@@ -151,14 +168,21 @@ class Segment:
 
 class Segmenter:
     def __init__(self, settings: VadSettings | None = None) -> None:
-        import webrtcvad
-
         self.s = settings or VadSettings()
-        self.vad = webrtcvad.Vad(self.s.aggressiveness)
-        self.frame = SAMPLE_RATE * self.s.frame_ms // 1000  # samples per VAD frame
-        self.window = self.s.window_ms // self.s.frame_ms  # frames looked at to open a segment
-        self.hangover = self.s.hangover_ms // self.s.frame_ms  # frames looked at to close it
-        n_background = int(BACKGROUND_S * 1000 / self.s.frame_ms)
+        self.silero = None
+        if self.s.engine == "silero":
+            from .silero import CHUNK, SileroVad
+
+            self.silero, self.frame = SileroVad(), CHUNK
+        else:
+            import webrtcvad
+
+            self.vad = webrtcvad.Vad(self.s.aggressiveness)
+            self.frame = SAMPLE_RATE * self.s.frame_ms // 1000  # samples per VAD frame
+        frame_ms = self.s.decision_ms
+        self.window = self.s.window_ms // frame_ms  # frames looked at to open a segment
+        self.hangover = self.s.hangover_ms // frame_ms  # frames looked at to close it
+        n_background = int(BACKGROUND_S * 1000 / frame_ms)
         self.levels = RollingPercentile(n_background)  # dBFS per frame
         self.high_levels = RollingPercentile(n_background)  # 4-8 kHz, dB
         self.taper = np.hanning(self.frame)
@@ -184,6 +208,8 @@ class Segmenter:
         self.levels.clear()
         self.high_levels.clear()
         self.background_dbfs = SILENCE_DBFS
+        if self.silero is not None:
+            self.silero.reset()
 
     @property
     def state(self) -> str:
@@ -200,8 +226,8 @@ class Segmenter:
         # the 4-8 kHz band's levels and the 16-bit samples the VAD reads.
         frames = audio[:n].reshape(-1, self.frame)
         power = np.mean(frames**2, axis=1, dtype=np.float64)
-        high = self._high_band_power(frames)
-        pcm = (np.clip(frames, -1.0, 1.0) * 32767).astype("<i2")
+        high = None if self.silero is not None else self._high_band_power(frames)
+        pcm = frames if self.silero is not None else (np.clip(frames, -1.0, 1.0) * 32767).astype("<i2")
         out = []
         for k in range(len(frames)):
             seg = self._frame(frames[k], float(power[k]), None if high is None else float(high[k]), pcm[k])
@@ -231,8 +257,10 @@ class Segmenter:
 
     def _voiced(self, frame: np.ndarray, power: float, pcm: np.ndarray) -> bool:
         """WebRTC VAD's decision on the frame (`pcm`: its 16-bit samples), turned down when
-        the background is loud."""
+        the background is loud; or Silero VAD's probability against the threshold."""
         self.level = power**0.5
+        if self.silero is not None:
+            return self.silero.prob(frame) >= self.s.threshold
         self.levels.add(max(SILENCE_DBFS, 10 * math.log10(power + 1e-12)))
         self.background_dbfs = self.levels.value(BACKGROUND_PERCENTILE)
         excess_db = self.background_dbfs - self.s.max_background_dbfs
@@ -280,7 +308,7 @@ class Segmenter:
         if n_unvoiced >= self.s.close_ratio * self.hangover:
             self.in_speech = False
             return self._close(min(self.t, self.last_voiced_end + self._ms(self.s.post_roll_ms)))
-        if self.t - self.seg_start >= int(self.s.max_segment_s * SAMPLE_RATE):
+        if self.t + self.frame - self.seg_start > int(self.s.max_segment_s * SAMPLE_RATE):  # the next frame won't fit
             seg = self._close(self.t)  # too long: cut here, speech goes on in a new segment
             self.seg_start = self.t
             return seg
