@@ -289,5 +289,7 @@ def test_node_example_scores_like_the_predictor(tmp_path):
     [want] = Predictor.from_bundle(None, "cpu", "float32").predict([read_audio(SAMPLE)])
     assert list(got) == list(want.shares)
     assert max(abs(got[e] - want.shares[e]) for e in got) < 1e-3
-    bad = subprocess.run(["node", "score.mjs", str(model), str(model)], cwd=NODE_EXAMPLE, capture_output=True, text=True)
+    bad = subprocess.run(
+        ["node", "score.mjs", str(model), str(model)], cwd=NODE_EXAMPLE, capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 1 and bad.stderr.strip() == f"score.mjs: {model} is not a WAV file"
