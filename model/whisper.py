@@ -134,6 +134,19 @@ def whisper_from_ct2(data: bytes, where: str):
     return model
 
 
+def dft_basis(n_fft: int) -> torch.Tensor:
+    """(n_fft, 2 * (n_fft // 2 + 1)) float64: a periodic Hann window times the cosines, then
+    times minus the sines, of the one-sided DFT (frames @ basis = torch.stft's real and
+    imaginary parts)."""
+    import torch
+
+    t = torch.arange(n_fft, dtype=torch.float64)[:, None]
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[None, :]
+    angle = 2 * torch.pi * ((t * k) % n_fft) / n_fft  # reduced first: exact angles for large t * k
+    window = torch.hann_window(n_fft, dtype=torch.float64)[:, None]
+    return torch.cat([torch.cos(angle), -torch.sin(angle)], dim=1) * window
+
+
 def load_whisper(spec: EncoderSpec):
     """(transformers WhisperEncoder, mel filters (n_freq, n_mels) float32, where it came from)."""
     from transformers import AutoConfig, WhisperFeatureExtractor, WhisperForAudioClassification
@@ -197,7 +210,7 @@ class WhisperSpeechEncoder:
         # peak power, Whisper's 80 dB floor) carry FFT rounding noise of a few 1e-3 in the
         # log-mel, which differs between FFT implementations (torch's, ONNX Runtime's).
         self.filters = torch.from_numpy(filters).to(self.device, torch.float64)  # (n_freq, n_mels)
-        self.window = torch.hann_window(N_FFT, device=self.device, dtype=torch.float64)
+        self.dft = dft_basis(N_FFT).to(self.device)  # (N_FFT, 2 * n_freq)
         self.dim = cfg.d_model
         self.num_layers = cfg.encoder_layers + 1 if spec.layer == "weighted" else 1
         self.max_frames = cfg.max_source_positions  # 1500: 30 s
@@ -217,15 +230,21 @@ class WhisperSpeechEncoder:
     def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
         """(N,) samples -> (n_mels, N // 160) log-mel, as Whisper's front end computes it for
         a segment followed by silence (its 30 s window's zero padding), normalised over the
-        segment's own frames."""
+        segment's own frames.
+
+        The STFT (torch.stft's, centred with reflected edges) is one matrix product of the
+        frames with a windowed DFT basis: in float64 it is as exact as an FFT, barely slower
+        here (0.85 against 0.4 ms for 2 s on one core), and in the exported graph four
+        times faster than ONNX Runtime's STFT operator (2 against 8 ms)."""
         torch = self._torch
+        F = torch.nn.functional
         n = self.mel_frames(wave.shape[0])
-        x = torch.nn.functional.pad(
-            wave.double(), (0, N_FFT // 2)
-        )  # the zeros that follow the segment in a 30 s window
-        stft = torch.stft(x, N_FFT, HOP, window=self.window, return_complex=True)  # (n_freq, frames)
-        power = (stft[:, :n].abs() ** 2).contiguous()
-        logmel = (self.filters.T @ power).clamp(min=1e-10).log10()  # (n_mels, n)
+        x = F.pad(wave.double(), (0, N_FFT // 2))  # the zeros that follow the segment in a 30 s window
+        x = F.pad(x[None, None], (N_FFT // 2, N_FFT // 2), mode="reflect")[0, 0]  # torch.stft's centring
+        spectrum = x.unfold(0, N_FFT, HOP)[:n] @ self.dft  # (n, 2 * n_freq): real parts, then imaginary
+        half = spectrum.shape[1] // 2
+        power = spectrum[:, :half] ** 2 + spectrum[:, half:] ** 2  # (n, n_freq)
+        logmel = (power @ self.filters).clamp(min=1e-10).log10().T  # (n_mels, n)
         logmel = torch.maximum(logmel, logmel.max() - 8.0)
         return ((logmel + 4.0) / 4.0).float()
 
