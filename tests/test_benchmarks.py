@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +39,13 @@ def test_bench_vad_writes_every_condition(tmp_path: Path) -> None:
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = json.loads((tmp_path / "bench_vad.json").read_text())["rows"]
+    by_engine = json.loads((tmp_path / "bench_vad.json").read_text())["rows"]
+    assert set(by_engine) == {"webrtc", "silero"}
+    silero = by_engine["silero"]
+    assert all(r["audible"]["one_per_clip"] for r in silero if r["noise"] == "clean")
+    assert all(r["segments"] <= r["clips"] for r in silero)  # no stray segments
+    assert all(0 < r["core_pct"] < 5 for r in silero)
+    rows = by_engine["webrtc"]
     conditions = [("clean", None)] + [(kind, snr) for snr in (20, 10) for kind in ("white", "pink", "babble")]
     assert [(r["programme"], r["noise"], r["snr_db"]) for r in rows] == [
         (p, *c) for p in (0, 11, 22, 33) for c in conditions
@@ -46,7 +54,8 @@ def test_bench_vad_writes_every_condition(tmp_path: Path) -> None:
     assert all(c["one_per_clip"] and c["within"] == c["of"] == 24 for c in clean)
     assert all(r["audible"]["one_per_clip"] for r in rows if r["snr_db"] == 20 and r["noise"] != "babble")
     text = doc.read_text()
-    assert "## VAD boundaries" in text and "| clean | 4/4 | 96/96 (worst " in text
+    assert "## VAD boundaries" in text and "| webrtc | clean | 4/4 | 0 | 96/96 (worst " in text
+    assert "| silero | clean | 4/4 | 0 |" in text
 
 
 def test_bench_default_model_quick_run(tmp_path: Path) -> None:
@@ -145,3 +154,20 @@ def test_study_tables_rebuild_from_the_saved_runs(tmp_path: Path) -> None:
     lexical = json.loads((tmp_path / "lexical_confound.json").read_text())["results"]
     section = text[text.index("<!-- lexical_confound:begin -->") : text.index("<!-- lexical_confound:end -->")]
     assert section.count("\n| ") == 1 + sum(len(v) for v in lexical.values())
+
+
+@pytest.mark.weights
+@pytest.mark.corpora
+def test_bench_onnx_quick_run(tmp_path: Path) -> None:
+    """Both exports, both engines timed, agreement over 20 Emo-DB sentences; --quick saves nothing."""
+    out = subprocess.run(
+        [sys.executable, "benchmarks/bench_onnx.py", "--quick", "--out", str(tmp_path / "r.json"),
+         "--doc", str(tmp_path / "b.md")],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "EMOMON_ONNX_CACHE": str(tmp_path)},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [ast.literal_eval(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    speed, agree = lines[:2], {r["engine"]: r for r in lines[2:]}
+    assert [r["threads"] for r in speed] == [1, 2] and all(r["onnx int8"] > 0 for r in speed)
+    assert float(agree["onnx float32"]["max"]) < 1e-4 and agree["onnx float32"]["same top"] == "100.0%"
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "b.md").exists()
