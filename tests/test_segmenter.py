@@ -254,6 +254,8 @@ def test_silero_uses_the_same_state_machine(programme) -> None:
     assert run(np.zeros(3 * SAMPLE_RATE, np.float32), SILERO) == []
     seg = Segmenter(SILERO)
     assert seg.frame == 512 and seg.hangover == 600 // 32
+    seg.push(make_noise("white", 2 * SAMPLE_RATE, 10 ** (-50 / 10), np.random.default_rng(0)))
+    assert seg.background_dbfs == pytest.approx(-50.0, abs=1.5) and seg.state == "silence"
 
 
 def test_silero_settings_are_checked() -> None:

@@ -259,10 +259,10 @@ class Segmenter:
         """WebRTC VAD's decision on the frame (`pcm`: its 16-bit samples), turned down when
         the background is loud; or Silero VAD's probability against the threshold."""
         self.level = power**0.5
+        self.levels.add(max(SILENCE_DBFS, 10 * math.log10(power + 1e-12)))
+        self.background_dbfs = self.levels.value(BACKGROUND_PERCENTILE)  # the dashboard shows it with either VAD
         if self.silero is not None:
             return self.silero.prob(frame) >= self.s.threshold
-        self.levels.add(max(SILENCE_DBFS, 10 * math.log10(power + 1e-12)))
-        self.background_dbfs = self.levels.value(BACKGROUND_PERCENTILE)
         excess_db = self.background_dbfs - self.s.max_background_dbfs
         if self.s.max_background_dbfs < 0 and excess_db > 0:
             pcm = (np.clip(frame * 10 ** (-excess_db / 20), -1.0, 1.0) * 32767).astype("<i2")
