@@ -171,3 +171,22 @@ def test_bench_onnx_quick_run(tmp_path: Path) -> None:
     assert [r["threads"] for r in speed] == [1, 2] and all(r["onnx int8"] > 0 for r in speed)
     assert float(agree["onnx float32"]["max"]) < 1e-4 and agree["onnx float32"]["same top"] == "100.0%"
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "b.md").exists()
+
+
+@pytest.mark.corpora
+@pytest.mark.weights
+def test_study_speaker_backend_quick_run(tmp_path: Path) -> None:
+    """Three corpora, six files per speaker: every back-end gives an equal error rate per corpus."""
+    out = subprocess.run(
+        [sys.executable, "benchmarks/study_speaker_backend.py", "--quick", "--out", str(tmp_path / "r.json"),
+         "--doc", str(tmp_path / "b.md")],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [ast.literal_eval(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [r["back-end"].split(" (")[0] for r in rows] == [
+        "cosine", "centred", "centred + NAP", "centred + LDA", "centred + AAM projection"
+    ]  # fmt: skip
+    assert all({"emodb", "ravdess"} <= set(r) and all(0 <= v <= 0.5 for k, v in r.items() if k != "back-end")
+               for r in rows)  # fmt: skip
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "b.md").exists()
