@@ -247,9 +247,11 @@ def _quiet_export(graph, args, names, outputs, shapes):
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.export.export(graph, args, dynamic_shapes=tuple(shapes.values()), strict=False)  # raises if specialised
+        # torch.export first: it raises where the trace would fix the segment's length (the
+        # ONNX exporter would fall back to a fixed-length graph), and its program is exported as is
+        program = torch.export.export(graph, args, dynamic_shapes=tuple(shapes.values()), strict=False)
         return torch.onnx.export(
-            graph,
+            program,
             args,
             input_names=names,
             output_names=outputs,
