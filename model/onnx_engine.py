@@ -203,9 +203,3 @@ class OnnxPredictor:
                 )
             )
         return results
-
-
-def onnx_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("onnxruntime") is not None

@@ -156,37 +156,35 @@ def test_study_tables_rebuild_from_the_saved_runs(tmp_path: Path) -> None:
     assert section.count("\n| ") == 1 + sum(len(v) for v in lexical.values())
 
 
+def quick_rows(tmp_path: Path, script: str, **env: str) -> list[dict]:
+    """`benchmarks/<script> --quick`: the dict lines it prints; it writes no result or doc file."""
+    out = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--quick", "--out", str(tmp_path / "r.json"),
+         "--doc", str(tmp_path / "b.md")],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, **env},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "b.md").exists()
+    return [ast.literal_eval(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
 @pytest.mark.weights
 @pytest.mark.corpora
 def test_bench_onnx_quick_run(tmp_path: Path) -> None:
     """Both exports, both engines timed, agreement over 20 Emo-DB sentences; --quick saves nothing."""
-    out = subprocess.run(
-        [sys.executable, "benchmarks/bench_onnx.py", "--quick", "--out", str(tmp_path / "r.json"),
-         "--doc", str(tmp_path / "b.md")],
-        cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "EMOMON_ONNX_CACHE": str(tmp_path)},
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    lines = [ast.literal_eval(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    lines = quick_rows(tmp_path, "bench_onnx.py", EMOMON_ONNX_CACHE=str(tmp_path))
     speed, agree = lines[:2], {r["engine"]: r for r in lines[2:]}
     assert [r["threads"] for r in speed] == [1, 2] and all(r["onnx int8"] > 0 for r in speed)
     assert float(agree["onnx float32"]["max"]) < 1e-4 and agree["onnx float32"]["same top"] == "100.0%"
-    assert not (tmp_path / "r.json").exists() and not (tmp_path / "b.md").exists()
 
 
 @pytest.mark.corpora
 @pytest.mark.weights
 def test_study_speaker_backend_quick_run(tmp_path: Path) -> None:
     """Three corpora, six files per speaker: every back-end gives an equal error rate per corpus."""
-    out = subprocess.run(
-        [sys.executable, "benchmarks/study_speaker_backend.py", "--quick", "--out", str(tmp_path / "r.json"),
-         "--doc", str(tmp_path / "b.md")],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)},
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    rows = [ast.literal_eval(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    rows = quick_rows(tmp_path, "study_speaker_backend.py", XDG_CACHE_HOME=str(tmp_path))
     assert [r["back-end"].split(" (")[0] for r in rows] == [
         "cosine", "centred", "centred + NAP", "centred + LDA", "centred + AAM projection"
     ]  # fmt: skip
     assert all({"emodb", "ravdess"} <= set(r) and all(0 <= v <= 0.5 for k, v in r.items() if k != "back-end")
                for r in rows)  # fmt: skip
-    assert not (tmp_path / "r.json").exists() and not (tmp_path / "b.md").exists()

@@ -64,13 +64,6 @@ def _session():
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
-def silero_available() -> bool:
-    """Whether [vad] engine = "silero" can run here (onnxruntime and the model installed)."""
-    import importlib.util
-
-    return importlib.util.find_spec("onnxruntime") is not None and pinned_files(SILERO_VAD) is not None
-
-
 class SileroVad:
     """One stream's Silero VAD: `prob(chunk)` for consecutive 512-sample chunks."""
 
