@@ -27,9 +27,7 @@ Back-ends (fitted on the train speakers, their one setting chosen on the tune sp
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -40,40 +38,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import cpu_name, table, update_doc  # noqa: E402
-from emomon.model.audio import read_audio  # noqa: E402
+from emomon.model.speaker_backend import unit_rows as unit  # noqa: E402
+from emomon.model.speaker_backend import within_directions  # noqa: E402
+from emomon.training.speaker_backend import corpus_embeddings  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 CORPORA = ("emodb", "ravdess", "nemo", "ased", "banglaser", "eyase", "indowave")
 UNSEEN = ("emodb", "ravdess")  # never trained on
 GOALS = {"emodb": 0.12, "ravdess": 0.14}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emomon" / "speaker_study"
-
-
-def embeddings(corpus: str, limit: int | None, root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 256) GE2E embeddings of the corpus's files and their speakers ("corpus:speaker")."""
-    path = root / f"{corpus}{'' if limit is None else f'-{limit}'}.npz"
-    if path.exists():
-        z = np.load(path)
-        return z["emb"], z["speaker"]
-    from emomon.model.speaker import SpeakerEncoder
-
-    rows = list(csv.DictReader(open(DATA / corpus / "labels.csv", newline="")))
-    if limit is not None:  # --quick: the first files of every speaker
-        kept: dict[str, int] = {}
-        for r in list(rows):
-            kept[r["speaker"]] = kept.get(r["speaker"], 0) + 1
-            if kept[r["speaker"]] > limit:
-                rows.remove(r)
-    enc = SpeakerEncoder()
-    files = [DATA / corpus / r["file"] for r in rows]
-    embs = [enc.embed([read_audio(f) for f in files[i : i + 32]]) for i in range(0, len(files), 32)]
-    emb, speaker = np.concatenate(embs), np.array([f"{corpus}:{r['speaker']}" for r in rows])
-    root.mkdir(parents=True, exist_ok=True)
-    np.savez(path, emb=emb, speaker=speaker)
-    return emb, speaker
 
 
 def split(speakers: np.ndarray, corpus: str) -> dict[str, str]:
@@ -82,10 +54,6 @@ def split(speakers: np.ndarray, corpus: str) -> dict[str, str]:
     if corpus in UNSEEN:
         return {s: "test" for s in ordered}
     return {s: ("tune" if i % 5 == 0 else "test" if i % 5 == 2 else "train") for i, s in enumerate(ordered)}
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def eer(x: np.ndarray, speakers: np.ndarray, score) -> float:
@@ -103,13 +71,6 @@ def eer(x: np.ndarray, speakers: np.ndarray, score) -> float:
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return unit(a) @ unit(b).T
-
-
-def within_directions(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Eigenvectors of the within-speaker scatter, largest first."""
-    z = np.concatenate([x[y == s] - x[y == s].mean(0) for s in np.unique(y)])
-    _, v = np.linalg.eigh(z.T @ z / len(z))
-    return v[:, ::-1]
 
 
 def lda(x: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -179,8 +140,7 @@ def aam_projection(x: np.ndarray, y: np.ndarray, epochs: int, dim: int = 128, se
 
 def study(quick: bool) -> dict:
     corpora = CORPORA[:3] if quick else CORPORA
-    root = cache_root()
-    raw = {c: embeddings(c, 6 if quick else None, root) for c in corpora}
+    raw = {c: corpus_embeddings(c, DATA, 6 if quick else None) for c in corpora}
     centred = {c: unit(e) - unit(e).mean(0) for c, (e, _) in raw.items()}
     role = {c: split(s, c) for c, (_, s) in raw.items()}
 

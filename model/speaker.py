@@ -94,8 +94,12 @@ def read_weights() -> tuple[list[Path], bytes]:
 class SpeakerEncoder:
     """GE2E speaker embeddings of speech segments (16 kHz float32), batched."""
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", backend=None) -> None:
+        """`backend`: a SpeakerBackend (model/speaker_backend.py) every embedding goes through,
+        or None for GE2E's own."""
         import torch
+
+        self.backend = backend
 
         paths, data = read_weights()
         try:
@@ -124,7 +128,8 @@ class SpeakerEncoder:
         return (spec.abs().square().T @ self.bank).contiguous()
 
     def partial_embeddings(self, segments: Sequence[np.ndarray], steps: Sequence[int | None] | None = None):
-        """Every partial of every segment in one LSTM pass: ((P, 256) tensor, Partials).
+        """Every partial of every segment in one LSTM pass, through the back-end if there is
+        one: ((P, 256) float32 array, Partials).
         `steps[i]`: frames between segment i's partials (None: Resemblyzer's 1.3 per second)."""
         import torch
 
@@ -141,8 +146,10 @@ class SpeakerEncoder:
         with torch.inference_mode():
             _, (hidden, _) = self.lstm(torch.stack(rows))
             raw = torch.relu(self.linear(hidden[-1]))
-            embeds = raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return embeds.cpu().numpy(), Partials(windows, np.asarray(owner))
+            embeds = (raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
+        if self.backend is not None:
+            embeds = self.backend.apply(embeds)
+        return embeds, Partials(windows, np.asarray(owner))
 
     def embed(self, segments: Sequence[np.ndarray]) -> np.ndarray:
         """(N, 256) float32: each segment's utterance embedding, L2-normed."""

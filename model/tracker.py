@@ -1,6 +1,7 @@
 """Who is speaking: speakers tracked as they come, and turn changes inside a segment.
 
-Each scored segment's speaker embedding (model/speaker.py) is compared with the profiles of
+Each scored segment's speaker embedding (model/speaker.py, through the speaker back-end of
+[speakers] backend: model/speaker_backend.py) is compared with the profiles of
 the speakers heard so far: its mean cosine similarity to each speaker's segments (their
 duration-weighted mean embedding). At or above `same` it belongs to the nearest; below, it
 is a new speaker while there are fewer than `max_speakers`, else the nearest. A profile
@@ -39,10 +40,11 @@ class SpeakerSettings:
 
     enabled: bool = False
     max_speakers: int = 4
-    same: float = 0.55  # mean cosine to a speaker's segments at or above which a segment is theirs
+    same: float = 0.2  # mean cosine to a speaker's segments at or above which a segment is theirs
     turn: float = 0.7  # cosine between the 1.6 s either side of a point below which the turn changed there
     min_new_s: float = 1.0  # shorter segments join the nearest known speaker
     speakers: tuple[str, ...] = ()  # enrolled voices, "name=file.wav"
+    backend: str = "default"  # model/speaker_backend.py: "default", "none" or a back-end folder
 
     def __post_init__(self) -> None:
         if self.max_speakers < 1:
@@ -50,6 +52,8 @@ class SpeakerSettings:
         for name in ("same", "turn"):
             if not -1.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a cosine similarity between -1 and 1, not {getattr(self, name)}")
+        if not self.backend.strip():
+            raise ValueError('backend must be "default", "none" or a speaker back-end folder')
 
 
 @dataclass
@@ -194,9 +198,10 @@ class Speakers:
     def __init__(self, settings: SpeakerSettings, encoder=None) -> None:
         from .audio import read_audio
         from .speaker import SpeakerEncoder
+        from .speaker_backend import resolve_backend
 
         self.settings = settings
-        self.encoder = encoder or SpeakerEncoder()
+        self.encoder = encoder or SpeakerEncoder(backend=resolve_backend(settings.backend))
         self.enrolled: list[tuple[str, np.ndarray, float]] = []
         for entry in settings.speakers:
             name, path = parse_enrolment(entry)

@@ -269,7 +269,10 @@ def speech_sentence(name: str) -> np.ndarray:
     return wav[a:b]
 
 
-SAME = SpeakerSettings(enabled=True, same=0.6, turn=0.55)  # [speakers] as the speaker tests run it
+# [speakers] as the speaker tests run it: raw GE2E embeddings at stated thresholds (the mechanics;
+# the default back-end's own test is tests/test_speaker_backend.py)
+SAME = SpeakerSettings(enabled=True, same=0.6, turn=0.55, backend="none")
+SAME_TOML = f'[speakers]\nbackend = "{SAME.backend}"\nsame = {SAME.same}\nturn = {SAME.turn}\n'  # SAME as config.toml
 
 
 def build_conversation(folder: Path) -> tuple[Path, list[tuple[float, float, str]]]:
@@ -390,3 +393,13 @@ def stream(url: str, data: bytes, chunk_s: float = 0.25, rate: int = 16000, end:
 
 def segments(messages: list[dict]) -> list[dict]:
     return [m for m in messages if m["type"] == "segment"]
+
+
+def segment_marks(svg: Path) -> int:
+    """The segment marks of an `emomon plot` SVG: the paths of its "segments" group."""
+    import xml.etree.ElementTree as ET
+
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    group = ET.parse(svg).getroot().find(".//svg:g[@id='segments']", ns)
+    assert group is not None, f"{svg} has no segments group"
+    return len(group.findall(".//svg:path", ns))

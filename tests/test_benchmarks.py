@@ -123,11 +123,15 @@ def test_bench_speakers_quick_run(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     result = json.loads((tmp_path / "bench_speakers_quick.json").read_text())
-    test = result["test"]
-    for cond in ("2 clean", "2 at 20 dB", "3 clean", "4 clean"):
-        assert test[cond]["n"] == 4 and 0.0 <= test[cond]["confusion"] <= 1.0 and 0.0 <= test[cond]["right_count"] <= 1
-    assert test["turns"]["n"] > 0 and test["single"]["n"] == 4
-    assert 0 < result["ms_per_2s_segment_one_core"] < 1000
+    assert list(result["backends"]) == ["none", "default"]  # before and after, on the same conversations
+    for backend in result["backends"].values():
+        test = backend["test"]
+        for cond in ("2 clean", "2 at 20 dB", "3 clean", "4 clean", "2 held", "3 held"):
+            assert test[cond]["n"] == 4 and 0 <= test[cond]["confusion"] <= 1 and 0 <= test[cond]["right_count"] <= 1
+        assert test["turns"]["n"] > 0 and test["single"]["n"] == 4
+        assert 0 < backend["ms_per_2s_segment_one_core"] < 1000
+    none, default = (result["backends"][b]["test"] for b in ("none", "default"))
+    assert none["turns"]["n"] == default["turns"]["n"]  # the same conversations
     assert not doc.exists()
 
 

@@ -83,13 +83,12 @@ def test_live_microphone_end_to_end(virtual_mic: str, tmp_path: Path) -> None:
 
 def test_live_says_who_is_speaking(virtual_mic: str, tmp_path: Path) -> None:
     """A two-speaker call (tests/test_speakers.py) spoken into the virtual microphone."""
-    from conftest import SAME, build_conversation
+    from conftest import SAME_TOML, build_conversation
 
     call, _ = build_conversation(tmp_path)
     out = tmp_path / "live.csv"
     cfg = tmp_path / "c.toml"
-    speakers = f"[speakers]\nsame = {SAME.same}\nturn = {SAME.turn}\n"
-    cfg.write_text(f'[monitor]\ninput = "pulse"\nduration_s = 40.0\n\n{speakers}')
+    cfg.write_text(f'[monitor]\ninput = "pulse"\nduration_s = 40.0\n\n{SAME_TOML}')
     cmd = [sys.executable, "-m", "emomon.streamer.cli", "--config", str(cfg), "live", "--speakers", "--no-dashboard",
            "--csv", str(out)]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -311,11 +311,11 @@ def test_speakers_per_stream(tmp_path: Path) -> None:
     """serve --speakers: two streams of the same two-speaker call at once, each with its own speakers."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from conftest import SAME, build_conversation
+    from conftest import SAME_TOML, build_conversation
 
     call, _ = build_conversation(tmp_path)
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f"[speakers]\nsame = {SAME.same}\nturn = {SAME.turn}\n")
+    cfg.write_text(SAME_TOML)
     s = Server("--config", str(cfg), "--speakers", "--csv", str(tmp_path / "all.csv"))
     try:
         with ThreadPoolExecutor(2) as pool:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import SAME, build_conversation, load_clip, run_cli
+from conftest import SAME, SAME_TOML, build_conversation, load_clip, run_cli
 from conftest import speech_sentence as speech
 
 from emomon.model.audio import SAMPLE_RATE
@@ -131,7 +131,7 @@ def test_replay_says_who_spoke_each_segment(tmp_path: Path) -> None:
     path, ref = build_conversation(tmp_path)
     enrol = tmp_path / "agent.wav"
     sf.write(enrol, np.concatenate([speech("SM0_neutral_1.opus"), speech("SM0_neutral_2.opus")]), SAMPLE_RATE)
-    (tmp_path / "config.toml").write_text(f"[speakers]\nsame = {SAME.same}\nturn = {SAME.turn}\n")  # as above
+    (tmp_path / "config.toml").write_text(SAME_TOML)  # as above
     cli = ["replay", str(path), "--speed", "0", "--no-dashboard"]
     plain = run_cli(*cli, "--speakers", "--csv", "a.csv", "--jsonl", "a.jsonl", cwd=tmp_path)
     named = run_cli(*cli, "--speaker", f"agent={enrol}", "--csv", "b.csv", cwd=tmp_path)
@@ -149,6 +149,14 @@ def test_replay_says_who_spoke_each_segment(tmp_path: Path) -> None:
     with (tmp_path / "b.csv").open(newline="") as f:
         assert [r["speaker"] for r in csv.DictReader(f)] == ["agent", "speaker 2"] * 3
     assert "  agent" in named.stdout  # the printed line names the speaker too
+    # emomon's defaults ([speakers] as shipped: the speaker back-end, its tuned thresholds)
+    (tmp_path / "defaults.toml").write_text("")
+    shipped = run_cli("--config", "defaults.toml", *cli, "--speakers", "--csv", "c.csv", cwd=tmp_path)
+    assert shipped.returncode == 0, shipped.stderr
+    with (tmp_path / "c.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    pairs = {(who_spoke(ref, float(r["start_s"]), float(r["end_s"])), r["speaker"]) for r in rows}
+    assert len(rows) >= 6 and pairs == {("SM0", "speaker 1"), ("EB0", "speaker 2")}, pairs
 
 
 @pytest.mark.parametrize(
@@ -175,7 +183,7 @@ def test_batch_names_speakers_as_replay_does_on_both_engines_and_a_channel_is_it
     import pyarrow.parquet as pq
 
     path, ref = build_conversation(tmp_path)
-    (tmp_path / "config.toml").write_text(f"[speakers]\nsame = {SAME.same}\nturn = {SAME.turn}\n")
+    (tmp_path / "config.toml").write_text(SAME_TOML)
     cli = [sys.executable, "-m", "emomon.streamer.cli"]
     replayed = subprocess.run([*cli, "replay", str(path), "--speed", "0", "--no-dashboard", "--speakers", "--csv",
                                "r.csv"], cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -197,12 +205,18 @@ def test_batch_names_speakers_as_replay_does_on_both_engines_and_a_channel_is_it
     rows = pq.read_table(tmp_path / "mono" / "segments").to_pylist()
     assert [(r["segment"], r["speaker"], round(r["start_s"], 3)) for r in rows] == want
 
+    from emomon.model.compute import choose_dtype
+
+    # bfloat16 (auto's choice on CPUs with fast kernels) rounds a batch of segments differently
+    # from one segment alone (AMX tiles: up to 2.5e-3 on a share measured); float32 does not
+    tolerance = 1e-2 if choose_dtype("auto", "cpu")[0] == "bfloat16" else 1e-5
+
     def same_shares(got: list[dict]) -> None:
         """The default adapts its normalisation to each speaker's session: batch keeps the
         sessions replay keeps (one per speaker), so the shares agree too."""
         for g, w in zip(got, mono_rows, strict=True):
             for e in ("anger", "neutral", "sadness", "happiness"):
-                assert g[e] == pytest.approx(float(w[e]), abs=1e-5), (g["segment"], g["speaker"], e)
+                assert g[e] == pytest.approx(float(w[e]), abs=tolerance), (g["segment"], g["speaker"], e)
 
     same_shares(rows)
     assert {r["speaker"] for r in rows} == {"speaker 1", "speaker 2"}
