@@ -131,6 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--int8", action="store_true", help="ONNX Runtime's dynamic int8 quantisation of the encoder")
     ex.add_argument("-o", "--out", type=Path, help="the ONNX file (default: <bundle>-<float32|int8>.onnx here)")
     ex.set_defaults(run=run_export)
+    pl = sub.add_parser(
+        "plot",
+        parents=[common],
+        help="draw a recording's emotion shares over time (PNG or SVG)",
+        description="Draw what emomon wrote for one recording: the shares of every emotion over time as stacked "
+        "bands over the speech segments, and a lane per speaker or channel with each segment in its top emotion's "
+        "colour.",
+    )
+    pl.add_argument("input", type=Path, metavar="PATH", help="a CSV or JSON Lines log, or a batch output folder")
+    pl.add_argument("--file", help="the recording to draw when PATH holds several (its source, or the end of its path)")
+    pl.add_argument("-o", "--out", type=Path, help="the picture, .png or .svg (default: <recording>.png here)")
+    pl.add_argument("--emotions", help="comma-separated emotions to show (default: all of the model's)")
+    pl.add_argument("--from", dest="t_from", type=float, metavar="S", help="start of the window, seconds")
+    pl.add_argument("--to", dest="t_to", type=float, metavar="S", help="end of the window, seconds")
+    pl.add_argument("--title", help="the picture's title (default: the recording's file name)")
+    pl.set_defaults(run=run_plot)
     dv = sub.add_parser("devices", parents=[common], help="list audio input devices")
     dv.set_defaults(run=run_devices)
     add_training(sub, [common])
@@ -162,6 +178,22 @@ def run_export(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     info = export_bundle(bundle, out, precision)
     size = info.path.stat().st_size / 1e6
     console.print(f"{info.path}  {size:.1f} MB  {precision}  sha256 {info.sha256}", markup=False, highlight=False)
+    return 0
+
+
+def run_plot(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
+    require("train", "emomon plot", "matplotlib")
+    if args.input.is_dir():
+        require("batch", "emomon plot of a batch folder", "pyarrow")
+    from .outputs.plot import plot, read_recording, window
+
+    rec = read_recording(args.input, args.file)
+    emotions = [e.strip() for e in args.emotions.split(",") if e.strip()] if args.emotions else None
+    shown = window(rec, emotions, args.t_from, args.t_to)
+    out = args.out or Path(f"{Path(rec.source).stem or 'recording'}.png")
+    drew = plot(shown, out, args.title, rec.emotions)
+    lanes = f", {len(drew['lanes'])} {rec.lane_kind}s" if rec.lane_kind else ""
+    console.print(f"{out}  {drew['segments']} segments{lanes}", markup=False, highlight=False)
     return 0
 
 

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import soxr
-from conftest import load_clip
+from conftest import load_clip, segment_marks
 
 from emomon.model.audio import SAMPLE_RATE
 from emomon.streamer.batch.inputs import expand
@@ -183,6 +183,12 @@ def test_each_channel_of_a_call_is_its_own_stream(world: dict) -> None:
     first = {c: min(r["start_s"] for r in call if r["channel"] == c) for c in (0, 1)}
     assert first[0] < first[1]
     assert len({r["id"] for r in rows}) == len(rows)
+    # emomon plot reads the call out of the folder (a filter on its source): a lane per channel
+    drawn = run_cli(["plot", "each", "--file", Path(files[0]).name, "-o", "call.svg"], root)
+    assert drawn.returncode == 0, drawn.stderr
+    assert "4 segments, 2 channels" in drawn.stdout and segment_marks(root / "call.svg") == 4
+    many = run_cli(["plot", "each"], root)
+    assert many.returncode == 2 and "holds 3 recordings" in many.stderr and "name one with --file" in many.stderr
 
 
 def wait_for_parts(out: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:

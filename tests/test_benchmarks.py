@@ -192,3 +192,10 @@ def test_study_speaker_backend_quick_run(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert all({"emodb", "ravdess"} <= set(r) and all(0 <= v <= 0.5 for k, v in r.items() if k != "back-end")
                for r in rows)  # fmt: skip
+
+
+def test_bench_plot_quick_run(tmp_path: Path) -> None:
+    """A six-minute CSV and a batch folder of 30 such files, each drawn as PNG and SVG."""
+    rows = quick_rows(tmp_path, "bench_plot.py")
+    assert [(r["format"], r["segments"]) for r in rows] == [("png", 120), ("svg", 120)] * 2
+    assert all(0 < r["seconds"] < 60 and 20 < r["peak_mb"] < 2000 for r in rows)
