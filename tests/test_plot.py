@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLE, run_cli, segment_marks
+from conftest import REPO, SAMPLE, run_cli, segment_marks
 
 from emomon.streamer.outputs.csv_log import CsvLog
 from emomon.streamer.outputs.jsonl_log import JsonlLog
@@ -102,3 +102,12 @@ def test_plot_of_a_replay_of_the_bundled_sample(tmp_path: Path) -> None:
     assert segment_marks(tmp_path / "s.svg") == 6
     rec = read_recording(tmp_path / "s.csv")
     assert rec.emotions[int(np.argmax(rec.shares[1]))] == "anger"  # its second sentence
+
+
+def test_the_page_and_the_pictures_share_one_palette() -> None:
+    import json
+    import re
+
+    page = (REPO / "streamer" / "serve" / "web" / "index.html").read_text()
+    listed = re.search(r"const PALETTE = (\[[^\]]*\]);", page)
+    assert listed is not None and tuple(json.loads(listed.group(1))) == TOL_MUTED
