@@ -243,12 +243,7 @@ def _load_weights(path: Path, sha256: Any, bundle: Bundle) -> RegressorBank:
         )
     if not path.is_file():
         raise BundleError(f"Model bundle '{path.parent}' has no weights file {path.name}.")
-    try:
-        data = path.read_bytes()  # read once: the bytes hashed are the bytes parsed
-    except OSError as e:
-        raise BundleError(f"Weights file {path} cannot be read: {e.strerror}.") from e
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise BundleError(f"Weights file {path} is corrupt: its SHA-256 differs from the one in {MANIFEST}.")
+    data = read_verified(path, sha256, "Weights file", MANIFEST)
     try:
         tensors = load(data)
     except (SafetensorError, ValueError) as e:
@@ -281,6 +276,18 @@ def _load_weights(path: Path, sha256: Any, bundle: Bundle) -> RegressorBank:
             )
     bank.load_state_dict(tensors)
     return bank.eval()
+
+
+def read_verified(path: Path, sha256: str, what: str, manifest: str) -> bytes:
+    """The bytes of `path` once their SHA-256 is the one `manifest` records (read once: the
+    bytes hashed are the bytes parsed); one sentence, starting with `what`, otherwise."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise BundleError(f"{what} {path} cannot be read: {e.strerror or e}.") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise BundleError(f"{what} {path} is corrupt: its SHA-256 differs from the one in {manifest}.")
+    return data
 
 
 def file_sha256(path: Path) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .bundle import read_verified
 from .errors import BundleError
 
 FORMAT = "emomon-speaker-backend"
@@ -104,12 +105,7 @@ def load_backend(folder: str | Path) -> SpeakerBackend:
     if not isinstance(digest, str):
         raise BundleError(f"{where} has no weights.sha256: emomon checks the weights before it reads them.")
     path = folder / WEIGHTS
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise BundleError(f"Speaker back-end weights {path} cannot be read: {e.strerror or e}.") from None
-    if hashlib.sha256(data).hexdigest() != digest:
-        raise BundleError(f"Speaker back-end weights {path} do not match the SHA-256 in {MANIFEST}.")
+    data = read_verified(path, digest, "Speaker back-end weights", MANIFEST)
     from safetensors.numpy import load
 
     try:

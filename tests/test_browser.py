@@ -111,10 +111,10 @@ def test_page_is_a_live_dashboard_of_what_the_server_sent(browser, tmp_path: Pat
         server.stop()
 
 
-def test_page_works_offline_in_dark_mode_and_updates_interim_results_in_place(browser) -> None:
+def test_page_works_offline_in_dark_mode_and_on_a_phone_and_updates_interim_results_in_place(browser) -> None:
     """Nothing the page loads comes from another host; in dark mode its background is dark;
     an interim result is drawn, then replaced by its segment's final one (messages handed to
-    the page's own handler, as the WebSocket would)."""
+    the page's own handler, as the WebSocket would); at a phone's width nothing overflows."""
     from selenium.webdriver.common.by import By
 
     server = Server()
@@ -151,6 +151,14 @@ def test_page_works_offline_in_dark_mode_and_updates_interim_results_in_place(br
         bars = {b.get_attribute("data-emotion"): float(b.get_attribute("data-share"))
                 for b in browser.find_elements(By.CSS_SELECTOR, "#bars .bar-row")}  # fmt: skip
         assert bars == final and len(browser.find_elements(By.CSS_SELECTOR, "#recent tr.segment")) == 1
+        # a phone's screen: nothing wider than it but the table, which scrolls inside its own box
+        browser.set_window_size(390, 844)
+        inner = browser.execute_script("return document.documentElement.clientWidth")
+        widest = browser.execute_script(
+            "return Math.max(...[...document.querySelectorAll('#bars, #timeline, #lanes, .table-wrap')]"
+            ".map((e) => e.getBoundingClientRect().right))"
+        )
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= inner and widest <= inner
     finally:
         server.stop()
 

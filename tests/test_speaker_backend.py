@@ -73,7 +73,7 @@ def test_a_backend_folder_round_trips_and_a_changed_byte_is_refused(tmp_path: Pa
     data = bytearray((folder / WEIGHTS).read_bytes())
     data[-3] ^= 1
     (folder / WEIGHTS).write_bytes(bytes(data))
-    with pytest.raises(BundleError, match=r"backend.safetensors do not match the SHA-256 in speaker.json"):
+    with pytest.raises(BundleError, match=r"backend.safetensors is corrupt: its SHA-256 differs from .* speaker.json"):
         load_backend(folder)
 
 
