@@ -83,6 +83,7 @@ def test_json_lines_with_speakers_draw_a_lane_per_speaker_and_a_window(tmp_path:
         (lambda d: write_csv(d / "l.csv", rows(6)), ["l.csv", "-o", "x.jpg"], "'x.jpg' must end in .png or .svg."),
         (lambda d: write_csv(d / "l.csv", rows(6)), ["l.csv", "--file", "other.wav"], "holds no recording named"),
         (lambda d: write_csv(d / "l.csv", rows(6)), ["l.csv", "--from", "100"], "no scored segment to plot"),
+        (lambda d: write_csv(d / "l.csv", rows(6)), ["l.csv", "-o", "gone/x.png"], "'gone/x.png' cannot be written"),
     ],
 )  # fmt: skip
 def test_what_plot_cannot_draw_is_one_sentence(tmp_path: Path, setup, args: list[str], message: str) -> None:
@@ -111,3 +112,14 @@ def test_the_page_and_the_pictures_share_one_palette() -> None:
     page = (REPO / "streamer" / "serve" / "web" / "index.html").read_text()
     listed = re.search(r"const PALETTE = (\[[^\]]*\]);", page)
     assert listed is not None and tuple(json.loads(listed.group(1))) == TOL_MUTED
+
+
+def test_a_broken_batch_folder_is_one_sentence(tmp_path: Path) -> None:
+    (tmp_path / "run" / "segments").mkdir(parents=True)
+    (tmp_path / "run" / "run.json").write_text('{"format": "emomon-batch", "format_version": 1}')
+    empty = run_cli("plot", "run", cwd=tmp_path)
+    assert empty.returncode == 2 and "holds no scored segments yet" in empty.stderr
+    (tmp_path / "run" / "segments" / "part-0-00000.parquet").write_bytes(b"not parquet")
+    broken = run_cli("plot", "run", cwd=tmp_path)
+    assert broken.returncode == 2 and "Batch output folder 'run' cannot be read" in broken.stderr, broken.stderr
+    assert broken.stderr.count("\n") == 1

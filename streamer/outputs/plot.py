@@ -140,17 +140,21 @@ def read_batch(folder: Path, file: str | None) -> Recording:
     parts = sorted((folder / "segments").glob("part-*.parquet"))
     if not parts:
         raise EmomonError(f"Batch output folder '{folder}' holds no scored segments yet.")
-    data = ds.dataset([str(p) for p in parts], format="parquet")
-    emotions = emotions_of(data.schema.names, str(folder))
-    listed = folder / "files.parquet"
-    if listed.exists():
-        sources = sorted(set(pq.read_table(listed, columns=["source"]).column("source").to_pylist()))
-    else:  # a run still going: the source column alone
-        sources = sorted(set(data.to_table(columns=["source"]).column("source").to_pylist()))
-    source = _pick(sources, file, str(folder))
-    cols = [c for c in ("segment", "start_s", "end_s", "status", "speaker", "channel") if c in data.schema.names]
-    table = data.to_table(columns=cols + emotions, filter=ds.field("source") == source)
-    rows = table.to_pylist()
+    import pyarrow as pa
+
+    try:
+        data = ds.dataset([str(p) for p in parts], format="parquet")
+        emotions = emotions_of(data.schema.names, str(folder))
+        listed = folder / "files.parquet"
+        if listed.exists():
+            sources = sorted(set(pq.read_table(listed, columns=["source"]).column("source").to_pylist()))
+        else:  # a run still going: the source column alone
+            sources = sorted(set(data.to_table(columns=["source"]).column("source").to_pylist()))
+        source = _pick(sources, file, str(folder))
+        cols = [c for c in ("segment", "start_s", "end_s", "status", "speaker", "channel") if c in data.schema.names]
+        rows = data.to_table(columns=cols + emotions, filter=ds.field("source") == source).to_pylist()
+    except (OSError, pa.ArrowException) as e:
+        raise EmomonError(f"Batch output folder '{folder}' cannot be read: {e}.") from None
     for r in rows:
         r["shares"] = {e: r[e] for e in emotions} if r.get("status") == "ok" else None
     return _recording(rows, emotions, source, str(folder))
@@ -232,6 +236,10 @@ def plot(rec: Recording, out: Path, title: str | None = None, all_emotions: list
     bottom.set_xlim(float(rec.start.min()) - pad, float(rec.end.max()) + pad)
     fig.legend(handles=[Patch(color=palette[e], label=e) for e in rec.emotions], loc="outside right upper",
                frameon=False)  # fmt: skip
-    fig.savefig(out, dpi=110, metadata={"Date": None} if out.suffix.lower() == ".svg" else None)
-    close(fig)
+    try:
+        fig.savefig(out, dpi=110, metadata={"Date": None} if out.suffix.lower() == ".svg" else None)
+    except OSError as e:
+        raise EmomonError(f"Picture '{out}' cannot be written: {e.strerror or e}.") from None
+    finally:
+        close(fig)
     return {"segments": len(rec.start), "lanes": lanes, "emotions": rec.emotions, "out": str(out)}
