@@ -50,6 +50,9 @@ def test_wheel_holds_one_import_package_with_its_data(wheel: Path) -> None:
         "emomon/model/default/regressors.safetensors",
         "emomon/streamer/samples/emodb_speaker11.wav",
         "emomon/training/experiments/default_whisper_base.toml",
+        "emomon/model/speaker_backend/speaker.json",  # --speakers' back-end
+        "emomon/model/speaker_backend/backend.safetensors",
+        "emomon/streamer/serve/web/index.html",
     ):
         assert data in names
     assert not any(n.startswith(("emomon/tests/", "emomon/benchmarks/", "emomon/docs/")) for n in names)
