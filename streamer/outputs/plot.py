@@ -7,7 +7,8 @@ large run is never loaded whole). Draws, over the recording's time:
 - the shares of every emotion as a stacked band over each scored segment, blank where no
   one spoke (the speech segments are where the bands are);
 - one lane per speaker (or per channel, or one lane), each segment a bar in its top
-  emotion's colour; the legend names the colours.
+  emotion's colour (named on the bar too while there are at most 40); the legend names
+  the colours.
 
 Colours: Paul Tol's "muted" qualitative palette (nine colours, told apart with the common
 colour-vision deficiencies), the same as the serve page's (outputs/palette.py). Matplotlib
@@ -28,6 +29,7 @@ from .palette import colours
 
 NEEDED = ("segment", "start_s", "end_s", "top_emotion", "status")
 BEFORE_SHARES = ("wall_time", "duration_s")  # the shares follow the last of these, up to top_emotion
+LABELLED = 40  # up to this many segments, each lane bar names its top emotion
 
 
 @dataclass
@@ -193,6 +195,12 @@ def window(rec: Recording, emotions: list[str] | None, t0: float | None, t1: flo
                      [x for x, k in zip(rec.lane, keep) if k], rec.lane_kind)  # fmt: skip
 
 
+def _light(colour: str) -> bool:
+    """Whether black text reads better than white on this colour (its relative luminance)."""
+    r, g, b = (int(colour[k : k + 2], 16) / 255 for k in (1, 3, 5))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45
+
+
 def plot(rec: Recording, out: Path, title: str | None = None, all_emotions: list[str] | None = None) -> dict:
     """Write the picture; the format follows out's suffix (.png or .svg). Returns what it drew."""
     import matplotlib
@@ -228,6 +236,10 @@ def plot(rec: Recording, out: Path, title: str | None = None, all_emotions: list
                       np.hstack([x1, row[:, None] + 0.35]), np.hstack([x0, row[:, None] + 0.35])], axis=1)  # fmt: skip
     lane_colours = [palette[t] for t in tops]
     bottom.add_collection(PolyCollection(marks, facecolors=lane_colours, edgecolors="none", gid="segments"))
+    if len(tops) <= LABELLED:  # few segments: each bar names its top emotion too
+        for a, b, y, top in zip(rec.start, rec.end, row, tops):
+            bottom.text((a + b) / 2, y, top, ha="center", va="center", fontsize=7, clip_on=True,
+                        color="black" if _light(palette[top]) else "white")  # fmt: skip
     bottom.set_ylim(len(lanes) - 0.5, -0.5)
     bottom.set_yticks(range(len(lanes)), [x or "speech" for x in lanes])
     bottom.set_ylabel({"speaker": "speaker", "channel": "channel"}.get(rec.lane_kind, "top emotion"))
