@@ -153,3 +153,13 @@ def test_fitting_command_writes_a_backend_from_a_small_real_corpus(tmp_path: Pat
     backend = load_backend(tmp_path / "backend")
     assert backend.info["fitted_on"] == {"corpora": ["mini"], "speakers": 2, "files": len(rows)}
     assert (tmp_path / "cache" / "emomon" / "speaker_study" / "mini.npz").exists()
+
+
+@pytest.mark.weights
+def test_a_missing_backend_folder_stops_replay_in_one_sentence(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    (tmp_path / "bad.toml").write_text('[speakers]\nbackend = "nowhere"\n')
+    done = run_cli("--config", "bad.toml", "replay", "--sample", "--speakers", "--speed", "0", "--no-dashboard",
+                   cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2 and done.stderr == "emomon: Speaker back-end folder 'nowhere' has no speaker.json.\n"
