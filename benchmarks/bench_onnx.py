@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import cpu_name, median_ms, table, update_doc  # noqa: E402
+from benchmarks.report import cpu_name, median_ms, result_args, table, update_doc  # noqa: E402
 from emomon.model.audio import SAMPLE_RATE, read_audio  # noqa: E402
 
 GOAL_MS_ONE_CORE = 25.0  # per 2 s segment, one core, a CPU without AMX
@@ -37,9 +37,7 @@ DATA = ROOT.parent / "shared" / "data" / "emodb" / "wav"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_onnx.json")
-    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    result_args(ap, "bench_onnx")
     args = ap.parse_args()
 
     import onnxruntime as ort

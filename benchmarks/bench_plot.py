@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import cpu_name, table, update_doc  # noqa: E402
+from report import cpu_name, result_args, table, update_doc  # noqa: E402
 
 from emomon.streamer.outputs.csv_log import CsvLog  # noqa: E402
 from emomon.streamer.outputs.record import Row, columns, parquet_types  # noqa: E402
@@ -92,9 +92,7 @@ def run_plot(args: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a tenth of the rows; nothing saved")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bench_plot.json")
-    ap.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
+    result_args(ap, "bench_plot", "a tenth of the rows; nothing saved")
     args = ap.parse_args()
     per_file, files = (120, 30) if args.quick else (1200, 300)
     rng = np.random.default_rng(0)

@@ -39,6 +39,15 @@ def study_args(ap, variants, root: Path) -> None:
     ap.add_argument("--doc", type=Path, default=root / "docs" / "training.md")
 
 
+def result_args(ap, name: str, quick: str = "a small run that checks the script; nothing saved") -> None:
+    """--quick, --out (benchmarks/results/<name>.json) and --doc (docs/benchmarks.md): the
+    options of a benchmark that saves one JSON file and one section of docs/benchmarks.md."""
+    root = Path(__file__).resolve().parents[1]
+    ap.add_argument("--quick", action="store_true", help=quick)
+    ap.add_argument("--out", type=Path, default=root / "benchmarks" / "results" / f"{name}.json")
+    ap.add_argument("--doc", type=Path, default=root / "docs" / "benchmarks.md")
+
+
 def table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
     head = "| " + " | ".join(h for _, h in cols) + " |\n|" + "---|" * len(cols) + "\n"
     return head + "".join("| " + " | ".join(str(r[k]) for k, _ in cols) + " |\n" for r in rows)

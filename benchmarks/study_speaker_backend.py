@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import cpu_name, table, update_doc  # noqa: E402
+from benchmarks.report import cpu_name, result_args, table, update_doc  # noqa: E402
 from emomon.model.speaker_backend import unit_rows as unit  # noqa: E402
 from emomon.model.speaker_backend import within_directions  # noqa: E402
 from emomon.training.speaker_backend import corpus_embeddings  # noqa: E402
@@ -205,9 +205,7 @@ def study(quick: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "study_speaker_backend.json")
-    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    result_args(ap, "study_speaker_backend")
     args = ap.parse_args()
     t = time.time()
     result = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(), **study(args.quick)}

@@ -42,9 +42,21 @@ def plot_picture(out: Path, work: Path) -> None:
                    check=True, capture_output=True, cwd=work)  # fmt: skip
 
 
-def page_picture(out: Path, work: Path, segments: int = 6) -> None:
+def chromium(profile: Path):
+    """Debian's headless Chromium under Selenium, its fake microphone playing the sample (the
+    browser tests open theirs here too): the browser and driver on disk, nothing fetched,
+    nothing phoning home."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+
+
+def page_picture(out: Path, work: Path, segments: int = 6) -> None:
     from selenium.webdriver.common.by import By
 
     with socket.socket() as s:
@@ -52,10 +64,6 @@ def page_picture(out: Path, work: Path, segments: int = 6) -> None:
         port = s.getsockname()[1]
     server = subprocess.Popen([*CLI, "serve", "--port", str(port)], cwd=work, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={work / 'profile'}"):
-        options.add_argument(flag)
     driver = None
     try:
         deadline = time.monotonic() + 60
@@ -67,7 +75,7 @@ def page_picture(out: Path, work: Path, segments: int = 6) -> None:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"emomon serve did not start: {server.stderr.read()}") from None
                 time.sleep(0.2)
-        driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+        driver = chromium(work / "profile")
         driver.set_window_size(1000, 1240)
         driver.get(f"http://127.0.0.1:{port}/")
         driver.find_element(By.ID, "start").click()

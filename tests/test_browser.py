@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SAMPLE, Server
+from conftest import REPO, Server
 
 pytestmark = [pytest.mark.system, pytest.mark.weights]
 
@@ -27,22 +27,20 @@ def need_chromium() -> None:
         pytest.skip("chromium and chromium-driver are not installed (apt install chromium chromium-driver)")
 
 
+def pictures_script():
+    """docs/make_pictures.py as a module: it opens Chromium the one way this project does."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_pictures", REPO / "docs" / "make_pictures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture()
 def browser(tmp_path: Path):
     need_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={SAMPLE}%noloop",
-        "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={tmp_path / 'profile'}",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(DRIVER))  # the driver on disk, nothing fetched
+    driver = pictures_script().chromium(tmp_path / "profile")
     yield driver
     driver.quit()
 

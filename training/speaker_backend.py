@@ -48,10 +48,12 @@ def corpus_embeddings(
         rows = list(csv.DictReader(f))
     if limit is not None:
         seen: dict[str, int] = {}
-        for r in list(rows):
+        kept = []
+        for r in rows:
             seen[r["speaker"]] = seen.get(r["speaker"], 0) + 1
-            if seen[r["speaker"]] > limit:
-                rows.remove(r)
+            if seen[r["speaker"]] <= limit:
+                kept.append(r)
+        rows = kept
     enc = SpeakerEncoder()
     files = [data / corpus / r["file"] for r in rows]
     embs = [enc.embed([read_audio(f) for f in files[i : i + 32]]) for i in range(0, len(files), 32)]

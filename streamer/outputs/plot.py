@@ -79,13 +79,15 @@ def _lanes(rows: list[dict]) -> tuple[list[str], str]:
     return [""] * len(rows), ""
 
 
-def _recording(rows: list[dict], emotions: list[str], source: str, where: str) -> Recording:
-    """Scored segments (status ok, not interim) of `source`, in time order."""
+def _recording(rows: list[dict], emotions: list[str], source: str, where: str, flat: bool = False) -> Recording:
+    """Scored segments (status ok, not interim) of `source`, in time order; `flat`: the shares
+    are a column per emotion (CSV, Parquet), else a "shares" object (JSON Lines)."""
     kept = [r for r in rows if r.get("status") == "ok" and r.get("type", "segment") != "interim"]
     try:
         start = np.array([float(r["start_s"]) for r in kept])
         end = np.array([float(r["end_s"]) for r in kept])
-        shares = np.array([[float(r["shares"][e]) for e in emotions] for r in kept]).reshape(len(kept), len(emotions))
+        shares = np.array([[float((r if flat else r["shares"])[e]) for e in emotions] for r in kept])
+        shares = shares.reshape(len(kept), len(emotions))
     except (KeyError, TypeError, ValueError) as e:
         raise EmomonError(f"'{where}' has a segment of {source} without its times or shares ({e}).") from None
     order = np.argsort(start, kind="stable")
@@ -102,9 +104,7 @@ def read_csv(path: Path, file: str | None) -> Recording:
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise EmomonError(f"'{path}' cannot be read as a CSV log: {e}.") from None
     source = _pick(sorted({r.get("source", "") for r in rows}), file, str(path))
-    for r in rows:
-        r["shares"] = {e: r[e] for e in emotions} if r.get("status") == "ok" else None
-    return _recording([r for r in rows if r.get("source", "") == source], emotions, source, str(path))
+    return _recording([r for r in rows if r.get("source", "") == source], emotions, source, str(path), flat=True)
 
 
 def read_jsonl(path: Path, file: str | None) -> Recording:
@@ -157,9 +157,7 @@ def read_batch(folder: Path, file: str | None) -> Recording:
         rows = data.to_table(columns=cols + emotions, filter=ds.field("source") == source).to_pylist()
     except (OSError, pa.ArrowException) as e:
         raise EmomonError(f"Batch output folder '{folder}' cannot be read: {e}.") from None
-    for r in rows:
-        r["shares"] = {e: r[e] for e in emotions} if r.get("status") == "ok" else None
-    return _recording(rows, emotions, source, str(folder))
+    return _recording(rows, emotions, source, str(folder), flat=True)
 
 
 def read_recording(path: str | Path, file: str | None = None) -> Recording:
