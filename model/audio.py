@@ -5,6 +5,7 @@ Each constant is derived from the others where it can be.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ def open_audio(path: str | Path):
     if not path.is_file():
         raise AudioError(f"Audio file '{path}' does not exist.")
     try:
-        f = sf.SoundFile(path)
+        f = sf.SoundFile(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise AudioError(f"Audio file '{path}' cannot be read as audio ({_first_line(e)}).") from e
     if f.frames == 0:

@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a web page origin (https://app.example) allowed to open streams besides the server's own page; "
         "repeatable; '*' = any (default: [serve] origins)",
     )  # fmt: skip
+    sv.add_argument(
+        "--allow-host", action="append", metavar="NAME",
+        help="a host name clients may reach the server by, besides loopback names and IP addresses (DNS "
+        "rebinding); repeatable; '*' = any (default: [serve] allow_hosts)",
+    )  # fmt: skip
     sv.add_argument("--csv", help="append every stream's segments to this CSV file (with a stream column)")
     sv.add_argument("--jsonl", help="append every stream's segments to this JSON Lines file")
     sv.add_argument("--device", help="compute device: auto, cpu, cuda or cuda:N")
@@ -250,7 +255,8 @@ def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     from .serve.server import check_bind, serve
 
     flags = {"host": args.host, "port": args.port, "token": args.token, "max_streams": args.max_streams,
-             "origins": tuple(args.origin) if args.origin else None}  # fmt: skip
+             "origins": tuple(args.origin) if args.origin else None,
+             "allow_hosts": tuple(args.allow_host) if args.allow_host else None}  # fmt: skip
     try:
         settings = replace(cfg.serve, **{k: v for k, v in flags.items() if v is not None})
     except ValueError as e:
@@ -269,7 +275,7 @@ def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
         load_bundle(path)  # a bad bundle is one sentence here, not in the child
         predictor = ModelProcess(
             path, args.device or cfg.runtime.device, cfg.runtime.dtype, encoder_name=cfg.model.encoder or None,
-            engine=cfg.runtime.engine,
+            engine=cfg.runtime.engine, call_timeout_s=settings.model_timeout_s, max_restarts=settings.model_restarts,
         )  # fmt: skip
     else:
         predictor = load_predictor(cfg, args.model, args.device)
@@ -383,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args, cfg, console, argv)
     except EmomonError as e:
         print(f"emomon: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("emomon: interrupted", file=sys.stderr)
         return 130

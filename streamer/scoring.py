@@ -43,12 +43,12 @@ def score(predictor: Predictor, jobs: list[Job], sessions: set[str] | None = Non
     results: list[Result] = []
     for run in runs:
         started = time.perf_counter()
-        predictor.use_session(run[0].session)
         if sessions is not None:
             sessions.add(run[0].session)
         try:
+            predictor.use_session(run[0].session)
             predictions = predictor.predict([j.segment.audio for j in run])
-        except Exception as e:  # noqa: BLE001 - one bad segment must not end the run: error results
+        except Exception as e:  # noqa: BLE001 - a bad segment or a dead model process must not end the run
             results += [Result(j, "error", error=str(e) or type(e).__name__) for j in run]
             continue
         done = time.perf_counter()

@@ -6,6 +6,7 @@ streaming soxr resampler carries its state across blocks.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def audio_files(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, st
         if p.is_dir():
             for f in sorted(x for x in p.iterdir() if x.is_file()):
                 try:
-                    sf.info(f)
+                    sf.info(os.fsencode(f))  # bytes: a name that is not UTF-8 is read too
                     files.append(f)
                 except (sf.LibsndfileError, RuntimeError, TypeError):
                     problems.append((str(f), "not an audio file libsndfile reads"))

@@ -11,6 +11,7 @@ file is reported as an error, as replay does.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -138,7 +139,7 @@ def row_of(
     part: int = 0,
 ) -> dict[str, Any]:
     """The output row of one segment (outputs/record.py's table, record p)."""
-    tag = hashlib.sha1(item.key.encode()).hexdigest()[:6] + ("" if channel is None else f"-c{channel}")
+    tag = hashlib.sha1(os.fsencode(item.key)).hexdigest()[:6] + ("" if channel is None else f"-c{channel}")
     row = Row(item.source, seg.index, seg.start_s, seg.end_s, shares=shares, status=status,
               id=segment_id(run, item.source, seg.index, tag, part), speaker=speaker, channel=channel)  # fmt: skip
     return row.flat("p", emotions, speaker=speaker is not None)

@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...model.errors import EmomonError
+from ...model.errors import EmomonError, printable
+from ..outputs.csv_log import text_cell
 from ..outputs.record import parquet_types
 
 if TYPE_CHECKING:
@@ -65,6 +66,12 @@ def file_schema(extra: pa.Schema) -> pa.Schema:
     types = {"segments": pa.int32(), "file_duration_s": pa.float64(), "sample_rate": pa.int32(),
              "channels": pa.int32()}  # fmt: skip
     return pa.schema([(c, types.get(c, pa.string())) for c in FILE_COLUMNS] + list(extra))
+
+
+def _text(value: Any) -> Any:
+    """A ledger value as the outputs write it: file names that are not UTF-8 with \\xNN escapes
+    (model/errors.py: printable; the ledger itself keeps the name as Python reads it)."""
+    return printable(value) if isinstance(value, str) else value
 
 
 def _cannot(path: Path, e: OSError, what: str = "written") -> EmomonError:
@@ -190,7 +197,7 @@ class Store:
         extras = {it.key: it.extra for it in items}
         records = list(ledger.values())
         names = extra.names
-        rows = [{**{c: r.get(c) for c in FILE_COLUMNS}, **{n: extras.get(r["path"], {}).get(n) for n in names}}
+        rows = [{**{c: _text(r.get(c)) for c in FILE_COLUMNS}, **{n: extras.get(r["path"], {}).get(n) for n in names}}
                 for r in records]  # fmt: skip
         buf = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(rows, schema=file_schema(extra)), buf)
@@ -200,7 +207,7 @@ class Store:
         w.writerow(["path", "source", "error"])
         errors = [r for r in records if r["status"] == "error"]
         for r in errors:
-            w.writerow([r["path"], r["source"], r["error"]])
+            w.writerow([text_cell(r["path"]), text_cell(r["source"]), text_cell(r["error"])])
         write_atomic(self.out / "errors.csv", text.getvalue().encode())
         audio_s = sum(r["file_duration_s"] or 0.0 for r in records)
         out = {

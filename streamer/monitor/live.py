@@ -58,9 +58,10 @@ def live(
     lost = mic.overflows + mic.lost_blocks
     c = run.counts()
     head = [f"{c.processed} segment(s)", f"{c.dropped} dropped", f"{c.failed} failed"]
+    head += [f"{display.failed_outputs} output(s) failed"] if display.failed_outputs else []
     line = last_line(c, head, display.saved()) + (f", {lost} input block(s) lost" if lost else "")
     console.print(line + (f" via {run.server}" if run.server else ""))
     if fault is not None:
         print(f"emomon: {fault}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if display.failed_outputs else 0

@@ -117,6 +117,11 @@ class Display:
         if self.state is not None:
             self.state.set_input(vad, level, queue, background_dbfs, lost, source)
 
+    @property
+    def failed_outputs(self) -> int:
+        """How many outputs failed during the run (each said once when it did)."""
+        return 0 if self.outputs is None else len(self.outputs.failed)
+
     def saved(self) -> list[str]:
         """The saved-audio count for the run's last line, where audio is saved."""
         saver = None if self.outputs is None else self.outputs.saver

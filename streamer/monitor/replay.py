@@ -5,7 +5,7 @@ file blocks -> a Scorer (pipeline.py: cut and scored here, or by `emomon serve` 
 the blocks are paced in real time, at 0 they go as fast as the model takes them
 (back-pressure: the queue blocks, nothing is dropped). Each file is one stream and one
 normalisation session. A file that cannot be read is reported and skipped; the exit code is
-1 when any failed. Ctrl-C stops the source, flushes the open segment, drains the worker
+1 when any failed, or when an output failed on the way (said when it did; the others go on). Ctrl-C stops the source, flushes the open segment, drains the worker
 and closes the CSV.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from ...model.errors import EmomonError
+from ...model.errors import EmomonError, printable
 from ..audio.sources import audio_files, file_blocks
 from ..audio.stream import paced
 from .pipeline import Display, Scorer, last_line
@@ -35,9 +35,9 @@ def replay(
     else the channels are averaged."""
     files, problems = audio_files(paths)
     for f, why in problems:
-        console.print(f"emomon: {f}: {why}", markup=False, highlight=False, soft_wrap=True)
+        console.print(f"emomon: {printable(f)}: {why}", markup=False, highlight=False, soft_wrap=True)
     failed = len(problems)
-    name = files[0].name + (f" (+{len(files) - 1} more)" if len(files) > 1 else "") if files else "no file"
+    name = printable(files[0].name) + (f" (+{len(files) - 1} more)" if len(files) > 1 else "") if files else "no file"
     display = Display(monitor, console, dashboard, name)
     try:
         run = scorer(display)
@@ -63,5 +63,6 @@ def replay(
     head = [f"{counts.processed} segment(s) from {len(files)} file(s)" + (f" via {run.server}" if run.server else "")]
     head += [f"{counts.dropped} dropped"] if counts.dropped else []
     head += [f"{failed} failed"] if failed else []
+    head += [f"{display.failed_outputs} output(s) failed"] if display.failed_outputs else []
     console.print(last_line(counts, head, display.saved()))
-    return 1 if failed else 0
+    return 1 if failed or display.failed_outputs else 0

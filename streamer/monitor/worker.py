@@ -185,8 +185,8 @@ class InferenceWorker:
 
     def _process_interim(self, job: Job) -> None:
         started = time.perf_counter()
-        self.predictor.use_session(job.session)
         try:
+            self.predictor.use_session(job.session)
             [prediction] = self.predictor.predict([job.segment.audio], update_session=False)
         except Exception as e:  # noqa: BLE001 - an interim result is optional; the final one will say
             log.info("interim inference failed for %s: %s", job.source, e)

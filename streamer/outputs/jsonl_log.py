@@ -4,8 +4,10 @@ One JSON object per line and segment: the CSV's fields with `shares` as an objec
 `type` "segment" for final results and "interim" for the audio so far of a segment that
 is still open ([monitor] interim_s), and with `--attention` the attention weights
 (`attention.weights`, one row per regressor, `attention.hop_s` seconds apart) where the
-model has them. Each line is written with one call and flushed, so a run killed even with
-SIGKILL leaves whole lines, and `tail -f FILE | jq` follows a live run.
+model has them. Each line goes to the operating system whole as it is written, and one that
+fails is cut back (line_file.py), so a run killed even with SIGKILL, or a disk that fills,
+leaves whole lines, and `tail -f FILE | jq` follows a live run. File names that are not
+UTF-8 are written with `\\xNN` escapes (model/errors.py: printable).
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
-from ...model.errors import EmomonError
+from .line_file import LineFile
 from .record import Row
 
 log = logging.getLogger("emomon")
@@ -38,17 +40,7 @@ class JsonlLog:
     def __init__(self, path: str | Path, attention: bool = False) -> None:
         self.path = str(path)
         self.attention = attention
-        self._own = self.path != "-"
-        self._where = f"'{self.path}'" if self._own else "stdout"
-        self._file: TextIO | None
-        if self._own:
-            try:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-            except OSError as e:
-                raise EmomonError(f"JSON Lines file '{self.path}' cannot be opened for writing: {e.strerror}.") from e
-        else:
-            self._file = sys.stdout
+        self._file: LineFile | None = LineFile(self.path, "JSON Lines file")
 
     def write(self, row: Row, attention: np.ndarray | None = None, hop_s: float = 0.0) -> None:
         if self._file is None:
@@ -56,13 +48,12 @@ class JsonlLog:
         obj = record(row, attention if self.attention else None, hop_s)
         try:
             self._file.write(json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n")
-            self._file.flush()
         except BrokenPipeError:  # the reader of stdout went away (`| head`): stop writing, go on monitoring
-            log.warning("The JSON Lines reader closed %s; JSON output stops, the rest goes on.", self._where)
+            log.warning("The JSON Lines reader closed %s; JSON output stops, the rest goes on.", self._file.where)
             with contextlib.suppress(OSError):  # Python would complain again at exit while flushing stdout
-                os.dup2(os.open(os.devnull, os.O_WRONLY), self._file.fileno())
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             self._file = None
 
     def close(self) -> None:
-        if self._own and self._file is not None and not self._file.closed:
+        if self._file is not None:
             self._file.close()

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ...model.errors import EmomonError
+from .csv_log import read_cell
 from .palette import colours
 
 NEEDED = ("segment", "start_s", "end_s", "top_emotion", "status")
@@ -100,7 +101,7 @@ def read_csv(path: Path, file: str | None) -> Recording:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             emotions = emotions_of(list(reader.fieldnames or []), str(path))
-            rows = list(reader)
+            rows = [{k: read_cell(v) if isinstance(v, str) else v for k, v in r.items()} for r in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise EmomonError(f"'{path}' cannot be read as a CSV log: {e}.") from None
     source = _pick(sorted({r.get("source", "") for r in rows}), file, str(path))

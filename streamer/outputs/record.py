@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ...model.errors import printable
+
 if TYPE_CHECKING:
     from ...model.predictor import Prediction
     from ..audio.segmenter import Segment
@@ -135,12 +137,12 @@ class Row:
         shares = self.shares or {}
         return {
             "type": "interim" if self.interim else "segment", "id": self.id, "stream": self.stream,
-            "source": self.source, "channel": self.channel, "segment": self.segment, "part": self.part,
+            "source": printable(self.source), "channel": self.channel, "segment": self.segment, "part": self.part,
             "speaker": self.speaker, "start_s": self.start_s, "end_s": self.end_s,
             "duration_s": self.end_s - self.start_s, "wall_time": self.wall_time,
             **{e: shares.get(e) for e in emotions}, "top_emotion": self.top_emotion,
             "latency_ms": self.latency_ms, "status": "interim" if self.interim else self.status,
-            "error": self.error,
+            "error": printable(self.error),
         }  # fmt: skip
 
     def flat(self, record: str, emotions: Sequence[str], stream: bool = False, speaker: bool = False) -> dict:

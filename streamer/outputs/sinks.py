@@ -1,19 +1,31 @@
 """Where results go: the CSV log, the JSON Lines log, saved segment audio, the dashboard
 state and one plain printed line per segment (--no-dashboard). All of it runs in the
-worker thread, the only writer."""
+worker thread, the only writer.
+
+Each output fails alone: one that raises (a full disk, a closed terminal) is said once in
+one sentence naming it and its reason, closed, and left out from then on; the others go
+on, and the run's exit status says that an output failed (`Outputs.failed`). An output
+that cannot be opened stops the run before any audio is read (OutputError, exit 1).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...model.errors import printable
+
 from .audio_saver import AudioSaver
 from .csv_log import CsvLog
 from .jsonl_log import JsonlLog
 from .record import Row
+
+log = logging.getLogger("emomon")
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -26,7 +38,7 @@ def describe(result: Result) -> str:
     """One plain line for a segment."""
     seg, job = result.job.segment, result.job
     part = f".{job.part}" if job.part else ""
-    where = f"{Path(job.source).name} #{seg.index}{part} {seg.start_s:7.2f}-{seg.end_s:7.2f} s"
+    where = f"{printable(Path(job.source).name)} #{seg.index}{part} {seg.start_s:7.2f}-{seg.end_s:7.2f} s"
     where += f"  {job.speaker}" if job.speaker else ""
     if result.status != "ok" or result.prediction is None:
         return f"{where}  {result.status.upper()}: {result.error}"
@@ -62,6 +74,7 @@ class Outputs:
     ) -> None:
         self.run, self.csv, self.jsonl, self.saver, self.speakers = run, csv, jsonl, saver, speakers
         self.console, self.state, self.stream_start, self.csv_interim = console, state, stream_start, csv_interim
+        self.failed: list[str] = []  # a sentence per output that failed and was closed
 
     @classmethod
     def open(
@@ -83,7 +96,7 @@ class Outputs:
         csv = CsvLog(monitor.csv, emotions, streams=streams, speakers=speakers) if monitor.csv else None
         try:
             jsonl = JsonlLog(monitor.jsonl, monitor.attention) if monitor.jsonl else None
-        except Exception:
+        except BaseException:
             if csv is not None:
                 csv.close()
             raise
@@ -98,17 +111,37 @@ class Outputs:
         sid = segment_id(self.run, result.job.source, seg.index, "" if c is None else f"c{c}", result.job.part)
         row = Row.of(result, sid, wall, speaker=self.speakers)
         if self.csv is not None and (self.csv_interim or not interim):
-            self.csv.write(row)
+            self._each("csv", lambda: self.csv.write(row))
         if self.jsonl is not None:
-            self.jsonl.write(row, None if p is None else p.attention, 0.0 if p is None else p.attention_hop_s)
+            attention = None if p is None else p.attention
+            self._each("jsonl", lambda: self.jsonl.write(row, attention, 0.0 if p is None else p.attention_hop_s))
         if self.saver is not None and not interim and result.status == "ok":
-            self.saver.save(row.id, seg.audio)
+            self.saver.save(row.id, seg.audio)  # says its own failures, once, and goes on
         if self.state is not None:
-            self.state.add(result)
+            self._each("state", lambda: self.state.add(result))
         if self.console is not None:
-            self.console.print(describe(result), markup=False, highlight=False, soft_wrap=True)
+            self._each("console", lambda: self.console.print(describe(result), markup=False, highlight=False,
+                                                             soft_wrap=True))  # fmt: skip
+
+    def _each(self, name: str, write: Callable[[], None]) -> None:
+        """One output's write; if it raises, that output is said once, closed and left out."""
+        try:
+            write()
+        except Exception as e:  # noqa: BLE001 - a full disk or a closed terminal must not stop the others
+            text = str(e).rstrip(".") or type(e).__name__
+            what = {"state": "The dashboard", "console": "The printed lines"}.get(name)
+            sentence = f"{what} failed ({text}); the other outputs go on." if what else f"{text}; the other outputs go on."
+            self.failed.append(sentence)
+            log.warning("%s", sentence)
+            sink = getattr(self, name)
+            setattr(self, name, None)
+            close = getattr(sink, "close", None)
+            if close is not None and name in ("csv", "jsonl"):
+                with contextlib.suppress(Exception):
+                    close()
 
     def close(self) -> None:
-        for log in (self.csv, self.jsonl):
-            if log is not None:
-                log.close()
+        for name in ("csv", "jsonl"):
+            sink = getattr(self, name)
+            if sink is not None:
+                self._each(name, sink.close)

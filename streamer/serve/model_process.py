@@ -1,4 +1,4 @@
-"""The model in a process of its own, for `emomon serve`.
+"""The model in a process of its own, for `emomon serve`, and the supervisor that keeps one running.
 
 One Python interpreter runs one thread at a time (the GIL). In the server, the event loop
 (every stream's WebSocket, resampler and VAD) and the model's Python work (openSMILE's
@@ -6,12 +6,28 @@ wrapper, torch's dispatch) would take turns on one core, and latency grows with 
 streams long before the cores are busy (docs/architecture.md, "Measurements behind the code"). `ModelProcess` runs the
 Predictor in a child process and stands in for it in the inference worker: the worker
 thread waits on a pipe (without the GIL) while the child computes on another core.
+
+Supervision (as gunicorn's arbiter or Erlang's "let it crash"): a watcher thread waits on
+the child. When it dies (the out-of-memory killer, a crash in native code), the call in
+flight raises `ModelProcessDied` at once, so its segments get error results naming the
+cause; a new child starts, and calls wait for it (bounded). While there is none, `health()`
+says so. A child that does not answer a call within `call_timeout_s` is killed and
+replaced the same way. `max_restarts` deaths within `window_s` seconds is a crash loop:
+every call then raises `ModelUnavailable` and `on_fatal` is told, once, in one sentence.
+A new child starts with fresh normalisation sessions: what the old one had adapted to
+each stream is lost with it.
 """
 
 from __future__ import annotations
 
+import collections
+import logging
 import multiprocessing as mp
+import signal
 import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import wait
 from typing import Any
 
 import numpy as np
@@ -19,10 +35,21 @@ import numpy as np
 from ...model.errors import EmomonError
 from ...model.memory import spawning_scorers
 
+log = logging.getLogger("emomon")
+
+
+class ModelProcessDied(EmomonError):
+    """The model process died or stopped answering during a call; a new one is starting."""
+
+
+class ModelUnavailable(EmomonError):
+    """The model process keeps dying (a crash loop): no new one is started."""
+
 
 def _child(conn, path: str, device: str, dtype: str, encoder_name: str | None, engine: str) -> None:
     from ...model.engines import open_predictor
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle; it stops the child
     try:
         predictor = open_predictor(path, device, dtype, engine, encoder_name)
     except Exception as e:  # noqa: BLE001 - reported to the parent as one sentence
@@ -43,8 +70,20 @@ def _child(conn, path: str, device: str, dtype: str, encoder_name: str | None, e
             conn.send(("error", str(e)))
 
 
+def how_it_ended(exitcode: int | None) -> str:
+    """A child's end in words: 'killed by SIGKILL', 'exit code 1'."""
+    if exitcode is None:
+        return "no answer"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
 class ModelProcess:
-    """A Predictor in a child process, with the methods the inference worker calls."""
+    """A Predictor in a supervised child process, with the methods the inference worker calls."""
 
     def __init__(
         self,
@@ -53,35 +92,153 @@ class ModelProcess:
         dtype: str = "auto",
         encoder_name: str | None = None,
         engine: str = "torch",
+        call_timeout_s: float = 120.0,
+        start_timeout_s: float = 300.0,
+        max_restarts: int = 5,
+        window_s: float = 60.0,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
-        ctx = mp.get_context("spawn")  # no fork of a process that has threads and torch
-        self._conn, child = ctx.Pipe()
-        args = (child, str(path), device, dtype, encoder_name, engine)
-        self._proc = ctx.Process(target=_child, args=args, daemon=True)
-        with spawning_scorers():
-            self._proc.start()
-        child.close()
-        self._lock = threading.Lock()
+        self._args = (str(path), device, dtype, encoder_name, engine)
+        self.call_timeout_s, self.start_timeout_s = call_timeout_s, start_timeout_s
+        self.max_restarts, self.window_s, self.on_fatal = max_restarts, window_s, on_fatal
+        self._ctx = mp.get_context("spawn")  # no fork of a process that has threads and torch
+        self._lock = threading.Lock()  # one call on the pipe at a time
+        self._state = threading.Condition()  # guards the fields below; notified when a child is ready or lost
+        self._proc, self._conn, info = self._start()  # a model that cannot load: one sentence, here
+        self.up, self.restarts, self.fatal, self._stopping = True, 0, "", False
+        self._deaths: collections.deque[float] = collections.deque()
         self._ended: list[str] = []
-        status, info = self._conn.recv()
-        if status != "ready":
-            self._proc.join(5)
-            raise EmomonError(info)
         self.emotions: tuple[str, ...] = info["emotions"]
         self.name: str = info["name"]
         self.adapts: bool = info["adapts"]
         self._describe: dict[str, str] = info["describe"]
+        self._watcher = threading.Thread(target=self._supervise, name="emomon-model-supervisor", daemon=True)
+        self._watcher.start()
+
+    # -- the child ---------------------------------------------------------------------
+    def _start(self):
+        """A new child with the model loaded: (process, pipe, what it said when ready)."""
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_child, args=(child, *self._args), daemon=True, name="emomon-model")
+        with spawning_scorers():
+            proc.start()
+        child.close()
+        deadline = time.monotonic() + self.start_timeout_s
+        try:
+            while not parent.poll(0.2):
+                if not proc.is_alive():
+                    raise EOFError
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise EmomonError(f"The model process did not load the model within {self.start_timeout_s:g} s.")
+            status, info = parent.recv()
+        except (EOFError, OSError):
+            proc.join(5)
+            raise EmomonError(
+                f"The model process ended while loading the model ({how_it_ended(proc.exitcode)})."
+            ) from None
+        if status != "ready":
+            proc.join(5)
+            raise EmomonError(info)
+        return proc, parent, info
+
+    def _supervise(self) -> None:
+        """Wait on the child; when it ends unasked, start another, unless it keeps dying."""
+        while True:
+            with self._state:
+                proc, stopping = self._proc, self._stopping
+            if stopping:
+                return
+            wait([proc.sentinel], timeout=0.5)
+            if proc.is_alive():
+                continue
+            with self._state:
+                if self._stopping:
+                    return
+                self.up = False
+                self._state.notify_all()
+            why = how_it_ended(proc.exitcode)
+            log.warning("The model process died (%s); starting a new one.", why)
+            while True:
+                now = time.monotonic()
+                self._deaths.append(now)
+                while self._deaths and self._deaths[0] < now - self.window_s:
+                    self._deaths.popleft()
+                if len(self._deaths) >= self.max_restarts:
+                    self._give_up(f"The model process died {len(self._deaths)} times within {self.window_s:g} s "
+                                  f"(last: {why}); no new one is started.")  # fmt: skip
+                    return
+                try:
+                    new_proc, conn, _ = self._start()
+                    break
+                except EmomonError as e:
+                    why = str(e)
+                    log.warning("A new model process failed to start: %s", why)
+            with self._state:
+                if self._stopping:
+                    new_proc.kill()
+                    return
+                old = self._conn
+                self._proc, self._conn, self.up = new_proc, conn, True
+                self.restarts += 1
+                self._state.notify_all()
+            old.close()
+            log.warning("A new model process is ready (restart %d); streams go on.", self.restarts)
+
+    def _give_up(self, sentence: str) -> None:
+        with self._state:
+            self.fatal = sentence
+            self._state.notify_all()
+        log.error("%s", sentence)
+        if self.on_fatal is not None:
+            self.on_fatal(sentence)
+
+    # -- calls -------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """Whether a model process is ready, and how often one was restarted."""
+        with self._state:
+            return {"up": self.up and not self.fatal, "restarts": self.restarts, "fatal": self.fatal}
 
     def describe(self) -> dict[str, str]:
         return dict(self._describe, device=self._describe["device"] + " (model process)")
 
+    def _ready(self):
+        """The current child and its pipe, waiting (bounded) while a new one starts."""
+        with self._state:
+            self._state.wait_for(lambda: self.up or self.fatal or self._stopping, timeout=self.start_timeout_s)
+            if self.fatal:
+                raise ModelUnavailable(self.fatal)
+            if not self.up or self._stopping:
+                raise ModelProcessDied("No model process is ready: a new one is still starting.")
+            return self._proc, self._conn
+
+    def _exchange(self, proc, conn, message: tuple) -> tuple[str, Any]:
+        """Send one request and wait for its answer while the child lives, at most call_timeout_s."""
+        conn.send(message)
+        deadline = time.monotonic() + self.call_timeout_s
+        while not conn.poll(0.1):
+            if not proc.is_alive():
+                raise EOFError
+            if time.monotonic() > deadline:
+                proc.kill()  # the supervisor starts another
+                raise ModelProcessDied(
+                    f"The model process did not answer within {self.call_timeout_s:g} s; it was stopped and a new "
+                    "one is starting."
+                )
+        return conn.recv()
+
     def _call(self, method: str, *args: Any) -> Any:
+        proc, conn = self._ready()
         with self._lock:
-            while self._ended:  # sessions of closed streams, forgotten on the way
-                self._conn.send(("end_session", (self._ended.pop(),)))
-                self._conn.recv()
-            self._conn.send((method, args))
-            status, value = self._conn.recv()
+            try:
+                while self._ended:  # sessions of closed streams, forgotten on the way
+                    self._exchange(proc, conn, ("end_session", (self._ended.pop(),)))
+                status, value = self._exchange(proc, conn, (method, args))
+            except (EOFError, OSError):
+                proc.join(1)
+                raise ModelProcessDied(
+                    f"The model process died ({how_it_ended(proc.exitcode)}); a new one is starting."
+                ) from None
         if status != "ok":
             raise RuntimeError(value)
         return value
@@ -97,12 +254,17 @@ class ModelProcess:
         self._ended.append(key)
 
     def close(self) -> None:
-        if self._proc.is_alive():
+        with self._state:
+            self._stopping = True
+            proc, conn = self._proc, self._conn
+            self._state.notify_all()
+        if proc.is_alive():
             try:
                 with self._lock:
-                    self._conn.send(("stop", ()))
+                    conn.send(("stop", ()))
             except (BrokenPipeError, OSError):
                 pass
-            self._proc.join(10)
-        if self._proc.is_alive():
-            self._proc.kill()
+            proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+        self._watcher.join(5)

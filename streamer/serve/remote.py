@@ -30,12 +30,13 @@ class ServerError(EmomonError):
     """The server refused the stream, sent an error or went away."""
 
 
-def stream_url(server: str, token: str | None) -> str:
+def stream_url(server: str) -> str:
+    """The stream endpoint of `server`. The token goes in a header, never in the address,
+    where proxies and access logs would keep it."""
     parts = urlsplit(server)
     if parts.scheme not in ("ws", "wss") or not parts.netloc:
         raise ServerError(f"--server {server!r} is not a ws:// or wss:// address (for example ws://127.0.0.1:8765).")
-    query = {"sample_rate": SAMPLE_RATE, **({"token": token} if token else {})}
-    return f"{parts.scheme}://{parts.netloc}/v1/stream?{urlencode(query)}"
+    return f"{parts.scheme}://{parts.netloc}/v1/stream?{urlencode({'sample_rate': SAMPLE_RATE})}"
 
 
 class RemoteStream:
@@ -49,7 +50,9 @@ class RemoteStream:
         self.processed = self.dropped = self.failed = self.interim = 0
         self.error = ""
         try:
-            self.ws = connect(stream_url(server, token), max_size=None, open_timeout=20, compression=None)
+            headers = {"Authorization": f"Bearer {token}"} if token else None
+            self.ws = connect(stream_url(server), additional_headers=headers, max_size=None, open_timeout=20,
+                              compression=None)  # fmt: skip
             ready = json.loads(self.ws.recv(timeout=20))
         except InvalidStatus as e:
             code = e.response.status_code

@@ -5,7 +5,8 @@ segments go to the one inference worker (worker.py), which batches what waits ac
 streams and drops the oldest when it falls behind. Results go back to their stream in
 order through that stream's outbox. Protocol (docs/serve.md):
 
-    GET /healthz                      {"status": "ok", "model", "emotions", "streams"}
+    GET /healthz                      {"status": "ok" | "degraded" (503) | "closing", "model", "emotions",
+                                       "streams", "model_process": {"up", "restarts"}}
     GET /metrics                      Prometheus text
     GET /                             the browser page (microphone -> this API)
     WS  /v1/stream?sample_rate=16000  binary: s16le mono PCM; text: {"type": "end"}
@@ -13,7 +14,17 @@ order through that stream's outbox. Protocol (docs/serve.md):
 
 Bounds: a binary message holds at most 1 MiB; a stream's audio is read at most
 `max_speed` x real time (faster clients wait: TCP back-pressure); at most `max_streams`
-streams; the model queue holds `queue_size` segments over all streams.
+streams; the model queue holds `queue_size` segments over all streams; a stream's end
+waits at most `model_timeout_s` for its results.
+
+Requests are checked in this order: the Host header (loopback names, IP addresses and
+[serve] allow_hosts: a page rebound by DNS to this machine still names its own host), the
+Origin (the server's own page and [serve] origins), the token, then the stream's
+parameters.
+
+The model runs in a supervised child process (model_process.py): when it dies, the
+segments it held get error results, a new one starts and the streams go on; `/healthz`
+answers 503 while none is ready; a crash loop stops the server (exit 2).
 
 Starlette, uvicorn and prometheus-client load in `serve()`; the [serve] table is settings.py.
 """
@@ -25,9 +36,11 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -35,9 +48,9 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ...model.audio import SAMPLE_RATE
-from ...model.errors import ConfigError
+from ...model.errors import ConfigError, EmomonError
 from ..audio.stream import AudioStream, Cut
-from ..net import is_loopback
+from ..net import is_ip_address, is_loopback
 from ..outputs.record import WS_SHARE_DIGITS, Row
 from .settings import ServeSettings
 
@@ -52,6 +65,7 @@ log = logging.getLogger("emomon")
 
 MAX_MESSAGE_BYTES = 1 << 20  # one binary message: 1 MiB, about 33 s at 16 kHz
 RATES = (8000, 48000)  # accepted sample rates, inclusive
+RATE_TEXT = re.compile(r"[0-9]{1,6}")  # sample_rate as ASCII digits, parsed before accept()
 PAGE = Path(__file__).resolve().parent / "web" / "index.html"
 
 
@@ -133,6 +147,15 @@ class Hub:
             from ...model.tracker import Speakers
 
             self.speakers = Speakers(speakers)
+        self.fatal = ""  # the model process keeps dying: the server stops with this sentence
+        self.stop_server: Callable[[], None] | None = None  # set by serve(): a graceful stop, as SIGTERM
+        if hasattr(predictor, "health"):  # the supervised model process (model_process.py)
+            predictor.on_fatal = self._model_lost
+            Gauge("emomon_model_up", "1 while a model process is ready", registry=self.registry).set_function(
+                lambda: float(predictor.health()["up"])
+            )  # fmt: skip
+            Gauge("emomon_model_restarts", "Model processes started after one died", registry=self.registry
+                  ).set_function(lambda: predictor.health()["restarts"])  # fmt: skip
         self.logs = Outputs.open(monitor, predictor.emotions, save_audio=False, streams=True,
                                  speakers=self.speakers is not None)  # fmt: skip
         self.Job = Job  # the worker's job type, without an import on every audio message
@@ -147,6 +170,11 @@ class Hub:
 
     # -- worker thread -------------------------------------------------------------------
     def _on_result(self, result: Result) -> None:
+        """The stream first, then the logs (each of which fails alone: outputs/sinks.py)."""
+        with self.lock:
+            stream = self.streams.get(result.job.source)
+        if stream is not None and self.loop is not None:  # a closed stream's results go nowhere
+            self.loop.call_soon_threadsafe(self._deliver, stream, result)
         self.logs(result)
         if result.job.interim:
             self.m_interim.inc()
@@ -154,10 +182,12 @@ class Hub:
             self.m_segments.labels(result.status).inc()
             if result.status == "ok" and result.latency_ms is not None:
                 self.m_latency.observe(result.latency_ms / 1e3)
-        with self.lock:
-            stream = self.streams.get(result.job.source)
-        if stream is not None and self.loop is not None:  # a closed stream's results go nowhere
-            self.loop.call_soon_threadsafe(self._deliver, stream, result)
+
+    def _model_lost(self, sentence: str) -> None:
+        """The model process's crash loop (its supervisor's thread): stop as on SIGTERM, exit 2."""
+        self.fatal = sentence
+        if self.stop_server is not None:
+            self.stop_server()
 
     # -- event loop ----------------------------------------------------------------------
     def _deliver(self, stream: Stream, result: Result) -> None:
@@ -196,11 +226,14 @@ class Hub:
             self.worker.submit(job)
 
     def health(self) -> dict[str, Any]:
+        model = self.predictor.health() if hasattr(self.predictor, "health") else {"up": True, "restarts": 0}
+        status = "closing" if self.closing else "ok" if model["up"] else "degraded"
         return {
-            "status": "closing" if self.closing else "ok",
+            "status": status,
             "model": self.predictor.name,
             "emotions": list(self.predictor.emotions),
             "streams": len(self.streams),
+            "model_process": {"up": model["up"], "restarts": model["restarts"]},
         }
 
     def shutdown(self) -> None:
@@ -217,7 +250,8 @@ def create_app(hub: Hub):
     from starlette.websockets import WebSocket
 
     async def healthz(request):
-        return JSONResponse(hub.health())
+        health = hub.health()
+        return JSONResponse(health, status_code=503 if health["status"] == "degraded" else 200)
 
     async def metrics(request):
         return Response(generate_latest(hub.registry), media_type=CONTENT_TYPE_LATEST)
@@ -228,7 +262,7 @@ def create_app(hub: Hub):
     async def stream_endpoint(ws: WebSocket) -> None:
         await StreamSession(hub, ws).run()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", page),
             Route("/healthz", healthz),
@@ -236,6 +270,43 @@ def create_app(hub: Hub):
             WebSocketRoute("/v1/stream", stream_endpoint),
         ]
     )
+    return HostGuard(app, hub)
+
+
+def host_allowed(host_header: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a request's Host names this server: a loopback name, an IP address (a page
+    can only send one by being served from that address), or one of `allowed` ("*": any).
+    A page that DNS rebinding moved onto this machine sends its own name, and is refused."""
+    if "*" in allowed:
+        return True
+    try:
+        host = urlsplit(f"//{host_header}").hostname or ""
+    except ValueError:  # a malformed bracket or port
+        return False
+    return bool(host) and (is_loopback(host) or is_ip_address(host) or host in {h.lower() for h in allowed})
+
+
+class HostGuard:
+    """ASGI middleware: a request whose Host is not allowed gets 403 (a WebSocket is refused
+    before its handshake completes), before any route, Origin or token check."""
+
+    def __init__(self, app, hub: Hub) -> None:
+        self.app, self.hub = app, hub
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+            if not host_allowed(host, self.hub.settings.allow_hosts):
+                self.hub.m_refused.labels("host").inc()
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                body = f"Host {host[:80]!r} is not one this server answers to ([serve] allow_hosts).".encode()
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8")]})  # fmt: skip
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 class StreamSession:
@@ -246,8 +317,8 @@ class StreamSession:
 
     def _origin_allowed(self) -> bool:
         """A browser always says which page opens the socket. Only the server's own page (the
-        origin's host is the Host it asked for) and [serve] origins may: another site the user
-        visits must not stream through this server."""
+        origin's host is the Host it asked for, which HostGuard has checked) and [serve] origins
+        may: another site the user visits must not stream through this server."""
         origin = self.ws.headers.get("origin")
         allowed = self.hub.settings.origins
         if origin is None or "*" in allowed or origin.rstrip("/") in allowed:
@@ -277,10 +348,11 @@ class StreamSession:
                 hub.m_refused.labels(reason).inc()
                 await ws.close(1008)  # before accept: the handshake is refused (HTTP 403)
                 return
-        await ws.accept()
         raw = ws.query_params.get("sample_rate", str(SAMPLE_RATE))
-        if not raw.isdigit() or not RATES[0] <= int(raw) <= RATES[1]:
-            await self._refuse(1008, f"sample_rate {raw!r} is not a whole number from 8000 to 48000.", "rate")
+        rate = int(raw) if RATE_TEXT.fullmatch(raw) else 0  # ASCII digits only: '²' passes str.isdigit()
+        await ws.accept()
+        if not RATES[0] <= rate <= RATES[1]:
+            await self._refuse(1008, f"sample_rate {raw[:20]!r} is not a whole number from 8000 to 48000.", "rate")
             return
         if hub.closing:
             await self._refuse(1001, "The server is shutting down.", "closing")
@@ -288,7 +360,7 @@ class StreamSession:
         if len(hub.streams) >= hub.settings.max_streams:
             await self._refuse(1013, f"The server is at its limit of {hub.settings.max_streams} streams.", "full")
             return
-        stream = hub.open(int(raw))
+        stream = hub.open(rate)
         sender = asyncio.create_task(self._send(stream))
         try:
             await ws.send_json({
@@ -298,7 +370,11 @@ class StreamSession:
             code, text, finish = await self._receive(stream)
             if finish:
                 hub.feed(stream, stream.cuts.finish())  # the resampler's tail and the open segment
-                await stream.idle.wait()  # every final result is in the outbox
+                wait_s = hub.settings.model_timeout_s
+                try:
+                    await asyncio.wait_for(stream.idle.wait(), wait_s)  # every final result is in the outbox
+                except TimeoutError:
+                    code, text = 1011, f"{stream.pending} segment(s) got no result within {wait_s:g} s."
                 if code == 1000:
                     stream.outbox.put_nowait({"type": "end"})
             stream.outbox.put_nowait(None)
@@ -390,6 +466,7 @@ def serve(
         ws_per_message_deflate=False, log_level="warning", lifespan="off", timeout_graceful_shutdown=30,
     )  # fmt: skip
     server = _make_server(config, hub)
+    hub.stop_server = lambda: server.handle_exit(signal.SIGTERM, None)
     console.print(
         f"emomon serve on http://{settings.host}:{settings.port} (model {predictor.name}, "
         f"{len(predictor.emotions)} emotions, up to {settings.max_streams} streams"
@@ -405,6 +482,8 @@ def serve(
             close()
     w = hub.worker
     console.print(f"{w.processed} segment(s), {w.dropped} dropped, {w.failed} failed, {hub.next_id - 1} stream(s)")
+    if hub.fatal:
+        raise EmomonError(hub.fatal.replace("no new one is started", "the server stopped"))
     return 0
 
 

@@ -23,6 +23,13 @@ class ServeSettings:
     origins: tuple[str, ...] = ()
     # A stream that sends nothing this long gets the results of what it sent, then close 1008; 0 = never.
     idle_timeout_s: float = 60.0
+    # Host names clients may reach the server by, besides loopback names and IP addresses (a page
+    # rebound by DNS to this machine still says its own name): "emomon.example"; "*" = any.
+    allow_hosts: tuple[str, ...] = ()
+    # The model process: a call that takes longer is given up (the process is replaced) and a
+    # stream's end waits at most this long for its results.
+    model_timeout_s: float = 120.0
+    model_restarts: int = 5  # the model process dying this many times within a minute stops the server
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -32,5 +39,10 @@ class ServeSettings:
                 raise ValueError(f"origins: {origin!r} is not an origin such as 'https://app.example' (or '*')")
         if self.max_streams < 1 or self.queue_size < 1 or self.max_batch < 1 or self.max_speed <= 0:
             raise ValueError("max_streams, queue_size and max_batch must be >= 1, max_speed > 0")
+        for host in self.allow_hosts:
+            if host != "*" and not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+                raise ValueError(f"allow_hosts: {host!r} is not a host name such as 'emomon.example' (or '*')")
+        if self.model_timeout_s <= 0 or self.model_restarts < 1:
+            raise ValueError("model_timeout_s must be > 0 and model_restarts >= 1")
         if self.idle_timeout_s < 0:
             raise ValueError(f"idle_timeout_s must be 0 (never) or more, not {self.idle_timeout_s}")
