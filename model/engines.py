@@ -73,6 +73,7 @@ def _faster(folder: Path, device: str, dtype: str, threads: int | None):
 
     from .compute import cpu_name
     from .export import bundle_digest, cache_dir
+    from .files import write_atomic
     from .onnx_engine import OnnxPredictor
     from .predictor import Predictor
 
@@ -102,9 +103,9 @@ def _faster(folder: Path, device: str, dtype: str, threads: int | None):
             times.append((time.perf_counter() - t) * 1e3)
         ms[name] = statistics.median(times)
     chosen = min(ms, key=ms.__getitem__)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"engine": chosen, "torch_ms": ms["torch"], "onnx_ms": ms["onnx"],
-                                  "cpu": cpu_name(), "threads": threads, "dtype": dtype}) + "\n")  # fmt: skip
+    seen = {"engine": chosen, "torch_ms": ms["torch"], "onnx_ms": ms["onnx"], "cpu": cpu_name(), "threads": threads,
+            "dtype": dtype}  # fmt: skip
+    write_atomic(record, (json.dumps(seen) + "\n").encode())
     return engines[chosen], f"auto: measured faster here ({ms['torch']:.1f} ms torch, {ms['onnx']:.1f} ms onnx)"
 
 

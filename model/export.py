@@ -36,6 +36,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,10 +83,28 @@ def bundle_digest(folder: str | Path) -> str:
 
 
 def cache_dir() -> Path:
-    """$EMOMON_ONNX_CACHE, else $XDG_CACHE_HOME/emomon/onnx (~/.cache/emomon/onnx)."""
+    """$EMOMON_ONNX_CACHE, else $XDG_CACHE_HOME/emomon/onnx (~/.cache/emomon/onnx): created
+    0700, and refused in one sentence when it cannot be, or when another user could write
+    into it (an ONNX file there is a program ONNX Runtime runs)."""
     if os.environ.get("EMOMON_ONNX_CACHE"):
-        return Path(os.environ["EMOMON_ONNX_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emomon" / "onnx"
+        path = Path(os.environ["EMOMON_ONNX_CACHE"])
+    else:
+        path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emomon" / "onnx"
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = path.stat()
+    except OSError as e:
+        raise ExportError(
+            f"The ONNX cache folder '{path}' cannot be created: {e.strerror or e}; set EMOMON_ONNX_CACHE to a "
+            "folder of your own."
+        ) from e
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_uid != os.getuid():
+        raise ExportError(
+            f"The ONNX cache folder '{path}' can be written by other users (mode {stat.S_IMODE(st.st_mode):o}, "
+            f"owner {st.st_uid}): refusing to run what it holds; chmod 700 it, or set EMOMON_ONNX_CACHE to a "
+            "folder of your own."
+        )
+    return path
 
 
 def _graph_module(predictor: Predictor):
@@ -151,8 +172,11 @@ def export_bundle(
     folder: str | Path | None,
     out: str | Path,
     precision: str = "float32",
+    before_rename: Callable[[ExportInfo], None] | None = None,
 ) -> ExportInfo:
-    """Export the bundle at `folder` (None: the shipped default) to the ONNX file `out`."""
+    """Export the bundle at `folder` (None: the shipped default) to the ONNX file `out`,
+    written under a temporary name of its own and renamed once whole (`before_rename` is
+    called with its digest just before)."""
     require("onnx", "emomon export", "onnx", "onnxscript", "onnxruntime")
     if precision not in PRECISIONS:
         raise ExportError(f"Precision '{precision}' is not one of {', '.join(PRECISIONS)}.")
@@ -178,7 +202,7 @@ def export_bundle(
     graph, adaptive = _graph_module(predictor)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.partial")  # one of its own per writer
     example = torch.zeros(32000)
     example[::7] = 0.1  # any sound: the graph does not depend on the values
     args: tuple = (example,)
@@ -217,11 +241,17 @@ def export_bundle(
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
     model.doc_string = f"emomon {__version__}: emotion shares of a 16 kHz speech segment ({folder.resolve().name})"
-    onnx.save_model(model, str(tmp), save_as_external_data=False)
-    if precision == "int8":
-        _quantise(tmp)
-    tmp.replace(out)
-    return ExportInfo(out, file_sha256(out), precision, digest)
+    try:
+        onnx.save_model(model, str(tmp), save_as_external_data=False)
+        if precision == "int8":
+            _quantise(tmp)
+        info = ExportInfo(out, file_sha256(tmp), precision, digest)
+        if before_rename is not None:
+            before_rename(info)  # the cache writes its digest record first, so the two always agree
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return info
 
 
 def _add_emotion_names(model, emotions: tuple[str, ...]) -> None:

@@ -14,6 +14,7 @@ call by its own activations). Adaptive bundles keep each session's statistics he
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -24,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .bundle import DEFAULT_BUNDLE, file_sha256
+from .bundle import DEFAULT_BUNDLE
 from .errors import ConfigError, require
 from .export import EXPORT_VERSION, ExportError, bundle_digest, cache_dir, export_bundle
+from .files import exclusive, write_atomic
 from .predictor import Prediction, SessionStates, check_segment
 
 log = logging.getLogger("emomon")
@@ -45,24 +47,31 @@ def onnx_precision(dtype: str, device: str) -> str:
     raise ConfigError(f"Setting dtype = '{dtype}' is not one the ONNX engine runs (float32, int8 or auto).")
 
 
-def cached_export(bundle: str | Path | None, precision: str) -> Path:
-    """The bundle's export in this precision: from the cache, or exported into it now."""
+def cached_export(bundle: str | Path | None, precision: str) -> tuple[Path, str]:
+    """The bundle's export in this precision and its recorded SHA-256: from the cache, or
+    exported into it now. One process exports a key at a time (a lock file per key); the
+    others wait and then read what it wrote. The digest record is in place before the
+    export is renamed into place, so a file in the cache always has its record."""
     folder = Path(DEFAULT_BUNDLE if bundle is None else bundle)
     digest = bundle_digest(folder)
-    path = cache_dir() / f"{digest[:32]}-{precision}.onnx"
+    cache = cache_dir()
+    path = cache / f"{digest[:32]}-{precision}.onnx"
     record = path.with_suffix(".sha256")
-    if not (path.exists() and record.exists()):
-        log.info("exporting %s to ONNX (%s) once: %s", folder, precision, path)
-        info = export_bundle(folder, path, precision)
-        record.write_text(info.sha256 + "\n")
-    return path
+    if path.exists() and record.exists():
+        return path, record.read_text().strip()
+    with exclusive(cache / f"{path.stem}.lock", f"The ONNX cache entry '{path.name}'"):
+        if not (path.exists() and record.exists()):  # else another process exported it while this one waited
+            log.info("exporting %s to ONNX (%s) once: %s", folder, precision, path)
+            export_bundle(folder, path, precision, before_rename=lambda info: write_atomic(
+                record, (info.sha256 + "\n").encode()))  # fmt: skip
+        return path, record.read_text().strip()
 
 
-def verify(path: Path, expected: str | None) -> None:
+def verify(data: bytes, path: Path, expected: str | None) -> None:
     """Refuse an export whose bytes are not those recorded when it was written."""
     if expected is None:
         return
-    actual = file_sha256(path)
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise ExportError(
             f"The ONNX export '{path}' fails its digest (SHA-256 {actual[:16]}..., recorded "
@@ -82,7 +91,11 @@ class OnnxPredictor:
         path = Path(path)
         if not path.is_file():
             raise ExportError(f"ONNX file '{path}' does not exist.")
-        verify(path, sha256)
+        try:
+            data = path.read_bytes()  # checked, then parsed: the same bytes
+        except OSError as e:
+            raise ExportError(f"ONNX file '{path}' cannot be read: {e.strerror or e}.") from e
+        verify(data, path, sha256)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
@@ -90,7 +103,7 @@ class OnnxPredictor:
             opts.inter_op_num_threads = 1
         providers = self._providers(ort, device)
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+            self.session = ort.InferenceSession(data, opts, providers=providers)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for a bad file
             raise ExportError(f"ONNX file '{path}' cannot be loaded by ONNX Runtime: {str(e).splitlines()[0]}") from e
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -134,8 +147,7 @@ class OnnxPredictor:
         cls, path: str | Path | None = None, device: str = "auto", dtype: str = "auto", threads: int | None = None
     ) -> OnnxPredictor:
         """The bundle (default: the shipped one) exported once into the cache, then loaded."""
-        onnx_file = cached_export(path, onnx_precision(dtype, device))
-        record = onnx_file.with_suffix(".sha256").read_text().strip()
+        onnx_file, record = cached_export(path, onnx_precision(dtype, device))
         return cls(onnx_file, device, threads, sha256=record)
 
     def describe(self) -> dict[str, str]:

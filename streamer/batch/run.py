@@ -8,6 +8,7 @@ not be (errors.csv says why), 130 when stopped before the end (--resume finishes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -57,9 +58,7 @@ def batch(
     from ...model.bundle import DEFAULT_BUNDLE, load_bundle
     from .inputs import expand
     from .local import LocalEngine
-    from .progress import Progress
-    from .score import BatchJob
-    from .store import Store, output_columns, segment_schema
+    from .store import Store, output_columns
 
     if not settings.out:
         raise ConfigError("Say where the results go: --out DIR (or [batch] out).")
@@ -80,6 +79,16 @@ def batch(
     else:
         engine = LocalEngine(workers)
     store = Store.open(settings.out, settings.resume, model_identity(bundle_path), run_settings)
+    with contextlib.closing(store):  # DIR/.lock is held until the run ends
+        return _score(store, items, extra, settings, cfg, console, engine, workers, bundle, bundle_path, speakers)
+
+
+def _score(store, items, extra, settings, cfg, console, engine, workers, bundle, bundle_path, speakers) -> int:
+    """The open output folder's run: what is left to score, the engine, then the summary."""
+    from .progress import Progress
+    from .score import BatchJob
+    from .store import segment_schema
+
     done = store.ledger()
     todo = [it for it in items if it.key not in done]
     device = "cuda" if settings.gpus_per_worker > 0 and cfg.runtime.device in ("auto", "cpu") else cfg.runtime.device

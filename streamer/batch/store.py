@@ -5,6 +5,7 @@
     DIR/files.parquet   one row per file: status, error, segments, duration, rate, SHA-256
     DIR/errors.csv      path, source, error: every file that could not be scored
     DIR/summary.json    files, audio hours, segments, errors, wall time, throughput, model, settings
+    DIR/.lock           held by the run writing the folder (flock): a second run is refused
 
 A part file is written under a hidden temporary name and renamed once whole (readers of
 the dataset ignore names starting with a dot), so the folder never holds a partial part.
@@ -20,12 +21,14 @@ import csv
 import io
 import json
 import os
+import socket
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...model import files
 from ...model.errors import EmomonError, printable
 from ..outputs.csv_log import text_cell
 from ..outputs.record import parquet_types
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 
 FORMAT = "emomon-batch"
 LEDGER_KEY = b"emomon.files"
+LOCK = ".lock"  # hidden: readers of the dataset and of the folder pass over it
 FILE_COLUMNS = ("path", "source", "status", "error", "segments", "file_duration_s", "sample_rate", "channels",
                 "sha256")  # fmt: skip
 
@@ -82,17 +86,8 @@ def _cannot(path: Path, e: OSError, what: str = "written") -> EmomonError:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """`data` to `path` whole or not at all: a hidden temporary file, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise _cannot(path, e) from e
+    """`data` to `path` whole or not at all (model/files.py), one sentence if that fails."""
+    files.write_atomic(path, data, fail=lambda e: _cannot(path, e))
 
 
 class PartWriter:
@@ -119,12 +114,36 @@ class PartWriter:
         return path
 
 
+def _lock(out: Path) -> int:
+    """DIR/.lock held for the whole run, naming its holder: a second run on the folder (a
+    --resume from cron twice) is refused in one sentence instead of writing rows twice."""
+    path = out / LOCK
+    try:
+        fd = files.try_lock(path)
+    except OSError as e:
+        raise _cannot(path, e, "opened") from e
+    if fd is None:
+        try:
+            holder = path.read_text(encoding="utf-8").strip() or "another process"
+        except OSError:
+            holder = "another process"
+        raise EmomonError(
+            f"Output folder '{out}' is in use by another emomon batch ({holder}); wait for it to end, or choose "
+            "another folder."
+        )
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now}\n".encode())
+    return fd
+
+
 class Store:
     """The output folder: opened for a new run or to resume one."""
 
-    def __init__(self, out: Path, run: dict[str, Any]) -> None:
+    def __init__(self, out: Path, run: dict[str, Any], lock: int | None = None) -> None:
         self.out, self.run = out, run
         self.segments = out / "segments"
+        self._lock = lock  # the descriptor holding DIR/.lock while this run writes
 
     @classmethod
     def open(cls, out: str | Path, resume: bool, identity: dict[str, Any], settings: dict[str, Any]) -> Store:
@@ -134,7 +153,20 @@ class Store:
         meta = out / "run.json"
         if out.exists() and not out.is_dir():
             raise EmomonError(f"Output folder '{out}' is a file, not a folder.")
-        started = out.is_dir() and (meta.exists() or any((out / "segments").glob("part-*.parquet")))
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _cannot(out, e, "created") from e
+        lock = _lock(out)
+        try:
+            return cls._open(out, meta, resume, identity, settings, lock)
+        except BaseException:
+            os.close(lock)
+            raise
+
+    @classmethod
+    def _open(cls, out: Path, meta: Path, resume: bool, identity: dict, settings: dict, lock: int) -> Store:
+        started = meta.exists() or any((out / "segments").glob("part-*.parquet"))
         if started and not resume:
             raise EmomonError(
                 f"Output folder '{out}' already holds a batch run: add --resume to finish it, or choose another folder."
@@ -152,7 +184,7 @@ class Store:
                         f"Output folder '{out}' was scored with other {name} ({diff}: {was.get(diff)!r} there, "
                         f"{now.get(diff)!r} now); resume it with the same ones, or choose another folder."
                     )
-            store = cls(out, run)
+            store = cls(out, run, lock)
             store.clean()
             return store
         now = datetime.now(UTC)
@@ -163,7 +195,13 @@ class Store:
         except OSError as e:
             raise _cannot(out, e, "created") from e
         write_atomic(meta, json.dumps(run, indent=2).encode())
-        return cls(out, run)
+        return cls(out, run, lock)
+
+    def close(self) -> None:
+        """Let go of the folder's lock (the process ending does as well)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def clean(self) -> None:
         """Remove temporary files a killed writer left behind."""

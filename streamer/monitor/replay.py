@@ -5,8 +5,9 @@ file blocks -> a Scorer (pipeline.py: cut and scored here, or by `emomon serve` 
 the blocks are paced in real time, at 0 they go as fast as the model takes them
 (back-pressure: the queue blocks, nothing is dropped). Each file is one stream and one
 normalisation session. A file that cannot be read is reported and skipped; the exit code is
-1 when any failed, or when an output failed on the way (said when it did; the others go on). Ctrl-C stops the source, flushes the open segment, drains the worker
-and closes the CSV.
+1 when any failed, or when an output failed on the way (said when it did; the others go
+on). Ctrl-C stops the source, flushes the open segment, drains the worker and closes the
+CSV.
 """
 
 from __future__ import annotations

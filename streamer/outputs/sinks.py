@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...model.errors import printable
-
 from .audio_saver import AudioSaver
 from .csv_log import CsvLog
 from .jsonl_log import JsonlLog
@@ -130,7 +129,8 @@ class Outputs:
         except Exception as e:  # noqa: BLE001 - a full disk or a closed terminal must not stop the others
             text = str(e).rstrip(".") or type(e).__name__
             what = {"state": "The dashboard", "console": "The printed lines"}.get(name)
-            sentence = f"{what} failed ({text}); the other outputs go on." if what else f"{text}; the other outputs go on."
+            sentence = f"{what} failed ({text})" if what else text
+            sentence += "; the other outputs go on."
             self.failed.append(sentence)
             log.warning("%s", sentence)
             sink = getattr(self, name)
