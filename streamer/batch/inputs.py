@@ -1,9 +1,11 @@
 """What `emomon batch` scores: files, folders (recursive), glob patterns and manifests,
 expanded into one `Item` per audio file, largest first.
 
-A manifest is a CSV or Parquet file with a `path` column (relative paths are relative to
-the manifest's folder); its other columns (a call id, an agent, a date) are carried into
-every output row of that file. An INPUT that does not exist, a folder without audio and a
+A folder is walked whole, following links to folders (each real folder once); a file
+reached by several paths is scored once, under its real path. A manifest is a CSV or
+Parquet file with a `path` column (relative paths are relative to the manifest's folder);
+its other columns (a call id, an agent, a date) are carried into every output row of that
+file. An INPUT that does not exist, a folder without audio and a
 pattern that matches nothing are refused with one sentence before any work starts; a
 manifest's file that is missing or unreadable is an error of the run (errors.csv).
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +31,7 @@ MANIFEST_SUFFIXES = (".csv", ".parquet")
 class Item:
     """One file to score."""
 
-    key: str  # its absolute path: what --resume recognises
+    key: str  # its real path (links resolved): what --resume recognises
     source: str  # the path as given (the rows' `source`, as replay writes it)
     size: int  # bytes (0 when missing): the largest go first
     extra: dict[str, Any] = field(default_factory=dict)  # the manifest's other columns
@@ -56,7 +58,7 @@ def expand(inputs: list[str], taken: Collection[str] = ()) -> tuple[list[Item], 
     schemas: list[tuple[str, pa.Schema]] = []
 
     def add(path: str, extra: dict[str, Any] | None = None) -> None:
-        key = os.path.abspath(path)
+        key = os.path.realpath(path)  # a file reached by two paths (a link, a manifest and a folder) is one
         if key not in items:
             try:
                 size = os.stat(key).st_size
@@ -74,7 +76,7 @@ def expand(inputs: list[str], taken: Collection[str] = ()) -> tuple[list[Item], 
         elif p.is_file():
             add(arg)
         elif p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
+            found = sorted(f for f in walk(arg) if os.path.splitext(f)[1].lower() in suffixes and os.path.isfile(f))
             if not found:
                 looked = ", ".join(sorted(suffixes)[:6])
                 raise ConfigError(f"Input folder '{arg}' holds no audio files (looked for {looked}, ...).")
@@ -97,6 +99,20 @@ def expand(inputs: list[str], taken: Collection[str] = ()) -> tuple[list[Item], 
             )
         schema = s
     return sorted(items.values(), key=lambda it: (-it.size, it.key)), schema
+
+
+def walk(folder: str) -> Iterator[str]:
+    """Every file under `folder`, following links to folders, each real folder once (a link
+    back up the tree ends there)."""
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        for name in names:
+            yield os.path.join(root, name)
 
 
 def read_manifest(path: Path, taken: set[str]) -> tuple[list[tuple[str, dict[str, Any]]], pa.Schema]:

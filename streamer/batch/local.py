@@ -80,7 +80,7 @@ def worker_main(wid: int, job: BatchJob, tasks, events, stop) -> None:
     try:
         predictor, speakers = job.load(), job.speaker_stage()
     except Exception as e:  # noqa: BLE001 - a model that cannot load stops the run: restarting would not help
-        why = str(e) if isinstance(e, EmomonError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        why = str(e) if isinstance(e, EmomonError) else f"{type(e).__name__}: {(str(e) or '?').splitlines()[0]}"
         events.put(("fatal", wid, f"Worker {wid} cannot load the model: {why.rstrip('.')}."))
         return
     events.put(("ready", wid, predictor.describe()))
