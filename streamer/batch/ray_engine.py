@@ -15,6 +15,8 @@ segment is in and writes it with the same atomic parts and ledger as the local e
 Data's own Parquet writer writes blocks, not files, and could not say when a file is
 whole, which exactly-once and --resume need.
 
+File paths travel as bytes (os.fsencode): a name that is not UTF-8 is no Arrow string.
+
 Loopback clusters: Ray rewrites 127.0.0.1 to the machine's outward address unless it runs
 in its single-machine mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which also binds every
 server to loopback); emomon sets that for a local instance it starts and for an --address
@@ -105,8 +107,8 @@ def cut_rows(
     from .inputs import Item
     from .score import cut, file_info, jobs_of, session_key
 
-    item = Item(row["key"], row["source"], int(row["size"]))
-    base = {"key": item.key, "channel": MIX, "index": -1, "part": 0, "speaker": "", "start_s": 0.0, "end_s": 0.0,
+    item = Item(os.fsdecode(row["key"]), os.fsdecode(row["source"]), int(row["size"]))
+    base = {"key": row["key"], "channel": MIX, "index": -1, "part": 0, "speaker": "", "start_s": 0.0, "end_s": 0.0,
             "audio": b""}  # fmt: skip
     try:
         info = file_info(item)
@@ -209,7 +211,7 @@ class Score:
             bounds = np.cumsum([0] + [p[5] for p in places])
             pieces = [(Segment(audio[a:b], p[3], p[4], p[0]), p[2] or None, p[1])
                       for p, a, b in zip(places, bounds[:-1], bounds[1:])]  # fmt: skip
-            source = f"{batch['key'][i]}#{batch['channel'][i]}"
+            source = f"{os.fsdecode(batch['key'][i])}#{batch['channel'][i]}"
             jobs = [Job(source, seg, speaker=who, part=k) for seg, who, k in pieces]
             sessions: set[str] = set()
             results = [r for start in range(0, len(jobs), self.job.max_batch)
@@ -246,7 +248,7 @@ class Assembler:
     def add(self, batch: dict[str, np.ndarray]) -> list[tuple[Item, list[dict[str, Any]], dict[str, Any]]]:
         done = []
         for i in range(len(batch["kind"])):
-            key = str(batch["key"][i])
+            key = os.fsdecode(batch["key"][i])
             if key in self.whole:
                 continue  # a retried task's repeat
             f = self.partial.setdefault(key, {"rows": {}, "info": None})
@@ -343,7 +345,8 @@ class RayEngine:
                 ctx.target_max_block_size = BLOCK_BYTES  # segments go on to the actors every few seconds of audio
                 assembler = Assembler(self.job, items, self.job.emotions)
                 writer = PartWriter(self.job.out, self.job.schema, "ray")
-                table = [{"key": it.key, "source": it.source, "size": it.size} for it in items]
+                table = [{"key": os.fsencode(it.key), "source": os.fsencode(it.source), "size": it.size}
+                         for it in items]  # fmt: skip
                 ds = ray.data.from_items(table, override_num_blocks=max(1, min(len(table), MAX_BLOCKS)))
                 cut = partial(cut_rows, vad=self.job.vad, each=self.job.each, speakers=self.job.speakers,
                               batch=self.job.max_batch, whole=self.job.adapts)  # fmt: skip

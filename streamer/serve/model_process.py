@@ -220,12 +220,19 @@ class ModelProcess:
             if not proc.is_alive():
                 raise EOFError
             if time.monotonic() > deadline:
+                self._lost(proc)
                 proc.kill()  # the supervisor starts another
                 raise ModelProcessDied(
                     f"The model process did not answer within {self.call_timeout_s:g} s; it was stopped and a new "
                     "one is starting."
                 )
         return conn.recv()
+
+    def _lost(self, proc) -> None:
+        """A call found `proc` dead or stuck: the next call waits for the supervisor's new one."""
+        with self._state:
+            if self._proc is proc:
+                self.up = False
 
     def _call(self, method: str, *args: Any) -> Any:
         proc, conn = self._ready()
@@ -235,6 +242,7 @@ class ModelProcess:
                     self._exchange(proc, conn, ("end_session", (self._ended.pop(),)))
                 status, value = self._exchange(proc, conn, (method, args))
             except (EOFError, OSError):
+                self._lost(proc)
                 proc.join(1)
                 raise ModelProcessDied(
                     f"The model process died ({how_it_ended(proc.exitcode)}); a new one is starting."
