@@ -8,6 +8,7 @@ there this test must run: with CI set, missing PulseAudio is a failure, not a sk
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -287,3 +288,68 @@ def test_sound_server_killed_mid_capture_ends_the_run_in_one_sentence(virtual_mi
         rows = list(csv.DictReader(f))
     assert len(rows) >= 2 and all(r["status"] == "ok" for r in rows), stdout
     assert f"{len(rows)} segment(s), 0 dropped, 0 failed" in stdout
+
+
+def test_input_lost_while_the_loop_stalls_is_a_lost_row_and_times_stay_true(
+    virtual_mic: str, tmp_path: Path, monkeypatch
+) -> None:
+    """The live loop stalls for 2 s (as under a CPU starved by other work) while the capture
+    queue holds 0.2 s: the blocks that find it full are lost. They become one `lost` row of
+    their span, and the stream keeps silence in their place, so the sentences after the gap
+    stay on the sample's 3 s grid, measured from the first sentence before it."""
+    import io
+    import threading
+    from functools import partial
+
+    from rich.console import Console
+
+    from emomon.model.predictor import Predictor
+    from emomon.streamer.audio import capture
+    from emomon.streamer.audio.segmenter import VadSettings
+    from emomon.streamer.monitor import live as live_module
+    from emomon.streamer.monitor.pipeline import LocalScorer
+    from emomon.streamer.monitor.settings import MonitorSettings
+
+    monkeypatch.setattr(live_module, "Microphone", partial(capture.Microphone, max_blocks=4))
+    predictor = Predictor.from_bundle()
+    monitor = MonitorSettings(csv=str(tmp_path / "live.csv"), jsonl=str(tmp_path / "live.jsonl"), interim_s=0.0)
+
+    def scorer(display):
+        local = LocalScorer(predictor, display, VadSettings(), monitor, drop_oldest=True)
+        opened = local.open
+
+        def open_stalling(source: str, each: bool = False):
+            feed, pushed = opened(source, each), [0]
+            push = feed.push
+
+            def stall_once(block, lost=None):
+                pushed[0] += 1
+                if pushed[0] == 50:  # 2.5 s into the stream: inside the first sentence
+                    time.sleep(2.0)
+                push(block, lost)
+
+            feed.push = stall_once
+            return feed
+
+        local.open = open_stalling
+        return local
+
+    player = threading.Timer(1.0, lambda: subprocess.run(["paplay", f"--device={virtual_mic}", str(SAMPLE)],
+                                                         timeout=60))  # fmt: skip
+    player.start()
+    code = live_module.live(scorer, "pulse", monitor, 24.0, Console(file=io.StringIO()))
+    player.join(30)
+    assert code == 0
+    with (tmp_path / "live.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    [lost] = [r for r in rows if r["status"] == "lost"]
+    span = float(lost["end_s"]) - float(lost["start_s"])
+    assert 1.5 <= span <= 2.1 and lost["segment"] == "-1" and lost["id"].endswith("-lost-0001")
+    spoken = [float(r["start_s"]) for r in rows if r["status"] == "ok"]
+    first, after = spoken[0], [t for t in spoken if t > float(lost["end_s"]) + 1.0]
+    assert first < float(lost["start_s"]) and len(after) >= 3
+    for t in after:  # 3 s apart from the first sentence, the lost span counted
+        assert abs((t - first) / 3.0 - round((t - first) / 3.0)) * 3.0 <= 0.3, (first, t)
+    records = [json.loads(x) for x in (tmp_path / "live.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records if r["status"] == "lost"] == ["lost"]
+    assert all(datetime.fromisoformat(r["wall_time"]) for r in rows)

@@ -4,7 +4,11 @@ The stream runs at the device's native rate (many devices have no 16 kHz mode). 
 PortAudio callback only copies the block into a bounded queue and returns, as in
 python-sounddevice's rec_unlimited example; downmixing and resampling happen in the
 consuming thread. Input overflows reported by PortAudio and blocks the queue had no room
-for are both counted, never silent.
+for are both counted, never silent, and the audio lost keeps its place in time: `blocks()`
+yields silence as long as what was lost (the blocks dropped, or for an overflow the gap in
+PortAudio's ADC clock where the host gives one), so stream time stays the device's time
+and wall times stay true, and each gap is recorded in `gaps` (stream seconds, and why) for
+the outputs to log as a row with status `lost`.
 
 A device can go away while it records (unplugged, the sound server killed). PortAudio
 does not always say so: the stream may stay "active" while no callback comes. `blocks()`
@@ -98,20 +102,33 @@ class Microphone:
         self.rate = self.info["rate"]
         self.block = max(1, int(block_s * self.rate))
         self.timeout_s = timeout_s  # no block for this long while running: the device is gone
-        self.q: queue.Queue[np.ndarray] = queue.Queue(maxsize=max_blocks)  # ~20 s of audio
+        # (frames lost just before it and why, the block): ~20 s of audio
+        self.q: queue.Queue[tuple[int, str, np.ndarray]] = queue.Queue(maxsize=max_blocks)
         self.overflows = 0  # PortAudio said input was lost
         self.lost_blocks = 0  # our queue was full
-        self.started: datetime | None = None  # wall time of stream time 0: the first block's arrival minus its length
+        self.gaps: queue.SimpleQueue[tuple[float, float, str]] = queue.SimpleQueue()  # (start_s, end_s, why)
+        self.started: datetime | None = None  # wall time of stream time 0: the first block's recording
         self._stream = None
         self._ended = threading.Event()  # PortAudio finished the stream (stopped, aborted or failed)
+        self._lost, self._why = 0, ""  # frames lost since the last block queued (PortAudio's thread)
+        self._next_adc = 0.0  # where the next block should start on PortAudio's ADC clock (0: unknown)
 
     def _callback(self, indata, frames, time_info, status) -> None:  # PortAudio's thread
+        if self.started is None:  # when the first block was recorded, not when it was read
+            self.started = datetime.now(UTC) - timedelta(seconds=frames / self.rate)
+        adc = getattr(time_info, "inputBufferAdcTime", 0.0) or 0.0
         if status.input_overflow:
             self.overflows += 1
+            gap = round((adc - self._next_adc) * self.rate) if adc and self._next_adc else 0
+            if gap > 0:
+                self._lost, self._why = self._lost + gap, self._why or "the device overflowed"
+        self._next_adc = adc + frames / self.rate if adc else 0.0
         try:
-            self.q.put_nowait(indata.copy())
+            self.q.put_nowait((self._lost, self._why, indata.copy()))
+            self._lost, self._why = 0, ""
         except queue.Full:
             self.lost_blocks += 1
+            self._lost, self._why = self._lost + frames, self._why or "the input queue was full"
 
     def __enter__(self) -> Microphone:
         sd = _sounddevice()
@@ -150,9 +167,11 @@ class Microphone:
             soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="float32") if self.rate != SAMPLE_RATE else None
         )
         last = time.monotonic()
+        frames = 0  # at the device's rate, silence for lost audio included: stream time
         while not stop.is_set():
             try:
-                block = self.q.get(timeout=0.1)[:, 0]
+                lost, why, data = self.q.get(timeout=0.1)
+                block = data[:, 0]
             except queue.Empty:
                 if self._ended.is_set():
                     raise DeviceError(f"Input device '{self.name}' stopped: PortAudio ended its stream.") from None
@@ -163,8 +182,14 @@ class Microphone:
                     ) from None
                 continue
             last = time.monotonic()
-            if self.started is None:
-                self.started = datetime.now(UTC) - timedelta(seconds=len(block) / self.rate)
+            if lost:
+                self.gaps.put((frames / self.rate, (frames + lost) / self.rate, why))
+                silence = np.zeros(lost, np.float32)
+                frames += lost
+                out = resampler.resample_chunk(silence) if resampler is not None else silence
+                if len(out):
+                    yield out
+            frames += len(block)
             out = resampler.resample_chunk(block) if resampler is not None else block
             if len(out):
                 yield out

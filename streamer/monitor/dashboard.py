@@ -108,6 +108,8 @@ class MonitorState:
                 return
             if result.status == "dropped":
                 self.dropped += 1
+            elif result.status == "lost":  # the input panel counts lost blocks
+                pass
             elif result.status == "error" or result.prediction is None:
                 self.failed += 1
             if result.status != "ok" or result.prediction is None:

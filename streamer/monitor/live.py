@@ -1,7 +1,9 @@
 """`emomon live`: the microphone through VAD and the model, until Ctrl-C, SIGTERM or --duration.
 
 The capture never waits for the model: the worker queue drops its oldest segment when
-full, and every dropped segment is still logged (status "dropped") and counted.
+full, and every dropped segment is still logged (status "dropped") and counted. Input the
+device or the capture queue lost is logged too, as a row with status "lost" and its span
+(the stream keeps silence in its place, so times stay the device's).
 Shutdown order: stop the source, flush the open segment, drain the scorer, close the
 outputs. The same order runs when the input device or the server fails or the device goes
 silent; live() then says so in one sentence and returns 1. With --server the same loop
@@ -43,6 +45,8 @@ def live(
                 with mic:
                     for block in mic.blocks(stop):
                         feed.push(block, lost=mic.overflows + mic.lost_blocks)
+                        while not mic.gaps.empty():  # audio lost before this block: a `lost` row
+                            feed.lost(*mic.gaps.get())
             except KeyboardInterrupt:
                 pass
             except EmomonError as e:  # the device, or the server

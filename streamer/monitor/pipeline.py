@@ -16,6 +16,7 @@ waits in a slot of its own and is skipped before any final segment waits).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,8 +24,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from ..audio.segmenter import Segment
 from ..audio.stream import AudioStream
-from ..outputs.record import Job
+from ..outputs.record import Job, Result
 from ..outputs.sinks import Outputs
 from .dashboard import Dashboard, Header, MonitorState
 from .settings import MonitorSettings
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
     from ...model.predictor import Predictor
     from ...model.tracker import SpeakerSettings
     from ..audio.segmenter import VadSettings
-    from ..outputs.record import Result
 
 
 @dataclass
@@ -59,6 +60,10 @@ class Feed(Protocol):
 
     def finish(self) -> None:
         """The end of the stream: what is still open is scored; may raise EmomonError."""
+
+    def lost(self, start_s: float, end_s: float, why: str) -> None:
+        """Input lost between these stream times (the source put silence in its place): a
+        row with status `lost` in the outputs."""
 
 
 class Scorer(Protocol):
@@ -96,6 +101,7 @@ class Display:
         self.outputs: Outputs | None = None
         self.state: MonitorState | None = None
         self._screen: contextlib.AbstractContextManager | None = None
+        self._lock = threading.Lock()  # results come from the scorer's thread, lost input from the source's
 
     def open(self, emotions: tuple[str, ...], describe: dict[str, str], speakers: bool, save_audio: bool) -> None:
         """Open the outputs and start the dashboard (once; later calls do nothing)."""
@@ -111,7 +117,13 @@ class Display:
 
     def __call__(self, result: Result) -> None:
         if self.outputs is not None:
-            self.outputs(result)
+            with self._lock:
+                self.outputs(result)
+
+    def lost(self, source: str, start_s: float, end_s: float, why: str) -> None:
+        """A row with status `lost` for input that never reached the segmenter."""
+        seg = Segment(np.zeros(0, np.float32), start_s, end_s, -1)
+        self(Result(Job(source, seg), "lost", error=f"{end_s - start_s:.2f} s of input lost: {why}"))
 
     def set_input(self, vad: str, level: float, queue: int, background_dbfs: float, lost: int | None, source: str):
         if self.state is not None:
@@ -204,6 +216,9 @@ class LocalFeed:
 
     def finish(self) -> None:
         self._submit(self.stream.finish())
+
+    def lost(self, start_s: float, end_s: float, why: str) -> None:
+        self.scorer.display.lost(self.source, start_s, end_s, why)
 
 
 def last_line(counts: Counts, head: list[str], saved: list[str]) -> str:

@@ -39,7 +39,7 @@ class Job:
 @dataclass
 class Result:
     job: Job
-    status: str  # ok | dropped | error
+    status: str  # ok | dropped | error | lost (input that never reached the segmenter)
     prediction: Prediction | None = None
     error: str = ""
     latency_ms: float | None = None  # segment complete -> prediction ready
@@ -77,7 +77,7 @@ FIELDS = (
     Field("shares", "share", "cjwp", 6),
     Field("top_emotion", "string", "cjwp"),
     Field("latency_ms", "ms", "cjw", 1),
-    Field("status", "string", "cjwp"),  # ok | dropped | error (the CSV's interim rows: interim)
+    Field("status", "string", "cjwp"),  # ok | dropped | error | lost (the CSV's interim rows: interim)
     Field("error", "string", "w", when="error"),
 )
 WS_SHARE_DIGITS = 4  # the WebSocket message's shares: what a page shows, a quarter of the bytes

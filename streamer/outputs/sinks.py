@@ -37,7 +37,8 @@ def describe(result: Result) -> str:
     """One plain line for a segment."""
     seg, job = result.job.segment, result.job
     part = f".{job.part}" if job.part else ""
-    where = f"{printable(Path(job.source).name)} #{seg.index}{part} {seg.start_s:7.2f}-{seg.end_s:7.2f} s"
+    number = "lost" if result.status == "lost" else f"#{seg.index}{part}"
+    where = f"{printable(Path(job.source).name)} {number} {seg.start_s:7.2f}-{seg.end_s:7.2f} s"
     where += f"  {job.speaker}" if job.speaker else ""
     if result.status != "ok" or result.prediction is None:
         return f"{where}  {result.status.upper()}: {result.error}"
@@ -74,6 +75,7 @@ class Outputs:
         self.run, self.csv, self.jsonl, self.saver, self.speakers = run, csv, jsonl, saver, speakers
         self.console, self.state, self.stream_start, self.csv_interim = console, state, stream_start, csv_interim
         self.failed: list[str] = []  # a sentence per output that failed and was closed
+        self.lost = 0  # rows of lost input so far
 
     @classmethod
     def open(
@@ -107,7 +109,11 @@ class Outputs:
         seg, interim, p, c = result.job.segment, result.job.interim, result.prediction, result.job.channel
         t0 = self.stream_start() if self.stream_start else None
         wall = (t0 + timedelta(seconds=seg.start_s)).isoformat(timespec="milliseconds") if t0 else ""
-        sid = segment_id(self.run, result.job.source, seg.index, "" if c is None else f"c{c}", result.job.part)
+        if result.status == "lost":  # input that never reached the segmenter: numbered on its own
+            self.lost += 1
+            sid = segment_id(self.run, result.job.source, self.lost, "lost")
+        else:
+            sid = segment_id(self.run, result.job.source, seg.index, "" if c is None else f"c{c}", result.job.part)
         row = Row.of(result, sid, wall, speaker=self.speakers)
         if self.csv is not None and (self.csv_interim or not interim):
             self._each("csv", lambda: self.csv.write(row))

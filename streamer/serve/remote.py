@@ -175,3 +175,6 @@ class RemoteFeed:
 
     def finish(self) -> None:
         self.remote.finish()
+
+    def lost(self, start_s: float, end_s: float, why: str) -> None:
+        self.display.lost(self.remote.source, start_s, end_s, why)  # silence went to the server in its place
