@@ -161,6 +161,32 @@ def test_page_works_offline_in_dark_mode_and_on_a_phone_and_updates_interim_resu
         server.stop()
 
 
+def test_a_device_rate_the_server_refuses_is_resampled_in_the_page(browser, tmp_path: Path) -> None:
+    """A 96 kHz audio context (as a 96 kHz interface gives): the page's worklet brings it to
+    16 kHz, the server takes it, and the sample's sentences come back as long as they are.
+    (Where they start depends on when Chromium's fake device began its loop of the file.)"""
+    from selenium.webdriver.common.by import By
+
+    sent = tmp_path / "sent.csv"
+    server = Server("--csv", str(sent))
+    try:
+        browser.get(f"http://127.0.0.1:{server.port}/?context_rate=96000")
+        browser.find_element(By.ID, "start").click()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(server_rows(sent)) < 6:
+            time.sleep(0.5)
+        assert browser.execute_script("return ctx.sampleRate") == 96000
+        status = browser.find_element(By.ID, "status").text
+        rows = server_rows(sent)
+    finally:
+        server.stop()
+    assert status.startswith("listening (stream 1, 16000 Hz"), status
+    assert len(rows) >= 6 and all(r["status"] == "ok" for r in rows)
+    lengths = [float(r["end_s"]) - float(r["start_s"]) for r in rows]
+    assert all(1.2 <= d <= 2.8 for d in lengths), lengths  # the sample's sentences last 1.5-2.2 s: the rate is right
+    assert "anger" in {r["top_emotion"] for r in rows}  # its angry sentence, heard as such
+
+
 def test_readme_pictures_are_made_by_one_command(tmp_path: Path) -> None:
     """docs/make_pictures.py: the page with the sample's six segments, and emomon plot of it."""
     import subprocess
