@@ -55,6 +55,16 @@ class FeatureNorm:
             self.n_session, self.session_mean, self.session_m2, x.shape[0], x.mean(0), ((x - x.mean(0)) ** 2).sum(0)
         )
 
+    def state(self) -> torch.Tensor:
+        """The session's statistics as (3, D) float64: the frame count in every column, the
+        mean, the sum of squared deviations (the ONNX export's session state, the same layout)."""
+        return torch.stack([torch.full_like(self.session_mean, self.n_session), self.session_mean, self.session_m2])
+
+    def set_state(self, state) -> None:
+        """Take up a session from `state()` (of this process or another)."""
+        x = torch.as_tensor(state, dtype=torch.float64)
+        self.n_session, self.session_mean, self.session_m2 = float(x[0, 0]), x[1].clone(), x[2].clone()
+
     @property
     def mean(self) -> torch.Tensor:
         return self._combined()[0]

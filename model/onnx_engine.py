@@ -177,6 +177,12 @@ class OnnxPredictor:
     def end_session(self, key: str) -> None:
         self._sessions.end(key)
 
+    def session_state(self, key: str) -> np.ndarray:
+        return self._sessions.use(key).copy()
+
+    def set_session_state(self, key: str, state: np.ndarray) -> None:
+        self._sessions.use(key)[:] = state
+
     def run(self, samples: np.ndarray, update_session: bool = True) -> dict[str, Any]:
         """One segment through the graph: its outputs by name (the session state updated)."""
         feed: dict[str, Any] = {"samples": np.ascontiguousarray(samples, dtype=np.float32)}

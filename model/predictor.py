@@ -139,6 +139,14 @@ class Predictor:
         """Forget `key`'s statistics (its stream closed)."""
         self._sessions.end(key)
 
+    def session_state(self, key: str) -> np.ndarray:
+        """`key`'s statistics as (3, D) float64 (normalize.py: FeatureNorm.state), so that a
+        stream scored in pieces can go on in another process."""
+        return self._sessions.use(key).state().numpy()
+
+    def set_session_state(self, key: str, state: np.ndarray) -> None:
+        self._sessions.use(key).set_state(state)
+
     def regress(
         self, features: torch.Tensor, lengths: torch.Tensor, update_session: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -3,15 +3,21 @@
     paths -> flat_map(decode, resample, VAD: one row per segment, then one per file;
                       with --speakers also each segment's speaker: the task sees them in order)  CPU tasks
           -> map_batches(Score: one Predictor per actor, `max_batch` segments a call)  actor pool
-             (a bundle whose normalisation follows the stream: a stream's segments travel as one
-             row and one actor scores them in order, in a session of their own)
           -> the driver: a file's rows, once all of them are in -> part files (store.py)
+
+A bundle whose normalisation follows the stream needs a stream's segments in order, in a
+session of their own. Then the segment task hands them to a scoring actor (StreamScore) in
+pieces of at most PIECE_BATCHES model calls, with the session's statistics (a (3, D) array
+per session) sent along and returned updated, so any actor can take the next piece and
+memory holds a piece, never a whole stream; the task's rows come out scored. Rows equal
+the local engine's: the same segments in the same calls, in the same order.
 
 Decoding and the model scale separately: the segment tasks run wherever a CPU is free, the
 actors (`--workers`, `--gpus-per-worker`) load the model once each. Ray retries a task
-whose worker died and restarts a dead actor (Ray Data's defaults), so rows can arrive
-twice; the driver keys them by (file, channel, segment), keeps a file until its last
-segment is in and writes it with the same atomic parts and ledger as the local engine. Ray
+whose worker died and restarts a dead actor, so rows can arrive twice; the driver keys
+them by (file, channel, segment), keeps a file until its last segment is in and writes it
+with the same atomic parts and ledger as the local engine. A file that fails in a task
+(its decoder, its scoring actor) is an error row of that file, not a failed dataset. Ray
 Data's own Parquet writer writes blocks, not files, and could not say when a file is
 whole, which exactly-once and --resume need.
 
@@ -29,6 +35,7 @@ import json
 import os
 import socket
 import time
+import zlib
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +57,7 @@ DECODE_CPUS = 0.25  # a segment task is light next to the model: four share a co
 MIX = -1  # the channel column of mixed audio inside the pipeline (None in the output)
 MAX_BLOCKS = 10_000  # a segment task per file up to this many files; beyond, a task takes several
 BLOCK_BYTES = 1 << 20  # a segment task hands on its rows at least every MiB of audio (about 16 s), not per file
+PIECE_BATCHES = 4  # an adaptive stream goes to its actor this many model calls (max_batch segments each) at a time
 
 
 def _reachable(address: str) -> None:
@@ -94,15 +102,16 @@ def speaker_stage(settings: SpeakerSettings) -> Speakers:
 
 
 def cut_rows(
-    row: dict[str, Any], vad, each: bool, speakers: SpeakerSettings | None = None, batch: int = 1, whole: bool = False
+    row: dict[str, Any], vad, each: bool, speakers: SpeakerSettings | None = None, batch: int = 1,
+    scorers: list | None = None,
+    width: int = 0,
 ) -> Any:
     """A Ray task: one file into segment rows (audio as float32 bytes), then one file row with
     its duration, rate, channels, SHA-256, row count and error, if any. With --speakers the
     task names each segment's speaker: it alone sees the file's segments in order, `batch` at
-    a time per stream, and a segment cut at a turn change gives a row per part. With `whole`
-    (a bundle whose normalisation follows the stream) each stream is one row instead, its
-    segments' audio end to end and their places in `info`, so that one actor scores them in
-    order in one session (Score expands it into segment rows)."""
+    a time per stream, and a segment cut at a turn change gives a row per part. With
+    `scorers` (actors of a bundle whose normalisation follows the stream) each stream's
+    segments are scored here, piece by piece (Pieces), and the rows come out scored."""
     from ...model.errors import AudioError
     from .inputs import Item
     from .score import cut, file_info, jobs_of, session_key
@@ -110,24 +119,26 @@ def cut_rows(
     item = Item(os.fsdecode(row["key"]), os.fsdecode(row["source"]), int(row["size"]))
     base = {"key": row["key"], "channel": MIX, "index": -1, "part": 0, "speaker": "", "start_s": 0.0, "end_s": 0.0,
             "audio": b""}  # fmt: skip
+    if scorers:  # the rows come out scored: every row has the scores' columns
+        base.update(shares=np.zeros(width, np.float32), status="file", error="")
     try:
         info = file_info(item)
     except AudioError as e:
         yield {**base, "kind": "file", "info": json.dumps({"error": str(e), "segments": 0})}
         return
     stage = speaker_stage(speakers) if speakers is not None else None
+    pieces = Pieces(scorers, item, batch, base) if scorers else None
     pending: dict[int | None, list[Segment]] = {}
-    streams: dict[int | None, list[tuple[Segment, str | None, int]]] = {}
     n, error = 0, ""
 
     def rows(channel: int | None, segs: list[Segment]) -> Any:
         for job in jobs_of(stage, item, channel, segs):
-            seg, who, part = job.segment, job.speaker, job.part
-            if whole:
-                streams.setdefault(channel, []).append((seg, who, part))
+            seg = job.segment
+            if pieces is not None:
+                yield from pieces.add(channel, job)
                 continue
             yield {**base, "kind": "segment", "channel": MIX if channel is None else channel, "index": seg.index,
-                   "part": part, "speaker": who or "", "start_s": seg.start_s, "end_s": seg.end_s,
+                   "part": job.part, "speaker": job.speaker or "", "start_s": seg.start_s, "end_s": seg.end_s,
                    "audio": seg.audio.tobytes(), "info": ""}  # fmt: skip
         segs.clear()
 
@@ -146,16 +157,103 @@ def cut_rows(
             for r in rows(channel, waiting):
                 n += 1
                 yield r
+        for r in pieces.finish() if pieces is not None else ():
+            n += 1
+            yield r
+    except Exception as e:  # noqa: BLE001 - anything else that fails here is this file's error, not the run's
+        error = error or f"Audio file '{item.source}' failed in a segment task: {type(e).__name__}: {e}"
     finally:
         if stage is not None:
             for channel in pending:
                 stage.forget(session_key(item, channel))
-    for channel, pieces in streams.items():
-        places = [[seg.index, part, who or "", seg.start_s, seg.end_s, len(seg.audio)] for seg, who, part in pieces]
-        n += len(pieces)
-        yield {**base, "kind": "stream", "channel": MIX if channel is None else channel, "info": json.dumps(places),
-               "audio": b"".join(seg.audio.tobytes() for seg, _, _ in pieces)}  # fmt: skip
     yield {**base, "kind": "file", "info": json.dumps({**info, "error": error, "segments": n})}
+
+
+class Pieces:
+    """A file's streams on their way to a scoring actor: each stream's jobs gather into a
+    piece of PIECE_BATCHES x `batch` segments, which goes to the file's actor with the
+    stream's session statistics and comes back scored, with the statistics for the next.
+    A piece is sent before the previous one's rows are taken, so decoding the next piece
+    overlaps with scoring this one; each stream has at most one piece at the actor."""
+
+    def __init__(self, scorers: list, item: Item, batch: int, base: dict[str, Any]) -> None:
+        self.actor = scorers[zlib.crc32(os.fsencode(item.key)) % len(scorers)]
+        self.size, self.base, self.key = PIECE_BATCHES * batch, base, item.key
+        self.jobs: dict[int | None, list] = {}
+        self.states: dict[int | None, dict[str, np.ndarray]] = {}
+        self.sent: dict[int | None, tuple[Any, list]] = {}  # channel -> (the actor's answer to come, its jobs)
+
+    def add(self, channel: int | None, job) -> Any:
+        waiting = self.jobs.setdefault(channel, [])
+        waiting.append(job)
+        if len(waiting) >= self.size:
+            yield from self._send(channel)
+
+    def finish(self) -> Any:
+        for channel in list(self.jobs):
+            yield from self._send(channel)
+            yield from self._take(channel)
+
+    def _send(self, channel: int | None) -> Any:
+        """The rows of the stream's piece at the actor (its statistics are needed next), then this piece."""
+        yield from self._take(channel)
+        jobs, self.jobs[channel] = self.jobs[channel], []
+        if not jobs:
+            return
+        piece = [(j.segment.index, j.part, j.speaker or "", j.segment.start_s, j.segment.end_s,
+                  j.segment.audio.tobytes()) for j in jobs]  # fmt: skip
+        source = f"{self.key}#{MIX if channel is None else channel}"
+        self.sent[channel] = (self.actor.score.remote(source, piece, self.states.get(channel, {})), jobs)
+
+    def _take(self, channel: int | None) -> Any:
+        import ray
+
+        if channel not in self.sent:
+            return
+        answer, jobs = self.sent.pop(channel)
+        try:
+            scored, self.states[channel] = ray.get(answer)
+        except Exception as e:  # noqa: BLE001 - a dead actor or a failed call: these segments fail, the file goes on
+            why = f"{len(jobs)} segment(s) could not be scored ({type(e).__name__}: {str(e).splitlines()[0]})"
+            scored = [(None, "error", why)] * len(jobs)
+        for j, (shares, status, error) in zip(jobs, scored):
+            seg = j.segment
+            yield {**self.base, "kind": "segment", "channel": MIX if channel is None else channel,
+                   "index": seg.index, "part": j.part, "speaker": j.speaker or "", "start_s": seg.start_s,
+                   "end_s": seg.end_s, "info": "", "shares": self.base["shares"] if shares is None else shares,
+                   "status": status, "error": error}  # fmt: skip
+
+
+class StreamScore:
+    """A Ray actor for a bundle whose normalisation follows the stream: the Predictor, loaded
+    once; a piece of one stream in, its segments' shares and the sessions' statistics out."""
+
+    def __init__(self, job: BatchJob) -> None:
+        self.job, self.predictor = job, job.load()
+        self.emotions = tuple(self.predictor.emotions)
+
+    def score(self, source: str, piece: list[tuple], states: dict[str, np.ndarray]):
+        """(shares or None, status, error) per segment of `piece`, in order, and every session's
+        statistics after it (scoring.py's score, max_batch segments a call, as the local engine)."""
+        from ..audio.segmenter import Segment
+        from ..outputs.record import Job
+        from ..scoring import score
+
+        jobs = [Job(source, Segment(np.frombuffer(audio, np.float32), start, end, index), speaker=who or None,
+                    part=part) for index, part, who, start, end, audio in piece]  # fmt: skip
+        for key, state in states.items():
+            self.predictor.set_session_state(key, state)
+        sessions = set(states)
+        results = [r for start in range(0, len(jobs), self.job.max_batch)
+                   for r in score(self.predictor, jobs[start : start + self.job.max_batch], sessions)]  # fmt: skip
+        after = {key: self.predictor.session_state(key) for key in sessions}
+        for key in sessions:
+            self.predictor.end_session(key)
+        errors = [r.error for r in results if r.status != "ok"]
+        error = f"{len(errors)} segment(s) could not be scored ({errors[0]})" if errors else ""
+        out = [(np.array([r.prediction.shares[e] for e in self.emotions], np.float32) if r.prediction else None,
+                r.status, error if r.status != "ok" else "") for r in results]  # fmt: skip
+        return out, after
 
 
 class Score:
@@ -170,8 +268,6 @@ class Score:
         self.emotions = tuple(self.predictor.emotions)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.job.adapts:
-            return self._expand(batch)
         n = len(batch["kind"])
         shares = np.zeros((n, len(self.emotions)), np.float32)
         status = np.array(["file"] * n, dtype=object)
@@ -188,48 +284,6 @@ class Score:
                     status[i], error[i] = "error", f"{len(todo)} segment(s) could not be scored ({e})"
         keep = ("key", "kind", "channel", "index", "part", "speaker", "start_s", "end_s", "info")
         return {**{k: batch[k] for k in keep}, "shares": shares, "status": status, "error": error}
-
-    def _expand(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Score each whole stream (cut_rows with `whole`) in order, in sessions of its own
-        (scoring.py's score, as replay's worker), and give its segments back as rows with their shares."""
-        from ..audio.segmenter import Segment
-        from ..outputs.record import Job
-        from ..scoring import score
-
-        cols = ("key", "kind", "channel", "index", "part", "speaker", "start_s", "end_s", "info")
-        out: dict[str, list] = {k: [] for k in (*cols, "shares", "status", "error")}
-        for i in range(len(batch["kind"])):
-            if batch["kind"][i] != "stream":
-                for k in cols:
-                    out[k].append(batch[k][i])
-                out["shares"].append(np.zeros(len(self.emotions), np.float32))
-                out["status"].append("file")
-                out["error"].append("")
-                continue
-            places = json.loads(batch["info"][i])
-            audio = np.frombuffer(batch["audio"][i], np.float32)
-            bounds = np.cumsum([0] + [p[5] for p in places])
-            pieces = [(Segment(audio[a:b], p[3], p[4], p[0]), p[2] or None, p[1])
-                      for p, a, b in zip(places, bounds[:-1], bounds[1:])]  # fmt: skip
-            source = f"{os.fsdecode(batch['key'][i])}#{batch['channel'][i]}"
-            jobs = [Job(source, seg, speaker=who, part=k) for seg, who, k in pieces]
-            sessions: set[str] = set()
-            results = [r for start in range(0, len(jobs), self.job.max_batch)
-                       for r in score(self.predictor, jobs[start : start + self.job.max_batch], sessions)]  # fmt: skip
-            for session in sessions:
-                self.predictor.end_session(session)
-            errors = [r.error for r in results if r.status != "ok"]
-            error = f"{len(errors)} segment(s) could not be scored ({errors[0]})" if errors else ""
-            for j, (index, part, who, start_s, end_s, _) in enumerate(places):
-                row = {"key": batch["key"][i], "kind": "segment", "channel": batch["channel"][i], "index": index,
-                       "part": part, "speaker": who, "start_s": start_s, "end_s": end_s, "info": ""}  # fmt: skip
-                for k in cols:
-                    out[k].append(row[k])
-                p = results[j].prediction
-                out["shares"].append(np.array([p.shares[e] if p else 0.0 for e in self.emotions], np.float32))
-                out["status"].append(results[j].status)
-                out["error"].append(error if results[j].status != "ok" else "")
-        return {k: (np.stack(v) if k == "shares" else np.array(v, dtype=object)) for k, v in out.items()}
 
 
 def scorer_class(job: BatchJob) -> type[Score]:
@@ -348,14 +402,20 @@ class RayEngine:
                 table = [{"key": os.fsencode(it.key), "source": os.fsencode(it.source), "size": it.size}
                          for it in items]  # fmt: skip
                 ds = ray.data.from_items(table, override_num_blocks=max(1, min(len(table), MAX_BLOCKS)))
-                cut = partial(cut_rows, vad=self.job.vad, each=self.job.each, speakers=self.job.speakers,
-                              batch=self.job.max_batch, whole=self.job.adapts)  # fmt: skip
-                ds = ds.flat_map(cut, num_cpus=DECODE_CPUS)
                 actor_cpus = max(0.5, min(float(self.job.threads), cpus / max(1, self.workers) - DECODE_CPUS))
-                pool = ray.data.ActorPoolStrategy(size=max(1, min(self.workers, len(items))))
-                per_call = 1 if self.job.adapts else self.job.max_batch  # whole streams: one a call
-                ds = ds.map_batches(scorer_class(self.job), batch_size=per_call, batch_format="numpy",
-                                    compute=pool, num_cpus=actor_cpus, num_gpus=self.gpus or None)  # fmt: skip
+                actors = max(1, min(self.workers, len(items)))
+                scorers = None
+                if self.job.adapts:  # streams scored in order, piece by piece, by actors of emomon's own
+                    remote = ray.remote(StreamScore).options(num_cpus=actor_cpus, num_gpus=self.gpus or 0,
+                                                             max_restarts=2)  # fmt: skip
+                    scorers = [remote.remote(self.job) for _ in range(actors)]
+                cut = partial(cut_rows, vad=self.job.vad, each=self.job.each, speakers=self.job.speakers,
+                              batch=self.job.max_batch, scorers=scorers, width=len(self.job.emotions))  # fmt: skip
+                ds = ds.flat_map(cut, num_cpus=DECODE_CPUS)
+                if scorers is None:
+                    pool = ray.data.ActorPoolStrategy(size=actors)
+                    ds = ds.map_batches(scorer_class(self.job), batch_size=self.job.max_batch, batch_format="numpy",
+                                        compute=pool, num_cpus=actor_cpus, num_gpus=self.gpus or None)  # fmt: skip
                 rows: list[dict[str, Any]] = []
                 records: list[dict[str, Any]] = []
                 last = time.monotonic()
