@@ -415,12 +415,13 @@ def test_ray_on_two_nodes_survives_a_killed_worker_with_every_file_once(world: d
     proc = subprocess.Popen(cmd, cwd=root, env=ray_cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
     wait_for_parts(out, 1, proc)
-    actors = [p for p in psutil.process_iter(["cmdline"]) if "MapBatches(Score)" in " ".join(p.info["cmdline"] or [])]
+    actors = [p for p in psutil.process_iter(["cmdline"])
+              if "StreamScore" in " ".join(p.info["cmdline"] or [])]  # the default adapts: stream scorers  # fmt: skip
     assert actors, "no scoring actor found"
     env = actors[0].environ()  # the cache bound; no tcmalloc preload on a cluster's unknown nodes
     assert env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64" and env["MALLOC_ARENA_MAX"] == "2"
     assert "LD_PRELOAD" not in env
-    actors[0].kill()  # SIGKILL, mid-run: Ray restarts the actor and retries its work
+    actors[0].kill()  # SIGKILL, mid-run: Ray restarts the actor and sends its piece again
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr  # the three broken copies
     for part in (out / "segments").glob("part-*.parquet"):

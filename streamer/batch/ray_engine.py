@@ -406,8 +406,10 @@ class RayEngine:
                 actors = max(1, min(self.workers, len(items)))
                 scorers = None
                 if self.job.adapts:  # streams scored in order, piece by piece, by actors of emomon's own
+                    # a dead actor is restarted and its piece sent again: the statistics travel with
+                    # each piece, so a new actor gives what the old one would have
                     remote = ray.remote(StreamScore).options(num_cpus=actor_cpus, num_gpus=self.gpus or 0,
-                                                             max_restarts=2)  # fmt: skip
+                                                             max_restarts=2, max_task_retries=2)  # fmt: skip
                     scorers = [remote.remote(self.job) for _ in range(actors)]
                 cut = partial(cut_rows, vad=self.job.vad, each=self.job.each, speakers=self.job.speakers,
                               batch=self.job.max_batch, scorers=scorers, width=len(self.job.emotions))  # fmt: skip
