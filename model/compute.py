@@ -237,7 +237,9 @@ def from_pretrained(loader, spec: EncoderSpec, **kwargs):
     """`loader.from_pretrained` from a local folder or the local cache first, the hub last.
 
     Trying the cache first keeps a machine with no network from waiting through the hub
-    client's retries when the weights are already there.
+    client's retries when the weights are already there. Model weights are loaded with
+    `use_safetensors=True` by the callers: a folder or hub repository that has only a
+    pickled checkpoint (pytorch_model.bin) is refused rather than unpickled.
     """
     kwargs.update(revision=spec.revision, trust_remote_code=False)
     local = Path(spec.name).is_dir()

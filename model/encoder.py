@@ -150,7 +150,7 @@ def _load_ssl(spec: EncoderSpec):
         raise EncoderLoadError(
             f"Encoder '{spec.name}' is a '{config.model_type}' model; emomon takes {', '.join(SSL_MODEL_TYPES)}."
         )
-    model = from_pretrained(AutoModel, spec, config=config)
+    model = from_pretrained(AutoModel, spec, config=config, use_safetensors=True)  # never a pickle
     try:
         extractor = from_pretrained(AutoFeatureExtractor, spec)
         normalize = bool(getattr(extractor, "do_normalize", False))

