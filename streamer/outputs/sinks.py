@@ -1,6 +1,7 @@
 """Where results go: the CSV log, the JSON Lines log, saved segment audio, the dashboard
-state and one plain printed line per segment (--no-dashboard). All of it runs in the
-worker thread, the only writer.
+state and one plain printed line per segment (--no-dashboard). One writer at a time: the
+worker thread (results) or, under the Display's lock, the source's thread (rows of lost
+input: monitor/pipeline.py).
 
 Each output fails alone: one that raises (a full disk, a closed terminal) is said once in
 one sentence naming it and its reason, closed, and left out from then on; the others go
