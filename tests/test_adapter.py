@@ -1,0 +1,101 @@
+"""LoRA adapters (model/adapter.py) on a tiny Whisper encoder built here: an untrained
+adapter changes nothing, a trained one equals its merged weights, only the adapter trains,
+and an adapter for another encoder is refused in one sentence."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from emomon.model.adapter import LoraSpec, adapter_state, add_lora, merge, unwrap
+from emomon.model.errors import BundleError
+
+
+def tiny_encoder(d_model: int = 32, seed: int = 0):
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    torch.manual_seed(seed)
+    cfg = WhisperConfig(num_mel_bins=16, d_model=d_model, encoder_layers=3, encoder_attention_heads=2,
+                        encoder_ffn_dim=64, max_source_positions=64)  # fmt: skip
+    return WhisperEncoder(cfg).eval()
+
+
+def run(encoder, mel: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return encoder(mel).last_hidden_state  # (B, T, D)
+
+
+@pytest.fixture()
+def mel() -> torch.Tensor:
+    return torch.randn(2, 16, 128, generator=torch.Generator().manual_seed(1))  # (B, mels, frames)
+
+
+def trained(encoder, spec: LoraSpec, seed: int = 2) -> dict:
+    """Adapters with random B, as if trained."""
+    adapters = add_lora(encoder, spec)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in adapters.values():
+            m.lora_b.copy_(torch.randn(m.lora_b.shape, generator=g) * 0.05)
+    return adapters
+
+
+def test_an_untrained_adapter_changes_nothing(mel) -> None:
+    base = tiny_encoder()
+    adapted = copy.deepcopy(base)
+    adapters = add_lora(adapted, LoraSpec(rank=4, layers=(0, 1)))
+    assert len(adapters) == 12  # six linear layers in each of two layers
+    assert torch.equal(run(adapted, mel), run(base, mel))
+
+
+def test_only_the_adapter_trains(mel) -> None:
+    encoder = tiny_encoder()
+    spec = LoraSpec(rank=4, layers=(1, 2))
+    adapters = add_lora(encoder, spec)
+    trainable = {n for n, p in encoder.named_parameters() if p.requires_grad}
+    assert trainable == {f"{n}.lora_{m}" for n in adapters for m in "ab"}  # the convolutions and norms too stay
+    before = {n: p.detach().clone() for n, p in encoder.named_parameters() if not p.requires_grad}
+    opt = torch.optim.Adam([p for p in encoder.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        encoder(mel).last_hidden_state.pow(2).mean().backward()
+        opt.step()
+    assert all(torch.equal(p, before[n]) for n, p in encoder.named_parameters() if not p.requires_grad)
+    assert any(m.lora_b.abs().sum() > 0 for m in adapters.values())  # B left zero: it did train
+
+
+def test_a_trained_adapter_equals_its_merged_weights(mel, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    base = tiny_encoder()
+    spec = LoraSpec(rank=8, alpha=16.0)
+    adapted = copy.deepcopy(base)
+    adapters = trained(adapted, spec)
+    with_adapter = run(adapted, mel)
+    assert (with_adapter - run(base, mel)).abs().max() > 1e-3  # the adapter does something
+    save_file(adapter_state(adapters), tmp_path / "adapter.safetensors")
+    merged = copy.deepcopy(base)  # the bundle's way: plain weights, the saved adapter folded in
+    merge(merged, spec, load_file(tmp_path / "adapter.safetensors"))
+    assert torch.allclose(run(merged, mel), with_adapter, atol=1e-5)
+    unwrap(adapted, spec)  # the trainer's way: fold in place, plain nn.Linear again
+    assert not any("lora" in n for n, _ in adapted.named_parameters())
+    assert torch.allclose(run(adapted, mel), with_adapter, atol=1e-5)
+
+
+def test_an_adapter_for_another_encoder_is_refused() -> None:
+    spec = LoraSpec(rank=4, layers=(0,))
+    state = adapter_state(trained(tiny_encoder(d_model=32), spec))
+    wider = tiny_encoder(d_model=48)
+    with pytest.raises(BundleError, match="trained on another encoder") as e:
+        merge(wider, spec, state)
+    assert "\n" not in str(e.value)
+    with pytest.raises(BundleError, match=r"does not fit its settings: 2 matrices missing"):
+        merge(tiny_encoder(), spec, {k: v for k, v in state.items() if "fc2" not in k})
+    with pytest.raises(BundleError, match="names encoder layer 5; this encoder has layers 0 to 2"):
+        merge(tiny_encoder(), LoraSpec(rank=4, layers=(5,)), state)
+    with pytest.raises(ValueError, match="rank must be >= 1"):
+        LoraSpec(rank=0)
