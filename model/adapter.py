@@ -7,8 +7,11 @@ W when a model loads (`merge`), so that inference costs exactly what it costs wi
 B starts at zero, so an adapter that has not trained yet changes nothing. Names follow
 the encoder's own modules ("layers.0.self_attn.q_proj"), with ".lora_a" / ".lora_b".
 
-Issue 39 (the default model v5) builds on this: training adapts the encoder's first layers,
-the bundle carries the adapter, the Predictor and the ONNX export fold it in.
+A bundle carries an `Adapter` (model/bundle.py: adapter.safetensors, its SHA-256 checked
+before it is parsed); the Whisper encoder merges it into its weights when it loads, after
+the base weights' digest is taken and before any cast or quantisation, so the Predictor,
+int8 and the ONNX export all run the adapted weights. Issue 39 (the default model v5)
+trains them.
 """
 
 from __future__ import annotations
@@ -42,6 +45,17 @@ class LoraSpec:
     @property
     def scale(self) -> float:
         return self.alpha / self.rank
+
+
+@dataclass
+class Adapter:
+    """A trained adapter as a bundle carries it: its settings and its matrices (float32)."""
+
+    spec: LoraSpec
+    state: dict[str, torch.Tensor]
+
+    def describe(self) -> str:
+        return f"LoRA r{self.spec.rank} on layers {', '.join(str(i + 1) for i in self.spec.layers)}"
 
 
 class LoraLinear(nn.Module):

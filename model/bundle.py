@@ -4,6 +4,8 @@
       bundle.json             format version, emotions, encoder + regressor specs,
                               input normalisation, training metrics, data provenance
       regressors.safetensors  the RegressorBank's stacked parameters
+      adapter.safetensors     optional: LoRA matrices for the encoder's first layers
+                              (model/adapter.py), merged into its weights when it loads
 
 The encoder's own weights are not copied: `bundle.json` names them by hub id + revision
 (or a local folder) and, for transformers encoders, by a digest of their values
@@ -28,6 +30,7 @@ from .settings import from_dict, to_dict
 from .specs import EncoderSpec, RegressorSpec
 
 if TYPE_CHECKING:
+    from .adapter import Adapter
     from .regressor import RegressorBank
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "default"  # shipped with the package, offline
@@ -35,6 +38,7 @@ FORMAT = "emomon-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
 WEIGHTS = "regressors.safetensors"
+ADAPTER = "adapter.safetensors"
 DIGEST_OF = "the encoder's state dict rounded to float16, names sorted"
 
 
@@ -59,6 +63,7 @@ class Bundle:
     metrics: dict[str, Any] = field(default_factory=dict)  # evaluation results
     provenance: dict[str, Any] = field(default_factory=dict)  # data, command, versions
     encoder_digest: str = ""  # weights_digest of the encoder it was trained on; "" = not recorded
+    adapter: Adapter | None = None  # LoRA matrices merged into the encoder's weights when it loads
 
     @property
     def n_models(self) -> int:
@@ -93,6 +98,13 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {n: p.detach().cpu().contiguous() for n, p in bundle.bank.state_dict().items()}
     save_file(tensors, folder / WEIGHTS, metadata={"format": FORMAT})
+    adapter = None
+    if bundle.adapter is not None:
+        if not bundle.encoder_digest:
+            raise BundleError("A bundle with an adapter must record the encoder weights it adapts (encoder_digest).")
+        save_file(bundle.adapter.state, folder / ADAPTER, metadata={"format": FORMAT})
+        adapter = {"kind": "lora", **to_dict(bundle.adapter.spec), "file": ADAPTER,
+                   "sha256": file_sha256(folder / ADAPTER)}  # fmt: skip
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -111,6 +123,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
         "calibration": {"temperature": bundle.temperature},
         "weights": {"file": WEIGHTS, "sha256": file_sha256(folder / WEIGHTS)},
         **({"encoder_weights": {"sha256": bundle.encoder_digest, "of": DIGEST_OF}} if bundle.encoder_digest else {}),
+        **({"adapter": adapter} if adapter else {}),
         "metrics": bundle.metrics,
         "provenance": bundle.provenance,
     }
@@ -199,7 +212,39 @@ def load_bundle(path: str | Path) -> Bundle:
         encoder_digest=digest,
     )
     bundle.bank = _load_weights(_inside(folder, weights.get("file", WEIGHTS), where), weights.get("sha256"), bundle)
+    if "adapter" in m:
+        bundle.adapter = _load_adapter(folder, m["adapter"], bundle, where)
     return bundle
+
+
+def _load_adapter(folder: Path, entry: Any, bundle: Bundle, where: str) -> Adapter:
+    """The bundle's LoRA adapter: its settings checked, its file's SHA-256 checked before
+    safetensors parses it; one sentence for each problem."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from .adapter import Adapter, LoraSpec
+
+    if not isinstance(entry, dict) or entry.get("kind") != "lora":
+        raise BundleError(f'{where}: \'adapter\' must be a table with "kind": "lora".')
+    if bundle.encoder.kind != "whisper" or not bundle.encoder_digest:
+        raise BundleError(f"{where}: an adapter needs a Whisper encoder and its encoder_weights.sha256.")
+    settings = {k: v for k, v in entry.items() if k not in ("kind", "file", "sha256")}
+    try:
+        spec = from_dict(LoraSpec, settings, f"{MANIFEST}: adapter")
+    except (ConfigError, ValueError) as e:
+        raise BundleError(f"{folder}: {e}") from e
+    if not isinstance(entry.get("sha256"), str):
+        raise BundleError(f"{where} has no adapter.sha256: emomon checks the adapter before it reads it.")
+    path = _inside(folder, entry.get("file", ADAPTER), where)
+    if not path.is_file():
+        raise BundleError(f"Model bundle '{folder}' has no adapter file {path.name}.")
+    data = read_verified(path, entry["sha256"], "Adapter file", MANIFEST)
+    try:
+        state = load(data)
+    except (SafetensorError, ValueError) as e:
+        raise BundleError(f"Adapter file {path} is not a valid safetensors file ({e}).") from e
+    return Adapter(spec, {k: v.float() for k, v in state.items()})
 
 
 def _inside(folder: Path, name: Any, where: str) -> Path:

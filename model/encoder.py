@@ -43,7 +43,7 @@ from .compute import (
     plan_batches,
     weights_digest,
 )
-from .errors import ConfigError, EncoderLoadError
+from .errors import BundleError, ConfigError, EncoderLoadError
 from .smile import SmileLLD
 from .specs import EncoderSpec
 from .whisper import WhisperSpeechEncoder
@@ -59,12 +59,15 @@ OPENSMILE_SETS = {"egemaps": ("eGeMAPSv02", 25, False), "compare": ("ComParE_201
 DELTA_WINDOW = 2  # frames each side of the regression deltas (openSMILE's default)
 
 
-def load_encoder(spec: EncoderSpec, device: str = "auto", dtype: str = "float32") -> Encoder:
-    """Build the encoder `spec` describes on `device` in `dtype`."""
+def load_encoder(spec: EncoderSpec, device: str = "auto", dtype: str = "float32", adapter=None) -> Encoder:
+    """Build the encoder `spec` describes on `device` in `dtype`; `adapter` (a bundle's LoRA
+    adapter, model/adapter.py) is merged into a Whisper encoder's weights."""
+    if adapter is not None and spec.kind != "whisper":
+        raise BundleError(f"An adapter is for a Whisper encoder, not a '{spec.kind}' one.")
     if spec.kind in OPENSMILE_SETS:
         return OpenSmileEncoder(spec)
     if spec.kind == "whisper":
-        return WhisperSpeechEncoder(spec, device, dtype)
+        return WhisperSpeechEncoder(spec, device, dtype, adapter=adapter)
     return SSLEncoder(spec, device, dtype)
 
 

@@ -101,7 +101,7 @@ class Predictor:
         folder = Path(DEFAULT_BUNDLE if path is None else path)
         bundle = load_bundle(folder)
         spec = bundle.encoder if encoder_name is None else replace(bundle.encoder, name=encoder_name)
-        predictor = cls(bundle, load_encoder(spec, device, dtype), device)
+        predictor = cls(bundle, load_encoder(spec, device, dtype, adapter=bundle.adapter), device)
         predictor.name = folder.resolve().name
         return predictor
 
@@ -109,7 +109,7 @@ class Predictor:
         """What runs, for the dashboard's header and -v: model, encoder, emotions, device, dtype."""
         return {
             "model": self.name,
-            "encoder": self.encoder.spec.name,
+            "encoder": self.encoder.spec.name + (f" + {self.bundle.adapter.describe()}" if self.bundle.adapter else ""),
             "emotions": f"{len(self.emotions)} emotions",
             "device": str(self.device),
             "dtype": getattr(self.encoder, "compute", "float32"),

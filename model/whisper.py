@@ -189,13 +189,23 @@ class WhisperSpeechEncoder:
     """Whisper's encoder on each segment's own length (module docstring)."""
 
     def __init__(
-        self, spec: EncoderSpec, device: str = "auto", dtype: str = "float32", max_batch_s: float = 64.0
+        self,
+        spec: EncoderSpec,
+        device: str = "auto",
+        dtype: str = "float32",
+        max_batch_s: float = 64.0,
+        adapter=None,
     ) -> None:
         import torch
 
         why = configure(self, spec, device, dtype, max_batch_s)
         model, filters, self.source = load_whisper(spec)
-        self.digest = weights_digest(model)
+        self.digest = weights_digest(model)  # the base weights: what a bundle (and its adapter) was trained on
+        if adapter is not None:  # folded into the weights before any cast or quantisation (model/adapter.py)
+            from .adapter import merge
+
+            merge(model, adapter.spec, adapter.state)
+            self.source += f" + {adapter.describe()}"
         cfg = model.config
         if isinstance(spec.layer, int) and spec.layer > cfg.encoder_layers:
             raise ConfigError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,3 +100,87 @@ def test_an_adapter_for_another_encoder_is_refused() -> None:
         merge(tiny_encoder(), LoraSpec(rank=4, layers=(5,)), state)
     with pytest.raises(ValueError, match="rank must be >= 1"):
         LoraSpec(rank=0)
+
+
+# -- a bundle that carries an adapter ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> dict:
+    """A tiny Whisper bundle, and the same bundle with a (randomly 'trained') adapter on layers 1-2."""
+    from conftest import make_bundle, save_tiny_whisper
+
+    from emomon.model.adapter import Adapter
+    from emomon.model.bundle import save_bundle
+    from emomon.model.encoder import load_encoder
+    from emomon.model.specs import EncoderSpec
+    from emomon.model.whisper import load_whisper
+
+    root = tmp_path_factory.mktemp("adapted")
+    spec = EncoderSpec(kind="whisper", name=str(save_tiny_whisper(root / "whisper")), layer=2)
+    encoder = load_encoder(spec, "cpu", "float32")
+    bundle = make_bundle(encoder, arch=3, output="softmax", head="shared")
+    bundle.encoder_digest = encoder.digest
+    plain = save_bundle(bundle, root / "plain")
+    lora = LoraSpec(rank=4, layers=(0, 1))
+    base, _, _ = load_whisper(spec)
+    bundle.adapter = Adapter(lora, adapter_state(trained(base, lora)))
+    return {"plain": plain, "adapted": save_bundle(bundle, root / "adapted"), "spec": spec, "lora": lora}
+
+
+def voice(seconds: float = 1.5, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.2 * np.sin(2 * np.pi * 150 * t) + rng.normal(0, 0.02, len(t))).astype(np.float32)
+
+
+def test_a_bundle_carries_its_adapter_and_the_predictor_runs_the_merged_weights(bundles) -> None:
+    from emomon.model.bundle import load_bundle
+    from emomon.model.encoder import load_encoder
+    from emomon.model.predictor import Predictor
+
+    bundle = load_bundle(bundles["adapted"])
+    assert bundle.adapter.spec == bundles["lora"] and len(bundle.adapter.state) == 24
+    adapted = Predictor.from_bundle(bundles["adapted"], "cpu", "float32")
+    plain = Predictor.from_bundle(bundles["plain"], "cpu", "float32")
+    assert adapted.describe()["encoder"].endswith("+ LoRA r4 on layers 1, 2")
+    by_hand = load_encoder(bundles["spec"], "cpu", "float32")  # the base weights, the adapter folded in here
+    merge(by_hand.model, bundle.adapter.spec, bundle.adapter.state)
+    reference = Predictor(bundle, by_hand, "cpu")
+    x = voice()
+    [a], [p], [r] = adapted.predict([x]), plain.predict([x]), reference.predict([x])
+    assert a.shares == pytest.approx(r.shares, abs=1e-6)
+    assert max(abs(a.shares[e] - p.shares[e]) for e in a.shares) > 1e-4  # the adapter moves the shares
+    assert adapted.encoder.digest == plain.encoder.digest == bundle.encoder_digest  # the base's digest
+
+
+def test_a_damaged_or_mismatched_adapter_is_refused(bundles, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from emomon.model.bundle import load_bundle
+    from emomon.model.predictor import Predictor
+
+    damaged = shutil.copytree(bundles["adapted"], tmp_path / "damaged")
+    data = bytearray((damaged / "adapter.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (damaged / "adapter.safetensors").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="Adapter file .* is corrupt: its SHA-256 differs"):
+        load_bundle(damaged)
+    other = shutil.copytree(bundles["adapted"], tmp_path / "other")
+    manifest = json.loads((other / "bundle.json").read_text())
+    manifest["adapter"]["rank"] = 8  # settings that do not fit the matrices (another encoder's adapter)
+    (other / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="it was trained on another encoder") as e:
+        Predictor.from_bundle(other, "cpu", "float32")
+    assert "\n" not in str(e.value)
+
+
+def test_the_onnx_export_folds_the_adapter_in(bundles, tmp_path: Path) -> None:
+    from emomon.model.export import export_bundle
+    from emomon.model.onnx_engine import OnnxPredictor
+    from emomon.model.predictor import Predictor
+
+    export_bundle(bundles["adapted"], tmp_path / "a.onnx")
+    x = voice(2.3, seed=1)
+    [o] = OnnxPredictor(tmp_path / "a.onnx").predict([x])
+    [t] = Predictor.from_bundle(bundles["adapted"], "cpu", "float32").predict([x])
+    assert max(abs(o.shares[e] - t.shares[e]) for e in t.shares) <= 1e-4

@@ -199,3 +199,11 @@ def test_bench_plot_quick_run(tmp_path: Path) -> None:
     rows = quick_rows(tmp_path, "bench_plot.py")
     assert [(r["format"], r["segments"]) for r in rows] == [("png", 120), ("svg", 120)] * 2
     assert all(0 < r["seconds"] < 60 and 20 < r["peak_mb"] < 2000 for r in rows)
+
+
+@pytest.mark.weights
+def test_bench_adapt_quick_run(tmp_path: Path) -> None:
+    """A training step of each way to adapt Whisper base's first layers, timed; LoRA trains the fewest weights."""
+    rows = {r["variant"]: r for r in quick_rows(tmp_path, "bench_adapt.py")}
+    assert list(rows) == ["lora", "layer3", "layers1-3"] and all(r["ms_per_clip"] > 0 for r in rows.values())
+    assert rows["lora"]["trainable_m"] < 1 < rows["layer3"]["trainable_m"] < rows["layers1-3"]["trainable_m"]
