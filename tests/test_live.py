@@ -254,42 +254,6 @@ def test_input_that_goes_silent_ends_the_run(virtual_mic: str, tmp_path: Path) -
     )
 
 
-def test_sound_server_killed_mid_capture_ends_the_run_in_one_sentence(virtual_mic: str, tmp_path: Path) -> None:
-    """(Last in this file: it kills the daemon and starts a new one.) The input goes away
-    (the PulseAudio daemon is killed while a sentence is under way):
-    emomon says so naming the device, keeps the finished segments, exits 1 within 5 s, and
-    PortAudio's own C-level messages stay off stderr."""
-    if not OWN_DAEMON[-1]:
-        if os.environ.get("CI"):
-            pytest.fail("CI must start its own PulseAudio daemon for this test")
-        pytest.skip("PulseAudio was already running here; the test does not kill a daemon it did not start")
-    out = tmp_path / "live.csv"
-    cmd = [sys.executable, "-m", "emomon.streamer.cli", "live", "--device", "pulse", "--no-dashboard"]
-    cmd += ["--csv", str(out)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for(out)
-        time.sleep(1.0)
-        player = subprocess.Popen(["paplay", f"--device={virtual_mic}", str(SAMPLE)], stderr=subprocess.DEVNULL)
-        time.sleep(8.5)  # two sentences heard, the third under way
-        t = time.monotonic()
-        stop_pulse()
-        stdout, stderr = proc.communicate(timeout=30)
-        elapsed = time.monotonic() - t
-        player.wait(timeout=30)
-    finally:
-        proc.kill()
-        ensure_virtual_mic()  # the daemon again, for the tests after this one
-    assert proc.returncode == 1, stdout + stderr
-    assert elapsed < 5.0
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("emomon: Input device 'pulse' stopped"), stderr
-    with out.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) >= 2 and all(r["status"] == "ok" for r in rows), stdout
-    assert f"{len(rows)} segment(s), 0 dropped, 0 failed" in stdout
-
-
 def test_input_lost_while_the_loop_stalls_is_a_lost_row_and_times_stay_true(
     virtual_mic: str, tmp_path: Path, monkeypatch
 ) -> None:
@@ -353,3 +317,40 @@ def test_input_lost_while_the_loop_stalls_is_a_lost_row_and_times_stay_true(
     records = [json.loads(x) for x in (tmp_path / "live.jsonl").read_text().splitlines()]
     assert [r["status"] for r in records if r["status"] == "lost"] == ["lost"]
     assert all(datetime.fromisoformat(r["wall_time"]) for r in rows)
+
+
+def test_sound_server_killed_mid_capture_ends_the_run_in_one_sentence(virtual_mic: str, tmp_path: Path) -> None:
+    """(Last in this file: it kills the daemon and starts a new one.) The input goes away
+    (the PulseAudio daemon is killed while a sentence is under way):
+    emomon says so naming the device, keeps the finished segments, exits 1 within 5 s, and
+    PortAudio's own C-level messages stay off stderr."""
+    if not OWN_DAEMON[-1]:
+        if os.environ.get("CI"):
+            pytest.fail("CI must start its own PulseAudio daemon for this test")
+        pytest.skip("PulseAudio was already running here; the test does not kill a daemon it did not start")
+    out = tmp_path / "live.csv"
+    cmd = [sys.executable, "-m", "emomon.streamer.cli", "live", "--device", "pulse", "--no-dashboard"]
+    cmd += ["--csv", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(out)
+        time.sleep(1.0)
+        player = subprocess.Popen(["paplay", f"--device={virtual_mic}", str(SAMPLE)], stderr=subprocess.DEVNULL)
+        time.sleep(8.5)  # two sentences heard, the third under way
+        t = time.monotonic()
+        stop_pulse()
+        stdout, stderr = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - t
+        player.wait(timeout=30)
+    finally:
+        proc.kill()
+        ensure_virtual_mic()  # the daemon again, for the tests after this one
+    assert proc.returncode == 1, stdout + stderr
+    assert elapsed < 5.0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("emomon: Input device 'pulse' stopped"), stderr
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= 2 and all(r["status"] == "ok" for r in rows), stdout
+    assert f"{len(rows)} segment(s), 0 dropped, 0 failed" in stdout
+
