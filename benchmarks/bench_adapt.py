@@ -68,6 +68,7 @@ def step_fn(variant: str, batch: int, dtype: str):
         p.requires_grad_(True)
     opt = torch.optim.Adam([*params, *head.parameters()], lr=1e-4)
     target = torch.randn(batch, 9)
+
     def layer_out(layer, h):
         out = layer(h, attention_mask=None)
         return out[0] if isinstance(out, tuple) else out

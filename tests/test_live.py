@@ -353,4 +353,3 @@ def test_sound_server_killed_mid_capture_ends_the_run_in_one_sentence(virtual_mi
         rows = list(csv.DictReader(f))
     assert len(rows) >= 2 and all(r["status"] == "ok" for r in rows), stdout
     assert f"{len(rows)} segment(s), 0 dropped, 0 failed" in stdout
-

@@ -102,7 +102,11 @@ def speaker_stage(settings: SpeakerSettings) -> Speakers:
 
 
 def cut_rows(
-    row: dict[str, Any], vad, each: bool, speakers: SpeakerSettings | None = None, batch: int = 1,
+    row: dict[str, Any],
+    vad,
+    each: bool,
+    speakers: SpeakerSettings | None = None,
+    batch: int = 1,
     scorers: list | None = None,
     width: int = 0,
 ) -> Any:
