@@ -132,8 +132,11 @@ def _lock(out: Path) -> int:
             "another folder."
         )
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now}\n".encode())
+    try:  # who holds it, for the next run's sentence; the lock itself is what counts (a full disk may refuse this)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {now}\n".encode())
+    except OSError:
+        pass
     return fd
 
 
