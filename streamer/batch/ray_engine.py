@@ -137,13 +137,10 @@ def cut_rows(
 
     def rows(channel: int | None, segs: list[Segment]) -> Any:
         for job in jobs_of(stage, item, channel, segs):
-            seg = job.segment
             if pieces is not None:
                 yield from pieces.add(channel, job)
                 continue
-            yield {**base, "kind": "segment", "channel": MIX if channel is None else channel, "index": seg.index,
-                   "part": job.part, "speaker": job.speaker or "", "start_s": seg.start_s, "end_s": seg.end_s,
-                   "audio": seg.audio.tobytes(), "info": ""}  # fmt: skip
+            yield segment_row(base, channel, job, audio=job.segment.audio.tobytes())
         segs.clear()
 
     try:
@@ -171,6 +168,14 @@ def cut_rows(
             for channel in pending:
                 stage.forget(session_key(item, channel))
     yield {**base, "kind": "file", "info": json.dumps({**info, "error": error, "segments": n})}
+
+
+def segment_row(base: dict[str, Any], channel: int | None, job, **fields: Any) -> dict[str, Any]:
+    """A segment task's row of one job (its place in the file; `fields`: its audio, or its scores)."""
+    seg = job.segment
+    return {**base, "kind": "segment", "channel": MIX if channel is None else channel, "index": seg.index,
+            "part": job.part, "speaker": job.speaker or "", "start_s": seg.start_s, "end_s": seg.end_s, "info": "",
+            **fields}  # fmt: skip
 
 
 class Pieces:
@@ -221,11 +226,8 @@ class Pieces:
             why = f"{len(jobs)} segment(s) could not be scored ({type(e).__name__}: {str(e).splitlines()[0]})"
             scored = [(None, "error", why)] * len(jobs)
         for j, (shares, status, error) in zip(jobs, scored):
-            seg = j.segment
-            yield {**self.base, "kind": "segment", "channel": MIX if channel is None else channel,
-                   "index": seg.index, "part": j.part, "speaker": j.speaker or "", "start_s": seg.start_s,
-                   "end_s": seg.end_s, "info": "", "shares": self.base["shares"] if shares is None else shares,
-                   "status": status, "error": error}  # fmt: skip
+            yield segment_row(self.base, channel, j, shares=self.base["shares"] if shares is None else shares,
+                              status=status, error=error)  # fmt: skip
 
 
 class StreamScore:
