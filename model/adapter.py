@@ -47,15 +47,37 @@ class LoraSpec:
         return self.alpha / self.rank
 
 
+@dataclass(frozen=True)
+class LayersSpec:
+    """Fine-tuned layers: their own trained weights replace the base's."""
+
+    layers: tuple[int, ...] = (2,)  # indices into the encoder's layer list (0: the first layer)
+
+
 @dataclass
 class Adapter:
-    """A trained adapter as a bundle carries it: its settings and its matrices (float32)."""
+    """A trained adapter as a bundle carries it: its settings and its tensors (float32):
+    LoRA matrices (`LoraSpec`) or whole fine-tuned layers (`LayersSpec`)."""
 
-    spec: LoraSpec
+    spec: LoraSpec | LayersSpec
     state: dict[str, torch.Tensor]
 
+    @property
+    def kind(self) -> str:
+        return "lora" if isinstance(self.spec, LoraSpec) else "layers"
+
     def describe(self) -> str:
-        return f"LoRA r{self.spec.rank} on layers {', '.join(str(i + 1) for i in self.spec.layers)}"
+        names = ", ".join(str(i + 1) for i in self.spec.layers)
+        if isinstance(self.spec, LoraSpec):
+            return f"LoRA r{self.spec.rank} on layer{'s' * (len(self.spec.layers) > 1)} {names}"
+        return f"fine-tuned layer{'s' * (len(self.spec.layers) > 1)} {names}"
+
+    def apply(self, encoder: nn.Module) -> None:
+        """Put the adapter into the encoder's weights (in place, before any cast or quantisation)."""
+        if isinstance(self.spec, LoraSpec):
+            merge(encoder, self.spec, self.state)
+        else:
+            replace_layers(encoder, self.spec, self.state)
 
 
 class LoraLinear(nn.Module):
@@ -151,3 +173,37 @@ def merge(encoder: nn.Module, spec: LoraSpec, state: dict[str, torch.Tensor]) ->
                     "encoder."
                 )
             linear.weight += (b.to(torch.float32) @ a.to(torch.float32) * spec.scale).to(linear.weight.dtype)
+
+
+def layers_state(encoder: nn.Module, spec: LayersSpec) -> dict[str, torch.Tensor]:
+    """The weights of the layers `spec` names, float32, by the encoder's own names: what a bundle saves."""
+    return {
+        f"layers.{i}.{name}": t.detach().to("cpu", torch.float32).contiguous()
+        for i in spec.layers
+        for name, t in encoder.layers[i].state_dict().items()
+    }
+
+
+def replace_layers(encoder: nn.Module, spec: LayersSpec, state: dict[str, torch.Tensor]) -> None:
+    """Load fine-tuned layers into the encoder (in place); refused in one sentence when the
+    tensors do not fit its layers (another encoder's)."""
+    layers = encoder.layers
+    if not all(0 <= i < len(layers) for i in spec.layers):
+        raise BundleError(
+            f"The adapter names encoder layers {list(spec.layers)}; this encoder has layers 0 to {len(layers) - 1}."
+        )
+    own = {f"layers.{i}.{n}": t for i in spec.layers for n, t in layers[i].state_dict().items()}
+    if set(state) != set(own):
+        raise BundleError(
+            f"The fine-tuned layers do not fit this encoder: {len(set(own) - set(state))} tensors missing, "
+            f"{len(set(state) - set(own))} unknown."
+        )
+    for name, t in own.items():
+        if tuple(state[name].shape) != tuple(t.shape):
+            raise BundleError(
+                f"The adapter's '{name}' is {tuple(state[name].shape)}; this encoder's is {tuple(t.shape)}: it was "
+                "trained on another encoder."
+            )
+    with torch.no_grad():
+        for name, t in own.items():
+            t.copy_(state[name].to(t.dtype))

@@ -4,8 +4,9 @@
       bundle.json             format version, emotions, encoder + regressor specs,
                               input normalisation, training metrics, data provenance
       regressors.safetensors  the RegressorBank's stacked parameters
-      adapter.safetensors     optional: LoRA matrices for the encoder's first layers
-                              (model/adapter.py), merged into its weights when it loads
+      adapter.safetensors     optional: LoRA matrices for the encoder's first layers, or
+                              those layers fine-tuned (model/adapter.py), put into its
+                              weights when it loads
 
 The encoder's own weights are not copied: `bundle.json` names them by hub id + revision
 (or a local folder) and, for transformers encoders, by a digest of their values
@@ -103,7 +104,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
         if not bundle.encoder_digest:
             raise BundleError("A bundle with an adapter must record the encoder weights it adapts (encoder_digest).")
         save_file(bundle.adapter.state, folder / ADAPTER, metadata={"format": FORMAT})
-        adapter = {"kind": "lora", **to_dict(bundle.adapter.spec), "file": ADAPTER,
+        adapter = {"kind": bundle.adapter.kind, **to_dict(bundle.adapter.spec), "file": ADAPTER,
                    "sha256": file_sha256(folder / ADAPTER)}  # fmt: skip
     manifest = {
         "format": FORMAT,
@@ -218,20 +219,20 @@ def load_bundle(path: str | Path) -> Bundle:
 
 
 def _load_adapter(folder: Path, entry: Any, bundle: Bundle, where: str) -> Adapter:
-    """The bundle's LoRA adapter: its settings checked, its file's SHA-256 checked before
+    """The bundle's adapter (LoRA or fine-tuned layers): its settings checked, its file's SHA-256 checked before
     safetensors parses it; one sentence for each problem."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    from .adapter import Adapter, LoraSpec
+    from .adapter import Adapter, LayersSpec, LoraSpec
 
-    if not isinstance(entry, dict) or entry.get("kind") != "lora":
-        raise BundleError(f'{where}: \'adapter\' must be a table with "kind": "lora".')
+    if not isinstance(entry, dict) or entry.get("kind") not in ("lora", "layers"):
+        raise BundleError(f'{where}: \'adapter\' must be a table with "kind": "lora" or "layers".')
     if bundle.encoder.kind != "whisper" or not bundle.encoder_digest:
         raise BundleError(f"{where}: an adapter needs a Whisper encoder and its encoder_weights.sha256.")
     settings = {k: v for k, v in entry.items() if k not in ("kind", "file", "sha256")}
     try:
-        spec = from_dict(LoraSpec, settings, f"{MANIFEST}: adapter")
+        spec = from_dict(LoraSpec if entry["kind"] == "lora" else LayersSpec, settings, f"{MANIFEST}: adapter")
     except (ConfigError, ValueError) as e:
         raise BundleError(f"{folder}: {e}") from e
     if not isinstance(entry.get("sha256"), str):

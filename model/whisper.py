@@ -185,6 +185,19 @@ def load_whisper(spec: EncoderSpec):
     return model, np.asarray(extractor.mel_filters, dtype=np.float32), source
 
 
+def key_padding_mask(lengths: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    """The additive attention mask for a padded batch x (B, T, D) of true lengths (B,), so
+    that no frame attends to another segment's padding: (B, 1, T, T), or None for one segment."""
+    import torch
+
+    B, T = x.shape[:2]
+    if B == 1:
+        return None
+    keys = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T)
+    attn = torch.zeros(B, 1, T, T, device=x.device, dtype=x.dtype)
+    return attn.masked_fill_(~keys[:, None, None, :], torch.finfo(x.dtype).min)
+
+
 class WhisperSpeechEncoder:
     """Whisper's encoder on each segment's own length (module docstring)."""
 
@@ -202,9 +215,7 @@ class WhisperSpeechEncoder:
         model, filters, self.source = load_whisper(spec)
         self.digest = weights_digest(model)  # the base weights: what a bundle (and its adapter) was trained on
         if adapter is not None:  # folded into the weights before any cast or quantisation (model/adapter.py)
-            from .adapter import merge
-
-            merge(model, adapter.spec, adapter.state)
+            adapter.apply(model)
             self.source += f" + {adapter.describe()}"
         cfg = model.config
         if isinstance(spec.layer, int) and spec.layer > cfg.encoder_layers:
@@ -269,11 +280,7 @@ class WhisperSpeechEncoder:
         x = F.gelu(m.conv2(x)).transpose(1, 2)  # (B, T, D)
         T = x.shape[1]
         x = x + m.embed_positions.weight[:T]
-        attn = None
-        if B > 1:  # key padding: no frame attends to another segment's padding
-            keys = torch.arange(T, device=x.device)[None, :] < lengths[:, None]  # (B, T)
-            attn = torch.zeros(B, 1, T, T, device=x.device, dtype=x.dtype)
-            attn.masked_fill_(~keys[:, None, None, :], torch.finfo(x.dtype).min)
+        attn = key_padding_mask(lengths, x)
         want, L = self.spec.layer, self.n_layers
         depth = want if isinstance(want, int) else L  # layers to run
         states = [x]

@@ -41,6 +41,10 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
         "--features-only", action="store_true",
         help="only extract every embedding the run needs into the cache (clean, augmented, perturbed), then stop",
     )  # fmt: skip
+    t.add_argument(
+        "--resume", action="store_true",
+        help="continue the adapted fits ([train] adapt) from their checkpoints instead of starting them again",
+    )  # fmt: skip
     t.set_defaults(run=run_train)
 
     e = sub.add_parser(
@@ -115,7 +119,9 @@ def run_train(args: argparse.Namespace, cfg: Config, console, argv: list[str]) -
     require("train", "emomon train", "scipy", "matplotlib")
     from .experiment import train_experiment
 
-    train_experiment(apply_flags(cfg, args), args.report, console, argv, features_only=args.features_only)
+    train_experiment(
+        apply_flags(cfg, args), args.report, console, argv, features_only=args.features_only, resume=args.resume
+    )
     return 0
 
 

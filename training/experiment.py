@@ -41,6 +41,7 @@ from ..model.predictor import Predictor
 from ..model.regressor import normalise_pooled, pool_each, temper
 from ..model.settings import to_dict
 from ..model.specs import LAYERED
+from .adapt import Checkpoints, EncoderTop, adapt_fit, load_top, start_layer, through
 from .cache import EmbeddingCache
 from .datasets import LICENCES, Dataset, DatasetError, Item, load_dataset, merge
 from .evaluate import score, write_experiment_report, write_report
@@ -100,15 +101,20 @@ class Features:
     copies on any machine and in any file order.
     """
 
-    def __init__(self, ds: Dataset, encoder: Encoder, cfg: Config, console: Console) -> None:
+    def __init__(
+        self, ds: Dataset, encoder: Encoder, cfg: Config, console: Console, top: EncoderTop | None = None
+    ) -> None:
         self.ds, self.cfg, self.console = ds, cfg, console
+        # [train] adapt: the cache holds each file's hidden state `top.start` (the prefix), and
+        # the frozen top turns it into the frames the frozen fits, the probe and the priors read
+        self.top = top
         self.cache = EmbeddingCache(cache_dir(cfg), encoder)
         self.spans: dict[Path, tuple[int, int]] = {}  # speech span per file, found once for every variant
         self._perturbed: dict[str, list[torch.Tensor | None]] = {}
         self.paths = [it.path for it in ds.items]
         problems = self.cache.extract(self.paths, console=console, variant=self._base, transform=self._trimmed)
         report_problems(console, problems, "embedding")
-        clean = self.cache.load(self.paths, self._base)
+        clean = self.cache.load(self.paths, self._base, stored=top is not None)
         keep = [i for i, f in enumerate(clean) if f is not None]
         self.items = [ds.items[i] for i in keep]
         self.paths = [self.paths[i] for i in keep]
@@ -119,12 +125,22 @@ class Features:
         self.masks = np.array([it.mask or [True] * E for it in self.items], dtype=bool).reshape(-1, E)  # (N, E)
         self.views: list[list[torch.Tensor]] = [[] for _ in keep]
         for k in range(cfg.augment.views):
-            for i, f in enumerate(self._variant(f"aug{k}-{self._digest(cfg.augment)}", self._augmenter(k))):
+            name = f"aug{k}-{self._digest(cfg.augment)}"
+            for i, f in enumerate(self._variant(name, self._augmenter(k), stored=top is not None)):
                 if f is not None:
                     self.views[i].append(f)
         self._pooled_perturbed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._means: torch.Tensor | None = None
-        if self.pools:
+        if top is not None:  # adapted fits read the prefix frames; the frozen ones, these statistics
+            n_views = min((len(v) for v in self.views), default=0)
+            self.prefix, self.prefix_views = self.clean, self.views
+            layers = f"layers {top.start + 1}-{top.top}" if top.top > top.start + 1 else f"layer {top.top}"
+            console.print(f"running the frozen {layers} over {len(self.items)} files ({1 + n_views} versions)")
+            versions = [through(top, self.clean, cfg.regressor.pooling, cfg)]
+            versions += [through(top, [v[k] for v in self.views], cfg.regressor.pooling, cfg) for k in range(n_views)]
+            self.sums = versions[0][1]
+            self.pooled = torch.stack([p for p, _ in versions])
+        elif self.pools:
             n_views = min((len(v) for v in self.views), default=0)
             console.print(f"pooling the statistics of {len(self.items)} files ({1 + n_views} versions)")
             self.sums = torch.stack([frame_sums(f) for f in self.clean])  # (N, 3, D)
@@ -154,7 +170,10 @@ class Features:
             missing = [p for p, f in zip(self.paths, feats) if f is None]
             if missing:
                 raise DatasetError(f"{missing[0]} has no features through perturbation '{name}'.")
-            self._pooled_perturbed[name] = (self._pool(feats), torch.stack([frame_sums(f) for f in feats]))
+            if self.top is not None:
+                self._pooled_perturbed[name] = through(self.top, feats, self.cfg.regressor.pooling, self.cfg)
+            else:
+                self._pooled_perturbed[name] = (self._pool(feats), torch.stack([frame_sums(f) for f in feats]))
         return self._pooled_perturbed[name]
 
     @property
@@ -235,6 +254,10 @@ class Features:
         a speaker, or in "corpus" mode a corpus; or each item's entry in `units`)."""
         items = [self.items[i] for i in idx]
         units = units or norm_units(items, self.cfg.train.normalization)
+        if r.top is not None:  # an adapted fit: its own top over the files' prefix frames
+            frames = self.perturbed(perturbation) if perturbation else self.prefix
+            pooled, sums = through(r.top, [frames[i] for i in idx], self.cfg.regressor.pooling, self.cfg)
+            return pooled_predict(r, norm, pooled, sums, units)
         if self.pools:
             pooled, sums = self.pooled_perturbed(perturbation) if perturbation else (self.pooled[0], self.sums)
             return pooled_predict(r, norm, pooled[idx], sums[idx], units)
@@ -296,6 +319,30 @@ def fit_normalised(cfg: Config, emotions, train: tuple[Split, list[str]], devel=
     dev = prepare(*devel) if devel is not None else None
     fitted = fit(prepare(*train), dev, emotions, cfg.regressor, cfg.train, epochs, str(_device(cfg)), on_epoch)
     return fitted, norm
+
+
+def fit_adapted(
+    feats: Features, cfg: Config, train_idx: np.ndarray, devel_idx: np.ndarray | None, warm: FitResult,
+    warm_norm: FeatureNorm, name: str, checkpoints: Checkpoints | None, progress: TrainingProgress,
+    epochs: int | None = None,
+) -> tuple[FitResult, FeatureNorm]:  # fmt: skip
+    """The encoder adapted from the frozen fit `warm` on the same files (training/adapt.py);
+    returns the fit and its normalisation, whose prior is the adapted frames' statistics."""
+    split, units = feats.split(train_idx, augmented=True)
+    devel = None
+    if devel_idx is not None:
+        d_units = norm_units([feats.items[i] for i in devel_idx], cfg.train.normalization)
+        devel = ([feats.prefix[i] for i in devel_idx], feats.targets[devel_idx], feats.masks[devel_idx], d_units)
+    progress.start_fit(f"{name}, adapting", epochs or cfg.train.adapt_epochs)
+    r, sums = adapt_fit(
+        [feats.prefix[i] for i in train_idx], [feats.prefix_views[i] for i in train_idx], split, units, devel,
+        warm, cfg, name, checkpoints, epochs, progress.epoch,
+    )  # fmt: skip
+    if sums is None:
+        return r, warm_norm
+    mean, std = stats_from_sums(sums)
+    t = cfg.train
+    return r, FeatureNorm(mean.tolist(), std.tolist(), t.normalization, t.prior_frames, t.session_frames)
 
 
 def session_predict(r: FitResult, norm: FeatureNorm, feats: list[torch.Tensor]) -> np.ndarray:
@@ -396,8 +443,9 @@ class TrainingProgress:
 
 
 def run_protocol(
-    protocol: Protocol, feats: Features, cfg: Config, progress: TrainingProgress, console: Console
-) -> tuple[dict[str, dict], list[FitResult], FeatureNorm]:
+    protocol: Protocol, feats: Features, cfg: Config, progress: TrainingProgress, console: Console,
+    checkpoints: Checkpoints | None = None,
+) -> tuple[dict[str, dict], list[FitResult], FeatureNorm]:  # fmt: skip
     """Train and test every fold of `protocol`; returns (metrics by evaluation name: one,
     or one per corpus of a joint k-fold; the fits; the last fold's normalisation). The
     test files are also scored through each [evaluation] perturbation, by the same fold
@@ -419,6 +467,9 @@ def run_protocol(
         r, norm = fit_normalised(
             cfg, emotions, feats.split(fold.train, augmented=True), feats.split(fold.devel), on_epoch=progress.epoch
         )
+        if cfg.train.adapt != "none":
+            name = f"{protocol.name} {k + 1}/{len(folds)}"
+            r, norm = fit_adapted(feats, cfg, fold.train, fold.devel, r, norm, name, checkpoints, progress)
         rows = slice(at, at + len(fold.test))
         pred["clean"][rows] = feats.predict(r, norm, fold.test)
         for p in perturbed:
@@ -442,6 +493,8 @@ def run_protocol(
             part.name, part.classes(ds), emotions, [it for it, k in zip(items, keep) if k],
             {n: a[keep] for n, a in pred.items()}, temperatures if softmax else None, n_folds, perturbed, console,
         )  # fmt: skip
+        if cfg.train.adapt != "none":  # per fold: the adaptation epoch its devel speakers chose (0 = frozen)
+            evaluations[part.name]["adapt_epochs"] = [r.adapt_epoch for r in fits]
     return evaluations, fits, norm
 
 
@@ -504,20 +557,31 @@ def _device(cfg: Config) -> torch.device:
 
 
 def train_experiment(
-    cfg: Config, report: Path | None, console: Console, argv: list[str], features_only: bool = False
-) -> Path | None:
+    cfg: Config, report: Path | None, console: Console, argv: list[str], features_only: bool = False,
+    resume: bool = False,
+) -> Path | None:  # fmt: skip
     """Run the experiment `cfg` describes: evaluate every protocol, then train the final
     model on all labelled data for the median of the folds' best epochs; returns the bundle.
 
     `features_only`: fill the embedding cache with everything the run reads (so the
-    extraction can run apart, on a GPU machine say), then stop; returns None.
+    extraction can run apart, on a GPU machine say), then stop; returns None. `resume`:
+    the adapted fits ([train] adapt) continue from their checkpoints.
     """
     ds = load_corpora(cfg)
     console.print(ds.summary())
     report_problems(console, ds.problems, "reading labels")
-    encoder = load_encoder(cfg.encoder, cfg.runtime.device, cfg.runtime.dtype)
+    out = Path(cfg.train.out or f"models/{ds.name}-{_slug(cfg.encoder)}-arch{cfg.regressor.arch}")
+    adapting = cfg.train.adapt != "none"
+    # adapting: the cache holds the hidden state the lowest trained layer reads (the prefix)
+    spec = replace(cfg.encoder, layer=start_layer(cfg)) if adapting else cfg.encoder
+    encoder = load_encoder(spec, cfg.runtime.device, "float32" if adapting else cfg.runtime.dtype)
+    top = load_top(cfg, encoder.digest) if adapting and not features_only else None
     started = time.monotonic()
-    feats = Features(ds, encoder, cfg, console)
+    feats = Features(ds, encoder, cfg, console, top)
+    checkpoints = None
+    if adapting and not features_only:
+        checkpoints = Checkpoints(Path(cfg.train.checkpoint_dir or f"{out}.checkpoints"), cfg, resume)
+        console.print(f"checkpoints of the adapted fits: {checkpoints.folder}", soft_wrap=True)
     if features_only:
         for p in cfg.evaluation.perturbations:
             feats.extract_perturbed(p)
@@ -529,15 +593,18 @@ def train_experiment(
     protocols = [Protocol.parse(p) for p in cfg.evaluation.protocols] or default_protocols(ds)
     n_folds = sum(len(p.folds(replace(ds, items=feats.items))) for p in protocols)
     n_folds += 0 if len(protocols) == 1 and protocols[0].kind == "split" else 1  # the final model
-    evaluations, histories, best_epochs, temperatures = {}, [], [], []
+    evaluations, histories, best_epochs, temperatures, adapt_epochs, cross_adapt = {}, [], [], [], [], []
     with TrainingProgress(console, n_folds, cfg.train.epochs) as progress:
         for protocol in protocols:
-            scored, fits, last_norm = run_protocol(protocol, feats, cfg, progress, console)
+            scored, fits, last_norm = run_protocol(protocol, feats, cfg, progress, console, checkpoints)
             evaluations |= scored
             histories += [r.history for r in fits]
             if protocol.kind != "cross":  # trained on data like the final model's
                 best_epochs += [r.best_epoch for r in fits]
+                adapt_epochs += [r.adapt_epoch for r in fits if r.adapt_epoch is not None]
                 temperatures += next(iter(scored.values())).get("calibrated", {}).get("temperatures", [])
+            else:
+                cross_adapt += [r.adapt_epoch for r in fits if r.adapt_epoch is not None]
         labelled = np.array([i for i, it in enumerate(feats.items) if it.targets is not None])
         if len(protocols) == 1 and protocols[0].kind == "split":
             # The paper's recipe: the model trained on the train split, its epoch chosen on devel.
@@ -549,15 +616,26 @@ def train_experiment(
             final, norm = fit_normalised(
                 cfg, ds.emotions, feats.split(labelled, augmented=True), epochs=epochs, on_epoch=progress.epoch
             )
+            adapted = ""
+            if adapting:  # the median of the folds' chosen adaptation epochs (0: the frozen encoder won)
+                n_adapt = int(np.median(adapt_epochs or cross_adapt or [cfg.train.adapt_epochs]))
+                if n_adapt:
+                    final, norm = fit_adapted(
+                        feats, cfg, labelled, None, final, norm, "final model", checkpoints, progress, n_adapt
+                    )
+                adapted = f", then {n_adapt} epoch(s) adapting the encoder" if n_adapt else ", the encoder frozen"
             progress.end_fit()
-            console.print(f"final model: all {len(labelled)} labelled files, {epochs} epochs (median best epoch)")
+            console.print(
+                f"final model: all {len(labelled)} labelled files, {epochs} epochs (median best epoch){adapted}"
+            )
     if not temperatures:  # only cross-corpus protocols: their devel speakers are still held out
         temperatures = [t for m in evaluations.values() for t in m.get("calibrated", {}).get("temperatures", [])]
     temperature = float(np.median(temperatures)) if temperatures else 1.0
     metrics = {
         "evaluations": evaluations,
         "final_training": {
-            "epochs": epochs, "n": int(len(labelled)), "corpora": ds.corpora(), "temperature": temperature
+            "epochs": epochs, "n": int(len(labelled)), "corpora": ds.corpora(), "temperature": temperature,
+            **({"adapt_epochs": final.adapt_epoch or 0} if adapting else {}),
         },
     }  # fmt: skip
     bundle = Bundle(
@@ -576,8 +654,8 @@ def train_experiment(
         metrics=metrics,
         provenance=provenance(cfg, ds, len(feats.items), argv),
         encoder_digest=getattr(encoder, "digest", ""),
+        adapter=final.adapter,
     )
-    out = Path(cfg.train.out or f"models/{ds.name}-{_slug(cfg.encoder)}-arch{cfg.regressor.arch}")
     save_bundle(bundle, out)
     console.print(f"saved bundle: {out}", soft_wrap=True)
     if report is not None:
@@ -651,6 +729,24 @@ def _licence(kinds: tuple[str, ...]) -> str:
     return "; ".join(known) + ". A model trained on it is for non-commercial research use only."
 
 
+def ran_on(cfg: Config) -> dict:
+    """Where each part of the run ran: the machine, and the device and compute dtype of the
+    feature extraction and of the training (bfloat16 autocast while adapting, where chosen)."""
+    from ..model.compute import choose_dtype, cpu_name
+
+    device = _device(cfg)
+    extract, _ = choose_dtype(cfg.runtime.dtype, device)
+    where = {"cpu": cpu_name(), "device": str(device)}
+    if device.type == "cuda":
+        where["gpu"] = torch.cuda.get_device_name(device)
+    if cfg.train.adapt != "none":
+        adapting = "bfloat16" if extract == "bfloat16" else "float32"
+        where |= {"features": f"{device} float32", "adapting": f"{device} {adapting}"}
+    else:
+        where["features"] = f"{device} {extract}"
+    return where
+
+
 def provenance(cfg: Config, ds: Dataset, n_items: int, argv: list[str]) -> dict:
     import transformers
 
@@ -669,6 +765,7 @@ def provenance(cfg: Config, ds: Dataset, n_items: int, argv: list[str]) -> dict:
             name: to_dict(getattr(cfg, name))
             for name in ("encoder", "regressor", "train", "dataset", "evaluation", "augment", "runtime")
         },
+        "ran_on": ran_on(cfg),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

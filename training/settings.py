@@ -37,12 +37,32 @@ class TrainSettings:
     balance: Literal["none", "corpus", "speaker"] = "none"
     cache_dir: str = ""  # embedding cache; "" = $XDG_CACHE_HOME/emomon/embeddings (~/.cache/...)
     out: str = ""  # bundle folder to write; "" = models/<dataset>-<encoder>-arch<N>
+    # Adapting the encoder (training/adapt.py): "none" trains the head on frozen features;
+    # "lora" trains low-rank adapters on the attention and feed-forward projections of the
+    # layers `adapt_layers` names, "layers" those layers' own weights; both start from the
+    # head the frozen recipe trains, on the same fold, and train it further beside them.
+    adapt: Literal["none", "lora", "layers"] = "none"
+    adapt_layers: tuple[int, ...] = ()  # encoder layers that train, 1 = the first; () = all the model reads
+    lora_rank: int = 16
+    lora_alpha: float = 32.0  # the update is scaled by alpha / rank
+    adapt_epochs: int = 4  # epochs with the encoder in the loop, after the frozen fit
+    adapt_batch_size: int = 32
+    encoder_lr: float = 5e-4  # the encoder's top trained layer's learning rate (LoRA matrices or weights)
+    head_lr: float = 1e-4  # the head's learning rate while the encoder adapts
+    layer_decay: float = 1.0  # each trained layer below the top learns layer_decay times as fast as the one above
+    checkpoint_dir: str = ""  # adapted fits' epoch checkpoints; "" = <out>.checkpoints
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.patience < 0:
             raise ValueError("epochs and batch_size must be >= 1, lr > 0 and patience >= 0")
         if self.session_frames < 0 or self.prior_frames < 0:
             raise ValueError("prior_frames and session_frames must be >= 0")
+        if self.adapt not in ("none", "lora", "layers"):
+            raise ValueError(f"adapt must be none, lora or layers, not '{self.adapt}'")
+        if any(i < 1 for i in self.adapt_layers) or self.adapt_epochs < 1 or self.adapt_batch_size < 1:
+            raise ValueError("adapt_layers count from 1; adapt_epochs and adapt_batch_size must be >= 1")
+        if self.encoder_lr <= 0 or self.head_lr < 0 or not 0 < self.layer_decay <= 1:
+            raise ValueError("encoder_lr must be > 0, head_lr >= 0 and layer_decay in (0, 1]")
 
 
 def _names(value: str | tuple[str, ...]) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..model.adapter import Adapter
 from ..model.bundle import new_bank
 from ..model.regressor import RegressorBank, pool_each
 from ..model.specs import RegressorSpec
@@ -101,6 +102,11 @@ class FitResult:
     bank: RegressorBank
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, devel rho
+    # an adapted fit (training/adapt.py): the encoder's trained top (None: the frozen encoder
+    # won), what the bundle carries of it, and the adaptation epoch chosen (0 = none)
+    top: torch.nn.Module | None = None
+    adapter: Adapter | None = None
+    adapt_epoch: int | None = None
 
 
 def collate(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,202 @@
+"""`[train] adapt`: the encoder's top trains beside the head (training/adapt.py), on real
+Emo-DB speech with a tiny Whisper built here; checkpoints every epoch, and a run killed
+mid-way and resumed gives the weights the uninterrupted run gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, save_tiny_whisper
+from test_training import make_compare23
+
+from emomon.model.bundle import ADAPTER, WEIGHTS, load_bundle
+from emomon.model.errors import ConfigError
+from emomon.model.predictor import Predictor
+from emomon.model.specs import EncoderSpec, RegressorSpec
+from emomon.streamer.cli import main
+from emomon.streamer.config import Config
+from emomon.training.adapt import start_layer, trained_layers
+from emomon.training.settings import TrainSettings
+
+EXPERIMENT = """
+[encoder]
+kind = "whisper"
+name = "{encoder}"
+layer = 2
+
+[regressor]
+arch = 3
+head = "shared"
+pooling = ["mean", "std", "p50"]
+ff_dims = [16]
+dropout = 0.1
+output = "softmax"
+ensemble = 2
+
+[train]
+epochs = 3
+batch_size = 8
+lr = 1e-3
+patience = 0
+normalization = "corpus"
+loss = "ce"
+adapt = "{adapt}"
+adapt_layers = {layers}
+adapt_epochs = {epochs}
+adapt_batch_size = 4
+lora_rank = 2
+encoder_lr = 1e-2
+head_lr = 1e-3
+
+[augment]
+views = 1
+
+[runtime]
+device = "cpu"
+dtype = "float32"
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_compare23(tmp_path_factory.mktemp("compare23"), n_train=12, n_devel=6, n_test=4)
+
+
+@pytest.fixture(scope="module")
+def whisper(tmp_path_factory) -> Path:
+    return save_tiny_whisper(tmp_path_factory.mktemp("whisper") / "tiny-whisper")
+
+
+def experiment(folder: Path, encoder: Path, adapt: str = "lora", layers: str = "[]", epochs: int = 3) -> Path:
+    path = folder / f"adapt_{adapt}_{epochs}.toml"
+    path.write_text(EXPERIMENT.format(encoder=encoder, adapt=adapt, layers=layers, epochs=epochs))
+    return path
+
+
+def train(config: Path, data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    return [
+        "--config", str(config), "train", "--dataset", "compare23", "--data", str(data),
+        "--out", str(out), "--cache", str(cache), *extra,
+    ]  # fmt: skip
+
+
+def weights(bundle: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out = {f"head.{k}": v for k, v in load_file(bundle / WEIGHTS).items()}
+    if (bundle / ADAPTER).exists():
+        out |= {f"adapter.{k}": v for k, v in load_file(bundle / ADAPTER).items()}
+    return out
+
+
+def checkpoint_epoch(folder: Path) -> int:
+    """The last epoch any checkpoint in `folder` holds (0 before the first)."""
+    from safetensors import safe_open
+
+    epoch = 0
+    for path in folder.glob("*.safetensors"):
+        try:
+            with safe_open(path, framework="pt") as f:
+                epoch = max(epoch, json.loads(f.metadata()["meta"])["epoch"])
+        except Exception:  # noqa: BLE001  (being replaced right now: read it on the next poll)
+            pass
+    return epoch
+
+
+@pytest.mark.corpora
+@pytest.mark.system
+def test_a_killed_adapted_run_resumes_to_the_weights_of_an_uninterrupted_one(data, whisper, tmp_path) -> None:
+    epochs = 60
+    config = experiment(tmp_path, whisper, epochs=epochs)
+    cache = tmp_path / "cache"
+    assert main(train(config, data, tmp_path / "whole", cache)) == 0
+    whole = weights(tmp_path / "whole")
+    meta = json.loads((tmp_path / "whole" / "bundle.json").read_text())
+    assert meta["adapter"]["kind"] == "lora" and meta["adapter"]["layers"] == [0, 1]
+    assert meta["metrics"]["evaluations"]["compare23_split"]["adapt_epochs"][0] > 0  # adapting was chosen
+
+    # The same run in its own process, killed once it has checkpointed a few epochs
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO.parent)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emomon.streamer.cli", *train(config, data, out, cache)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    checkpoints = Path(f"{out}.checkpoints")
+    deadline = time.monotonic() + 240
+    while checkpoint_epoch(checkpoints) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    killed_at = checkpoint_epoch(checkpoints)
+    assert proc.returncode == -signal.SIGKILL and 3 <= killed_at < epochs, "the run was not killed mid-way"
+    assert not (out / "bundle.json").exists()
+
+    assert main(train(config, data, out, cache, "--resume")) == 0
+    resumed = weights(out)
+    assert resumed.keys() == whole.keys()
+    for name, t in whole.items():
+        assert torch.equal(resumed[name], t), name
+    history = json.loads((out / "bundle.json").read_text())["metrics"]["evaluations"]["compare23_split"]
+    assert history == meta["metrics"]["evaluations"]["compare23_split"]
+
+
+@pytest.mark.corpora
+def test_resuming_another_configuration_is_one_sentence(data, whisper, tmp_path, capsys) -> None:
+    cache, out = tmp_path / "cache", tmp_path / "model"
+    assert main(train(experiment(tmp_path, whisper, epochs=1), data, out, cache)) == 0
+    capsys.readouterr()
+    assert main(train(experiment(tmp_path, whisper, epochs=2), data, out, cache, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "are of other settings than this run's" in err and "Traceback" not in err
+
+
+@pytest.mark.corpora
+def test_fine_tuned_layers_ship_in_the_bundle_and_the_predictor_runs_them(data, whisper, tmp_path) -> None:
+    out = tmp_path / "model"
+    config = experiment(tmp_path, whisper, adapt="layers", layers="[2]", epochs=3)
+    assert main(train(config, data, out, tmp_path / "cache")) == 0
+    bundle = load_bundle(out)
+    assert bundle.adapter is not None and bundle.adapter.kind == "layers" and bundle.adapter.spec.layers == (1,)
+    assert all(k.startswith("layers.1.") for k in bundle.adapter.state)
+    # the shipped layer is the trained one, not the base
+    from emomon.model.whisper import load_whisper
+
+    base, _, _ = load_whisper(bundle.encoder)
+    trained = bundle.adapter.state["layers.1.fc1.weight"]
+    assert not torch.equal(trained, base.layers[1].fc1.weight.detach())
+    p = Predictor.from_bundle(out, "cpu", "float32")
+    assert p.describe()["encoder"].endswith("+ fine-tuned layer 2")
+    assert torch.equal(p.encoder.model.layers[1].fc1.weight.detach(), trained)
+    shares = p.predict([np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32)])
+    assert np.isclose(sum(shares[0].shares.values()), 1.0, atol=1e-4)
+
+
+def test_adapting_needs_a_whisper_layer_and_the_pooled_head() -> None:
+    whisper = EncoderSpec(kind="whisper", name="openai/whisper-base", layer=3)
+    cfg = replace(Config(), encoder=whisper, regressor=RegressorSpec(), train=TrainSettings(adapt="lora"))
+    assert trained_layers(cfg) == (1, 2, 3) and start_layer(cfg) == 0
+    top3 = replace(cfg, train=TrainSettings(adapt="layers", adapt_layers=(3,)))
+    assert trained_layers(top3) == (3,) and start_layer(top3) == 2
+    refused = {
+        "a HuBERT": replace(cfg, encoder=EncoderSpec.paper()),
+        "the last layer": replace(cfg, encoder=replace(whisper, layer="last")),
+        "a layer above the one read": replace(cfg, train=TrainSettings(adapt="lora", adapt_layers=(4,))),
+        "the paper's LSTM": replace(cfg, regressor=RegressorSpec.paper()),
+    }
+    for what, bad in refused.items():
+        with pytest.raises(ConfigError) as e:
+            trained_layers(bad)
+        assert str(e.value).count(". ") == 0 and str(e.value).endswith("."), what
+    with pytest.raises(ValueError, match="adapt must be none, lora or layers"):
+        TrainSettings(adapt="full")
