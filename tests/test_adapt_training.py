@@ -58,6 +58,9 @@ lora_rank = 2
 encoder_lr = 1e-2
 head_lr = 1e-3
 
+[evaluation]
+probe = true
+
 [augment]
 views = 1
 
@@ -200,3 +203,14 @@ def test_adapting_needs_a_whisper_layer_and_the_pooled_head() -> None:
         assert str(e.value).count(". ") == 0 and str(e.value).endswith("."), what
     with pytest.raises(ValueError, match="adapt must be none, lora or layers"):
         TrainSettings(adapt="full")
+
+
+@pytest.mark.corpora
+def test_evaluate_only_scores_the_frozen_and_the_adapted_fits_and_saves_no_bundle(data, whisper, tmp_path) -> None:
+    out, report = tmp_path / "model", tmp_path / "report"
+    args = train(experiment(tmp_path, whisper, epochs=2), data, out, tmp_path / "cache")
+    assert main([*args, "--evaluate-only", "--report", str(report)]) == 0
+    assert not (out / "bundle.json").exists() and (report / "report.md").is_file()
+    split = json.loads((report / "metrics.json").read_text())["compare23_split"]
+    assert 0 <= split["adapt_epochs"][0] <= 2
+    assert {"spearman_mean"} <= split["frozen"].keys() and {"spearman_mean"} <= split["probe"].keys()

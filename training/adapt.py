@@ -49,7 +49,7 @@ from ..model.errors import ConfigError, EmomonError
 from ..model.normalize import frame_sums, stats_from_sums
 from ..model.regressor import pool_statistics
 from .metrics import spearman_per_column
-from .train import FitResult, Split, collate, length_batches, masked_loss
+from .train import FitResult, Split, batch_loss, collate, length_batches
 
 if TYPE_CHECKING:
     from ..streamer.config import Config
@@ -439,11 +439,7 @@ def adapt_fit(
                 y = bank(h, n, True)[0]  # (B, members, E)
             t, m = targets[idx].to(device), masks[idx].to(device)
             w = None if weights is None else weights[idx].to(device)
-            y = y.float()
-            if y.dim() == 3:
-                loss = torch.stack([masked_loss(y[:, k], t, m, s.loss, w) for k in range(y.shape[1])]).mean()
-            else:
-                loss = masked_loss(y, t, m, s.loss, w)
+            loss = batch_loss(y.float(), t, m, s.loss, w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -42,6 +42,10 @@ def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.Argument
         help="only extract every embedding the run needs into the cache (clean, augmented, perturbed), then stop",
     )  # fmt: skip
     t.add_argument(
+        "--evaluate-only", action="store_true",
+        help="run the [evaluation] protocols and write the --report, but train and save no final model",
+    )  # fmt: skip
+    t.add_argument(
         "--resume", action="store_true",
         help="continue the adapted fits ([train] adapt) from their checkpoints instead of starting them again",
     )  # fmt: skip
@@ -120,7 +124,13 @@ def run_train(args: argparse.Namespace, cfg: Config, console, argv: list[str]) -
     from .experiment import train_experiment
 
     train_experiment(
-        apply_flags(cfg, args), args.report, console, argv, features_only=args.features_only, resume=args.resume
+        apply_flags(cfg, args),
+        args.report,
+        console,
+        argv,
+        features_only=args.features_only,
+        resume=args.resume,
+        evaluate_only=args.evaluate_only,
     )
     return 0
 

@@ -169,20 +169,25 @@ def write_experiment_report(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     perturbations = sorted({p for m in evaluations.values() for p in m.get("robustness", {})})
+    adapted = any("frozen" in m for m in evaluations.values())  # [train] adapt: the frozen fits beside
     head = (
-        "| evaluation | files | folds | UAR (95 % CI) | linear probe UAR | accuracy | mean Spearman (95 % CI) | ECE "
-        "| ECE at T (T) |"
+        "| evaluation | files | folds | UAR (95 % CI) | linear probe UAR | "
+        + ("frozen encoder UAR | " if adapted else "")
+        + "accuracy | mean Spearman (95 % CI) | ECE | ECE at T (T) |"
     )
     lines = [f"# {title}", "", head + "".join(f" UAR {p} |" for p in perturbations)]
-    lines.append("|---" * (9 + len(perturbations)) + "|")
+    lines.append("|---" * (9 + adapted + len(perturbations)) + "|")
     for name, m in evaluations.items():
         probe = m.get("probe", {}).get("uar")
         cal = m.get("calibrated")
         row = f"| {name} | {m['n']} | {m.get('folds', 1)} | {_ci(m, 'uar') if 'uar' in m else '-'} | "
         row += f"{probe:.3f} | " if probe is not None else "- | "
+        if adapted:
+            frozen = m.get("frozen", {}).get("uar")
+            row += f"{frozen:.3f} | " if frozen is not None else "- | "
         row += f"{m.get('accuracy', float('nan')):.3f} | {_ci(m, 'spearman_mean')} | "
         row += f"{m['calibration']['ece']:.3f} |" if "calibration" in m else "- |"
-        row += f" {cal['ece']:.3f} ({cal['temperature']:.2f}) |" if cal else " - |"
+        row += f" {cal['ece']:.3f} ({cal['temperature']:.2f}) |" if cal and "ece" in cal else " - |"
         for p in perturbations:
             r = m.get("robustness", {}).get(p)
             row += f" {r['uar']:.3f} ({r['uar'] - m['uar']:+.3f}) |" if r and "uar" in r else " - |"

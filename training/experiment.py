@@ -461,16 +461,19 @@ def run_protocol(
     pred["tempered"] = np.zeros((len(idx), len(emotions)), np.float32)
     if cfg.evaluation.probe:
         pred["probe"] = np.zeros((len(idx), len(emotions)), np.float32)
+    if cfg.train.adapt != "none":  # the frozen fit each adapted one started from, scored beside it
+        pred["frozen"] = np.zeros((len(idx), len(emotions)), np.float32)
     fits, temperatures, at = [], [], 0
     for k, fold in enumerate(folds):
         progress.start_fit(f"{protocol.name} {k + 1}/{len(folds)}", cfg.train.epochs)
         r, norm = fit_normalised(
             cfg, emotions, feats.split(fold.train, augmented=True), feats.split(fold.devel), on_epoch=progress.epoch
         )
+        rows = slice(at, at + len(fold.test))
         if cfg.train.adapt != "none":
+            pred["frozen"][rows] = feats.predict(r, norm, fold.test)
             name = f"{protocol.name} {k + 1}/{len(folds)}"
             r, norm = fit_adapted(feats, cfg, fold.train, fold.devel, r, norm, name, checkpoints, progress)
-        rows = slice(at, at + len(fold.test))
         pred["clean"][rows] = feats.predict(r, norm, fold.test)
         for p in perturbed:
             pred[p][rows] = feats.predict(r, norm, fold.test, p)
@@ -514,6 +517,9 @@ def _score_protocol(
         }  # fmt: skip
         if "calibration" in cal:  # ECE needs intended emotions; listener shares (ComParE) have none
             metrics["calibrated"]["ece"] = cal["calibration"]["ece"]
+    if "frozen" in pred:  # [train] adapt: the same folds with the encoder frozen
+        fm = score_classes(pred["frozen"], items, emotions, classes, n_boot=0)
+        metrics["frozen"] = {k: fm[k] for k in ("uar", "spearman_mean") if k in fm}
     if "probe" in pred:
         pm = score_classes(pred["probe"], items, emotions, classes, n_boot=0)
         metrics["probe"] = {k: pm[k] for k in ("uar", "spearman_mean") if k in pm}
@@ -535,6 +541,8 @@ def _score_protocol(
             line += f" ({metrics['calibrated']['ece']:.3f} at T {metrics['calibrated']['temperature']:.2f})"
         if "probe" in metrics and "uar" in metrics["probe"]:
             line += f", linear probe UAR {metrics['probe']['uar']:.3f}"
+        if "frozen" in metrics and "uar" in metrics["frozen"]:
+            line += f", frozen encoder UAR {metrics['frozen']['uar']:.3f}"
     console.print(line + f", mean Spearman {metrics['spearman_mean']:.3f}")
     return metrics
 
@@ -558,14 +566,15 @@ def _device(cfg: Config) -> torch.device:
 
 def train_experiment(
     cfg: Config, report: Path | None, console: Console, argv: list[str], features_only: bool = False,
-    resume: bool = False,
+    resume: bool = False, evaluate_only: bool = False,
 ) -> Path | None:  # fmt: skip
     """Run the experiment `cfg` describes: evaluate every protocol, then train the final
     model on all labelled data for the median of the folds' best epochs; returns the bundle.
 
     `features_only`: fill the embedding cache with everything the run reads (so the
     extraction can run apart, on a GPU machine say), then stop; returns None. `resume`:
-    the adapted fits ([train] adapt) continue from their checkpoints.
+    the adapted fits ([train] adapt) continue from their checkpoints. `evaluate_only`: run
+    the protocols and write the report, train no final model; returns None.
     """
     ds = load_corpora(cfg)
     console.print(ds.summary())
@@ -592,7 +601,7 @@ def train_experiment(
         return None
     protocols = [Protocol.parse(p) for p in cfg.evaluation.protocols] or default_protocols(ds)
     n_folds = sum(len(p.folds(replace(ds, items=feats.items))) for p in protocols)
-    n_folds += 0 if len(protocols) == 1 and protocols[0].kind == "split" else 1  # the final model
+    n_folds += 0 if evaluate_only or len(protocols) == 1 and protocols[0].kind == "split" else 1  # the final model
     evaluations, histories, best_epochs, temperatures, adapt_epochs, cross_adapt = {}, [], [], [], [], []
     with TrainingProgress(console, n_folds, cfg.train.epochs) as progress:
         for protocol in protocols:
@@ -605,6 +614,9 @@ def train_experiment(
                 temperatures += next(iter(scored.values())).get("calibrated", {}).get("temperatures", [])
             else:
                 cross_adapt += [r.adapt_epoch for r in fits if r.adapt_epoch is not None]
+        if evaluate_only:
+            _experiment_report(report, out, ds, protocols, evaluations, histories, console)
+            return None
         labelled = np.array([i for i, it in enumerate(feats.items) if it.targets is not None])
         if len(protocols) == 1 and protocols[0].kind == "split":
             # The paper's recipe: the model trained on the train split, its epoch chosen on devel.
@@ -658,11 +670,20 @@ def train_experiment(
     )
     save_bundle(bundle, out)
     console.print(f"saved bundle: {out}", soft_wrap=True)
-    if report is not None:
-        names = {p.name: [ds.emotions[c] for c in p.classes(ds)] for q in protocols for p in q.parts}
-        write_experiment_report(report, f"{out.name}: evaluation", evaluations, names, histories)
-        console.print(f"report: {report / 'report.md'}", soft_wrap=True)
+    _experiment_report(report, out, ds, protocols, evaluations, histories, console)
     return out
+
+
+def _experiment_report(
+    report: Path | None, out: Path, ds: Dataset, protocols: list[Protocol], evaluations: dict, histories: list,
+    console: Console,
+) -> None:  # fmt: skip
+    """The --report folder: report.md with its plots, and every evaluation in metrics.json."""
+    if report is None:
+        return
+    names = {p.name: [ds.emotions[c] for c in p.classes(ds)] for q in protocols for p in q.parts}
+    write_experiment_report(report, f"{out.name}: evaluation", evaluations, names, histories)
+    console.print(f"report: {report / 'report.md'}", soft_wrap=True)
 
 
 def evaluate_bundle(path: Path, cfg: Config, report: Path | None, console: Console) -> dict:

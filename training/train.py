@@ -75,6 +75,14 @@ def masked_loss(
     return (-(t * m * torch.log(p.clamp(min=1e-8))).sum(1) * w).sum() / w.sum().clamp(min=1e-12)
 
 
+def batch_loss(y: torch.Tensor, t: torch.Tensor, m: torch.Tensor, kind: str, w: torch.Tensor | None) -> torch.Tensor:
+    """masked_loss of a batch's outputs (B, E), or for an ensemble (B, K, E) the mean of its
+    K members' own losses (each member its own distribution)."""
+    if y.dim() == 3:
+        return torch.stack([masked_loss(y[:, k], t, m, kind, w) for k in range(y.shape[1])]).mean()
+    return masked_loss(y, t, m, kind, w)
+
+
 def balance_weights(corpora: list[str], speakers: list[str], how: str) -> np.ndarray | None:
     """Each training file's loss weight, mean 1, so that no corpus (or speaker) dominates.
 
@@ -243,10 +251,7 @@ def fit(
             y = batch_forward(idx, view)
             w = None if weights is None else weights[idx].to(device)
             t, m = targets[idx].to(device), masks[idx].to(device)
-            if members:  # the mean of the members' own losses
-                loss = torch.stack([masked_loss(y[:, k], t, m, settings.loss, w) for k in range(y.shape[1])]).mean()
-            else:
-                loss = masked_loss(y, t, m, settings.loss, w)
+            loss = batch_loss(y, t, m, settings.loss, w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
