@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, save_tiny_whisper
-from test_training import make_compare23
+from conftest import REPO, make_compare23, save_tiny_whisper
 
 from emomon.model.bundle import ADAPTER, WEIGHTS, load_bundle
 from emomon.model.errors import ConfigError

@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import EMODB, EMOTIONS9, load_clip
+from conftest import EMODB, EMOTIONS9, load_clip, make_compare23
 
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.bundle import load_bundle
 from emomon.model.predictor import Predictor
 from emomon.streamer.cli import main
 from emomon.training.datasets import load_dataset
-
-
-def make_compare23(root: Path, n_train: int = 16, n_devel: int = 8, n_test: int = 4) -> Path:
-    """Real Emo-DB speech in the ComParE 2023 layout, with share labels that follow loudness
-    (so that there is something to learn) and withheld test labels."""
-    files = sorted(p.name for p in (EMODB / "wav").glob("*.wav"))[:: 535 // (n_train + n_devel + n_test)]
-    (root / "wav").mkdir(parents=True)
-    (root / "lab").mkdir()
-    rng = np.random.default_rng(0)
-    rows = []
-    for i, name in enumerate(files[: n_train + n_devel + n_test]):
-        audio = load_clip(name)[: int(1.2 * SAMPLE_RATE)]
-        fname = f"{i:05d}.wav"
-        sf.write(root / "wav" / fname, audio, SAMPLE_RATE)
-        loud = float(np.sqrt(np.mean(audio**2)))
-        shares = np.clip(rng.uniform(0, 0.3, 9) + loud * np.linspace(0, 3, 9), 0, 1)
-        rows.append({"filename": fname, **{e: f"{v:.4f}" for e, v in zip(EMOTIONS9, shares)}})
-    parts = {"train": rows[:n_train], "devel": rows[n_train : n_train + n_devel], "test": rows[n_train + n_devel :]}
-    for split, part in parts.items():
-        cols = ["filename"] if split == "test" else ["filename", *EMOTIONS9]
-        with (root / "lab" / f"{split}.csv").open("w", newline="") as f:
-            w = csv.DictWriter(f, cols, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(part)
-    return root
 
 
 @pytest.fixture(scope="module")
