@@ -588,6 +588,8 @@ def train_experiment(
     started = time.monotonic()
     feats = Features(ds, encoder, cfg, console, top)
     checkpoints = None
+    if resume and not adapting:
+        console.print("--resume: nothing to resume, [train] adapt is none (the frozen fits run again, in seconds)")
     if adapting and not features_only:
         checkpoints = Checkpoints(Path(cfg.train.checkpoint_dir or f"{out}.checkpoints"), cfg, resume)
         console.print(f"checkpoints of the adapted fits: {checkpoints.folder}", soft_wrap=True)
