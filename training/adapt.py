@@ -137,27 +137,20 @@ def through(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every file's hidden state `start` through `top` without gradients: (N, F) pooled
     statistics of the output frames and (N, 3, D) their frame sums (model.normalize.frame_sums)."""
-    from ..model.compute import resolve_device
+    from ..model.compute import plan_batches, resolve_device
 
     device = resolve_device(cfg.runtime.device)
     top.to(device).eval()
     pooled: list[torch.Tensor | None] = [None] * len(frames)
     sums: list[torch.Tensor | None] = [None] * len(frames)
-    order = np.argsort([f.shape[0] for f in frames], kind="stable")
-    i = 0
     with torch.inference_mode(), autocast(cfg):
-        while i < len(order):
-            j = i + 1  # files of similar length, up to BATCH_FRAMES padded frames
-            while j < len(order) and frames[order[j]].shape[0] * (j + 1 - i) <= BATCH_FRAMES:
-                j += 1
-            idx = order[i:j]
+        for idx in plan_batches([f.shape[0] for f in frames], True, BATCH_FRAMES):
             x, n = collate([frames[k].float() for k in idx])
             h = top(x.to(device), n.to(device)).float()
             p = pool_statistics(h, n.to(device), stats).cpu() if stats else torch.zeros(len(idx), 0)
             for r, k in enumerate(idx):
                 pooled[k] = p[r]
                 sums[k] = frame_sums(h[r, : int(n[r])].cpu())
-            i = j
     if not frames:
         return torch.zeros(0, 0), torch.zeros(0, 3, 0, dtype=torch.float64)
     return torch.stack(pooled), torch.stack(sums)
