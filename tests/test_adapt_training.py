@@ -5,6 +5,7 @@ mid-way and resumed gives the weights the uninterrupted run gives."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -24,8 +25,8 @@ from emomon.model.predictor import Predictor
 from emomon.model.specs import EncoderSpec, RegressorSpec
 from emomon.streamer.cli import main
 from emomon.streamer.config import Config
-from emomon.training.adapt import start_layer, trained_layers
-from emomon.training.settings import TrainSettings
+from emomon.training.adapt import Checkpoints, start_layer, trained_layers
+from emomon.training.settings import EvaluationSettings, TrainSettings
 
 EXPERIMENT = """
 [encoder]
@@ -58,7 +59,7 @@ encoder_lr = 1e-2
 head_lr = 1e-3
 
 [evaluation]
-probe = true
+probe = {probe}
 
 [augment]
 views = 1
@@ -79,9 +80,12 @@ def whisper(tmp_path_factory) -> Path:
     return save_tiny_whisper(tmp_path_factory.mktemp("whisper") / "tiny-whisper")
 
 
-def experiment(folder: Path, encoder: Path, adapt: str = "lora", layers: str = "[]", epochs: int = 3) -> Path:
-    path = folder / f"adapt_{adapt}_{epochs}.toml"
-    path.write_text(EXPERIMENT.format(encoder=encoder, adapt=adapt, layers=layers, epochs=epochs))
+def experiment(
+    folder: Path, encoder: Path, adapt: str = "lora", layers: str = "[]", epochs: int = 3, probe: bool = True
+) -> Path:
+    path = folder / f"adapt_{adapt}_{epochs}_{probe}.toml"
+    text = EXPERIMENT.format(encoder=encoder, adapt=adapt, layers=layers, epochs=epochs, probe=str(probe).lower())
+    path.write_text(text)
     return path
 
 
@@ -205,7 +209,9 @@ def test_adapting_needs_a_whisper_layer_and_the_pooled_head() -> None:
 
 
 @pytest.mark.corpora
-def test_evaluate_only_scores_the_frozen_and_the_adapted_fits_and_saves_no_bundle(data, whisper, tmp_path) -> None:
+def test_evaluate_only_scores_the_adapted_fits_and_a_run_with_other_evaluations_resumes_them(
+    data, whisper, tmp_path, caplog
+) -> None:
     out, report = tmp_path / "model", tmp_path / "report"
     args = train(experiment(tmp_path, whisper, epochs=2), data, out, tmp_path / "cache")
     assert main([*args, "--evaluate-only", "--report", str(report)]) == 0
@@ -213,3 +219,29 @@ def test_evaluate_only_scores_the_frozen_and_the_adapted_fits_and_saves_no_bundl
     split = json.loads((report / "metrics.json").read_text())["compare23_split"]
     assert 0 <= split["adapt_epochs"][0] <= 2
     assert {"spearman_mean"} <= split["frozen"].keys() and {"spearman_mean"} <= split["probe"].keys()
+
+    # Other [evaluation] settings, the same training ones: the fit is taken from its checkpoint
+    caplog.set_level(logging.INFO, logger="emomon")
+    other = experiment(tmp_path, whisper, epochs=2, probe=False)
+    assert main(train(other, data, out, tmp_path / "cache", "--resume")) == 0
+    assert any("compare23_split 1/1: resumed after epoch 2" in r.getMessage() for r in caplog.records)
+    again = json.loads((out / "bundle.json").read_text())["metrics"]["evaluations"]["compare23_split"]
+    assert "probe" not in again and again["spearman_mean"] == split["spearman_mean"]
+
+
+def test_checkpoints_are_kept_for_the_same_training_settings_and_dropped_for_others(tmp_path) -> None:
+    cfg = replace(Config(), train=TrainSettings(adapt="layers"))
+    fit = {"w": torch.arange(4.0)}
+    Checkpoints(tmp_path, cfg, resume=False).save("rest_to_emodb 1/1", fit, {"epoch": 1})
+    # another run of the same training settings, other protocols, not resuming: trains its own
+    # fits again (nothing loads), and leaves that one for a later run to resume
+    other_protocols = replace(cfg, evaluation=EvaluationSettings(protocols=("*>ravdess",)))
+    assert Checkpoints(tmp_path, other_protocols, resume=False).load("rest_to_emodb 1/1") is None
+    tensors, meta = Checkpoints(tmp_path, cfg, resume=True).load("rest_to_emodb 1/1")
+    assert torch.equal(tensors["w"], fit["w"]) and meta == {"epoch": 1}
+    # other training settings: refused when resuming, emptied when starting over
+    other_lr = replace(cfg, train=TrainSettings(adapt="layers", encoder_lr=1e-5))
+    with pytest.raises(ConfigError, match="are of other settings than this run's"):
+        Checkpoints(tmp_path, other_lr, resume=True)
+    Checkpoints(tmp_path, other_lr, resume=False)
+    assert not list(tmp_path.glob("*.safetensors"))

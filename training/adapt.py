@@ -239,30 +239,30 @@ def _load_trained(top: EncoderTop, bank: nn.Module, state: dict[str, torch.Tenso
 
 
 class Checkpoints:
-    """A run's adapted fits, one file each (`<fit>.safetensors`), in one folder with the
-    digest of the settings that made them (run.json). `resume` keeps what is there and
-    refuses checkpoints of other settings in one sentence; otherwise the folder starts
-    empty."""
+    """Adapted fits, one file each (named by the fit: protocol and fold), in one folder with
+    the digest of the training settings that made them (run.json). `resume`: fits continue
+    from their files, and a folder of other settings is refused in one sentence. Without
+    it every fit starts over; the files of fits of the same settings that this run does not
+    train stay for a later run to resume, a folder of other settings is emptied."""
 
     def __init__(self, folder: Path, cfg: Config, resume: bool) -> None:
         from ..model.files import write_atomic
 
-        self.folder = folder
+        self.folder, self.resume = folder, resume
         self.digest = run_digest(cfg)
         marker = folder / "run.json"
-        if resume and marker.is_file():
-            try:
-                had = json.loads(marker.read_text()).get("digest")
-            except (OSError, ValueError):
-                had = None
-            if had != self.digest:
-                raise ConfigError(
-                    f"The checkpoints in {folder} are of other settings than this run's; run without --resume to "
-                    "start over, or give the settings they were made with."
-                )
-        else:
-            if resume:
-                log.info("--resume: no checkpoints in %s yet; starting from the beginning", folder)
+        try:
+            had = json.loads(marker.read_text()).get("digest") if marker.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            had = None
+        if resume and marker.is_file() and had != self.digest:
+            raise ConfigError(
+                f"The checkpoints in {folder} are of other settings than this run's; run without --resume to "
+                "start over, or give the settings they were made with."
+            )
+        if resume and had is None:
+            log.info("--resume: no checkpoints in %s yet; starting from the beginning", folder)
+        if had != self.digest:
             folder.mkdir(parents=True, exist_ok=True)
             for old in folder.glob("*.safetensors"):
                 old.unlink()
@@ -283,7 +283,7 @@ class Checkpoints:
         from safetensors import SafetensorError, safe_open
 
         path = self.path(fit)
-        if not path.is_file():
+        if not self.resume or not path.is_file():
             return None
         try:
             with safe_open(path, framework="pt") as f:
@@ -297,11 +297,14 @@ class Checkpoints:
 
 
 def run_digest(cfg: Config) -> str:
-    """What the checkpoints depend on: everything but where the outputs go."""
+    """What a fit's checkpoint depends on: the settings that change the fits, so not
+    [evaluation] (a fit is named by its protocol and fold: runs of one training recipe with
+    other protocols share a folder, and `--resume` reuses the fits they have in common) nor
+    where the outputs go."""
     from ..model.settings import to_dict
 
     t = replace(cfg.train, out="", checkpoint_dir="", cache_dir="")
-    parts = {name: to_dict(getattr(cfg, name)) for name in ("dataset", "encoder", "regressor", "augment", "evaluation")}
+    parts = {name: to_dict(getattr(cfg, name)) for name in ("dataset", "encoder", "regressor", "augment")}
     parts["train"] = to_dict(t)
     parts["runtime"] = {"dtype": cfg.runtime.dtype}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
