@@ -25,7 +25,7 @@ from emomon.model.predictor import Predictor
 from emomon.model.specs import EncoderSpec, RegressorSpec
 from emomon.streamer.cli import main
 from emomon.streamer.config import Config
-from emomon.training.adapt import Checkpoints, start_layer, trained_layers
+from emomon.training.adapt import Checkpoints, mask_frames, start_layer, trained_layers
 from emomon.training.settings import EvaluationSettings, TrainSettings
 
 EXPERIMENT = """
@@ -245,3 +245,24 @@ def test_checkpoints_are_kept_for_the_same_training_settings_and_dropped_for_oth
         Checkpoints(tmp_path, other_lr, resume=True)
     Checkpoints(tmp_path, other_lr, resume=False)
     assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_masking_replaces_spans_and_channels_of_each_clip_by_its_mean() -> None:
+    x = torch.randn(2, 120, 16)
+    lengths = torch.tensor([120, 60])
+    s = TrainSettings(adapt="layers", mask_time=0.3, mask_span=10, mask_channels=0.25)
+    out = mask_frames(x, lengths, s, torch.Generator().manual_seed(0))
+    assert torch.equal(out[1, 60:], x[1, 60:]) and not torch.equal(out, x)  # padding untouched
+    for b, n in enumerate(lengths.tolist()):
+        mean = x[b, :n].mean(0)
+        channels = torch.isclose(out[b, :n], mean.expand(n, -1)).all(0)
+        assert channels.sum() == 4  # a quarter of the 16 channels, the whole clip long
+        frames = torch.isclose(out[b, :n][:, ~channels], mean[~channels].expand(n, -1)).all(1)
+        assert 0 < frames.float().mean() <= 0.3 + 10 / n  # a span more or less, as rounded; overlaps
+        kept = ~frames[:, None] & ~channels[None]
+        assert torch.equal(out[b, :n][kept], x[b, :n][kept])
+    again = mask_frames(x, lengths, s, torch.Generator().manual_seed(0))
+    assert torch.equal(again, out)  # drawn from the fit's generator: a resumed run masks alike
+    assert torch.equal(mask_frames(x, lengths, TrainSettings(), torch.Generator()), x)
+    with pytest.raises(ValueError, match="mask_time and mask_channels must be in"):
+        TrainSettings(mask_time=1.0)

@@ -53,6 +53,7 @@ from .train import FitResult, Split, batch_loss, collate, length_batches
 
 if TYPE_CHECKING:
     from ..streamer.config import Config
+    from .settings import TrainSettings
 
 log = logging.getLogger("emomon")
 
@@ -120,6 +121,29 @@ def load_top(cfg: Config, digest: str) -> EncoderTop:
     for p in top.parameters():
         p.requires_grad_(False)
     return top
+
+
+def mask_frames(x: torch.Tensor, lengths: torch.Tensor, s: TrainSettings, gen: torch.Generator) -> torch.Tensor:
+    """SpecAugment-like masking of a batch of hidden states (B, T, D) with true lengths (B,):
+    in each clip, spans of `s.mask_span` frames starting at random (their count
+    mask_time * frames / span, rounded up or down at random; overlaps aside, `s.mask_time`
+    of its frames on average) and `s.mask_channels` of its channels take the clip's mean value, so that
+    the layers above learn not to lean on any one moment or channel. Returns a new tensor;
+    padded frames are left as they are."""
+    out = x.clone()
+    d = x.shape[2]
+    for b, n in enumerate(lengths.tolist()):
+        clip = out[b, :n]
+        mean = x[b, :n].mean(0)
+        spans = int(s.mask_time * n / s.mask_span + torch.rand((), generator=gen))  # rounded at random: on average
+        if spans:
+            starts = torch.randint(0, max(1, n - s.mask_span + 1), (spans,), generator=gen)
+            frames = (starts[:, None] + torch.arange(s.mask_span)).clamp_(max=n - 1).flatten()
+            clip[frames] = mean
+        if s.mask_channels:
+            channels = torch.randperm(d, generator=gen)[: round(s.mask_channels * d)]
+            clip[:, channels] = mean[channels]
+    return out
 
 
 def autocast(cfg: Config):
@@ -427,6 +451,8 @@ def adapt_fit(
         total = 0.0
         for idx in length_batches(lengths, s.adapt_batch_size, gen):
             x, n = collate([(views[j][view[j] - 1] if view[j] else prefix[j]).float() for j in idx])
+            if s.mask_time or s.mask_channels:
+                x = mask_frames(x, n, s, gen)
             x, n = x.to(device), n.to(device)
             u = file_unit[idx].to(device)
             with autocast(cfg):

@@ -50,6 +50,12 @@ class TrainSettings:
     encoder_lr: float = 5e-4  # the encoder's top trained layer's learning rate (LoRA matrices or weights)
     head_lr: float = 1e-4  # the head's learning rate while the encoder adapts
     layer_decay: float = 1.0  # each trained layer below the top learns layer_decay times as fast as the one above
+    # SpecAugment-like masking of the trained layers' input while adapting: spans of
+    # `mask_span` frames covering about `mask_time` of each clip, and `mask_channels` of
+    # its channels, replaced by the clip's mean (0 = off)
+    mask_time: float = 0.0
+    mask_span: int = 10
+    mask_channels: float = 0.0
     checkpoint_dir: str = ""  # adapted fits' epoch checkpoints; "" = <out>.checkpoints
 
     def __post_init__(self) -> None:
@@ -63,6 +69,8 @@ class TrainSettings:
             raise ValueError("adapt_layers count from 1; adapt_epochs and adapt_batch_size must be >= 1")
         if self.encoder_lr <= 0 or self.head_lr < 0 or not 0 < self.layer_decay <= 1:
             raise ValueError("encoder_lr must be > 0, head_lr >= 0 and layer_decay in (0, 1]")
+        if not (0 <= self.mask_time < 1 and 0 <= self.mask_channels < 1) or self.mask_span < 1:
+            raise ValueError("mask_time and mask_channels must be in [0, 1) and mask_span >= 1")
 
 
 def _names(value: str | tuple[str, ...]) -> tuple[str, ...]:
