@@ -124,18 +124,19 @@ def load_top(cfg: Config, digest: str) -> EncoderTop:
 
 
 def mask_frames(x: torch.Tensor, lengths: torch.Tensor, s: TrainSettings, gen: torch.Generator) -> torch.Tensor:
-    """SpecAugment-like masking of a batch of hidden states (B, T, D) with true lengths (B,):
-    in each clip, spans of `s.mask_span` frames starting at random (their count
-    mask_time * frames / span, rounded up or down at random; overlaps aside, `s.mask_time`
-    of its frames on average) and `s.mask_channels` of its channels take the clip's mean value, so that
-    the layers above learn not to lean on any one moment or channel. Returns a new tensor;
-    padded frames are left as they are."""
+    """SpecAugment-like masking of a batch of hidden states (B, T, D) with true lengths (B,).
+
+    In each clip, spans of `s.mask_span` frames starting at random (their count
+    mask_time * frames / span, rounded up or down at random: overlaps aside, `s.mask_time`
+    of its frames on average) and `s.mask_channels` of its channels take the clip's mean,
+    so that the layers above learn not to lean on any one moment or channel. Returns a new
+    tensor; padded frames are left as they are."""
     out = x.clone()
     d = x.shape[2]
     for b, n in enumerate(lengths.tolist()):
         clip = out[b, :n]
         mean = x[b, :n].mean(0)
-        spans = int(s.mask_time * n / s.mask_span + torch.rand((), generator=gen))  # rounded at random: on average
+        spans = int(s.mask_time * n / s.mask_span + torch.rand((), generator=gen))
         if spans:
             starts = torch.randint(0, max(1, n - s.mask_span + 1), (spans,), generator=gen)
             frames = (starts[:, None] + torch.arange(s.mask_span)).clamp_(max=n - 1).flatten()
