@@ -122,7 +122,8 @@ def test_a_killed_model_process_fails_its_segments_and_the_streams_go_on(tmp_pat
         assert all(m["status"] in ("ok", "error") for m in got) and got[-1]["status"] == "ok"  # later ones ok again
         assert messages[-1] == {"type": "end"} and code == 1000 and waited < 30
         failed += [m for m in got if m["status"] == "error"]
-    assert failed and all("The model process died (killed by SIGKILL)" in m["error"] for m in failed)
+    errors = {m["error"] for m in failed}
+    assert failed and all("The model process died (killed by SIGKILL)" in e for e in errors), errors
     assert "Traceback" not in stderr and "The model process died (killed by SIGKILL); starting a new one." in stderr
     with (tmp_path / "serve.csv").open(newline="") as f:
         assert len(list(csv.DictReader(f))) == 48  # every segment logged, the failed ones as errors

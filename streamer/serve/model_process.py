@@ -70,10 +70,21 @@ def _child(conn, path: str, device: str, dtype: str, encoder_name: str | None, e
             conn.send(("error", str(e)))
 
 
+def exit_code(proc, timeout_s: float) -> int | None:
+    """The child's exit code, waiting up to `timeout_s` for it. Two threads may wait on one
+    child (a call and the supervisor): the one whose waitpid loses the race reads None for a
+    moment, until the other records the code on the shared Popen, so this reads it again."""
+    deadline = time.monotonic() + timeout_s
+    proc.join(timeout_s)
+    while proc.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return proc.exitcode
+
+
 def how_it_ended(exitcode: int | None) -> str:
     """A child's end in words: 'killed by SIGKILL', 'exit code 1'."""
     if exitcode is None:
-        return "no answer"
+        return "its exit status is unknown"
     if exitcode < 0:
         try:
             return f"killed by {signal.Signals(-exitcode).name}"
@@ -133,9 +144,8 @@ class ModelProcess:
                     raise EmomonError(f"The model process did not load the model within {self.start_timeout_s:g} s.")
             status, info = parent.recv()
         except (EOFError, OSError):
-            proc.join(5)
             raise EmomonError(
-                f"The model process ended while loading the model ({how_it_ended(proc.exitcode)})."
+                f"The model process ended while loading the model ({how_it_ended(exit_code(proc, 5))})."
             ) from None
         if status != "ready":
             proc.join(5)
@@ -157,7 +167,7 @@ class ModelProcess:
                     return
                 self.up = False
                 self._state.notify_all()
-            why = how_it_ended(proc.exitcode)
+            why = how_it_ended(exit_code(proc, 2))
             log.warning("The model process died (%s); starting a new one.", why)
             while True:
                 now = time.monotonic()
@@ -243,9 +253,8 @@ class ModelProcess:
                 status, value = self._exchange(proc, conn, (method, args))
             except (EOFError, OSError):
                 self._lost(proc)
-                proc.join(1)
                 raise ModelProcessDied(
-                    f"The model process died ({how_it_ended(proc.exitcode)}); a new one is starting."
+                    f"The model process died ({how_it_ended(exit_code(proc, 2))}); a new one is starting."
                 ) from None
         if status != "ok":
             raise RuntimeError(value)
