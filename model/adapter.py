@@ -49,15 +49,20 @@ class LoraSpec:
 
 @dataclass(frozen=True)
 class LayersSpec:
-    """Fine-tuned layers: their own trained weights replace the base's."""
+    """Fine-tuned layers: their own trained weights replace the base's. With `delta` the
+    bundle holds what training changed, W - W_base, in float16 (half the bytes of float32
+    weights; the rounding is 2^-11 of the change, not of the weight), added to the base
+    weights that the bundle's encoder_digest names; without it, the weights themselves."""
 
     layers: tuple[int, ...] = (2,)  # indices into the encoder's layer list (0: the first layer)
+    delta: bool = False
 
 
 @dataclass
 class Adapter:
-    """A trained adapter as a bundle carries it: its settings and its tensors (float32):
-    LoRA matrices (`LoraSpec`) or whole fine-tuned layers (`LayersSpec`)."""
+    """A trained adapter as a bundle carries it: its settings and its tensors: LoRA
+    matrices (`LoraSpec`, float32) or whole fine-tuned layers (`LayersSpec`: float32
+    weights, or float16 differences from the base weights)."""
 
     spec: LoraSpec | LayersSpec
     state: dict[str, torch.Tensor]
@@ -175,13 +180,20 @@ def merge(encoder: nn.Module, spec: LoraSpec, state: dict[str, torch.Tensor]) ->
             linear.weight += (b.to(torch.float32) @ a.to(torch.float32) * spec.scale).to(linear.weight.dtype)
 
 
-def layers_state(encoder: nn.Module, spec: LayersSpec) -> dict[str, torch.Tensor]:
-    """The weights of the layers `spec` names, float32, by the encoder's own names: what a bundle saves."""
-    return {
+def layers_state(
+    encoder: nn.Module, spec: LayersSpec, base: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """The weights of the layers `spec` names, by the encoder's own names: what a bundle
+    saves. Float32 weights; with `base` (the same names, before training: `layers_state`
+    of the untrained encoder) their float16 differences from it, for a `delta` spec."""
+    state = {
         f"layers.{i}.{name}": t.detach().to("cpu", torch.float32).contiguous()
         for i in spec.layers
         for name, t in encoder.layers[i].state_dict().items()
     }
+    if base is None:
+        return state
+    return {name: (t - base[name].to(torch.float32)).to(torch.float16).contiguous() for name, t in state.items()}
 
 
 def replace_layers(encoder: nn.Module, spec: LayersSpec, state: dict[str, torch.Tensor]) -> None:
@@ -206,4 +218,5 @@ def replace_layers(encoder: nn.Module, spec: LayersSpec, state: dict[str, torch.
             )
     with torch.no_grad():
         for name, t in own.items():
-            t.copy_(state[name].to(t.dtype))
+            new = state[name].to(torch.float32)
+            t.copy_((t.to(torch.float32) + new if spec.delta else new).to(t.dtype))

@@ -175,15 +175,16 @@ def test_fine_tuned_layers_ship_in_the_bundle_and_the_predictor_runs_them(data, 
     bundle = load_bundle(out)
     assert bundle.adapter is not None and bundle.adapter.kind == "layers" and bundle.adapter.spec.layers == (1,)
     assert all(k.startswith("layers.1.") for k in bundle.adapter.state)
-    # the shipped layer is the trained one, not the base
+    # the shipped layer is the trained one, not the base: its change from the base, in float16
     from emomon.model.whisper import load_whisper
 
+    assert bundle.adapter.spec.delta and bundle.adapter.state["layers.1.fc1.weight"].dtype == torch.float16
     base, _, _ = load_whisper(bundle.encoder)
-    trained = bundle.adapter.state["layers.1.fc1.weight"]
-    assert not torch.equal(trained, base.layers[1].fc1.weight.detach())
+    change = bundle.adapter.state["layers.1.fc1.weight"].float()
+    assert change.abs().max() > 0
     p = Predictor.from_bundle(out, "cpu", "float32")
     assert p.describe()["encoder"].endswith("+ fine-tuned layer 2")
-    assert torch.equal(p.encoder.model.layers[1].fc1.weight.detach(), trained)
+    assert torch.equal(p.encoder.model.layers[1].fc1.weight.detach(), base.layers[1].fc1.weight.detach() + change)
     shares = p.predict([np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32)])
     assert np.isclose(sum(shares[0].shares.values()), 1.0, atol=1e-4)
 

@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from emomon.model.adapter import LoraSpec, adapter_state, add_lora, merge, unwrap
+from emomon.model.adapter import (
+    LayersSpec,
+    LoraSpec,
+    adapter_state,
+    add_lora,
+    layers_state,
+    merge,
+    replace_layers,
+    unwrap,
+)
 from emomon.model.errors import BundleError
 
 
@@ -100,6 +109,26 @@ def test_an_adapter_for_another_encoder_is_refused() -> None:
         merge(tiny_encoder(), LoraSpec(rank=4, layers=(5,)), state)
     with pytest.raises(ValueError, match="rank must be >= 1"):
         LoraSpec(rank=0)
+
+
+def test_fine_tuned_layers_saved_as_float16_changes_run_as_their_float32_weights(mel) -> None:
+    base = tiny_encoder()
+    tuned = copy.deepcopy(base)
+    spec = LayersSpec(layers=(0, 2))
+    before = layers_state(base, spec)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # as if trained: every tensor of the two layers moved by about 1 %
+        for name, t in tuned.layers.named_parameters():
+            if int(name.split(".")[0]) in spec.layers:
+                t += torch.randn(t.shape, generator=g) * 0.01 * t.abs().mean()
+    full, change = layers_state(tuned, spec), layers_state(tuned, spec, before)
+    assert all(t.dtype == torch.float16 for t in change.values()) and change.keys() == full.keys()
+    from_full, from_change = copy.deepcopy(base), copy.deepcopy(base)
+    replace_layers(from_full, spec, full)
+    replace_layers(from_change, LayersSpec(layers=(0, 2), delta=True), change)
+    reference, moved = run(tuned, mel), (run(tuned, mel) - run(base, mel)).abs().max()
+    assert torch.equal(run(from_full, mel), reference)
+    assert (run(from_change, mel) - reference).abs().max() < 1e-3 * moved  # the rounding: a thousandth of the change
 
 
 # -- a bundle that carries an adapter ------------------------------------------------------------

@@ -48,6 +48,7 @@ def test_wheel_holds_one_import_package_with_its_data(wheel: Path) -> None:
     for data in (
         "emomon/model/default/bundle.json",
         "emomon/model/default/regressors.safetensors",
+        "emomon/model/default/adapter.safetensors",  # v5: its fine-tuned layers 1-3
         "emomon/streamer/samples/emodb_speaker11.wav",
         "emomon/training/experiments/default_whisper_base.toml",
         "emomon/model/speaker_backend/speaker.json",  # --speakers' back-end

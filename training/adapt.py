@@ -205,6 +205,7 @@ class Trainable:
 
     groups: list[dict]
     adapters: dict[str, LoraLinear]  # "lora" only
+    base: dict[str, torch.Tensor]  # "layers" only: the trained layers' weights before training (top's names)
 
     def adapter(self, top: EncoderTop, cfg: Config) -> Adapter:
         """The trained part as a bundle carries it, named by the whole encoder's layer indices."""
@@ -223,7 +224,7 @@ class Trainable:
             spec = LoraSpec(rank=t.lora_rank, alpha=t.lora_alpha, layers=layers)
             return Adapter(spec, renamed(adapter_state(self.adapters)))
         own = LayersSpec(layers=tuple(i - shift for i in layers))
-        return Adapter(LayersSpec(layers=layers), renamed(layers_state(top, own)))
+        return Adapter(LayersSpec(layers=layers, delta=True), renamed(layers_state(top, own, self.base)))
 
 
 def make_trainable(top: EncoderTop, cfg: Config) -> Trainable:
@@ -235,6 +236,7 @@ def make_trainable(top: EncoderTop, cfg: Config) -> Trainable:
     adapters: dict[str, LoraLinear] = {}
     if t.adapt == "lora":
         adapters = add_lora(top, LoraSpec(rank=t.lora_rank, alpha=t.lora_alpha, layers=own))
+    base = {} if t.adapt == "lora" else layers_state(top, LayersSpec(layers=own))
     groups = []
     for i, k in zip(layers, own):
         if t.adapt == "lora":
@@ -244,7 +246,7 @@ def make_trainable(top: EncoderTop, cfg: Config) -> Trainable:
         for p in params:
             p.requires_grad_(True)
         groups.append({"params": params, "lr": t.encoder_lr * t.layer_decay ** (layers[-1] - i), "weight_decay": 0.0})
-    return Trainable(groups, adapters)
+    return Trainable(groups, adapters, base)
 
 
 def _trained_state(top: EncoderTop, bank: nn.Module) -> dict[str, torch.Tensor]:
