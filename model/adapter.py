@@ -186,8 +186,8 @@ def layers_state(
     """The weights of the layers `spec` names, by the encoder's own names: what a bundle
     saves. Float32 weights; with `base` (the same names, before training: `layers_state`
     of the untrained encoder) their float16 differences from it, for a `delta` spec."""
-    state = {
-        f"layers.{i}.{name}": t.detach().to("cpu", torch.float32).contiguous()
+    state = {  # copies: a snapshot taken before training must not follow the weights as it trains
+        f"layers.{i}.{name}": t.detach().to("cpu", torch.float32, copy=True).contiguous()
         for i in spec.layers
         for name, t in encoder.layers[i].state_dict().items()
     }

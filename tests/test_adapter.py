@@ -115,7 +115,7 @@ def test_fine_tuned_layers_saved_as_float16_changes_run_as_their_float32_weights
     base = tiny_encoder()
     tuned = copy.deepcopy(base)
     spec = LayersSpec(layers=(0, 2))
-    before = layers_state(base, spec)
+    before = layers_state(tuned, spec)  # the trainer's way: a snapshot of the same module, then it trains
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():  # as if trained: every tensor of the two layers moved by about 1 %
         for name, t in tuned.layers.named_parameters():
