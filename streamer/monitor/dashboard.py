@@ -251,7 +251,8 @@ def stats_line(s: Snapshot) -> Text:
 def header_line(s: Snapshot) -> Text:
     """One line: input, model (bundle, encoder, emotions), compute path, elapsed time."""
     h, t = s.header, int(s.elapsed_s)
-    encoder = h.encoder.rstrip("/").rsplit("/", 1)[-1]  # a hub id's or folder's last part
+    # a hub id's or folder's last part, without its adapter ("+ fine-tuned layers 1, 2, 3": the log says it)
+    encoder = h.encoder.split(" + ", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     return Text.assemble(
         (h.input or "-", "bold"), (" · ", "dim"),
         (h.model or "-", "bold"), (f" ({encoder}, {h.emotions})" if encoder else ""), (" · ", "dim"),
