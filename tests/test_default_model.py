@@ -96,9 +96,10 @@ def test_one_emotion_sessions_lose_the_adaptation_not_more(predictor: Predictor)
     own average. On every RAVDESS actor's strong clips (672), cut to the speech as the
     monitor's VAD would, the share of clips whose top emotion is the intended one, read three
     ways: without adapting (the training statistics alone), in one session per actor (mixed
-    emotions, file order) and in one session per actor and emotion. Measured (float32;
-    int8 within a clip per actor): 0.665, 0.714 and 0.649. Adapting gains in mixed sessions;
-    in one-emotion sessions that gain is lost, and hardly more.
+    emotions, file order) and in one session per actor and emotion. Measured with v5
+    (float32, bfloat16 within 0.002): 0.807, 0.827 and 0.795; int8 0.801, 0.817 and 0.784.
+    Adapting gains in mixed sessions; in one-emotion sessions that gain is lost, and hardly
+    more. (v4, whose encoder was frozen, gained more from adapting: 0.665, 0.714, 0.649.)
 
     Each clip is encoded once: the encoder does not depend on the session, only the
     normalisation and the heads do (Predictor.regress). Three actors, as this test had
@@ -129,6 +130,6 @@ def test_one_emotion_sessions_lose_the_adaptation_not_more(predictor: Predictor)
     mixed = accuracy(by_actor)
     single = accuracy([[r for r in actor if r["emotion"] == e] for actor in by_actor for e in NINE])
     assert fixed > 1 / 8  # the model does tell emotions apart here
-    assert mixed >= fixed + 0.02  # adapting to the speaker helps (0.049)
-    assert single >= fixed - 0.03  # one emotion for a whole session: no drift below not adapting (-0.016)
-    assert mixed - single <= 0.10  # what the trap costs against mixed sessions (0.066)
+    assert mixed >= fixed + 0.01  # adapting to the speaker helps (+0.021; int8 +0.016)
+    assert single >= fixed - 0.03  # one emotion for a whole session: no drift below not adapting (-0.012; -0.016)
+    assert mixed - single <= 0.10  # what the trap costs against mixed sessions (0.033)
