@@ -1,17 +1,5 @@
-"""emomon: a real-time speech emotion-share monitor.
-
-The repository root is the `emomon` import package; its folders are the subpackages:
-`emomon.model` (encoders, regressors, bundles, the Predictor), `emomon.streamer`
-(capture, VAD segmentation, worker, dashboard, the `emomon` command) and
-`emomon.training` (datasets, training, evaluation).
-
-The public API, loaded on first use so that `import emomon` stays free of torch:
-
-    from emomon import Predictor
-    predictor = Predictor.from_bundle()          # the bundled default model
-    [prediction] = predictor.predict([audio])     # float32 mono 16 kHz
-    prediction.shares                             # {"anger": 0.12, ...}
-"""
+"""emomon: a real-time speech emotion-share monitor; `from emomon import Predictor` (README,
+docs/architecture.md). The API loads on first use, so `import emomon` stays free of torch."""
 
 from __future__ import annotations
 
@@ -26,17 +14,17 @@ _API = {
     "load_bundle": "emomon.model.bundle",
     "DEFAULT_BUNDLE": "emomon.model.bundle",
     "EmomonError": "emomon.model.errors",
-    "load_config": "emomon.streamer.config",
+    "load_config": "emomon.config",
 }
 __all__ = [*_API, "__version__"]
 
 if TYPE_CHECKING:
+    from emomon.config import load_config as load_config
     from emomon.model.bundle import DEFAULT_BUNDLE as DEFAULT_BUNDLE
     from emomon.model.bundle import load_bundle as load_bundle
     from emomon.model.errors import EmomonError as EmomonError
     from emomon.model.predictor import Prediction as Prediction
     from emomon.model.predictor import Predictor as Predictor
-    from emomon.streamer.config import load_config as load_config
 
 
 def __getattr__(name: str) -> Any:

@@ -43,7 +43,7 @@ from report import cpu_name, table, update_doc  # noqa: E402
 from emomon.model.audio import SAMPLE_RATE, read_audio  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
-CLI = [sys.executable, "-m", "emomon.streamer.cli"]
+CLI = [sys.executable, "-m", "emomon.cli"]
 RUNS = ("replay", "local1", "local2", "ray2")
 
 

@@ -4,7 +4,7 @@ Inputs, written by emomon's own writers and layouts:
 - a one-hour replay CSV log (CsvLog): 1,200 segments of 2.5 s every 3 s, two speakers;
 - a batch output folder of 300 one-hour files (the Parquet layout of outputs/record.py,
   360,000 segment rows), of which one file is drawn (a filter on its source).
-Each is drawn to PNG and to SVG by `python -m emomon.streamer.cli plot` in a process of its
+Each is drawn to PNG and to SVG by `python -m emomon.cli plot` in a process of its
 own; wall time and the process's peak resident memory (its VmHWM) are reported.
 Goals (issue 29): a one-hour replay CSV in under 5 s, under 300 MB.
 
@@ -73,7 +73,7 @@ CHILD = (
     "import atexit, sys\n"
     "atexit.register(lambda: print('VmHWM', open('/proc/self/status').read().split('VmHWM:')[1].split()[0],"
     " file=sys.stderr))\n"
-    "from emomon.streamer.cli import main\n"
+    "from emomon.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
 

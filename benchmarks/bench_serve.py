@@ -82,7 +82,7 @@ def random_ssl_bundle(size: str, folder: Path) -> Path:
 
 
 def start_server(port: int, max_streams: int, extra: list[str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "emomon.streamer.cli", "serve", "--port", str(port),
+    cmd = [sys.executable, "-m", "emomon.cli", "serve", "--port", str(port),
            "--max-streams", str(max_streams), *extra]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for _ in range(3000):  # HuBERT-Large loads (and quantises) in tens of seconds

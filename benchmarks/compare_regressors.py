@@ -53,8 +53,8 @@ VARIANTS = {  # name -> (encoder layer, regressor changes, augmentation views)
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
+    from emomon.config import load_config
     from emomon.model.encoder import load_encoder
-    from emomon.streamer.config import load_config
     from emomon.training.datasets import load_dataset
     from emomon.training.experiment import Features, TrainingProgress, run_protocol
     from emomon.training.protocols import Protocol

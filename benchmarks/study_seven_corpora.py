@@ -161,7 +161,7 @@ def run_variant(name: str, cfg, console) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
-    from emomon.streamer.config import load_config
+    from emomon.config import load_config
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=ROOT / "training" / "experiments" / "default_v4.toml")

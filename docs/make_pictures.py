@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "streamer" / "samples" / "emodb_speaker11.wav"
-CLI = [sys.executable, "-m", "emomon.streamer.cli"]
+CLI = [sys.executable, "-m", "emomon.cli"]
 CHROMIUM_FLAGS = (
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--no-first-run", "--use-fake-ui-for-media-stream",

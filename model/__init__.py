@@ -1,5 +1,2 @@
-"""emomon's model: speech encoders, the paper's regressors, model bundles and the Predictor.
-
-Submodules import torch and transformers lazily or on import, never this package itself,
-so that `import emomon.model.audio` or `emomon.model.specs` stays cheap for the command line.
-"""
+"""emomon.model: encoders, regressors, bundles and the engines that run them (docs/architecture.md).
+Nothing is imported here, so `emomon.model.specs` stays free of torch."""

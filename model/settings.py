@@ -2,7 +2,7 @@
 
 Every table of config.toml maps one-to-one onto a frozen dataclass that lives beside the
 stage it configures (model/specs.py, streamer/audio/segmenter.py, training/settings.py, ...);
-streamer/config.py assembles the whole file. `from_dict` checks
+config.py (the package root) assembles the whole file. `from_dict` checks
 each key and value against the dataclass's type hints, so a misspelt key or a wrong type
 fails at start-up with one sentence that names the key, instead of deep inside a thread.
 """

@@ -247,7 +247,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     import contextlib
     import io
 
-    from emomon.streamer.cli import main
+    from emomon.cli import main
 
     out, err, before = io.StringIO(), io.StringIO(), os.getcwd()
     os.chdir(cwd)
@@ -329,7 +329,7 @@ class Server:
         import time
 
         self.port = free_port()
-        cmd = [sys.executable, "-m", "emomon.streamer.cli", "serve", "--port", str(self.port), *args]
+        cmd = [sys.executable, "-m", "emomon.cli", "serve", "--port", str(self.port), *args]
         self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.url = f"ws://127.0.0.1:{self.port}/v1/stream"
         deadline = time.monotonic() + 60

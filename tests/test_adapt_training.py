@@ -19,12 +19,12 @@ import pytest
 import torch
 from conftest import REPO, make_compare23, save_tiny_whisper
 
+from emomon.cli import main
+from emomon.config import Config
 from emomon.model.bundle import ADAPTER, WEIGHTS, load_bundle
 from emomon.model.errors import ConfigError
 from emomon.model.predictor import Predictor
 from emomon.model.specs import EncoderSpec, RegressorSpec
-from emomon.streamer.cli import main
-from emomon.streamer.config import Config
 from emomon.training.adapt import Checkpoints, mask_frames, start_layer, trained_layers
 from emomon.training.settings import EvaluationSettings, TrainSettings
 
@@ -135,7 +135,7 @@ def test_a_killed_adapted_run_resumes_to_the_weights_of_an_uninterrupted_one(dat
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO.parent)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emomon.streamer.cli", *train(config, data, out, cache)],
+        [sys.executable, "-m", "emomon.cli", *train(config, data, out, cache)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
     checkpoints = Path(f"{out}.checkpoints")

@@ -1,7 +1,8 @@
 """One direction of imports (docs/architecture.md): the model below everything that runs it,
 audio in below the runtime and training, training and the runtime beside each other, the
-command line and config loading on top. Every import that runs counts, at the top of a
-module or inside a function; only `if TYPE_CHECKING:` blocks (annotations) do not."""
+command line and config loading on top (cli.py and config.py at the package's root). Every
+import that runs counts, at the top of a module or inside a function; only `if
+TYPE_CHECKING:` blocks (annotations) do not."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 
 from conftest import REPO
 
-TOP = {"streamer/cli.py", "streamer/config.py", "training/cli.py", "streamer/__init__.py", "__init__.py"}
+TOP = {"cli.py", "config.py", "__init__.py"}  # the package's root: the command, config.toml's loader, the API
 # area -> the areas it may import (besides itself)
 ALLOWED = {
     "model": set(),
+    "__init__": set(),  # streamer/__init__.py: a docstring
     "net": set(),
     "audio": {"model"},
     "training": {"model", "audio"},
@@ -59,10 +61,46 @@ def target_path(src: str, node: ast.ImportFrom) -> str | None:
     return None
 
 
+def package_sources() -> list[str]:
+    """Every module of the `emomon` package, as a repository path."""
+    return sorted(p.relative_to(REPO).as_posix() for d in ("model", "streamer", "training") for p in
+                  (REPO / d).rglob("*.py")) + sorted(TOP)  # fmt: skip
+
+
+def import_graph(sources: list[str]) -> dict[str, set[str]]:
+    """module -> the modules of ours it imports at run time."""
+    graph: dict[str, set[str]] = {src: set() for src in sources}
+    for src in sources:
+        for node in runtime_imports(ast.parse((REPO / src).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = target_path(src, node)
+                if target is not None and target != src:
+                    graph[src].add(target)
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[str]:
+    """Every cycle a depth-first walk meets, as 'a -> b -> a'."""
+    found, state = [], {}  # state: 1 on the path, 2 done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                found.append(" -> ".join([*path[path.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
 def test_imports_go_one_way_and_never_by_top_level_names() -> None:
     wrong, absolute = [], []
-    sources = sorted(p.relative_to(REPO).as_posix() for d in ("model", "streamer", "training") for p in
-                     (REPO / d).rglob("*.py")) + ["__init__.py"]  # fmt: skip
+    sources = package_sources()
     assert len(sources) > 60
     for src in sources:
         for node in runtime_imports(ast.parse((REPO / src).read_text())):
@@ -85,30 +123,23 @@ def test_imports_go_one_way_and_never_by_top_level_names() -> None:
 def test_no_circles_between_files() -> None:
     """No module reaches itself through emomon's own imports (at the top or inside a function):
     a circle hidden in a function is still one."""
-    sources = sorted(p.relative_to(REPO).as_posix() for d in ("model", "streamer", "training") for p in
-                     (REPO / d).rglob("*.py")) + ["__init__.py"]  # fmt: skip
-    graph: dict[str, set[str]] = {src: set() for src in sources}
-    for src in sources:
-        for node in runtime_imports(ast.parse((REPO / src).read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                target = target_path(src, node)
-                if target is not None and target != src:
-                    graph[src].add(target)
-    circles, state = [], {}  # state: 1 on the path, 2 done
+    found = circles(import_graph(package_sources()))
+    assert found == [], "\n".join(found)
 
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = 1
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                circles.append(" -> ".join([*path[path.index(nxt) :], nxt]))
-            elif nxt not in state:
-                visit(nxt, [*path, nxt])
-        state[node] = 2
 
-    for src in sources:
-        if src not in state:
-            visit(src, [src])
-    assert circles == [], "\n".join(circles)
+def test_no_circles_between_packages() -> None:
+    """model, streamer and training never reach themselves through each other: training may
+    read streamer.audio (the segmenter it trims with), so streamer never imports training;
+    only the package's root (the command, the config loader) imports all three."""
+    graph: dict[str, set[str]] = {}
+    for src, targets in import_graph(package_sources()).items():
+        a = "root" if src in TOP else src.split("/")[0]
+        graph.setdefault(a, set()).update("root" if t in TOP else t.split("/")[0] for t in targets)
+    graph = {a: b - {a} for a, b in graph.items()}
+    assert graph["training"] == {"model", "streamer"}, graph  # the one crossing: streamer.audio
+    assert "root" not in set().union(*graph.values()), graph
+    found = circles(graph)
+    assert found == [], "\n".join(found)
 
 
 def test_test_modules_share_helpers_through_conftest_only() -> None:

@@ -20,14 +20,14 @@ import soundfile as sf
 import soxr
 from conftest import load_clip, segment_marks
 
+from emomon.cli import main
 from emomon.model.audio import SAMPLE_RATE
 from emomon.streamer.batch.inputs import expand
 from emomon.streamer.batch.store import output_columns
-from emomon.streamer.cli import main
 
 pytestmark = [pytest.mark.system, pytest.mark.corpora, pytest.mark.weights]
 
-CLI = [sys.executable, "-m", "emomon.streamer.cli"]
+CLI = [sys.executable, "-m", "emomon.cli"]
 # int8 scores every segment in its own encoder pass (model/compute.py: configure), so batch and replay,
 # which group segments differently, give the same shares on any CPU.
 CONFIG = '[runtime]\ndtype = "int8"\n\n[batch]\npart_s = 0.0\n'

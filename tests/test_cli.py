@@ -13,7 +13,7 @@ from conftest import REPO
 @pytest.mark.system
 def test_help_imports_no_heavy_library() -> None:
     code = (
-        "import sys\nfrom emomon.streamer.cli import main\n"
+        "import sys\nfrom emomon.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('torch', 'transformers', 'numpy', 'opensmile') if m in sys.modules))"
     )
@@ -24,7 +24,7 @@ def test_help_imports_no_heavy_library() -> None:
 
 def test_train_offers_every_architecture(capsys) -> None:
     """--arch takes 3, the shipped default's statistics pooling, not only the paper's two."""
-    from emomon.streamer.cli import main
+    from emomon.cli import main
 
     for arch in ("1", "2", "3"):
         with pytest.raises(SystemExit) as stop:  # --help after a valid --arch: exit 0, not 2
@@ -38,7 +38,7 @@ def test_bad_config_is_one_sentence(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[train]\nepochs = 'many'\n")
     out = subprocess.run(
-        [sys.executable, "-m", "emomon.streamer.cli", "--config", str(cfg), "train", "--dataset", "emodb",
+        [sys.executable, "-m", "emomon.cli", "--config", str(cfg), "train", "--dataset", "emodb",
          "--data", "x"],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
@@ -48,7 +48,7 @@ def test_bad_config_is_one_sentence(tmp_path: Path) -> None:
 
 @pytest.mark.system
 def test_config_goes_before_or_after_the_command(tmp_path: Path) -> None:
-    from emomon.streamer.cli import build_parser
+    from emomon.cli import build_parser
 
     parser = build_parser()
     for argv in (["--config", "a.toml", "live"], ["live", "--config", "a.toml"]):
@@ -59,7 +59,7 @@ def test_config_goes_before_or_after_the_command(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[vad]\nframe_ms = 25\n")
     out = subprocess.run(
-        [sys.executable, "-m", "emomon.streamer.cli", "replay", "x.wav", "--config", str(cfg)],
+        [sys.executable, "-m", "emomon.cli", "replay", "x.wav", "--config", str(cfg)],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 2 and "frame_ms must be 10, 20 or 30" in out.stderr and "Traceback" not in out.stderr
@@ -67,8 +67,6 @@ def test_config_goes_before_or_after_the_command(tmp_path: Path) -> None:
 
 @pytest.mark.system
 def test_replay_without_audio_says_what_is_missing(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "emomon.streamer.cli", "replay"], cwd=tmp_path, capture_output=True, text=True
-    )
+    out = subprocess.run([sys.executable, "-m", "emomon.cli", "replay"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.strip() == "emomon: Say what to replay: one or more audio files or folders, or --sample."

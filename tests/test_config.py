@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from emomon.config import Config, load_config
 from emomon.model.errors import ConfigError
 from emomon.model.settings import from_dict, to_dict
 from emomon.model.specs import EncoderSpec, RegressorSpec
-from emomon.streamer.config import Config, load_config
 
 
 def test_shipped_config_matches_the_defaults() -> None:
@@ -36,13 +36,13 @@ def test_defaults_describe_the_shipped_model() -> None:
 
 
 def test_docs_config_is_generated_from_config_toml_and_covers_every_setting() -> None:
-    """docs/config.md is config.toml's reference, generated (python -m emomon.streamer.config):
+    """docs/config.md is config.toml's reference, generated (python -m emomon.config):
     it must be what the generator gives today, and name every field of every table's
     dataclass with a meaning."""
-    from emomon.streamer.config import reference
+    from emomon.config import reference
 
     text = reference((REPO / "config.toml").read_text())
-    assert (REPO / "docs" / "config.md").read_text() == text, "regenerate: python -m emomon.streamer.config"
+    assert (REPO / "docs" / "config.md").read_text() == text, "regenerate: python -m emomon.config"
     documented: dict[str, set[str]] = {}
     table = ""
     for line in text.splitlines():
@@ -109,8 +109,7 @@ def test_booleans_are_not_integers() -> None:
 @pytest.mark.system
 def test_reading_config_does_not_import_torch() -> None:
     code = (
-        "import sys; from emomon.streamer.config import load_config; load_config('config.toml'); "
-        "print('torch' in sys.modules)"
+        "import sys; from emomon.config import load_config; load_config('config.toml'); print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import EMODB, NEMO, RAVDESS, load_clip, mini_corpus
 
+from emomon.cli import main
 from emomon.model.audio import SAMPLE_RATE, read_audio
 from emomon.model.bundle import load_bundle
-from emomon.streamer.cli import main
 from emomon.training.augment import augment, gain, noise, perturb, telephone
 from emomon.training.datasets import RAVDESS_EMOTIONS, load_dataset, merge
 from emomon.training.protocols import Protocol

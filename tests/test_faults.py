@@ -43,7 +43,7 @@ import numpy as np
 import pytest
 from conftest import SAMPLE, Server, make_bundle, pcm, run_cli, save_tiny_whisper, segments
 
-CLI = [sys.executable, "-m", "emomon.streamer.cli"]
+CLI = [sys.executable, "-m", "emomon.cli"]
 LATIN1 = os.fsdecode(b"caf\xe9.wav")  # a name Python reads with a surrogate: not UTF-8
 
 

@@ -56,7 +56,7 @@ def test_live_microphone_end_to_end(virtual_mic: str, tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "emomon.streamer.cli",
+        "emomon.cli",
         "--config",
         str(cfg),
         "live",
@@ -90,7 +90,7 @@ def test_live_says_who_is_speaking(virtual_mic: str, tmp_path: Path) -> None:
     out = tmp_path / "live.csv"
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[monitor]\ninput = "pulse"\nduration_s = 40.0\n\n{SAME_TOML}')
-    cmd = [sys.executable, "-m", "emomon.streamer.cli", "--config", str(cfg), "live", "--speakers", "--no-dashboard",
+    cmd = [sys.executable, "-m", "emomon.cli", "--config", str(cfg), "live", "--speakers", "--no-dashboard",
            "--csv", str(out)]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(out)
@@ -114,7 +114,7 @@ def test_unknown_device_is_one_sentence_with_the_list(virtual_mic: str, tmp_path
         cfg.write_text('[monitor]\ninput = "no-such-mic"\nduration_s = 1.0\ndashboard = false\n')
         args = ["live", "--config", str(cfg)]
     out = subprocess.run(
-        [sys.executable, "-m", "emomon.streamer.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "emomon.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2
     err = out.stderr.strip()
@@ -129,7 +129,7 @@ def test_sigterm_stops_cleanly_and_keeps_finished_segments(virtual_mic: str, tmp
     cmd = [
         sys.executable,
         "-m",
-        "emomon.streamer.cli",
+        "emomon.cli",
         "live",
         "--device",
         "pulse",
@@ -163,7 +163,7 @@ def test_no_input_device_is_one_sentence(command: list[str]) -> None:
         pytest.skip("this machine has a sound card: its devices stay visible without the sound server")
     env = dict(os.environ, PULSE_SERVER="unix:/nonexistent")  # no sound server reachable, no sound card
     out = subprocess.run(
-        [sys.executable, "-m", "emomon.streamer.cli", *command],
+        [sys.executable, "-m", "emomon.cli", *command],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -183,7 +183,7 @@ def test_missing_portaudio_names_the_package(tmp_path: Path) -> None:
     )
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
     out = subprocess.run(
-        [sys.executable, "-m", "emomon.streamer.cli", "devices"],
+        [sys.executable, "-m", "emomon.cli", "devices"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -204,7 +204,7 @@ def test_live_microphone_scored_by_a_server(virtual_mic: str, tmp_path: Path) ->
     server = Server()
     out = tmp_path / "live.csv"
     began = datetime.now(UTC)
-    cmd = [sys.executable, "-m", "emomon.streamer.cli", "live", "--device", "pulse", "--no-dashboard",
+    cmd = [sys.executable, "-m", "emomon.cli", "live", "--device", "pulse", "--no-dashboard",
            "--duration", "24", "--server", f"ws://127.0.0.1:{server.port}", "--csv", str(out)]  # fmt: skip
     try:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -230,7 +230,7 @@ def test_input_that_goes_silent_ends_the_run(virtual_mic: str, tmp_path: Path) -
     [monitor] input_timeout_s without a block, one sentence naming the device and exit 1."""
     cfg = tmp_path / "c.toml"
     cfg.write_text("[monitor]\ninput_timeout_s = 1.5\n")
-    cmd = [sys.executable, "-m", "emomon.streamer.cli", "--config", str(cfg), "live", "--device", "pulse"]
+    cmd = [sys.executable, "-m", "emomon.cli", "--config", str(cfg), "live", "--device", "pulse"]
     proc = subprocess.Popen(
         [*cmd, "--no-dashboard", "--csv", str(tmp_path / "live.csv")],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -329,7 +329,7 @@ def test_sound_server_killed_mid_capture_ends_the_run_in_one_sentence(virtual_mi
             pytest.fail("CI must start its own PulseAudio daemon for this test")
         pytest.skip("PulseAudio was already running here; the test does not kill a daemon it did not start")
     out = tmp_path / "live.csv"
-    cmd = [sys.executable, "-m", "emomon.streamer.cli", "live", "--device", "pulse", "--no-dashboard"]
+    cmd = [sys.executable, "-m", "emomon.cli", "live", "--device", "pulse", "--no-dashboard"]
     cmd += ["--csv", str(out)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -210,8 +210,8 @@ def test_engine_setting(bundles, tmp_path, monkeypatch):
 
 
 def test_config_and_flag_choose_the_engine(tmp_path):
-    from emomon.streamer.cli import build_parser
-    from emomon.streamer.config import load_config
+    from emomon.cli import build_parser
+    from emomon.config import load_config
 
     cfg_file = tmp_path / "c.toml"
     cfg_file.write_text('[runtime]\nengine = "onnx"\n')

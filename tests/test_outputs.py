@@ -25,7 +25,7 @@ from emomon.streamer.monitor.worker import InferenceWorker
 from emomon.streamer.outputs.jsonl_log import JsonlLog
 from emomon.streamer.outputs.record import Job, Result, Row
 
-CLI = [sys.executable, "-m", "emomon.streamer.cli"]
+CLI = [sys.executable, "-m", "emomon.cli"]
 
 
 def emomon(*args: str, cwd: Path) -> subprocess.CompletedProcess:

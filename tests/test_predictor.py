@@ -40,7 +40,7 @@ def test_loading_a_model_leaves_the_host_process_alone(tiny_hubert: Path, tmp_pa
     save_bundle(make_bundle(enc), tmp_path / "b")
     Predictor.from_bundle(tmp_path / "b", device="cpu").predict([np.zeros(SAMPLE_RATE, np.float32)])
     assert dict(os.environ) == before
-    from emomon.streamer.cli import main
+    from emomon.cli import main
 
     (tmp_path / "empty.toml").write_text("")
     assert main(["--config", str(tmp_path / "empty.toml"), "batch", str(tmp_path / "a.wav")]) == 2  # no --out

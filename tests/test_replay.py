@@ -13,12 +13,12 @@ import pytest
 import soundfile as sf
 from conftest import SAMPLE
 
+from emomon.cli import main
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.bundle import DEFAULT_BUNDLE
 from emomon.model.predictor import Predictor
 from emomon.streamer.audio.segmenter import Segment
 from emomon.streamer.audio.sources import file_blocks
-from emomon.streamer.cli import main
 from emomon.streamer.monitor.worker import InferenceWorker
 from emomon.streamer.outputs.record import Job, Result
 

@@ -195,7 +195,7 @@ def test_origins_named_in_the_settings_may_open_streams() -> None:
     finally:
         s.stop()
     out = subprocess.run(
-        [sys.executable, "-m", "emomon.streamer.cli", "serve", "--origin", "app.example", "--port", str(free_port())],
+        [sys.executable, "-m", "emomon.cli", "serve", "--origin", "app.example", "--port", str(free_port())],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "'app.example' is not an origin" in out.stderr
@@ -203,7 +203,7 @@ def test_origins_named_in_the_settings_may_open_streams() -> None:
 
 def test_binding_beyond_loopback_needs_a_token() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "emomon.streamer.cli", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+        [sys.executable, "-m", "emomon.cli", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 2
@@ -265,7 +265,7 @@ def test_replay_through_the_server_logs_what_a_local_replay_logs(tmp_path: Path)
     cfg = tmp_path / "c.toml"
     cfg.write_text('[runtime]\ndtype = "int8"\n')
     server = Server("--config", str(cfg))
-    cli = [sys.executable, "-m", "emomon.streamer.cli", "--config", str(cfg), "replay", "--sample", "--no-dashboard",
+    cli = [sys.executable, "-m", "emomon.cli", "--config", str(cfg), "replay", "--sample", "--no-dashboard",
            "--speed", "0"]  # fmt: skip
     try:
         remote = subprocess.run([*cli, "--server", f"ws://127.0.0.1:{server.port}", "--csv", "remote.csv"],
@@ -288,7 +288,7 @@ def test_a_refused_remote_stream_is_one_sentence(tmp_path: Path) -> None:
     s = Server("--token", "s3cret")
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "emomon.streamer.cli", "replay", "--sample", "--no-dashboard",
+            [sys.executable, "-m", "emomon.cli", "replay", "--sample", "--no-dashboard",
              "--server", f"ws://127.0.0.1:{s.port}", "--token", "wrong"],
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
@@ -300,7 +300,7 @@ def test_a_refused_remote_stream_is_one_sentence(tmp_path: Path) -> None:
 
 def test_serve_jsonl_goes_to_a_file_not_stdout() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "emomon.streamer.cli", "serve", "--port", str(free_port()), "--jsonl", "-"],
+        [sys.executable, "-m", "emomon.cli", "serve", "--port", str(free_port()), "--jsonl", "-"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 2

@@ -181,8 +181,8 @@ def test_seven_corpus_recipe_end_to_end(tmp_path, capsys) -> None:
 
     from conftest import save_tiny_whisper
 
+    from emomon.cli import main
     from emomon.model.bundle import load_bundle
-    from emomon.streamer.cli import main
 
     folders = []
     for c in CORPORA:

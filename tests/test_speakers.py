@@ -171,7 +171,7 @@ def test_replay_says_who_spoke_each_segment(tmp_path: Path) -> None:
 def test_bad_speaker_options_are_one_sentence(
     args: list[str], message: str, tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    from emomon.streamer.cli import main
+    from emomon.cli import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["replay", "--sample", "--speed", "0", "--no-dashboard", *args]) == 2
@@ -184,7 +184,7 @@ def test_batch_names_speakers_as_replay_does_on_both_engines_and_a_channel_is_it
 
     path, ref = build_conversation(tmp_path)
     (tmp_path / "config.toml").write_text(SAME_TOML)
-    cli = [sys.executable, "-m", "emomon.streamer.cli"]
+    cli = [sys.executable, "-m", "emomon.cli"]
     replayed = subprocess.run([*cli, "replay", str(path), "--speed", "0", "--no-dashboard", "--speakers", "--csv",
                                "r.csv"], cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     mono = subprocess.run([*cli, "batch", str(path), "--out", "mono", "--speakers", "--workers", "1"], cwd=tmp_path,

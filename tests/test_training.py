@@ -10,10 +10,10 @@ import pytest
 import soundfile as sf
 from conftest import EMODB, EMOTIONS9, load_clip, make_compare23
 
+from emomon.cli import main
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.bundle import load_bundle
 from emomon.model.predictor import Predictor
-from emomon.streamer.cli import main
 from emomon.training.datasets import load_dataset
 
 

@@ -1,1 +1,2 @@
-"""emomon's offline training: datasets, embedding cache, training loop, evaluation."""
+"""emomon.training: datasets, the embedding cache, training, evaluation and `emomon train`
+(docs/architecture.md)."""

@@ -52,7 +52,7 @@ from .metrics import spearman_per_column
 from .train import FitResult, Split, batch_loss, collate, length_batches
 
 if TYPE_CHECKING:
-    from ..streamer.config import Config
+    from ..config import Config
     from .settings import TrainSettings
 
 log = logging.getLogger("emomon")

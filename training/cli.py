@@ -11,7 +11,7 @@ from ..model.errors import ConfigError, require
 from .datasets import DATASET_KINDS
 
 if TYPE_CHECKING:
-    from ..streamer.config import Config
+    from ..config import Config
 
 
 def add_parsers(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:

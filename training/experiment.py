@@ -52,7 +52,7 @@ from .settings import AugmentSettings
 from .train import FitResult, Split, balance_weights, collate, fit, predict
 
 if TYPE_CHECKING:
-    from ..streamer.config import Config  # the whole config.toml, assembled on top
+    from ..config import Config  # the whole config.toml, assembled on top
 
 log = logging.getLogger("emomon")
 

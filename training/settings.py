@@ -1,6 +1,6 @@
 """The training tables of config.toml: [train], [dataset], [evaluation] and [augment].
 
-Plain frozen dataclasses with no heavy import (streamer/config.py reads them with the rest
+Plain frozen dataclasses with no heavy import (config.py reads them with the rest
 of the file before torch loads).
 """
 

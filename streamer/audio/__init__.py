@@ -1,2 +1,2 @@
-"""Audio in: files read block by block (sources.py), the microphone (capture.py), and the
-WebRTC VAD segmenter that cuts either into speech segments (segmenter.py)."""
+"""Audio in: file sources, the microphone, the VAD segmenter and the streaming core every
+runner feeds (docs/architecture.md)."""

@@ -21,8 +21,8 @@ from ...model.errors import ConfigError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from ...config import Config
     from ...model.tracker import SpeakerSettings
-    from ..config import Config
     from .settings import BatchSettings
 
 

@@ -1,2 +1,2 @@
-"""The monitor: the inference worker (worker.py), the pipeline live and replay share
-(pipeline.py), the Rich dashboard, `emomon live` and `emomon replay`, and [monitor]."""
+"""`emomon live` and `emomon replay`: the worker, the pipeline they share, the dashboard
+(docs/architecture.md)."""

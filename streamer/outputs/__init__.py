@@ -1,2 +1,2 @@
-"""Where results go: the row format and CSV log (csv_log.py), JSON Lines, saved segment
-audio, and the one result handler that feeds them (sinks.py)."""
+"""Where results go: the segment record, the CSV and JSON Lines logs, saved audio, the
+result handler and plot (docs/architecture.md)."""

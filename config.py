@@ -10,15 +10,15 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..model.errors import ConfigError
-from ..model.settings import from_dict, read_toml
-from ..model.specs import EncoderSpec, ModelSettings, RegressorSpec, RuntimeSettings
-from ..model.tracker import SpeakerSettings
-from ..training.settings import AugmentSettings, DatasetSettings, EvaluationSettings, TrainSettings
-from .audio.segmenter import VadSettings
-from .batch.settings import BatchSettings
-from .monitor.settings import MonitorSettings
-from .serve.settings import ServeSettings
+from .model.errors import ConfigError
+from .model.settings import from_dict, read_toml
+from .model.specs import EncoderSpec, ModelSettings, RegressorSpec, RuntimeSettings
+from .model.tracker import SpeakerSettings
+from .streamer.audio.segmenter import VadSettings
+from .streamer.batch.settings import BatchSettings
+from .streamer.monitor.settings import MonitorSettings
+from .streamer.serve.settings import ServeSettings
+from .training.settings import AugmentSettings, DatasetSettings, EvaluationSettings, TrainSettings
 
 
 @dataclass(frozen=True)
@@ -119,4 +119,4 @@ def reference(toml_text: str) -> str:
 if __name__ == "__main__":
     import sys
 
-    sys.stdout.write(reference((Path(__file__).resolve().parents[1] / "config.toml").read_text()))
+    sys.stdout.write(reference((Path(__file__).resolve().parent / "config.toml").read_text()))

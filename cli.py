@@ -8,14 +8,14 @@ import logging
 import sys
 from pathlib import Path
 
-from ..model.errors import ConfigError, EmomonError, require
+from .model.errors import ConfigError, EmomonError, require
 
 DEFAULT_CONFIG = Path("config.toml")
-SAMPLE = Path(__file__).resolve().parent / "samples" / "emodb_speaker11.wav"  # shipped in the package
+SAMPLE = Path(__file__).resolve().parent / "streamer" / "samples" / "emodb_speaker11.wav"  # shipped in the package
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..training.cli import add_parsers as add_training
+    from .training.cli import add_parsers as add_training
 
     parser = argparse.ArgumentParser(
         prog="emomon",
@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     # after it they are SUPPRESSed unless given, so they do not overwrite the global ones.
     common = argparse.ArgumentParser(add_help=False)
     outputs = argparse.ArgumentParser(add_help=False)  # what live and replay write, besides the screen
-    runtime = argparse.ArgumentParser(add_help=False)  # what runs the model, for the commands that score
+    bundle = argparse.ArgumentParser(add_help=False)  # which model: every command that runs or writes one
+    bundle.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
+    runtime = argparse.ArgumentParser(add_help=False, parents=[bundle])  # what runs it, for the commands that score
     runtime.add_argument(
         "--onnx", action="store_true",
         help="run the model's ONNX export under ONNX Runtime ([runtime] engine = \"onnx\"; emomon[onnx])",
@@ -59,7 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("paths", nargs="*", metavar="PATH", help="audio file or folder (its audio files, sorted)")
     r.add_argument("--sample", action="store_true", help="replay the bundled sample (six Emo-DB sentences)")
-    r.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
     r.add_argument("--speed", type=float, help="1 = real time (default), 0 = as fast as possible")
     r.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--no-dashboard", action="store_true", help="print one plain line per segment")
@@ -75,7 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Monitor a microphone: VAD, model, CSV, one line per segment.",
     )
     lv.add_argument("--device", dest="input", help="input device index or (part of its) name (see: emomon devices)")
-    lv.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
     lv.add_argument("--duration", type=float, help="stop after this many seconds")
     lv.add_argument("--no-dashboard", action="store_true", help="print one plain line per segment")
     lv.set_defaults(run=run_live, device=None)
@@ -87,7 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sv.add_argument("--host", help="address to bind (default 127.0.0.1; any other needs --token)")
     sv.add_argument("--port", type=int, help="port (default 8765)")
-    sv.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
     sv.add_argument("--token", help="clients must send it (Authorization: Bearer TOKEN, or ?token=TOKEN)")
     sv.add_argument("--max-streams", type=int, help="open streams at once (default 64)")
     sv.add_argument(
@@ -116,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="audio file, folder (recursive), glob pattern, or manifest (CSV or Parquet with a path column)",
     )  # fmt: skip
     b.add_argument("--out", metavar="DIR", help="output folder ([batch] out)")
-    b.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
     b.add_argument("--engine", choices=("local", "ray"), help="local worker processes (default) or a Ray Data pipeline")
     b.add_argument("--address", help="ray: join this cluster (e.g. 127.0.0.1:6379); default: start a local one")
     b.add_argument("--workers", type=int, help="model workers (default: cores / threads)")
@@ -127,12 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(run=run_batch)
     ex = sub.add_parser(
         "export",
-        parents=[common],
+        parents=[common, bundle],
         help="write a model bundle as one ONNX file (samples in, shares out)",
         description="Export a bundle to ONNX: the log-mel front end, the encoder layers it uses, normalisation "
         "and the regressors in one graph that takes 16 kHz samples and returns the emotion shares (docs/onnx.md).",
     )
-    ex.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
     ex.add_argument("--int8", action="store_true", help="ONNX Runtime's dynamic int8 quantisation of the encoder")
     ex.add_argument("-o", "--out", type=Path, help="the ONNX file (default: <bundle>-<float32|int8>.onnx here)")
     ex.set_defaults(run=run_export)
@@ -162,7 +159,7 @@ def run_batch(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     from dataclasses import replace
 
     require("batch", "emomon batch", "pyarrow")
-    from .batch.run import batch
+    from .streamer.batch.run import batch
 
     names = ("out", "model", "engine", "address", "workers", "threads", "gpus_per_worker", "channels", "resume")
     flags = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
@@ -174,8 +171,8 @@ def run_batch(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 
 
 def run_export(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
-    from ..model.bundle import DEFAULT_BUNDLE
-    from ..model.export import export_bundle
+    from .model.bundle import DEFAULT_BUNDLE
+    from .model.export import export_bundle
 
     bundle = Path(args.model or cfg.model.bundle or DEFAULT_BUNDLE)
     precision = "int8" if args.int8 else "float32"
@@ -190,7 +187,7 @@ def run_plot(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     require("train", "emomon plot", "matplotlib")
     if args.input.is_dir():
         require("batch", "emomon plot of a batch folder", "pyarrow")
-    from .outputs.plot import plot, read_recording, window
+    from .streamer.outputs.plot import plot, read_recording, window
 
     rec = read_recording(args.input, args.file)
     emotions = [e.strip() for e in args.emotions.split(",") if e.strip()] if args.emotions else None
@@ -204,7 +201,7 @@ def run_plot(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 
 def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     require("live", "emomon devices", "sounddevice")
-    from .audio.capture import NO_DEVICE, DeviceError, input_devices, quiet_native_stderr
+    from .streamer.audio.capture import NO_DEVICE, DeviceError, input_devices, quiet_native_stderr
 
     with quiet_native_stderr(not args.verbose):
         devices = input_devices()
@@ -220,10 +217,10 @@ def make_scorer(args: argparse.Namespace, cfg, monitor, speakers, live: bool, ea
     """What makes live's or replay's Scorer around its Display (monitor/pipeline.py): the
     server's with --server, else the model here, loaded now (before any source opens)."""
     if args.server:
-        from .serve.remote import RemoteScorer
+        from .streamer.serve.remote import RemoteScorer
 
         return lambda display: RemoteScorer(args.server, args.token, display, monitor)
-    from .monitor.pipeline import LocalScorer
+    from .streamer.monitor.pipeline import LocalScorer
 
     predictor = load_predictor(cfg, args.model, None if live else args.device)
     return lambda display: LocalScorer(predictor, display, cfg.vad, monitor, drop_oldest=live, speakers=speakers,
@@ -234,8 +231,8 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     require("live", "emomon live", "sounddevice")
     if args.server:
         require("serve", "emomon live --server", "websockets")
-    from .audio.capture import quiet_native_stderr
-    from .monitor.live import live
+    from .streamer.audio.capture import quiet_native_stderr
+    from .streamer.monitor.live import live
 
     monitor = monitor_settings(args, cfg)
     speakers = speaker_settings(args, cfg)
@@ -252,7 +249,7 @@ def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     from dataclasses import replace
 
     require("serve", "emomon serve", "starlette", "uvicorn", "websockets", "prometheus_client")
-    from .serve.server import check_bind, serve
+    from .streamer.serve.server import check_bind, serve
 
     flags = {"host": args.host, "port": args.port, "token": args.token, "max_streams": args.max_streams,
              "origins": tuple(args.origin) if args.origin else None,
@@ -268,8 +265,8 @@ def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     if monitor.jsonl == "-":
         raise ConfigError("emomon serve writes JSON Lines to a file (--jsonl FILE), not to stdout.")
     if settings.model_process:
-        from ..model.bundle import DEFAULT_BUNDLE, load_bundle
-        from .serve.model_process import ModelProcess
+        from .model.bundle import DEFAULT_BUNDLE, load_bundle
+        from .streamer.serve.model_process import ModelProcess
 
         path = args.model or cfg.model.bundle or DEFAULT_BUNDLE
         load_bundle(path)  # a bad bundle is one sentence here, not in the child
@@ -299,7 +296,7 @@ def speaker_settings(args: argparse.Namespace, cfg):
     """[speakers] with --speakers and --speaker applied; None when speakers are not tracked."""
     from dataclasses import replace
 
-    from ..model.tracker import parse_enrolment
+    from .model.tracker import parse_enrolment
 
     settings = cfg.speakers
     if args.speaker:
@@ -329,8 +326,8 @@ def _dashboard(args: argparse.Namespace, cfg, console) -> bool:
 
 def load_predictor(cfg, model: str | None, device: str | None):
     """The bundle from --model, [model] bundle, or the shipped default."""
-    from ..model.bundle import DEFAULT_BUNDLE
-    from ..model.engines import open_predictor
+    from .model.bundle import DEFAULT_BUNDLE
+    from .model.engines import open_predictor
 
     path = model or cfg.model.bundle or DEFAULT_BUNDLE
     predictor = open_predictor(
@@ -346,7 +343,7 @@ def load_predictor(cfg, model: str | None, device: str | None):
 def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     from dataclasses import replace
 
-    from .monitor.replay import replay
+    from .streamer.monitor.replay import replay
 
     paths = [*args.paths, *([str(SAMPLE)] if args.sample else [])]
     if not paths:
@@ -383,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = replace(cfg, runtime=replace(cfg.runtime, engine="onnx"))
         console = Console(stderr=json_on_stdout(args, cfg))
-        from ..model.memory import bound_this_process
+        from .model.memory import bound_this_process
 
         bound_this_process()  # a model run here: oneDNN's cache and malloc's arenas bounded (model/memory.py)
         return args.run(args, cfg, console, argv)
