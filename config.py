@@ -64,12 +64,12 @@ def reference(toml_text: str) -> str:
     read from the file's own comments (config.toml is the one place the meanings are
     written; tests/test_config.py holds the two equal and every dataclass field present).
 
-        python -m emomon.streamer.config > docs/config.md
+        python -m emomon.config > docs/config.md
     """
     out = [
         "# Configuration (`config.toml`)",
         "",
-        "Generated from config.toml by `python -m emomon.streamer.config > docs/config.md`;",
+        "Generated from config.toml by `python -m emomon.config > docs/config.md`;",
         "the tests fail when the two differ. Each table maps onto a frozen dataclass; an unknown",
         "key or a value of the wrong type stops emomon at start-up with a sentence that names it.",
         "Missing tables and keys keep the defaults below. `emomon --config FILE` reads another file.",
