@@ -335,7 +335,13 @@ def load_predictor(cfg, model: str | None, device: str | None):
     )
     d = predictor.describe()
     logging.getLogger("emomon").info(
-        "model %s (%s, %s) on %s in %s", d["model"], d["encoder"], d["emotions"], d["device"], d["dtype"]
+        "model %s (%s%s, %s) on %s in %s",
+        d["model"],
+        d["encoder"],
+        d["adapter"] and f" + {d['adapter']}",
+        d["emotions"],
+        d["device"],
+        d["dtype"],
     )
     return predictor
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_model import machine  # noqa: E402
 from benchmarks.report import table, update_doc  # noqa: E402
-from emomon.model.audio import SAMPLE_RATE, read_audio  # noqa: E402
+from emomon.model.audio import SAMPLE_RATE, read_audio, to_pcm16  # noqa: E402
 
 EMODB = ROOT.parent / "shared" / "data" / "emodb" / "wav"
 GOAL_STREAMS, GOAL_P95_S = 64, 1.2
@@ -140,7 +140,7 @@ async def client(url: str, audio: np.ndarray, spans: list[tuple], start_at: floa
 async def _stream(url: str, audio: np.ndarray, spans: list[tuple], start_at: float, received: list, sent_end: dict):
     from websockets.asyncio.client import connect
 
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    pcm = to_pcm16(audio).tobytes()
     step = int(CHUNK_S * SAMPLE_RATE)
     async with connect(url, max_size=None, open_timeout=60, compression=None) as ws:
         await ws.recv()  # ready

@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     from emomon.config import load_config
     from emomon.model.encoder import load_encoder
     from emomon.training.datasets import load_dataset
-    from emomon.training.experiment import Features, TrainingProgress, run_protocol
+    from emomon.training.experiment import run_protocol
+    from emomon.training.features import Features
+    from emomon.training.progress import TrainingProgress
     from emomon.training.protocols import Protocol
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -125,7 +125,11 @@ def configure(base, name: str, protocols: tuple[str, ...], seed: int, cache: str
 
 def run_variant(name: str, cfg, console) -> dict:
     from emomon.model.encoder import load_encoder
-    from emomon.training.experiment import Features, TrainingProgress, load_corpora, run_protocol, score_classes
+    from emomon.training.datasets import load_corpora
+    from emomon.training.experiment import run_protocol
+    from emomon.training.features import Features
+    from emomon.training.metrics import metrics_of_classes
+    from emomon.training.progress import TrainingProgress
     from emomon.training.protocols import Protocol
 
     changes = VARIANTS[name][1]
@@ -144,7 +148,7 @@ def run_variant(name: str, cfg, console) -> dict:
                 (fold,) = p.folds(replace(ds, items=feats.items))
                 items = [feats.items[i] for i in fold.test]
                 one = feats.predict(fits[0], norm, fold.test, units=[f"{it.speaker}/{it.label}" for it in items])
-                one_emotion = score_classes(one, items, ds.emotions, p.classes(ds), n_boot=0)["uar"]
+                one_emotion = metrics_of_classes(one, items, ds.emotions, p.classes(ds), n_boot=0)["uar"]
                 scored[p.name]["uar_one_emotion"] = one_emotion
             for evaluation, m in scored.items():
                 rows[evaluation] = {

@@ -15,6 +15,21 @@ from .errors import AudioError
 SAMPLE_RATE = 16_000  # Hz: the rate every encoder here takes; sources resample to it
 MIN_SEGMENT_S = 0.3  # s: shortest segment the model accepts (shorter speech carries little emotion)
 MIN_SEGMENT_SAMPLES = int(MIN_SEGMENT_S * SAMPLE_RATE)  # 4800 samples
+# 16-bit PCM (the WebSocket protocol, WebRTC VAD, openSMILE): one scale both ways, 2**15, as
+# libsndfile and the browser's page use: x = n / 32768, n = round(x * 32768) clipped to the
+# int16 range (so +1.0 gives 32767).
+PCM_SCALE = 32768.0
+
+
+def to_pcm16(audio: np.ndarray) -> np.ndarray:
+    """float samples in [-1, 1] -> little-endian int16 (to_pcm16(x).tobytes() is the wire format)."""
+    return np.clip(np.round(np.asarray(audio, np.float32) * PCM_SCALE), -32768, 32767).astype("<i2")
+
+
+def from_pcm16(data: bytes | np.ndarray) -> np.ndarray:
+    """little-endian int16 (bytes or an array) -> float32 samples in [-1, 1)."""
+    pcm = np.frombuffer(data, dtype="<i2") if isinstance(data, bytes | bytearray | memoryview) else data
+    return pcm.astype(np.float32) / PCM_SCALE
 
 
 def open_audio(path: str | Path):

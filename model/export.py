@@ -23,7 +23,7 @@ arithmetic in float64 with the training prior baked in: fold the segment into th
 standardise. State lives outside the graph, so one file serves any number of streams.
 
 Metadata (`metadata_props`): emotions (JSON list), emomon version, bundle name and digest,
-licence, normalisation mode, attention hop, precision. The int8 variant is ONNX Runtime's
+licence, normalisation mode, attention hop, precision, encoder and adapter. The int8 variant is ONNX Runtime's
 dynamic quantisation of the encoder layers' feed-forward blocks (weights int8 per channel,
 activations quantised per call); the front end, attention and head stay float32.
 
@@ -235,6 +235,7 @@ def export_bundle(
         "attention_hop_s": str(bundle.regressor.attention_stride * predictor.encoder.frame_hop_s),
         "precision": precision,
         "encoder": f"{bundle.encoder.name} layer {bundle.encoder.layer}",
+        "adapter": bundle.adapter.describe() if bundle.adapter else "",  # folded into the graph's weights
     }
     _add_emotion_names(model, bundle.emotions)
     del model.metadata_props[:]

@@ -29,6 +29,7 @@ from .bundle import DEFAULT_BUNDLE
 from .errors import ConfigError, require
 from .export import EXPORT_VERSION, ExportError, bundle_digest, cache_dir, export_bundle
 from .files import exclusive, write_atomic
+from .interface import IN_PROCESS_HEALTH
 from .predictor import Prediction, SessionStates, check_segment
 
 log = logging.getLogger("emomon")
@@ -80,7 +81,7 @@ def verify(data: bytes, path: Path, expected: str | None) -> None:
 
 
 class OnnxPredictor:
-    """An exported bundle under ONNX Runtime, with the Predictor's interface."""
+    """An exported bundle under ONNX Runtime: the ONNX Engine (model/interface.py)."""
 
     def __init__(
         self, path: str | Path, device: str = "auto", threads: int | None = None, sha256: str | None = None
@@ -155,6 +156,7 @@ class OnnxPredictor:
         return {
             "model": self.name,
             "encoder": f"{self.meta.get('encoder', '?')} (ONNX)",
+            "adapter": self.meta.get("adapter", ""),
             "emotions": f"{len(self.emotions)} emotions",
             "device": f"{provider} (onnxruntime {self._ort_version})",
             "dtype": self.meta.get("precision", "float32"),
@@ -182,6 +184,12 @@ class OnnxPredictor:
 
     def set_session_state(self, key: str, state: np.ndarray) -> None:
         self._sessions.use(key)[:] = state
+
+    def health(self) -> dict[str, Any]:
+        return dict(IN_PROCESS_HEALTH)
+
+    def close(self) -> None:
+        """Nothing to free: the session goes with the object."""
 
     def run(self, samples: np.ndarray, update_session: bool = True) -> dict[str, Any]:
         """One segment through the graph: its outputs by name (the session state updated)."""

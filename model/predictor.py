@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from .bundle import DEFAULT_BUNDLE, Bundle, load_bundle
 from .compute import Encoder, resolve_device
 from .encoder import load_encoder
 from .errors import BundleError
+from .interface import IN_PROCESS_HEALTH
 from .normalize import FeatureNorm
 
 if TYPE_CHECKING:
@@ -60,7 +61,8 @@ class SessionStates:
 
 
 class Predictor:
-    """An encoder plus a bundle's regressor bank on one device."""
+    """An encoder plus a bundle's regressor bank on one device: the torch Engine
+    (model/interface.py)."""
 
     def __init__(self, bundle: Bundle, encoder: Encoder, device: str = "auto") -> None:
         import torch
@@ -106,10 +108,11 @@ class Predictor:
         return predictor
 
     def describe(self) -> dict[str, str]:
-        """What runs, for the dashboard's header and -v: model, encoder, emotions, device, dtype."""
+        """What runs, for the dashboard's header and -v (model/interface.py: Engine.describe)."""
         return {
             "model": self.name,
-            "encoder": self.encoder.spec.name + (f" + {self.bundle.adapter.describe()}" if self.bundle.adapter else ""),
+            "encoder": self.encoder.spec.name,
+            "adapter": self.bundle.adapter.describe() if self.bundle.adapter else "",
             "emotions": f"{len(self.emotions)} emotions",
             "device": str(self.device),
             "dtype": getattr(self.encoder, "compute", "float32"),
@@ -193,6 +196,12 @@ class Predictor:
                 )
             )
         return out
+
+    def health(self) -> dict[str, Any]:
+        return dict(IN_PROCESS_HEALTH)
+
+    def close(self) -> None:
+        """Nothing to free: the weights go with the object."""
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio import to_pcm16
 from .errors import EncoderLoadError
 
 INCLUDE = re.compile(r"^\s*\\\{([^\\}][^}]*)\}\s*$")  # \{file.inc}: a literal include
@@ -118,7 +119,7 @@ class SmileLLD:
         self._set_callback = smileapi.smile_extsink_set_data_callback
 
     def __call__(self, signal: np.ndarray) -> np.ndarray:
-        pcm = np.clip(np.asarray(signal, dtype=np.float32) * 32768.0, -32768, 32767).astype(np.int16)
+        pcm = to_pcm16(signal)
         self._frames.clear()
         api = self._api
         api._check_smile_result(self._set_callback(api._smileobj, SINK_B, self._callback, None))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .outputs.record import Job, Result
 
 if TYPE_CHECKING:
-    from ..model.predictor import Predictor
+    from ..model.interface import Engine
     from ..model.tracker import Speakers
 
 
@@ -35,11 +35,13 @@ def split_by_speaker(speakers: Speakers, jobs: list[Job]) -> list[Job]:
     return out
 
 
-def score(predictor: Predictor, jobs: list[Job], sessions: set[str] | None = None) -> list[Result]:
+def score(
+    predictor: Engine, jobs: list[Job], sessions: set[str] | None = None, update_session: bool = True
+) -> list[Result]:
     """A result per job, in order: ok with its prediction and latency, or error. The sessions
-    used are added to `sessions`, for a caller that ends them when its source ends."""
-    adapts = getattr(predictor, "adapts", True)  # a stand-in that does not say: keep sessions apart
-    runs = [jobs] if not adapts else [list(r) for _, r in itertools.groupby(jobs, key=lambda j: j.session)]
+    used are added to `sessions`, for a caller that ends them when its source ends.
+    `update_session=False` (interim results) leaves the sessions' statistics as they were."""
+    runs = [jobs] if not predictor.adapts else [list(r) for _, r in itertools.groupby(jobs, key=lambda j: j.session)]
     results: list[Result] = []
     for run in runs:
         started = time.perf_counter()
@@ -47,7 +49,7 @@ def score(predictor: Predictor, jobs: list[Job], sessions: set[str] | None = Non
             sessions.add(run[0].session)
         try:
             predictor.use_session(run[0].session)
-            predictions = predictor.predict([j.segment.audio for j in run])
+            predictions = predictor.predict([j.segment.audio for j in run], update_session)
         except Exception as e:  # noqa: BLE001 - a bad segment or a dead model process must not end the run
             results += [Result(j, "error", error=str(e) or type(e).__name__) for j in run]
             continue

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, make_compare23, save_tiny_whisper
+from support.data import REPO, make_compare23
+from support.models import save_tiny_whisper
 
 from emomon.cli import main
 from emomon.config import Config
@@ -25,7 +26,9 @@ from emomon.model.bundle import ADAPTER, WEIGHTS, load_bundle
 from emomon.model.errors import ConfigError
 from emomon.model.predictor import Predictor
 from emomon.model.specs import EncoderSpec, RegressorSpec
-from emomon.training.adapt import Checkpoints, mask_frames, start_layer, trained_layers
+from emomon.training.adapt import mask_frames
+from emomon.training.checkpoints import Checkpoints
+from emomon.training.encoder_top import start_layer, trained_layers
 from emomon.training.settings import EvaluationSettings, TrainSettings
 
 EXPERIMENT = """
@@ -185,7 +188,7 @@ def test_fine_tuned_layers_ship_in_the_bundle_and_the_predictor_runs_them(data, 
     change = bundle.adapter.state["layers.1.fc1.weight"]
     assert change.abs().max() > 0  # it did train (a snapshot that followed the weights would give 0)
     p = Predictor.from_bundle(out, "cpu", "float32")
-    assert p.describe()["encoder"].endswith("+ fine-tuned layer 2")
+    assert p.describe()["adapter"] == "fine-tuned layer 2"
     assert torch.equal(p.encoder.model.layers[1].fc1.weight.detach(), base.layers[1].fc1.weight.detach() + change)
     shares = p.predict([np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32)])
     assert np.isclose(sum(shares[0].shares.values()), 1.0, atol=1e-4)

@@ -135,7 +135,7 @@ def test_fine_tuned_layers_saved_as_float16_changes_run_as_their_float32_weights
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict:
     """A tiny Whisper bundle, and the same bundle with a (randomly 'trained') adapter on layers 1-2."""
-    from conftest import make_bundle, save_tiny_whisper
+    from support.models import make_bundle, save_tiny_whisper
 
     from emomon.model.adapter import Adapter
     from emomon.model.bundle import save_bundle
@@ -170,7 +170,7 @@ def test_a_bundle_carries_its_adapter_and_the_predictor_runs_the_merged_weights(
     assert bundle.adapter.spec == bundles["lora"] and len(bundle.adapter.state) == 24
     adapted = Predictor.from_bundle(bundles["adapted"], "cpu", "float32")
     plain = Predictor.from_bundle(bundles["plain"], "cpu", "float32")
-    assert adapted.describe()["encoder"].endswith("+ LoRA r4 on layers 1, 2")
+    assert adapted.describe()["adapter"] == "LoRA r4 on layers 1, 2" and plain.describe()["adapter"] == ""
     by_hand = load_encoder(bundles["spec"], "cpu", "float32")  # the base weights, the adapter folded in here
     merge(by_hand.model, bundle.adapter.spec, bundle.adapter.state)
     reference = Predictor(bundle, by_hand, "cpu")

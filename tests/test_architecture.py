@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from conftest import REPO
+from support.data import REPO
 
 TOP = {"cli.py", "config.py", "__init__.py"}  # the package's root: the command, config.toml's loader, the API
 # area -> the areas it may import (besides itself)
@@ -142,9 +142,10 @@ def test_no_circles_between_packages() -> None:
     assert found == [], "\n".join(found)
 
 
-def test_test_modules_share_helpers_through_conftest_only() -> None:
-    """Helpers live in tests/conftest.py or in emomon itself: a test module never imports
-    another, nor a benchmark (benchmarks/ runs tests' subjects, not the other way)."""
+def test_test_modules_share_helpers_through_support_only() -> None:
+    """Helpers live in tests/support (fixtures in tests/conftest.py) or in emomon itself: a
+    test module never imports conftest, another test module, nor a benchmark (benchmarks/
+    runs tests' subjects, not the other way)."""
     found = []
     for path in sorted((REPO / "tests").glob("test_*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -153,6 +154,6 @@ def test_test_modules_share_helpers_through_conftest_only() -> None:
             found += [
                 f"{path.name}: {n}"
                 for n in names
-                if n.split(".")[0].startswith("test_") or n.split(".")[0] == "benchmarks"
+                if n.split(".")[0].startswith("test_") or n.split(".")[0] in ("benchmarks", "conftest")
             ]
     assert found == [], found

@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import soxr
-from conftest import load_clip, segment_marks
+from support.data import load_clip
+from support.outputs import segment_marks
 
 from emomon.cli import main
 from emomon.model.audio import SAMPLE_RATE

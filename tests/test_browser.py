@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Server
+from support.data import REPO
+from support.processes import Server
 
 pytestmark = [pytest.mark.system, pytest.mark.weights]
 

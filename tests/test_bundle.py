@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_bundle
+from support.models import make_bundle
 
 from emomon.model.bundle import MANIFEST, WEIGHTS, load_bundle, save_bundle
 from emomon.model.encoder import load_encoder

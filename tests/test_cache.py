@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
-from conftest import EMODB, load_clip
+from support.data import EMODB, load_clip
 
 from emomon.model.audio import SAMPLE_RATE, read_audio
 from emomon.model.encoder import load_encoder

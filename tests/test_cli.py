@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from support.data import REPO
 
 
 @pytest.mark.system

@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from support.data import REPO
 
 from emomon.config import Config, load_config
 from emomon.model.errors import ConfigError

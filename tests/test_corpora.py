@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import EMODB, NEMO, RAVDESS, load_clip, mini_corpus
+from support.data import EMODB, NEMO, RAVDESS, load_clip, mini_corpus
 
 from emomon.cli import main
 from emomon.model.audio import SAMPLE_RATE, read_audio

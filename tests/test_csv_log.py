@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from conftest import kill_writer
+from support.outputs import kill_writer
 
 from emomon.model.errors import EmomonError
 from emomon.streamer.outputs.csv_log import CsvLog

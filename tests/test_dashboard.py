@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import soundfile as sf
-from conftest import SAMPLE
 from rich.console import Console
+from support.data import SAMPLE
 
 from emomon.model.audio import SAMPLE_RATE
-from emomon.model.bundle import DEFAULT_BUNDLE
 from emomon.model.predictor import Predictor
 from emomon.streamer.audio.segmenter import Segment
 from emomon.streamer.monitor.dashboard import Header, MonitorState, fit, render, spark
 from emomon.streamer.outputs.record import Job, Result
 
 
-@functools.cache
-def default_predictor() -> Predictor:
-    return Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu")
-
-
-def fed_state() -> MonitorState:
+def fed_state(predictor: Predictor) -> MonitorState:
     audio, _ = sf.read(SAMPLE, dtype="float32")
-    predictor = default_predictor()
     predictor.reset_session()  # the default adapts to the session: each state from the same start
     state = MonitorState(predictor.emotions, header=Header("pulse (44100 Hz)", **predictor.describe()))
     for i in range(3):  # neutral, anger, sadness
@@ -44,9 +35,9 @@ def screen(state: MonitorState, width: int = 100) -> str:
 
 
 @pytest.mark.weights
-def test_screen_shows_the_latest_segment_trend_and_stats() -> None:
-    text = screen(fed_state())
-    snap = fed_state().snapshot()
+def test_screen_shows_the_latest_segment_trend_and_stats(default_predictor) -> None:
+    text = screen(fed_state(default_predictor))
+    snap = fed_state(default_predictor).snapshot()
     assert "emotion shares  #2  7.00-9.00 s" in text
     for e in snap.emotions:
         assert e in text
@@ -54,12 +45,12 @@ def test_screen_shows_the_latest_segment_trend_and_stats() -> None:
     assert top == "sadness" and f"{snap.latest[top]:.2f}" in text
     assert "VAD speech" in text
     assert "attention" not in text  # the pooled default model has no attention weights to show
-    with_attention = fed_state()
+    with_attention = fed_state(default_predictor)
     with_attention.attention = [0.1, 0.6, 0.3]  # as an Architecture-2 model's latest segment leaves it
     assert "attention " + spark([0.1, 0.6, 0.3]) in screen(with_attention)
     # 0.05 RMS is -26 dBFS: 11 of 20 blocks on the meter's -60 .. 0 dBFS scale
     assert f"input {'█' * 11:<20}  -26 dBFS   background  -47 dBFS   input lost 3 blocks" in text
-    replayed = fed_state()
+    replayed = fed_state(default_predictor)
     replayed.set_input("silence", 0.0, 0)  # a file source loses nothing: no such count
     assert "input lost" not in screen(replayed)
     assert "segments 3   dropped 1   failed 0   interim 0   queue 2   latency p50 50 ms p95 59 ms" in text
@@ -67,8 +58,8 @@ def test_screen_shows_the_latest_segment_trend_and_stats() -> None:
 
 
 @pytest.mark.weights
-def test_render_is_pure_and_fits_the_width() -> None:
-    state = fed_state()
+def test_render_is_pure_and_fits_the_width(default_predictor) -> None:
+    state = fed_state(default_predictor)
     snap = state.snapshot()
     a, b = screen(state, 80), screen(state, 80)
     assert a == b
@@ -88,24 +79,24 @@ def test_spark_and_fit() -> None:
 
 
 @pytest.mark.weights
-def test_queue_count_can_be_set_on_its_own() -> None:
-    state = fed_state()  # the source loop last saw 2 waiting
+def test_queue_count_can_be_set_on_its_own(default_predictor) -> None:
+    state = fed_state(default_predictor)  # the source loop last saw 2 waiting
     state.set_queue(0)  # the pipeline after draining the worker
     assert "queue 0" in screen(state)
 
 
 @pytest.mark.weights
-def test_header_names_input_model_compute_and_elapsed_time() -> None:
-    state = fed_state()
+def test_header_names_input_model_compute_and_elapsed_time(default_predictor) -> None:
+    state = fed_state(default_predictor)
     state.started -= 3725  # an hour, two minutes and five seconds ago
     first = screen(state).splitlines()[0]
-    dtype = default_predictor().describe()["dtype"]  # what auto picks on this CPU
+    dtype = default_predictor.describe()["dtype"]  # what auto picks on this CPU
     assert first.rstrip() == f"pulse (44100 Hz) · default (whisper-base, 9 emotions) · cpu {dtype} · 1:02:05"
 
 
 @pytest.mark.weights
-def test_trend_uses_the_width_the_terminal_has() -> None:
-    state = fed_state()
+def test_trend_uses_the_width_the_terminal_has(default_predictor) -> None:
+    state = fed_state(default_predictor)
     for _ in range(200):  # a long session: more trend points than any screen shows
         state.trend.append(state.trend[-1])
 
@@ -119,11 +110,11 @@ def test_trend_uses_the_width_the_terminal_has() -> None:
 
 
 @pytest.mark.weights
-def test_interim_result_shows_in_the_bars_not_in_the_counts() -> None:
-    state = fed_state()
+def test_interim_result_shows_in_the_bars_not_in_the_counts(default_predictor) -> None:
+    state = fed_state(default_predictor)
     audio, _ = sf.read(SAMPLE, dtype="float32")
     seg = Segment(audio[4 * SAMPLE_RATE : 9 * SAMPLE_RATE], 4.0, 9.0, 3)
-    (p,) = default_predictor().predict([seg.audio])
+    (p,) = default_predictor.predict([seg.audio])
     state.add(Result(Job("sample", seg, interim=True), "ok", p, latency_ms=30.0))
     text = screen(state)
     assert "#3  4.00-9.00 s  (interim, still talking)" in text
@@ -132,9 +123,9 @@ def test_interim_result_shows_in_the_bars_not_in_the_counts() -> None:
 
 
 @pytest.mark.weights
-def test_a_row_per_speaker_beside_the_overall_view() -> None:
+def test_a_row_per_speaker_beside_the_overall_view(default_predictor) -> None:
     audio, _ = sf.read(SAMPLE, dtype="float32")
-    predictor = default_predictor()
+    predictor = default_predictor
     predictor.reset_session()  # the default adapts to the session: each state from the same start
     state = MonitorState(predictor.emotions)
     for i, who in enumerate(["speaker 1", "agent", "speaker 1"]):  # neutral, anger, sadness
@@ -151,4 +142,4 @@ def test_a_row_per_speaker_beside_the_overall_view() -> None:
         words = [*row.name.split(), top, f"{row.latest[top]:.2f}", f"{row.seconds:.0f}", "s"]
         assert any(line.strip("│ ").split()[: len(words)] == words for line in text.splitlines()), row.name
     assert "speaker" in text.split("recent segments")[1].splitlines()[1]  # a speaker column in the recent list
-    assert "spoken" not in screen(fed_state())  # no speakers tracked: no such panel
+    assert "spoken" not in screen(fed_state(default_predictor))  # no speakers tracked: no such panel

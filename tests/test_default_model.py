@@ -7,7 +7,7 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import RAVDESS, load_clip
+from support.data import RAVDESS, load_clip
 
 from emomon.model.audio import read_audio
 from emomon.model.bundle import DEFAULT_BUNDLE, load_bundle
@@ -19,9 +19,9 @@ pytestmark = [pytest.mark.corpora, pytest.mark.weights]
 NINE = ("anger", "boredom", "calm", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
 
-@pytest.fixture(scope="module")
-def predictor() -> Predictor:
-    return Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu")
+@pytest.fixture
+def predictor(default_predictor) -> Predictor:
+    return default_predictor
 
 
 # Each corpus on its own speakers (one joint 5-fold run) and each corpus left out (trained on

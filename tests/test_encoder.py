@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_clip
+from support.data import load_clip
 
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.encoder import OPENSMILE_SETS, SSLEncoder, deltas, load_encoder

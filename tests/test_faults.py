@@ -41,7 +41,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLE, Server, make_bundle, pcm, run_cli, save_tiny_whisper, segments
+from support.data import SAMPLE
+from support.models import make_bundle, save_tiny_whisper
+from support.processes import Server, pcm, run_cli, segments
 
 CLI = [sys.executable, "-m", "emomon.cli"]
 LATIN1 = os.fsdecode(b"caf\xe9.wav")  # a name Python reads with a surrogate: not UTF-8

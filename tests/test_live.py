@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SAMPLE
+from support.data import REPO, SAMPLE
 
 from emomon.streamer.audio.virtual import SINK, ensure_virtual_mic, stop_pulse
 
@@ -84,7 +84,7 @@ def test_live_microphone_end_to_end(virtual_mic: str, tmp_path: Path) -> None:
 
 def test_live_says_who_is_speaking(virtual_mic: str, tmp_path: Path) -> None:
     """A two-speaker call (tests/test_speakers.py) spoken into the virtual microphone."""
-    from conftest import SAME_TOML, build_conversation
+    from support.speakers import SAME_TOML, build_conversation
 
     call, _ = build_conversation(tmp_path)
     out = tmp_path / "live.csv"
@@ -199,7 +199,7 @@ def test_missing_portaudio_names_the_package(tmp_path: Path) -> None:
 
 def test_live_microphone_scored_by_a_server(virtual_mic: str, tmp_path: Path) -> None:
     """`emomon live --server`: the virtual microphone streamed to a real `emomon serve`."""
-    from conftest import Server
+    from support.processes import Server
 
     server = Server()
     out = tmp_path / "live.csv"

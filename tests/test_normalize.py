@@ -103,7 +103,7 @@ def test_pooled_adaptive_prediction_equals_the_frames_path() -> None:
     from emomon.model.normalize import frame_sums
     from emomon.model.regressor import pool_each
     from emomon.model.specs import RegressorSpec
-    from emomon.training.experiment import pooled_predict, sessions_predict
+    from emomon.training.sessions import pooled_predict, sessions_predict
     from emomon.training.train import FitResult
 
     spec = RegressorSpec.paper(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_bundle, save_tiny_whisper
+from support.models import make_bundle, save_tiny_whisper
 
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.errors import ConfigError, EmomonError
@@ -232,7 +232,7 @@ def test_default_model_export_on_emodb(tmp_path):
     """float32 within 1e-4 of the Predictor through one adaptive session of real sentences;
     int8 close, with the same top emotion on nearly all (over all 535 sentences: 98.1 %,
     benchmarks/bench_onnx.py; a 60-sentence sample may hold a few of the near-ties)."""
-    from conftest import EMODB
+    from support.data import EMODB
 
     from emomon.model.audio import read_audio
     from emomon.model.export import export_bundle
@@ -271,7 +271,7 @@ def test_node_example_scores_like_the_predictor(tmp_path):
     import shutil
     import subprocess
 
-    from conftest import SAMPLE
+    from support.data import SAMPLE
 
     from emomon.model.audio import read_audio
     from emomon.model.export import export_bundle

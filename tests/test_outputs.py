@@ -7,23 +7,23 @@ import csv
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import SAMPLE, kill_writer, load_clip, make_bundle, run_cli
+from support.data import SAMPLE, load_clip
+from support.models import make_bundle
+from support.outputs import kill_writer
+from support.processes import run_cli
 
 from emomon.model.audio import SAMPLE_RATE
-from emomon.model.bundle import DEFAULT_BUNDLE, save_bundle
+from emomon.model.bundle import save_bundle
 from emomon.model.encoder import load_encoder
-from emomon.model.predictor import Predictor
 from emomon.model.specs import EncoderSpec
-from emomon.streamer.audio.segmenter import Segment, Segmenter, speech_span
-from emomon.streamer.monitor.worker import InferenceWorker
+from emomon.streamer.audio.segmenter import Segmenter, speech_span
 from emomon.streamer.outputs.jsonl_log import JsonlLog
-from emomon.streamer.outputs.record import Job, Result, Row
+from emomon.streamer.outputs.record import Row
 
 CLI = [sys.executable, "-m", "emomon.cli"]
 
@@ -221,27 +221,8 @@ def test_open_segment_is_the_final_segment_so_far() -> None:
 
 
 @pytest.mark.weights
-def test_interim_work_never_goes_before_a_final_segment() -> None:
-    """The worker takes finals first; a newer interim replaces an older one; an interim whose
-    segment has closed is thrown away. All counted."""
-    predictor = Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu")
-    audio = load_clip("03a01Wa.wav")
-    results: list[Result] = []
-    worker = InferenceWorker(predictor, results.append, queue_size=8)
-    worker.submit_interim(Job("a", Segment(audio[:16000], 0.0, 1.0, 0), interim=True))
-    worker.submit_interim(Job("a", Segment(audio[:32000], 0.0, 2.0, 0), interim=True))  # replaces the first
-    worker.submit(Job("a", Segment(audio, 0.0, len(audio) / SAMPLE_RATE, 0)))  # segment 0 closed meanwhile
-    worker.submit_interim(Job("a", Segment(audio[:16000], 3.0, 4.0, 1), interim=True))  # segment 1, still open
-    worker.start()
-    time.sleep(1.0)
-    worker.close()
-    assert [(r.job.segment.index, r.job.interim) for r in results] == [(0, False), (1, True)]
-    assert worker.interim_skipped == 2 and worker.interim_done == 1 and worker.processed == 1
-
-
-@pytest.mark.weights
-def test_interim_results_leave_the_session_statistics_alone() -> None:
-    predictor = Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu")
+def test_interim_results_leave_the_session_statistics_alone(default_predictor) -> None:
+    predictor = default_predictor
     predictor.norm.mode = "speaker"  # as a speaker-adaptive bundle's
     audio = load_clip("03a01Wa.wav")
     before = (predictor.norm.n_session, predictor.norm.mean.clone())

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from support.data import REPO
 
 pytestmark = [pytest.mark.system, pytest.mark.weights]
 

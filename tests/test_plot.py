@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, SAMPLE, run_cli, segment_marks
+from support.data import REPO, SAMPLE
+from support.outputs import segment_marks
+from support.processes import run_cli
 
 from emomon.streamer.outputs.csv_log import CsvLog
 from emomon.streamer.outputs.jsonl_log import JsonlLog

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EMOTIONS9, make_bundle
+from support.data import EMOTIONS9
+from support.models import make_bundle
 
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.bundle import save_bundle

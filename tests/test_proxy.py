@@ -14,7 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Server, free_port, pcm, segments, stream
+from support.data import REPO
+from support.processes import Server, free_port, pcm, segments, stream
 
 pytestmark = [pytest.mark.system, pytest.mark.weights]
 

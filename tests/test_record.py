@@ -16,7 +16,7 @@ from emomon.streamer.batch.store import output_columns, segment_schema
 from emomon.streamer.outputs.csv_log import CsvLog
 from emomon.streamer.outputs.jsonl_log import JsonlLog
 from emomon.streamer.outputs.record import FIELDS, Job, Result, Row, columns
-from emomon.streamer.serve.server import message
+from emomon.streamer.serve.hub import message
 
 EMOTIONS = ("anger", "sadness", "neutral")
 SHARES = {"anger": 0.6123456, "sadness": 0.1876544, "neutral": 0.2}

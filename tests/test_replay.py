@@ -1,26 +1,20 @@
-"""Replay end to end with the shipped default model, and the worker's queue policies."""
+"""Replay end to end with the shipped default model (the worker's own tests: tests/test_worker.py)."""
 
 from __future__ import annotations
 
 import csv
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import SAMPLE
+from support.data import SAMPLE
 
 from emomon.cli import main
 from emomon.model.audio import SAMPLE_RATE
-from emomon.model.bundle import DEFAULT_BUNDLE
-from emomon.model.predictor import Predictor
-from emomon.streamer.audio.segmenter import Segment
 from emomon.streamer.audio.sources import file_blocks
-from emomon.streamer.monitor.worker import InferenceWorker
-from emomon.streamer.outputs.record import Job, Result
 
 EMOTIONS = ("neutral", "anger", "sadness", "happiness", "boredom", "fear")  # the sample's clips, in order
 
@@ -81,78 +75,3 @@ def test_file_blocks_resample_in_constant_size_pieces(tmp_path: Path) -> None:
     blocks = list(file_blocks(stereo, block_s=0.5))
     total = sum(len(b) for b in blocks)
     assert abs(total - 3 * SAMPLE_RATE) <= 2 and max(len(b) for b in blocks) <= 0.6 * SAMPLE_RATE
-
-
-def _segments(n: int) -> list[Segment]:
-    audio, _ = sf.read(SAMPLE, dtype="float32")
-    return [
-        Segment(audio[(1 + 3 * i) * SAMPLE_RATE : (3 + 3 * i) * SAMPLE_RATE], 1.0 + 3 * i, 3.0 + 3 * i, i)
-        for i in range(n)
-    ]
-
-
-class SlowPredictor:
-    """The real default Predictor, held back so that the queue fills up."""
-
-    def __init__(self, gate: threading.Event) -> None:
-        self.inner = Predictor.from_bundle(DEFAULT_BUNDLE, device="cpu")
-        self.gate = gate
-
-    def use_session(self, key: str) -> None:
-        self.inner.use_session(key)
-
-    def predict(self, segments):
-        self.gate.wait(10)
-        return self.inner.predict(segments)
-
-
-@pytest.mark.weights
-def test_live_policy_drops_the_oldest_and_reports_it() -> None:
-    gate, results = threading.Event(), []
-    worker = InferenceWorker(SlowPredictor(gate), results.append, queue_size=2, max_batch=1, drop_oldest=True).start()
-    segs = _segments(6)
-    for s in segs:
-        worker.submit(Job("mic", s))
-        time.sleep(0.05)  # the worker takes the first and blocks on the gate; the rest queue up
-    gate.set()
-    worker.close()
-    status = {r.job.segment.index: r.status for r in results}
-    assert sorted(status) == list(range(6))  # every segment accounted for
-    assert worker.dropped == list(status.values()).count("dropped") >= 2
-    assert status[5] == "ok" and status[0] == "ok"  # the newest is kept, the oldest waiting ones go
-
-
-def test_a_worker_keeps_nothing_of_ended_streams() -> None:
-    """emomon serve ends a stream with forget(): 10,000 short streams later the worker holds
-    no more memory than after the first thousand (it used to keep a key per stream)."""
-    import tracemalloc
-
-    worker = InferenceWorker(object(), lambda r: None, queue_size=4)  # not started: nothing is scored
-    seg = _segments(1)[0]
-
-    def streams(first: int, n: int) -> None:
-        for i in range(first, first + n):
-            worker.submit_interim(Job(f"stream {i}", seg, interim=True))
-            worker.submit(Job(f"stream {i}", seg))
-            worker.queue.get_nowait()  # as the worker thread would take it
-            worker.forget(f"stream {i}")
-
-    streams(0, 1000)
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    streams(1000, 10_000)
-    grown = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
-    assert grown < 100_000, grown
-
-
-@pytest.mark.weights
-def test_replay_policy_blocks_and_drops_nothing() -> None:
-    gate, results = threading.Event(), []
-    worker = InferenceWorker(SlowPredictor(gate), results.append, queue_size=1, max_batch=4).start()
-    threading.Timer(0.3, gate.set).start()
-    for s in _segments(5):
-        worker.submit(Job("file.wav", s))  # blocks while the queue is full
-    worker.close()
-    assert [r.status for r in results] == ["ok"] * 5 and worker.dropped == 0
-    assert all(isinstance(r, Result) and r.latency_ms >= r.queue_ms >= 0 for r in results)

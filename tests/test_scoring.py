@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import make_bundle
+from support.models import make_bundle
 
 from emomon.model.encoder import load_encoder
 from emomon.model.predictor import Predictor

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import EMODB, load_clip
+from support.data import EMODB, load_clip
 
 from emomon.model.audio import SAMPLE_RATE, read_audio
 from emomon.streamer.audio.segmenter import Segmenter, VadSettings

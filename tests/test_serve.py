@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Server, free_port, pcm, segments, stream
+from support.data import REPO
+from support.processes import Server, free_port, pcm, segments, stream
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -311,7 +312,7 @@ def test_speakers_per_stream(tmp_path: Path) -> None:
     """serve --speakers: two streams of the same two-speaker call at once, each with its own speakers."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from conftest import SAME_TOML, build_conversation
+    from support.speakers import SAME_TOML, build_conversation
 
     call, _ = build_conversation(tmp_path)
     cfg = tmp_path / "c.toml"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ASED, BANGLASER, EMODB, EYASE, INDOWAVE, NEMO, RAVDESS, mini_corpus
+from support.data import ASED, BANGLASER, EMODB, EYASE, INDOWAVE, NEMO, RAVDESS, mini_corpus
 
 from emomon.model.regressor import temper
 from emomon.training.datasets import CORPORA, CORPUS_INFO, load_dataset, merge
@@ -179,7 +179,7 @@ def test_seven_corpus_recipe_end_to_end(tmp_path, capsys) -> None:
     in bundle.json with its probe and temperature, and the bundle applies the temperature."""
     import tomllib
 
-    from conftest import save_tiny_whisper
+    from support.models import save_tiny_whisper
 
     from emomon.cli import main
     from emomon.model.bundle import load_bundle

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EMODB, REPO
+from support.data import EMODB, REPO
 
 from emomon.model.errors import BundleError
 from emomon.model.speaker_backend import (
@@ -157,7 +157,7 @@ def test_fitting_command_writes_a_backend_from_a_small_real_corpus(tmp_path: Pat
 
 @pytest.mark.weights
 def test_a_missing_backend_folder_stops_replay_in_one_sentence(tmp_path: Path) -> None:
-    from conftest import run_cli
+    from support.processes import run_cli
 
     (tmp_path / "bad.toml").write_text('[speakers]\nbackend = "nowhere"\n')
     done = run_cli("--config", "bad.toml", "replay", "--sample", "--speakers", "--speed", "0", "--no-dashboard",

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import SAME, SAME_TOML, build_conversation, load_clip, run_cli
-from conftest import speech_sentence as speech
+from support.data import load_clip
+from support.data import speech_sentence as speech
+from support.processes import run_cli
+from support.speakers import SAME, SAME_TOML, build_conversation
 
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.errors import EncoderLoadError

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import soxr
-from conftest import SAMPLE
+from support.data import SAMPLE
 
 from emomon.model.audio import SAMPLE_RATE, read_audio
 from emomon.streamer.audio.segmenter import Segmenter, VadSettings

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import EMODB, EMOTIONS9, load_clip, make_compare23
+from support.data import EMODB, EMOTIONS9, load_clip, make_compare23
 
 from emomon.cli import main
 from emomon.model.audio import SAMPLE_RATE

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import load_clip, make_bundle, save_tiny_whisper
+from support.data import load_clip
+from support.models import make_bundle, save_tiny_whisper
 
 from emomon.model.audio import SAMPLE_RATE
 from emomon.model.compute import weights_digest

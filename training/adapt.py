@@ -23,21 +23,17 @@ unit's statistics are taken again from up to `STATS_SAMPLE` of its files (no gra
 flows through them); the fitted model's prior is the adapted frames' statistics over all
 its training files, as the frozen recipe's is.
 
-Each epoch ends in a checkpoint (`Checkpoints`: the trained tensors, the optimiser, the
-random generators' states, the history), written atomically; `emomon train --resume`
-continues a run from them and gives the weights the uninterrupted run gives.
+Each epoch ends in a checkpoint (training/checkpoints.py); `emomon train --resume` continues
+a run from them and gives the weights the uninterrupted run gives.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,9 +41,10 @@ import torch
 from torch import nn
 
 from ..model.adapter import Adapter, LayersSpec, LoraLinear, LoraSpec, adapter_state, add_lora, layers_state
-from ..model.errors import ConfigError, EmomonError
 from ..model.normalize import frame_sums, stats_from_sums
 from ..model.regressor import pool_statistics
+from .checkpoints import Checkpoints, optimizer_tensors, restore_optimizer
+from .encoder_top import EncoderTop, load_top, trained_layers
 from .metrics import spearman_per_column
 from .train import FitResult, Split, batch_loss, collate, length_batches
 
@@ -59,68 +56,6 @@ log = logging.getLogger("emomon")
 
 STATS_SAMPLE = 256  # files per unit whose adapted frames give its statistics at an epoch's start
 BATCH_FRAMES = 16_000  # frames per no-gradient batch (passes over files to pool or to take statistics)
-
-
-def trained_layers(cfg: Config) -> tuple[int, ...]:
-    """The encoder layers (1 = the first) an adapted fit trains; one sentence where the
-    settings cannot adapt."""
-    enc, t = cfg.encoder, cfg.train
-    if enc.kind != "whisper" or not isinstance(enc.layer, int) or enc.layer < 1:
-        raise ConfigError(
-            '[train] adapt trains a Whisper encoder\'s layers: it needs [encoder] kind = "whisper" and a layer '
-            f"number >= 1 (not kind '{enc.kind}', layer {enc.layer!r})."
-        )
-    spec = cfg.regressor
-    if spec.arch != 3 or spec.attentive:
-        raise ConfigError("[train] adapt trains under the pooled head: it needs [regressor] arch 3 without attention.")
-    layers = tuple(sorted(set(t.adapt_layers))) or tuple(range(1, enc.layer + 1))
-    if layers[-1] > enc.layer:
-        raise ConfigError(f"[train] adapt_layers names layer {layers[-1]}, but the model reads layer {enc.layer}.")
-    return layers
-
-
-def start_layer(cfg: Config) -> int:
-    """The hidden state adapted fits read from the cache: the input of the lowest trained layer."""
-    return trained_layers(cfg)[0] - 1
-
-
-class EncoderTop(nn.Module):
-    """Layers start+1 .. L (1 = the first) of a Whisper encoder over its hidden state
-    `start`: (B, T, D) frames and true lengths (B,) -> (B, T, D); padded frames never
-    reach real ones (key padding, as WhisperSpeechEncoder.forward)."""
-
-    def __init__(self, layers: nn.ModuleList, start: int) -> None:
-        super().__init__()
-        self.layers, self.start = layers, start
-
-    @property
-    def top(self) -> int:
-        return self.start + len(self.layers)
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        from ..model.whisper import key_padding_mask
-
-        attn = key_padding_mask(lengths, x)
-        for layer in self.layers:
-            out = layer(x, attn)
-            x = out[0] if isinstance(out, tuple) else out
-        return x
-
-
-def load_top(cfg: Config, digest: str) -> EncoderTop:
-    """The frozen top of the configured encoder (float32), from the weights the cache's
-    encoder was built from (`digest`: refused in one sentence if they are others)."""
-    from ..model.compute import weights_digest
-    from ..model.whisper import load_whisper
-
-    model, _, _ = load_whisper(cfg.encoder)
-    if digest and weights_digest(model) != digest:
-        raise EmomonError(f"The weights of encoder '{cfg.encoder.name}' changed while the run read them.")
-    start = start_layer(cfg)
-    top = EncoderTop(nn.ModuleList(model.layers[start : cfg.encoder.layer]), start).float().eval()
-    for p in top.parameters():
-        p.requires_grad_(False)
-    return top
 
 
 def mask_frames(x: torch.Tensor, lengths: torch.Tensor, s: TrainSettings, gen: torch.Generator) -> torch.Tensor:
@@ -265,97 +200,6 @@ def _load_trained(top: EncoderTop, bank: nn.Module, state: dict[str, torch.Tenso
     bank.load_state_dict({n[5:]: t for n, t in state.items() if n.startswith("head.")})
 
 
-class Checkpoints:
-    """Adapted fits, one file each (named by the fit: protocol and fold), in one folder with
-    the digest of the training settings that made them (run.json). `resume`: fits continue
-    from their files, and a folder of other settings is refused in one sentence. Without
-    it every fit starts over; the files of fits of the same settings that this run does not
-    train stay for a later run to resume, a folder of other settings is emptied."""
-
-    def __init__(self, folder: Path, cfg: Config, resume: bool) -> None:
-        from ..model.files import write_atomic
-
-        self.folder, self.resume = folder, resume
-        self.digest = run_digest(cfg)
-        marker = folder / "run.json"
-        try:
-            had = json.loads(marker.read_text()).get("digest") if marker.is_file() else None
-        except (OSError, ValueError, AttributeError):
-            had = None
-        if resume and marker.is_file() and had != self.digest:
-            raise ConfigError(
-                f"The checkpoints in {folder} are of other settings than this run's; run without --resume to "
-                "start over, or give the settings they were made with."
-            )
-        if resume and had is None:
-            log.info("--resume: no checkpoints in %s yet; starting from the beginning", folder)
-        if had != self.digest:
-            folder.mkdir(parents=True, exist_ok=True)
-            for old in folder.glob("*.safetensors"):
-                old.unlink()
-            write_atomic(marker, json.dumps({"digest": self.digest}).encode())
-
-    def path(self, fit: str) -> Path:
-        return self.folder / (hashlib.sha256(fit.encode()).hexdigest()[:16] + ".safetensors")
-
-    def save(self, fit: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        from safetensors.torch import save
-
-        from ..model.files import write_atomic
-
-        data = save({n: t.contiguous() for n, t in tensors.items()}, metadata={"fit": fit, "meta": json.dumps(meta)})
-        write_atomic(self.path(fit), data)
-
-    def load(self, fit: str) -> tuple[dict[str, torch.Tensor], dict] | None:
-        from safetensors import SafetensorError, safe_open
-
-        path = self.path(fit)
-        if not self.resume or not path.is_file():
-            return None
-        try:
-            with safe_open(path, framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {n: f.get_tensor(n) for n in f.keys()}
-            if meta.get("fit") != fit:
-                raise ValueError("another fit's")
-            return tensors, json.loads(meta["meta"])
-        except (SafetensorError, ValueError, KeyError, OSError) as e:
-            raise EmomonError(f"Checkpoint {path} cannot be read ({e}); run without --resume to start over.") from e
-
-
-def run_digest(cfg: Config) -> str:
-    """What a fit's checkpoint depends on: the settings that change the fits, so not
-    [evaluation] (a fit is named by its protocol and fold: runs of one training recipe with
-    other protocols share a folder, and `--resume` reuses the fits they have in common) nor
-    where the outputs go."""
-    from ..model.settings import to_dict
-
-    t = replace(cfg.train, out="", checkpoint_dir="", cache_dir="")
-    parts = {name: to_dict(getattr(cfg, name)) for name in ("dataset", "encoder", "regressor", "augment")}
-    parts["train"] = to_dict(t)
-    parts["runtime"] = {"dtype": cfg.runtime.dtype}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    out = {}
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            out[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return out
-
-
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
-    sd = opt.state_dict()
-    state: dict[int, dict] = {}
-    for name, t in tensors.items():
-        if name.startswith("opt."):
-            _, i, k = name.split(".", 2)
-            state.setdefault(int(i), {})[k] = t
-    sd["state"] = state
-    opt.load_state_dict(sd)
-
-
 def adapt_fit(
     prefix: list[torch.Tensor],
     views: list[list[torch.Tensor]],
@@ -420,7 +264,7 @@ def adapt_fit(
     if saved is not None:
         tensors, meta = saved
         _load_trained(top, bank, {n[4:]: t for n, t in tensors.items() if n.startswith("now.")})
-        _restore_optimizer(opt, tensors)
+        restore_optimizer(opt, tensors)
         gen.set_state(tensors["rng.gen"])
         torch.set_rng_state(tensors["rng.torch"])
         history, start_epoch = meta["history"], meta["epoch"] + 1
@@ -438,7 +282,7 @@ def adapt_fit(
             return
         tensors = {f"now.{n}": t for n, t in _trained_state(top, bank).items()}
         tensors |= {f"best.{n}": t for n, t in best[2].items()}
-        tensors |= _optimizer_tensors(opt)
+        tensors |= optimizer_tensors(opt)
         tensors |= {"rng.gen": gen.get_state(), "rng.torch": torch.get_rng_state()}
         meta = {"epoch": epoch, "history": history, "best_score": best[0], "best_epoch": best[1], "done": done}
         checkpoints.save(name, tensors, meta)

@@ -137,7 +137,7 @@ def run_train(args: argparse.Namespace, cfg: Config, console, argv: list[str]) -
 
 def run_evaluate(args: argparse.Namespace, cfg: Config, console, argv: list[str]) -> int:
     require("train", "emomon evaluate", "scipy", "matplotlib")
-    from .experiment import evaluate_bundle
+    from .evaluate import evaluate_bundle
 
     evaluate_bundle(args.bundle, apply_flags(cfg, args), args.report, console)
     return 0

@@ -24,8 +24,12 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..model.errors import EmomonError
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 COMPARE23_EMOTIONS = (
     "Anger", "Boredom", "Calmness", "Concentration", "Determination",
@@ -354,3 +358,28 @@ def load_emodb(root: Path, target: str = "recognition") -> Dataset:
             raise ValueError(f"recognition_pct {row.get('recognition_pct')!r} is not a number") from None
 
     return load_corpus(root, "emodb", share if target == "recognition" else None)
+
+
+def load_corpora(cfg: Config) -> Dataset:
+    """The [dataset] corpora, merged into one Dataset when there are several, less the
+    subsets [dataset] exclude names ("ased.emotion_specific")."""
+    kinds, paths = cfg.dataset.kinds, cfg.dataset.paths
+    if len(kinds) != len(paths):
+        raise DatasetError(
+            f"{len(kinds)} dataset kinds ({', '.join(kinds)}) need as many data paths, not {len(paths)}."
+        )
+    ds = merge([load_dataset(k, d, **dataset_options(cfg, k)) for k, d in zip(kinds, paths)])
+    for name in cfg.dataset.exclude:
+        keep = [it for it in ds.items if f"{it.corpus}.{it.subset}" != name]
+        if len(keep) == len(ds.items):
+            raise DatasetError(f"[dataset] exclude: '{name}' matches no file of the training data.")
+        ds.items = keep
+    return ds
+
+
+def dataset_options(cfg: Config, kind: str) -> dict:
+    if kind == "emodb":
+        return {"target": cfg.dataset.target}
+    if kind == "csv":
+        return {"devel_fraction": cfg.dataset.devel_fraction, "seed": cfg.train.seed}
+    return {}

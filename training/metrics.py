@@ -3,7 +3,13 @@ confidence intervals, and unweighted average recall for categorical data."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .datasets import Item
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -110,3 +116,54 @@ def fit_temperature(shares: np.ndarray, targets: np.ndarray, masks: np.ndarray) 
     best = grid[int(np.argmin([loss(np.exp(g)) for g in grid]))]
     fine = np.linspace(best - 0.05, best + 0.05, 21)
     return round(float(np.exp(fine[int(np.argmin([loss(np.exp(g)) for g in fine]))])), 4)
+
+
+def metrics_of(
+    pred: np.ndarray,
+    targets: np.ndarray,
+    emotions: Sequence[str],
+    labels: np.ndarray | None = None,
+    speakers: Sequence[str] | None = None,
+    n_boot: int = 1000,
+) -> dict:
+    """Spearman per emotion and mean with bootstrap 95 % intervals; UAR (with its interval),
+    accuracy, confusion and the top share's calibration where there are class labels; the
+    same per speaker where speakers are given. JSON-ready. n_boot = 0 skips the intervals."""
+    rho = spearman_per_column(pred, targets)
+    low, high = bootstrap_spearman(pred, targets, n_boot) if n_boot else (np.full(len(rho) + 1, np.nan),) * 2
+    out: dict = {
+        "n": int(len(pred)),
+        "spearman_mean": round(float(rho.mean()), 4),
+        "spearman_mean_ci95": [round(float(low[-1]), 4), round(float(high[-1]), 4)],
+        "spearman": {e: round(float(r), 4) for e, r in zip(emotions, rho)},
+        "spearman_ci95": {e: [round(float(a), 4), round(float(b), 4)] for e, a, b in zip(emotions, low, high)},
+    }
+    if labels is not None:
+        guess = pred.argmax(1)
+        out["uar"] = round(unweighted_average_recall(guess, labels, len(emotions)), 4)
+        if n_boot:
+            out["uar_ci95"] = [round(v, 4) for v in bootstrap_uar(guess, labels, len(emotions), n_boot)]
+        out["accuracy"] = round(float(np.mean(guess == labels)), 4)
+        out["confusion"] = confusion(guess, labels, len(emotions)).tolist()  # rows: true, columns: predicted
+        out["calibration"] = calibration(pred, labels)
+    if speakers is not None:
+        spk = np.asarray(speakers)
+        out["per_speaker"] = {}
+        for s in sorted(set(speakers)):
+            m = spk == s
+            row = {"n": int(m.sum()), "spearman_mean": round(float(spearman_per_column(pred[m], targets[m]).mean()), 4)}
+            if labels is not None:
+                row["uar"] = round(unweighted_average_recall(pred[m].argmax(1), labels[m], len(emotions)), 4)
+            out["per_speaker"][s] = row
+    return out
+
+
+def metrics_of_classes(pred: np.ndarray, items: list[Item], emotions, classes: list[int], n_boot: int = 1000) -> dict:
+    """metrics_of() over the emotions `classes` only (arg-max among them, shares renormalised)."""
+    sub = pred[:, classes]
+    sub = sub / np.clip(sub.sum(1, keepdims=True), 1e-12, None) if (pred >= 0).all() else sub
+    targets = np.array([[it.targets[c] for c in classes] for it in items], dtype=np.float32)
+    labels = None
+    if all(it.label is not None for it in items):
+        labels = np.array([classes.index(it.label) for it in items])
+    return metrics_of(sub, targets, [emotions[c] for c in classes], labels, [it.speaker for it in items], n_boot)

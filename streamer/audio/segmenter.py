@@ -47,7 +47,7 @@ from typing import Literal
 
 import numpy as np
 
-from ...model.audio import SAMPLE_RATE
+from ...model.audio import SAMPLE_RATE, to_pcm16
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ class Segmenter:
         frames = audio[:n].reshape(-1, self.frame)
         power = np.mean(frames**2, axis=1, dtype=np.float64)
         high = None if self.silero is not None else self._high_band_power(frames)
-        pcm = frames if self.silero is not None else (np.clip(frames, -1.0, 1.0) * 32767).astype("<i2")
+        pcm = frames if self.silero is not None else to_pcm16(frames)
         out = []
         for k in range(len(frames)):
             seg = self._frame(frames[k], float(power[k]), None if high is None else float(high[k]), pcm[k])
@@ -265,7 +265,7 @@ class Segmenter:
             return self.silero.prob(frame) >= self.s.threshold
         excess_db = self.background_dbfs - self.s.max_background_dbfs
         if self.s.max_background_dbfs < 0 and excess_db > 0:
-            pcm = (np.clip(frame * 10 ** (-excess_db / 20), -1.0, 1.0) * 32767).astype("<i2")
+            pcm = to_pcm16(frame * 10 ** (-excess_db / 20))
         return self.vad.is_speech(pcm.tobytes(), SAMPLE_RATE)
 
     def _high_band_power(self, frames: np.ndarray) -> np.ndarray | None:

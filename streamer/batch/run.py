@@ -28,10 +28,14 @@ if TYPE_CHECKING:
 
 def model_identity(path: Path) -> dict[str, Any]:
     """What names the model a run was scored with: the bundle's name and the SHA-256 of its
-    two files (the encoder's weights digest is inside bundle.json)."""
+    files (the encoder's weights digest is inside bundle.json; an adapted encoder's trained
+    part is the adapter file)."""
+    from ...model.bundle import ADAPTER, MANIFEST, WEIGHTS
+
     digest = hashlib.sha256()
-    for name in ("bundle.json", "regressors.safetensors"):
-        digest.update((path / name).read_bytes())
+    for name in (MANIFEST, WEIGHTS, ADAPTER):
+        if name != ADAPTER or (path / name).is_file():
+            digest.update((path / name).read_bytes())
     return {"bundle": path.resolve().name, "sha256": digest.hexdigest()}
 
 
@@ -116,7 +120,7 @@ def _score(store, items, extra, settings, cfg, console, engine, workers, bundle,
             "complete": complete and all(it.key in ledger for it in items),
             "engine": settings.engine,
             "workers": workers,
-            "runtime": getattr(engine, "described", {}),
+            "runtime": engine.described,
             "this_run": {"files": progress.done, "audio_hours": round(progress.audio_s / 3600, 6),
                          "wall_s": round(wall, 2),
                          "throughput": round(progress.audio_s / wall, 2) if wall > 0 else None},

@@ -28,7 +28,7 @@ from .inputs import Item
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ...model.predictor import Predictor
+    from ...model.interface import Engine
     from ...model.tracker import Speakers, SpeakerSettings
 
 HASH_CHUNK = 1 << 20
@@ -149,7 +149,7 @@ class Scorer:
     """The model half: segments of one file in, rows out, `max_batch` segments per model call
     and one normalisation session per stream (what replay's worker does, without its thread)."""
 
-    def __init__(self, predictor: Predictor, run: str, max_batch: int, speakers: Speakers | None = None) -> None:
+    def __init__(self, predictor: Engine, run: str, max_batch: int, speakers: Speakers | None = None) -> None:
         self.predictor, self.run, self.max_batch, self.speakers = predictor, run, max_batch, speakers
         self.emotions = tuple(predictor.emotions)
         self.sessions: set[str] = set()  # the normalisation sessions of the file being scored

@@ -34,6 +34,7 @@ class Header:
     input: str = ""  # device name and rate, or the file being replayed
     model: str = ""  # bundle folder name
     encoder: str = ""
+    adapter: str = ""  # not shown: the -v log line says it (it ran past 100 columns)
     emotions: str = ""
     device: str = ""
     dtype: str = ""
@@ -251,8 +252,8 @@ def stats_line(s: Snapshot) -> Text:
 def header_line(s: Snapshot) -> Text:
     """One line: input, model (bundle, encoder, emotions), compute path, elapsed time."""
     h, t = s.header, int(s.elapsed_s)
-    # a hub id's or folder's last part, without its adapter ("+ fine-tuned layers 1, 2, 3": the log says it)
-    encoder = h.encoder.split(" + ", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    # a hub id's or folder's last part
+    encoder = h.encoder.rstrip("/").rsplit("/", 1)[-1]
     return Text.assemble(
         (h.input or "-", "bold"), (" · ", "dim"),
         (h.model or "-", "bold"), (f" ({encoder}, {h.emotions})" if encoder else ""), (" · ", "dim"),

@@ -35,7 +35,7 @@ from .worker import InferenceWorker
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ...model.predictor import Predictor
+    from ...model.interface import Engine
     from ...model.tracker import SpeakerSettings
     from ..audio.segmenter import VadSettings
 
@@ -156,7 +156,7 @@ class LocalScorer:
 
     def __init__(
         self,
-        predictor: Predictor,
+        predictor: Engine,
         display: Display,
         vad: VadSettings,
         monitor: MonitorSettings,

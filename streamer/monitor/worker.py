@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -38,7 +37,7 @@ from ..outputs.record import Job, Result
 from ..scoring import score, split_by_speaker
 
 if TYPE_CHECKING:
-    from ...model.predictor import Predictor
+    from ...model.interface import Engine
     from ...model.tracker import Speakers
 
 log = logging.getLogger("emomon")
@@ -47,7 +46,7 @@ log = logging.getLogger("emomon")
 class InferenceWorker:
     def __init__(
         self,
-        predictor: Predictor,
+        predictor: Engine,
         on_result: Callable[[Result], None],
         queue_size: int = 8,
         max_batch: int = 8,
@@ -184,14 +183,9 @@ class InferenceWorker:
             return [replace(j, speaker="") for j in batch]
 
     def _process_interim(self, job: Job) -> None:
-        started = time.perf_counter()
-        try:
-            self.predictor.use_session(job.session)
-            [prediction] = self.predictor.predict([job.segment.audio], update_session=False)
-        except Exception as e:  # noqa: BLE001 - an interim result is optional; the final one will say
-            log.info("interim inference failed for %s: %s", job.source, e)
+        [result] = score(self.predictor, [job], update_session=False)
+        if result.status != "ok":  # an interim result is optional; the final one will say
+            log.info("interim inference failed for %s: %s", job.source, result.error)
             return
         self.interim_done += 1
-        done = time.perf_counter()
-        self._deliver(Result(job, "ok", prediction, latency_ms=(done - job.ready) * 1e3,
-                              queue_ms=(started - job.ready) * 1e3))  # fmt: skip
+        self._deliver(result)

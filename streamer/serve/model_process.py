@@ -26,14 +26,17 @@ import multiprocessing as mp
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...model.errors import EmomonError
 from ...model.memory import spawning_scorers
+
+if TYPE_CHECKING:
+    from ...model.predictor import Prediction
 
 log = logging.getLogger("emomon")
 
@@ -44,6 +47,9 @@ class ModelProcessDied(EmomonError):
 
 class ModelUnavailable(EmomonError):
     """The model process keeps dying (a crash loop): no new one is started."""
+
+
+CALLS = ("predict", "use_session", "end_session", "session_state", "set_session_state")  # Engine's, over the pipe
 
 
 def _child(conn, path: str, device: str, dtype: str, encoder_name: str | None, engine: str) -> None:
@@ -65,6 +71,8 @@ def _child(conn, path: str, device: str, dtype: str, encoder_name: str | None, e
         if method == "stop":
             return
         try:
+            if method not in CALLS:
+                raise ValueError(f"The model process has no call '{method}'.")
             conn.send(("ok", getattr(predictor, method)(*args)))
         except Exception as e:  # noqa: BLE001 - the worker turns it into error rows
             conn.send(("error", str(e)))
@@ -94,7 +102,8 @@ def how_it_ended(exitcode: int | None) -> str:
 
 
 class ModelProcess:
-    """A Predictor in a supervised child process, with the methods the inference worker calls."""
+    """An engine (a Predictor or an OnnxPredictor) in a supervised child process: an Engine
+    itself (model/interface.py), each call sent over a pipe."""
 
     def __init__(
         self,
@@ -260,11 +269,17 @@ class ModelProcess:
             raise RuntimeError(value)
         return value
 
-    def predict(self, segments: list[np.ndarray], update_session: bool = True):
+    def predict(self, segments: Sequence[np.ndarray], update_session: bool = True) -> list[Prediction]:
         return self._call("predict", [np.asarray(s, np.float32) for s in segments], update_session)
 
     def use_session(self, key: str) -> None:
         self._call("use_session", key)
+
+    def session_state(self, key: str) -> np.ndarray:
+        return self._call("session_state", key)
+
+    def set_session_state(self, key: str, state: np.ndarray) -> None:
+        self._call("set_session_state", key, np.asarray(state, np.float64))
 
     def end_session(self, key: str) -> None:
         """Called from the event loop: never waits for the model, goes with the next call."""

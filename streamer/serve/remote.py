@@ -17,7 +17,7 @@ from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
-from ...model.audio import SAMPLE_RATE
+from ...model.audio import SAMPLE_RATE, to_pcm16
 from ...model.errors import EmomonError
 from ...model.predictor import Prediction
 from ..audio.segmenter import Segment
@@ -73,7 +73,7 @@ class RemoteStream:
 
         if self.done.is_set():
             raise ServerError(f"The server closed the stream: {self.error or 'connection lost'}.")
-        pcm = np.clip(np.round(block * 32768), -32768, 32767).astype("<i2").tobytes()  # the server divides by 32768
+        pcm = to_pcm16(block).tobytes()
         try:
             self.ws.send(pcm)  # blocks while the server reads slower (its back-pressure)
         except WebSocketException as e:

@@ -1,0 +1,193 @@
+"""The streams of `emomon serve` and the one inference worker they share: each stream's
+audio state (`Stream`), and the `Hub` that bridges the worker thread to the event loop
+(results back to their stream's outbox, in order), with the server's metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ...model.audio import from_pcm16
+from ..audio.stream import AudioStream, Cut
+from ..outputs.record import WS_SHARE_DIGITS, Row
+from .model_process import ModelProcess
+from .settings import ServeSettings
+
+if TYPE_CHECKING:
+    from ...model.interface import Engine
+    from ...model.tracker import SpeakerSettings
+    from ..audio.segmenter import VadSettings
+    from ..monitor.settings import MonitorSettings
+    from ..outputs.record import Result
+
+log = logging.getLogger("emomon")
+
+
+class Stream:
+    """One client's audio: its AudioStream (resampler, segmenter, interim clock); results
+    queue in `outbox`."""
+
+    def __init__(self, sid: int, rate: int, vad: VadSettings, interim_s: float) -> None:
+        self.id, self.key, self.rate = sid, f"stream-{sid}", rate
+        self.cuts = AudioStream(vad, rate, interim_s=interim_s)
+        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.pending = 0  # final segments submitted, result not yet in the outbox
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.samples_in = 0  # at the client's rate
+        self.started = time.monotonic()
+
+    def audio(self, pcm: bytes) -> np.ndarray:
+        x = from_pcm16(pcm)
+        self.samples_in += len(x)
+        return x
+
+    def ahead_s(self, max_speed: float) -> float:
+        """How long to wait before reading more so that audio arrives at most max_speed x real time."""
+        return self.samples_in / self.rate / max_speed - (time.monotonic() - self.started)
+
+
+def message(result: Result, emotions: tuple[str, ...]) -> dict[str, Any]:
+    """A result as the WebSocket message (outputs/record.py's table, record w)."""
+    return Row.of(result).to_json("w", emotions, WS_SHARE_DIGITS)
+
+
+class Hub:
+    """The streams and the one worker; the bridge from the worker thread to the event loop."""
+
+    def __init__(
+        self,
+        predictor: Engine,
+        settings: ServeSettings,
+        vad: VadSettings,
+        monitor: MonitorSettings,
+        speakers: SpeakerSettings | None = None,
+    ) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        from ..monitor.worker import InferenceWorker
+        from ..outputs.record import Job
+        from ..outputs.sinks import Outputs
+
+        self.predictor, self.settings, self.vad, self.monitor = predictor, settings, vad, monitor
+        self.streams: dict[str, Stream] = {}
+        self.next_id = 1
+        self.closing = False  # SIGTERM or SIGINT: no new streams; open ones finish and close with 1001
+        self.closing_event: asyncio.Event | None = None  # set in the loop, wakes every stream's reader
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.lock = threading.Lock()  # self.streams is read by the worker thread
+        self.registry = CollectorRegistry()
+        Gauge("emomon_streams", "Open streams", registry=self.registry).set_function(lambda: len(self.streams))
+        self.m_opened = Counter("emomon_streams_opened", "Streams accepted", registry=self.registry)
+        self.m_segments = Counter("emomon_segments", "Segments by status", ["status"], registry=self.registry)
+        self.m_interim = Counter("emomon_interim", "Interim results sent", registry=self.registry)
+        self.m_refused = Counter(
+            "emomon_refused", "Streams refused or closed by the server, by reason", ["reason"], registry=self.registry
+        )
+        self.m_latency = Histogram(
+            "emomon_latency_seconds", "Segment complete -> result ready", registry=self.registry,
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
+        )  # fmt: skip
+        self.speakers = None  # with [speakers]: every stream tracks its own speakers
+        if speakers is not None and speakers.enabled:
+            from ...model.tracker import Speakers
+
+            self.speakers = Speakers(speakers)
+        self.fatal = ""  # the model process keeps dying: the server stops with this sentence
+        self.stop_server: Callable[[], None] | None = None  # set by serve(): a graceful stop, as SIGTERM
+        if isinstance(predictor, ModelProcess):  # supervised: it says when it gives up
+            predictor.on_fatal = self._model_lost
+        Gauge("emomon_model_up", "1 while the model (its process) is ready", registry=self.registry).set_function(
+            lambda: float(predictor.health()["up"])
+        )  # fmt: skip
+        Gauge("emomon_model_restarts", "Model processes started after one died", registry=self.registry
+              ).set_function(lambda: predictor.health()["restarts"])  # fmt: skip
+        self.logs = Outputs.open(monitor, predictor.emotions, save_audio=False, streams=True,
+                                 speakers=self.speakers is not None)  # fmt: skip
+        self.Job = Job  # the worker's job type, without an import on every audio message
+        self.worker = InferenceWorker(
+            predictor, self._on_result, settings.queue_size, settings.max_batch, drop_oldest=True,
+            speakers=self.speakers,
+        ).start()  # fmt: skip
+        queued = Gauge("emomon_queue", "Segments waiting for the model (drops start when it is full)",
+                       registry=self.registry)  # fmt: skip
+        queued.set_function(self.worker.queue.qsize)
+        Gauge("emomon_queue_size", "Capacity of that queue", registry=self.registry).set(settings.queue_size)
+
+    # -- worker thread -------------------------------------------------------------------
+    def _on_result(self, result: Result) -> None:
+        """The stream first, then the logs (each of which fails alone: outputs/sinks.py)."""
+        with self.lock:
+            stream = self.streams.get(result.job.source)
+        if stream is not None and self.loop is not None:  # a closed stream's results go nowhere
+            self.loop.call_soon_threadsafe(self._deliver, stream, result)
+        self.logs(result)
+        if result.job.interim:
+            self.m_interim.inc()
+        else:
+            self.m_segments.labels(result.status).inc()
+            if result.status == "ok" and result.latency_ms is not None:
+                self.m_latency.observe(result.latency_ms / 1e3)
+
+    def _model_lost(self, sentence: str) -> None:
+        """The model process's crash loop (its supervisor's thread): stop as on SIGTERM, exit 2."""
+        self.fatal = sentence
+        if self.stop_server is not None:
+            self.stop_server()
+
+    # -- event loop ----------------------------------------------------------------------
+    def _deliver(self, stream: Stream, result: Result) -> None:
+        stream.outbox.put_nowait(message(result, self.predictor.emotions))
+        if not result.job.interim and result.job.last:
+            stream.pending -= 1
+            if stream.pending <= 0:
+                stream.idle.set()
+
+    def open(self, rate: int) -> Stream:
+        stream = Stream(self.next_id, rate, self.vad, self.monitor.interim_s)
+        self.next_id += 1
+        with self.lock:
+            self.streams[stream.key] = stream
+        self.m_opened.inc()
+        return stream
+
+    def close(self, stream: Stream) -> None:
+        with self.lock:
+            self.streams.pop(stream.key, None)
+        self.worker.forget(stream.key)
+        self.predictor.end_session(stream.key)
+        if self.speakers is not None:
+            self.speakers.forget(stream.key)
+
+    def feed(self, stream: Stream, cuts: list[Cut]) -> None:
+        """A stream's cuts to the worker: `stream.cuts.push(audio)`, or `finish()` at its end."""
+        Job = self.Job
+        for cut in cuts:
+            job = Job(stream.key, cut.segment, interim=cut.interim, stream=stream.id)
+            if cut.interim:
+                self.worker.submit_interim(job)
+                continue
+            stream.pending += 1
+            stream.idle.clear()
+            self.worker.submit(job)
+
+    def health(self) -> dict[str, Any]:
+        model = self.predictor.health()
+        status = "closing" if self.closing else "ok" if model["up"] else "degraded"
+        return {
+            "status": status,
+            "model": self.predictor.name,
+            "emotions": list(self.predictor.emotions),
+            "streams": len(self.streams),
+            "model_process": {"up": model["up"], "restarts": model["restarts"]},
+        }
+
+    def shutdown(self) -> None:
+        self.worker.close()
+        self.logs.close()
