@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         row["rtf"] = round(row["auto_ms"] / 1e3 / seconds, 4)
         rows.append(row)
     # What auto's dtype changes in the output: the same real sentences through both.
-    from emomon.streamer.audio.segmenter import speech_span
+    from emomon.streamer.audio.stream import speech_span
 
     files = sorted((ROOT.parent / "shared/data/emodb/wav").glob("*.wav"))[:: 90 if args.quick else 9]
     sentences = []

@@ -75,7 +75,7 @@ class Conversation:
 
 def load_voices(per_speaker: int, seed: int) -> dict[str, dict[str, list[tuple[str, np.ndarray]]]]:
     """corpus -> speaker -> [(emotion, trimmed 16 kHz speech)], `per_speaker` sentences each."""
-    from emomon.streamer.audio.segmenter import speech_span
+    from emomon.streamer.audio.stream import speech_span
 
     rng = np.random.default_rng(seed)
     out: dict[str, dict[str, list]] = {}
@@ -150,15 +150,10 @@ def conversation(
 
 
 def segments_of(audio: np.ndarray):
-    from emomon.streamer.audio.segmenter import Segmenter
+    from emomon.streamer.audio.segmenter import VadSettings
+    from emomon.streamer.audio.stream import AudioStream
 
-    seg = Segmenter()
-    out = []
-    block = SAMPLE_RATE // 2
-    for i in range(0, len(audio), block):
-        out += seg.push(audio[i : i + block])
-    last = seg.finish()
-    return out + ([last] if last else [])
+    return [c.segment for c in AudioStream(VadSettings()).cut_all(audio, SAMPLE_RATE // 2)]
 
 
 @dataclass

@@ -75,7 +75,7 @@ def dtw(a: np.ndarray, b: np.ndarray) -> float:
 
 def check(corpus: str, per_speaker: int, rng: np.random.Generator) -> dict[str, dict]:
     from emomon.model.audio import read_audio
-    from emomon.streamer.audio.segmenter import speech_span
+    from emomon.streamer.audio.stream import speech_span
 
     root = DATA / corpus
     with (root / "labels.csv").open() as f:

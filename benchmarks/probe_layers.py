@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.report import table, update_doc  # noqa: E402
 from emomon.model.audio import read_audio  # noqa: E402
 from emomon.model.specs import EncoderSpec  # noqa: E402
-from emomon.streamer.audio.segmenter import VadSettings, speech_span  # noqa: E402
+from emomon.streamer.audio.segmenter import VadSettings  # noqa: E402
+from emomon.streamer.audio.stream import speech_span  # noqa: E402
 from emomon.training.datasets import load_dataset  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"

@@ -15,9 +15,9 @@ from .errors import AudioError
 SAMPLE_RATE = 16_000  # Hz: the rate every encoder here takes; sources resample to it
 MIN_SEGMENT_S = 0.3  # s: shortest segment the model accepts (shorter speech carries little emotion)
 MIN_SEGMENT_SAMPLES = int(MIN_SEGMENT_S * SAMPLE_RATE)  # 4800 samples
-# 16-bit PCM (the WebSocket protocol, WebRTC VAD, openSMILE): one scale both ways, 2**15, as
-# libsndfile and the browser's page use: x = n / 32768, n = round(x * 32768) clipped to the
-# int16 range (so +1.0 gives 32767).
+# 16-bit PCM (the WebSocket protocol both ways, the page, openSMILE's input): one scale, 2**15,
+# as libsndfile uses: x = n / 32768, n = round(x * 32768) clipped to the int16 range (so +1.0
+# gives 32767). The VAD quantises its frames its own way (streamer/audio/segmenter.py).
 PCM_SCALE = 32768.0
 
 

@@ -12,7 +12,7 @@ from support.data import RAVDESS, load_clip
 from emomon.model.audio import read_audio
 from emomon.model.bundle import DEFAULT_BUNDLE, load_bundle
 from emomon.model.predictor import Predictor
-from emomon.streamer.audio.segmenter import speech_span
+from emomon.streamer.audio.stream import speech_span
 
 pytestmark = [pytest.mark.corpora, pytest.mark.weights]
 

@@ -21,7 +21,8 @@ from emomon.model.audio import SAMPLE_RATE
 from emomon.model.bundle import save_bundle
 from emomon.model.encoder import load_encoder
 from emomon.model.specs import EncoderSpec
-from emomon.streamer.audio.segmenter import Segmenter, speech_span
+from emomon.streamer.audio.segmenter import Segmenter
+from emomon.streamer.audio.stream import speech_span
 from emomon.streamer.outputs.jsonl_log import JsonlLog
 from emomon.streamer.outputs.record import Row
 

@@ -12,13 +12,6 @@ from emomon.streamer.audio.segmenter import Segmenter, VadSettings
 from emomon.streamer.audio.stream import AudioStream, paced
 
 
-def run(stream: AudioStream, audio: np.ndarray, block: int) -> list:
-    cuts = []
-    for i in range(0, len(audio), block):
-        cuts += stream.push(audio[i : i + block])
-    return cuts + stream.finish()
-
-
 def spans(cuts) -> list[tuple[float, float]]:
     return [(round(c.segment.start_s, 2), round(c.segment.end_s, 2)) for c in cuts if not c.interim]
 
@@ -30,7 +23,7 @@ def test_cuts_equal_the_segmenters_at_any_block_size() -> None:
     expected = [(round(s.start_s, 2), round(s.end_s, 2)) for s in expected if s is not None]
     assert len(expected) == 6
     for block in (160, 4000, 8000, 77_777):
-        cuts = run(AudioStream(VadSettings()), audio, block)
+        cuts = AudioStream(VadSettings()).cut_all(audio, block)
         assert spans(cuts) == expected
         assert {c.channel for c in cuts} == {None}
         assert [c.segment.index for c in cuts] == list(range(len(expected)))
@@ -38,9 +31,9 @@ def test_cuts_equal_the_segmenters_at_any_block_size() -> None:
 
 def test_another_rate_is_resampled_and_cuts_at_the_same_times() -> None:
     audio = read_audio(SAMPLE)
-    at_16k = spans(run(AudioStream(VadSettings()), audio, 8000))
+    at_16k = spans(AudioStream(VadSettings()).cut_all(audio, 8000))
     at_48k = soxr.resample(audio, SAMPLE_RATE, 48_000).astype(np.float32)
-    cuts = run(AudioStream(VadSettings(), rate=48_000), at_48k, 24_000)
+    cuts = AudioStream(VadSettings(), rate=48_000).cut_all(at_48k, 24_000)
     assert len(spans(cuts)) == len(at_16k)
     assert np.allclose(spans(cuts), at_16k, atol=0.04)  # resampling shifts a frame decision at most
     total = sum(len(c.segment.audio) for c in cuts)
@@ -51,16 +44,16 @@ def test_by_channel_each_channel_is_its_own_stream() -> None:
     audio = read_audio(SAMPLE)
     quiet = np.zeros_like(audio)
     both = np.stack([audio, quiet], axis=1)  # the speaker on channel 0, nothing on channel 1
-    cuts = run(AudioStream(VadSettings(), each=True), both, 8000)
+    cuts = AudioStream(VadSettings(), each=True).cut_all(both, 8000)
     assert {c.channel for c in cuts} == {0}
-    assert spans(cuts) == spans(run(AudioStream(VadSettings()), audio, 8000))
-    swapped = run(AudioStream(VadSettings(), each=True), both[:, ::-1].copy(), 8000)
+    assert spans(cuts) == spans(AudioStream(VadSettings()).cut_all(audio, 8000))
+    swapped = AudioStream(VadSettings(), each=True).cut_all(both[:, ::-1].copy(), 8000)
     assert {c.channel for c in swapped} == {1}
 
 
 def test_interim_cuts_come_every_interim_s_of_an_open_segment() -> None:
     audio = read_audio(SAMPLE)
-    cuts = run(AudioStream(VadSettings(), interim_s=0.5), audio, 1600)
+    cuts = AudioStream(VadSettings(), interim_s=0.5).cut_all(audio, 1600)
     finals = [c for c in cuts if not c.interim]
     interims = [c for c in cuts if c.interim]
     assert len(finals) == 6 and interims
@@ -73,7 +66,7 @@ def test_interim_cuts_come_every_interim_s_of_an_open_segment() -> None:
         grown = [c.segment.duration_s for c in interims if c.segment.index == f.segment.index]
         assert len(grown) >= int(f.segment.duration_s / 0.5)
         assert all(0.5 * (k + 1) <= d < 0.5 * (k + 1) + 0.13 for k, d in enumerate(grown))
-    assert not [c for c in run(AudioStream(VadSettings()), audio, 1600) if c.interim]  # off by default
+    assert not [c for c in AudioStream(VadSettings()).cut_all(audio, 1600) if c.interim]  # off by default
 
 
 def test_paced_blocks_arrive_in_real_time_at_speed() -> None:

@@ -147,7 +147,7 @@ class Features:
     def _trimmed(self, i: int, audio: np.ndarray) -> np.ndarray:
         if not self.cfg.dataset.trim:
             return audio
-        from ..streamer.audio.segmenter import speech_span
+        from ..streamer.audio.stream import speech_span
 
         path = self.paths[i]
         if path not in self.spans:

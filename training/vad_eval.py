@@ -12,7 +12,8 @@ import numpy as np
 from scipy.signal import butter, sosfiltfilt
 
 from ..model.audio import SAMPLE_RATE, read_audio
-from ..streamer.audio.segmenter import Segment, Segmenter, VadSettings
+from ..streamer.audio.segmenter import Segment, VadSettings
+from ..streamer.audio.stream import AudioStream
 from .datasets import load_emodb
 
 TOLERANCE_S = 0.150
@@ -105,12 +106,7 @@ def audible_spans(clips: list[np.ndarray], spans: list[tuple[float, float]], noi
 
 def segment(audio: np.ndarray, settings: VadSettings | None = None, chunk: int = 1234) -> list[Segment]:
     """The segmenter over `audio` in odd-sized chunks, as a sound card delivers them."""
-    seg = Segmenter(settings)
-    out = []
-    for i in range(0, len(audio), chunk):
-        out += seg.push(audio[i : i + chunk])
-    last = seg.finish()
-    return out + ([last] if last else [])
+    return [c.segment for c in AudioStream(settings or VadSettings()).cut_all(audio, chunk)]
 
 
 def boundary_errors(segs: list[Segment], spans: list[tuple[float, float]]) -> list[tuple[float, float]] | None:

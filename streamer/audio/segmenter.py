@@ -47,7 +47,15 @@ from typing import Literal
 
 import numpy as np
 
-from ...model.audio import SAMPLE_RATE, to_pcm16
+from ...model.audio import SAMPLE_RATE
+
+
+def vad_pcm(frames: np.ndarray) -> np.ndarray:
+    """WebRTC VAD's 16-bit input: x * 32767 truncated, not the I/O scale of model/audio.py's
+    to_pcm16. On purpose: the VAD's decisions at quiet onsets depend on these exact integers
+    (to_pcm16 moves 12 of 220 corpus files' speech spans by a frame or two), and the
+    default model's training data was trimmed with these."""
+    return (np.clip(frames, -1.0, 1.0) * 32767).astype("<i2")
 
 
 @dataclass(frozen=True)
@@ -227,7 +235,7 @@ class Segmenter:
         frames = audio[:n].reshape(-1, self.frame)
         power = np.mean(frames**2, axis=1, dtype=np.float64)
         high = None if self.silero is not None else self._high_band_power(frames)
-        pcm = frames if self.silero is not None else to_pcm16(frames)
+        pcm = frames if self.silero is not None else vad_pcm(frames)
         out = []
         for k in range(len(frames)):
             seg = self._frame(frames[k], float(power[k]), None if high is None else float(high[k]), pcm[k])
@@ -265,7 +273,7 @@ class Segmenter:
             return self.silero.prob(frame) >= self.s.threshold
         excess_db = self.background_dbfs - self.s.max_background_dbfs
         if self.s.max_background_dbfs < 0 and excess_db > 0:
-            pcm = to_pcm16(frame * 10 ** (-excess_db / 20))
+            pcm = vad_pcm(frame * 10 ** (-excess_db / 20))
         return self.vad.is_speech(pcm.tobytes(), SAMPLE_RATE)
 
     def _high_band_power(self, frames: np.ndarray) -> np.ndarray | None:
@@ -327,16 +335,3 @@ class Segmenter:
         seg = Segment(audio.copy(), self.seg_start / SAMPLE_RATE, end / SAMPLE_RATE, self.count)
         self.count += 1
         return seg
-
-
-def speech_span(audio: np.ndarray, settings: VadSettings | None = None) -> tuple[int, int]:
-    """Sample range from the first speech segment's start to the last one's end, as the
-    monitor would cut this recording; the whole of it when no speech is found."""
-    seg = Segmenter(settings)
-    tail = np.zeros(SAMPLE_RATE * (seg.s.hangover_ms + seg.s.window_ms) // 1000 + seg.frame, np.float32)
-    found = seg.push(np.concatenate([np.asarray(audio, np.float32), tail]))
-    last = seg.finish()
-    found += [last] if last is not None else []
-    if not found:
-        return 0, len(audio)
-    return int(round(found[0].start_s * SAMPLE_RATE)), min(len(audio), int(round(found[-1].end_s * SAMPLE_RATE)))

@@ -68,6 +68,12 @@ class AudioStream:
             self.clocks = [InterimClock(self.interim_s) for _ in self.segmenters]
         return list(self._cut(self._resample(block)))
 
+    def cut_all(self, audio: np.ndarray, block: int = 0) -> list[Cut]:
+        """A whole recording: every cut push() and finish() give, in order, the audio pushed
+        at once or in pieces of `block` samples (as a sound card delivers them)."""
+        step = block or max(1, len(audio))
+        return [c for i in range(0, len(audio), step) for c in self.push(audio[i : i + step])] + self.finish()
+
     def finish(self) -> list[Cut]:
         """The end of the stream: the resampler's tail, then every open segment long enough."""
         cuts = []
@@ -104,6 +110,18 @@ class AudioStream:
             so_far = clock.due(seg) if interim else None
             if so_far is not None:
                 yield Cut(so_far, channel, interim=True)
+
+
+def speech_span(audio: np.ndarray, settings: VadSettings | None = None) -> tuple[int, int]:
+    """Sample range from the first speech segment's start to the last one's end, as the
+    monitor would cut this 16 kHz recording; the whole of it when no speech is found."""
+    stream = AudioStream(settings or VadSettings())
+    seg = stream.segmenters[0]  # silence after the end, so that the last segment closes as it would live
+    tail = np.zeros(SAMPLE_RATE * (seg.s.hangover_ms + seg.s.window_ms) // 1000 + seg.frame, np.float32)
+    found = [c.segment for c in stream.cut_all(np.concatenate([np.asarray(audio, np.float32), tail]))]
+    if not found:
+        return 0, len(audio)
+    return int(round(found[0].start_s * SAMPLE_RATE)), min(len(audio), int(round(found[-1].end_s * SAMPLE_RATE)))
 
 
 def paced(blocks: Iterable[np.ndarray], speed: float) -> Iterator[np.ndarray]:

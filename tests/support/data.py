@@ -77,7 +77,7 @@ def mini_corpus(root: Path, source: Path, per_speaker: int, speakers: int, disti
 # -- helpers the test modules share (one place: no test module imports another) ----------
 def speech_sentence(name: str) -> np.ndarray:
     """An Emo-DB ("03a01Wa.wav") or nEMO ("SM0_anger_1.opus") sentence, its pauses trimmed."""
-    from emomon.streamer.audio.segmenter import speech_span
+    from emomon.streamer.audio.stream import speech_span
 
     wav = read_audio(NEMO / "audio" / name.split("_")[0] / name) if name.endswith(".opus") else load_clip(name)
     a, b = speech_span(wav)
