@@ -87,7 +87,7 @@ def build_audio(hours: float, file_min: float, seed: int = 0) -> tuple[Path, lis
 
 def is_worker(cmdline: str) -> bool:
     """A local engine's worker process, or a Ray scoring actor (a pool's, or a stream scorer)."""
-    return "spawn_main" in cmdline or "MapBatches(Score)" in cmdline or "StreamScore" in cmdline
+    return "spawn_main" in cmdline or "MapBatches(ScoreActor)" in cmdline or "StreamScore" in cmdline
 
 
 def measure(cmd: list[str], cwd: Path, env: dict[str, str], alone: bool) -> dict:

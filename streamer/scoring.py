@@ -1,5 +1,5 @@
 """Scoring segments, the same wherever it runs: the inference worker of live, replay and
-serve (monitor/worker.py), batch's worker processes (batch/score.py) and its Ray actors
+serve (monitor/worker.py), batch's worker processes (batch/file_scorer.py) and its Ray actors
 (batch/ray_engine.py).
 
 `split_by_speaker` cuts each segment where its speaker changes and names every part (the

@@ -157,3 +157,29 @@ def test_test_modules_share_helpers_through_support_only() -> None:
                 if n.split(".")[0].startswith("test_") or n.split(".")[0] in ("benchmarks", "conftest")
             ]
     assert found == [], found
+
+
+def test_the_layout_in_docs_names_every_module_and_only_those() -> None:
+    """docs/architecture.md's Layout lists each module of the package (by indentation under
+    its folder) with its job: what it names and what the tree holds are the same."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    named, folders = set(), []  # folders: (indent, name) of the folders open at this line
+    for line in block.splitlines():
+        if (
+            not line.strip()
+            or line[: len(line) - len(line.lstrip())]
+            and not line.strip().split()[0].endswith((".py", "/"))
+        ):
+            continue  # a description carried on to the next line
+        indent = len(line) - len(line.lstrip())
+        name = line.split()[0]
+        folders = [(i, f) for i, f in folders if i < indent]
+        if name.endswith("/"):
+            folders.append((indent, name.rstrip("/")))
+        elif name.endswith(".py"):
+            named.add("/".join([f for _, f in folders] + [name]))
+    tree = {p.relative_to(REPO).as_posix() for d in ("model", "streamer", "training") for p in (REPO / d).rglob("*.py")}
+    tree = {p for p in tree if not p.endswith("__init__.py")} | set(TOP)
+    assert sorted(named - tree) == [], "named in docs/architecture.md, not in the tree"
+    assert sorted(tree - named) == [], "in the tree, not in docs/architecture.md's Layout"

@@ -1,7 +1,7 @@
 """`emomon batch --engine local`: N worker processes on this machine, no Ray needed.
 
 Each worker loads the Predictor once, takes files from a shared queue (the driver hands
-them out largest first, a few ahead), scores them (score.py) and commits its own part files
+them out largest first, a few ahead), scores them (file_scorer.py) and commits its own part files
 (store.py) at least every `part_s` seconds. The driver shows progress and watches the
 workers:
 
@@ -29,9 +29,9 @@ from ...model.errors import EmomonError
 from ...model.memory import spawning_scorers
 
 if TYPE_CHECKING:
+    from .file_scorer import BatchJob
     from .inputs import Item
     from .progress import Progress
-    from .score import BatchJob
     from .store import Store
 
 MAX_TRIES = 3  # a file that takes down this many workers is an error
@@ -74,7 +74,7 @@ def worker_main(wid: int, job: BatchJob, tasks, events, stop) -> None:
     _die_with_parent()
     parent = os.getppid()
     os.environ["OMP_NUM_THREADS"] = str(job.threads)
-    from .score import Scorer, Stopped, score_file
+    from .file_scorer import FileScorer, Stopped, score_file
     from .store import PartWriter
 
     try:
@@ -84,7 +84,7 @@ def worker_main(wid: int, job: BatchJob, tasks, events, stop) -> None:
         events.put(("fatal", wid, f"Worker {wid} cannot load the model: {why.rstrip('.')}."))
         return
     events.put(("ready", wid, predictor.describe()))
-    scorer = Scorer(predictor, job.run, job.max_batch, speakers)
+    scorer = FileScorer(predictor, job.run, job.max_batch, speakers)
     writer = PartWriter(job.out, job.schema, f"w{wid}")
     rows: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
@@ -259,7 +259,7 @@ class LocalEngine:
         return lost
 
     def _give_up(self, item: Item, progress: Progress) -> None:
-        from .score import new_record
+        from .file_scorer import new_record
         from .store import PartWriter
 
         error = f"Audio file '{item.source}' took down {MAX_TRIES} worker processes; it is left out."

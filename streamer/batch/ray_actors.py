@@ -1,5 +1,5 @@
-"""The Ray actors of `emomon batch --engine ray` (ray_engine.py): `Score`, one engine per
-actor scoring batches of segment rows, and `StreamScore`, for a bundle that adapts to each
+"""The Ray actors of `emomon batch --engine ray` (ray_engine.py): `ScoreActor`, one engine per
+actor scoring batches of segment rows, and `StreamScoreActor`, for a bundle that adapts to each
 stream, scoring a stream's pieces in order with its sessions' statistics sent along. Both
 score through scoring.score, as the local engine does."""
 
@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .score import BatchJob
+    from .file_scorer import BatchJob
 
 
-class StreamScore:
+class StreamScoreActor:
     """A Ray actor for a bundle whose normalisation follows the stream: the Predictor, loaded
     once; a piece of one stream in, its segments' shares and the sessions' statistics out."""
 
@@ -46,7 +46,7 @@ class StreamScore:
         return out, after
 
 
-class Score:
+class ScoreActor:
     """A Ray actor: the Predictor, loaded once; a batch of segment rows in, their shares out.
     The run's Job is a class attribute of a subclass made per run (`scorer_class`), so that
     a restarted actor needs nothing from the object store to come back."""
@@ -88,5 +88,5 @@ class Score:
         return {**{k: batch[k] for k in keep}, "shares": shares, "status": status, "error": error}
 
 
-def scorer_class(job: BatchJob) -> type[Score]:
-    return type("Score", (Score,), {"job": job})
+def scorer_class(job: BatchJob) -> type[ScoreActor]:
+    return type("ScoreActor", (ScoreActor,), {"job": job})

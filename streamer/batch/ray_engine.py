@@ -2,11 +2,11 @@
 
     paths -> flat_map(decode, resample, VAD: one row per segment, then one per file;
                       with --speakers also each segment's speaker: the task sees them in order)  CPU tasks
-          -> map_batches(Score, ray_actors.py: one engine per actor, `max_batch` segments a call)  actor pool
+          -> map_batches(ScoreActor, ray_actors.py: one engine per actor, `max_batch` segments a call)  actor pool
           -> the driver: a file's rows, once all of them are in -> part files (store.py)
 
 A bundle whose normalisation follows the stream needs a stream's segments in order, in a
-session of their own. Then the segment task hands them to a scoring actor (StreamScore) in
+session of their own. Then the segment task hands them to a scoring actor (StreamScoreActor) in
 pieces of at most PIECE_BATCHES model calls, with the session's statistics (a (3, D) array
 per session) sent along and returned updated, so any actor can take the next piece and
 memory holds a piece, never a whole stream; the task's rows come out scored. Rows equal
@@ -44,14 +44,14 @@ import numpy as np
 from ...model.errors import ConfigError, EmomonError
 from ...model.memory import scorer_env
 from ..net import is_loopback
-from .ray_actors import StreamScore, scorer_class
+from .ray_actors import StreamScoreActor, scorer_class
 
 if TYPE_CHECKING:
     from ...model.tracker import Speakers, SpeakerSettings
     from ..audio.segmenter import Segment
+    from .file_scorer import BatchJob
     from .inputs import Item
     from .progress import Progress
-    from .score import BatchJob
     from .store import Store
 
 DECODE_CPUS = 0.25  # a segment task is light next to the model: four share a core's reservation
@@ -118,8 +118,8 @@ def cut_rows(
     `scorers` (actors of a bundle whose normalisation follows the stream) each stream's
     segments are scored here, piece by piece (Pieces), and the rows come out scored."""
     from ...model.errors import AudioError
+    from .file_scorer import cut, file_info, jobs_of, session_key
     from .inputs import Item
-    from .score import cut, file_info, jobs_of, session_key
 
     item = Item(os.fsdecode(row["key"]), os.fsdecode(row["source"]), int(row["size"]))
     base = {"key": row["key"], "channel": MIX, "index": -1, "part": 0, "speaker": "", "start_s": 0.0, "end_s": 0.0,
@@ -260,7 +260,7 @@ class Assembler:
 
     def _whole(self, key: str, f: dict[str, Any]) -> tuple[Item, list[dict[str, Any]], dict[str, Any]]:
         from ..audio.segmenter import Segment
-        from .score import ROW_FILE_INFO, close_record, new_record, row_of
+        from .file_scorer import ROW_FILE_INFO, close_record, new_record, row_of
 
         self.whole.add(key)
         item, info = self.items[key], f["info"]
@@ -349,7 +349,7 @@ class RayEngine:
                 if self.job.adapts:  # streams scored in order, piece by piece, by actors of emomon's own
                     # a dead actor is restarted and its piece sent again: the statistics travel with
                     # each piece, so a new actor gives what the old one would have
-                    remote = ray.remote(StreamScore).options(num_cpus=actor_cpus, num_gpus=self.gpus or 0,
+                    remote = ray.remote(StreamScoreActor).options(num_cpus=actor_cpus, num_gpus=self.gpus or 0,
                                                              max_restarts=2, max_task_retries=2)  # fmt: skip
                     scorers = [remote.remote(self.job) for _ in range(actors)]
                 cut = partial(cut_rows, vad=self.job.vad, each=self.job.each, speakers=self.job.speakers,

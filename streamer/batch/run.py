@@ -89,8 +89,8 @@ def batch(
 
 def _score(store, items, extra, settings, cfg, console, engine, workers, bundle, bundle_path, speakers) -> int:
     """The open output folder's run: what is left to score, the engine, then the summary."""
+    from .file_scorer import BatchJob
     from .progress import Progress
-    from .score import BatchJob
     from .store import segment_schema
 
     done = store.ledger()

@@ -145,7 +145,7 @@ def row_of(
     return row.flat("p", emotions, speaker=speaker is not None)
 
 
-class Scorer:
+class FileScorer:
     """The model half: segments of one file in, rows out, `max_batch` segments per model call
     and one normalisation session per stream (what replay's worker does, without its thread)."""
 
@@ -221,7 +221,7 @@ def close_record(record: dict[str, Any], segments: int, failed: list[str]) -> di
 
 
 def score_file(
-    item: Item, scorer: Scorer, vad: VadSettings, each: bool, stop: Callable[[], bool] = lambda: False
+    item: Item, scorer: FileScorer, vad: VadSettings, each: bool, stop: Callable[[], bool] = lambda: False
 ) -> FileResult:
     """A whole file: its record says ok, or error with one sentence (rows before a break stay)."""
     record = new_record(item)
