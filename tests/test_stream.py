@@ -9,7 +9,8 @@ from support.data import SAMPLE
 
 from emomon.model.audio import SAMPLE_RATE, read_audio
 from emomon.streamer.audio.segmenter import Segmenter, VadSettings
-from emomon.streamer.audio.stream import AudioStream, paced
+from emomon.streamer.audio.stream import AudioStream
+from emomon.streamer.monitor.replay import paced
 
 
 def spans(cuts) -> list[tuple[float, float]]:
@@ -69,13 +70,16 @@ def test_interim_cuts_come_every_interim_s_of_an_open_segment() -> None:
     assert not [c for c in AudioStream(VadSettings()).cut_all(audio, 1600) if c.interim]  # off by default
 
 
-def test_paced_blocks_arrive_in_real_time_at_speed() -> None:
+def test_paced_blocks_arrive_in_real_time_at_speed(monkeypatch) -> None:
+    """paced() waits until each block would have been recorded (at `speed` x real time), and
+    never at 0: what it asks time.sleep for, counted without sleeping."""
     import time
 
+    asked: list[float] = []
+    monkeypatch.setattr(time, "sleep", asked.append)
     blocks = [np.zeros(1600, np.float32)] * 5  # 0.5 s
-    t0 = time.perf_counter()
     assert len(list(paced(blocks, 2.0))) == 5
-    assert time.perf_counter() - t0 >= 0.24  # 0.5 s at 2x
-    t0 = time.perf_counter()
-    list(paced(blocks, 0.0))
-    assert time.perf_counter() - t0 < 0.2
+    # time stands still here: each block waits for its own end, 0.05 s further; the last for 0.5 s at 2x
+    assert len(asked) == 5 and asked == sorted(asked) and 0.2 <= asked[-1] <= 0.25
+    asked.clear()
+    assert len(list(paced(blocks, 0.0))) == 5 and asked == []

@@ -13,7 +13,7 @@ channel; else the caller's blocks are mono).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,16 +122,3 @@ def speech_span(audio: np.ndarray, settings: VadSettings | None = None) -> tuple
     if not found:
         return 0, len(audio)
     return int(round(found[0].start_s * SAMPLE_RATE)), min(len(audio), int(round(found[-1].end_s * SAMPLE_RATE)))
-
-
-def paced(blocks: Iterable[np.ndarray], speed: float) -> Iterator[np.ndarray]:
-    """Blocks of 16 kHz audio at `speed` x real time, like a sound card gives them (a block
-    is there once it has been "recorded"); at 0 as fast as the caller takes them."""
-    import time
-
-    t0, pos = time.perf_counter(), 0.0
-    for block in blocks:
-        pos += len(block) / SAMPLE_RATE
-        if speed > 0:
-            time.sleep(max(0.0, t0 + pos / speed - time.perf_counter()))
-        yield block

@@ -20,8 +20,7 @@ from ...model.errors import AudioError
 from ..audio.segmenter import Segment, VadSettings
 from ..audio.sources import file_blocks
 from ..audio.stream import AudioStream
-from ..outputs.record import Job, Row
-from ..outputs.sinks import segment_id
+from ..outputs.record import Job, Row, segment_id
 from ..scoring import score, split_by_speaker
 from .inputs import Item
 

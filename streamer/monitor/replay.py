@@ -12,13 +12,14 @@ CSV.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
+import numpy as np
 from rich.console import Console
 
+from ...model.audio import SAMPLE_RATE
 from ...model.errors import EmomonError, printable
 from ..audio.sources import audio_files, file_blocks
-from ..audio.stream import paced
 from .pipeline import Display, Scorer, last_line
 from .settings import MonitorSettings
 
@@ -67,3 +68,16 @@ def replay(
     head += [f"{display.failed_outputs} output(s) failed"] if display.failed_outputs else []
     console.print(last_line(counts, head, display.saved()))
     return 1 if failed or display.failed_outputs else 0
+
+
+def paced(blocks: Iterable[np.ndarray], speed: float) -> Iterator[np.ndarray]:
+    """Blocks of 16 kHz audio at `speed` x real time, like a sound card gives them (a block
+    is there once it has been "recorded"); at 0 as fast as the caller takes them."""
+    import time
+
+    t0, pos = time.perf_counter(), 0.0
+    for block in blocks:
+        pos += len(block) / SAMPLE_RATE
+        if speed > 0:
+            time.sleep(max(0.0, t0 + pos / speed - time.perf_counter()))
+        yield block

@@ -27,9 +27,20 @@ import numpy as np
 from ...model.errors import EmomonError
 from .csv_log import read_cell
 from .palette import colours
+from .record import FIELDS
 
-NEEDED = ("segment", "start_s", "end_s", "top_emotion", "status")
-BEFORE_SHARES = ("wall_time", "duration_s")  # the shares follow the last of these, up to top_emotion
+NEEDED = ("segment", "start_s", "end_s", "top_emotion", "status")  # what a picture reads of each row
+
+
+def _around_shares(record: str) -> tuple[str, str]:
+    """The flat record's fields just before and just after its emotion columns (record.py's FIELDS)."""
+    names = [f.name for f in FIELDS if record in f.records]
+    at = names.index("shares")
+    return names[at - 1], names[at + 1]
+
+
+BEFORE_SHARES = tuple(sorted({_around_shares(r)[0] for r in "cp"}))  # CSV: wall_time; Parquet: duration_s
+AFTER_SHARES = _around_shares("c")[1]  # top_emotion, in both
 LABELLED = 40  # up to this many segments, each lane bar names its top emotion
 
 
@@ -47,14 +58,14 @@ class Recording:
 
 
 def emotions_of(columns: list[str], where: str) -> list[str]:
-    """The emotion columns of a flat record: after wall_time / duration_s, before top_emotion."""
+    """The emotion columns of a flat record (CSV or Parquet): after BEFORE_SHARES, before AFTER_SHARES."""
     missing = [c for c in NEEDED if c not in columns]
     if missing:
         raise EmomonError(f"'{where}' is not an emomon output: it has no {missing[0]} column.")
     first = max(columns.index(c) for c in BEFORE_SHARES if c in columns) + 1 if set(BEFORE_SHARES) & set(columns) else 0
-    emotions = columns[first : columns.index("top_emotion")]
+    emotions = columns[first : columns.index(AFTER_SHARES)]
     if not emotions:
-        raise EmomonError(f"'{where}' is not an emomon output: it has no emotion columns before top_emotion.")
+        raise EmomonError(f"'{where}' is not an emomon output: it has no emotion columns before {AFTER_SHARES}.")
     return emotions
 
 

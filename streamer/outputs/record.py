@@ -6,9 +6,11 @@ which all speak it."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...model.errors import printable
@@ -44,6 +46,15 @@ class Result:
     error: str = ""
     latency_ms: float | None = None  # segment complete -> prediction ready
     queue_ms: float | None = None  # of which waiting in the queue
+
+
+def segment_id(run: str, source: str, index: int, tag: str = "", part: int = 0) -> str:
+    """RUN-SOURCE-NNNN (RUN-SOURCE-TAG-NNNN with a tag; -P after it for part P of a segment
+    split at a turn change): unique across runs and sources, safe as a file name. emomon
+    batch tags a file's path digest and channel (many files share a name), replay --channels
+    each the channel."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).stem if Path(source).suffix else source).strip("._")
+    return f"{run}-{name[:40] or 'input'}{'-' + tag if tag else ''}-{index:04d}{f'-{part}' if part else ''}"
 
 
 # The one definition of a segment's fields: every output's layout comes from this table.

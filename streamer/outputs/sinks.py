@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +22,7 @@ from ...model.errors import printable
 from .audio_saver import AudioSaver
 from .csv_log import CsvLog
 from .jsonl_log import JsonlLog
-from .record import Row
+from .record import Row, segment_id
 
 log = logging.getLogger("emomon")
 
@@ -46,15 +45,6 @@ def describe(result: Result) -> str:
     top = sorted(result.prediction.shares.items(), key=lambda kv: -kv[1])[:3]
     shares = "  ".join(f"{e} {v:.2f}" for e, v in top)
     return f"{where}  {shares}  ({result.latency_ms:.0f} ms)" + ("  interim" if result.job.interim else "")
-
-
-def segment_id(run: str, source: str, index: int, tag: str = "", part: int = 0) -> str:
-    """RUN-SOURCE-NNNN (RUN-SOURCE-TAG-NNNN with a tag; -P after it for part P of a segment
-    split at a turn change): unique across runs and sources, safe as a file name. emomon
-    batch tags a file's path digest and channel (many files share a name), replay --channels
-    each the channel."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source).stem if Path(source).suffix else source).strip("._")
-    return f"{run}-{name[:40] or 'input'}{'-' + tag if tag else ''}-{index:04d}{f'-{part}' if part else ''}"
 
 
 class Outputs:
