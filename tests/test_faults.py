@@ -178,7 +178,7 @@ def test_a_model_process_that_stops_answering_is_replaced(tiny_bundle: Path) -> 
         t = time.monotonic()
         with pytest.raises(ModelProcessDied, match="did not answer within 2 s; it was stopped and a new one"):
             model.predict([segment])
-        assert time.monotonic() - t < 5
+        assert time.monotonic() - t < 20  # bounded by the 2 s timeout, not a hang (not a speed goal)
         [after] = model.predict([segment])  # waits for the new process
         assert model.health() == {"up": True, "restarts": 1, "fatal": ""}
         assert after.shares == pytest.approx(before.shares, abs=1e-6)

@@ -150,7 +150,7 @@ def test_sigterm_stops_cleanly_and_keeps_finished_segments(virtual_mic: str, tmp
     stdout, stderr = proc.communicate(timeout=30)
     player.kill()
     assert proc.returncode == 0, stderr
-    assert time.monotonic() - t < 5.0  # about 2 s plus one segment's inference
+    assert time.monotonic() - t < 20  # about 2 s plus one segment's inference: no hang (not a speed goal)
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) >= 2 and all(r["status"] == "ok" for r in rows)  # open segment flushed, nothing lost
