@@ -42,7 +42,7 @@ system-deps:
 	else echo "emomon: microphone support and the live test need:$$missing (sudo apt install$$missing)"; fi
 
 test: install system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25  # the slowest 25 printed: where the suite's time goes
 
 test-fast: install
 	$(PY) -m pytest -q -m "not (corpora or weights or system)"
