@@ -1,7 +1,8 @@
 """One file through the monitor's own stages: its blocks (audio/sources.py), the streaming
-core (audio/stream.py), the Predictor, and the outputs' row format (outputs/csv_log.py).
+core (audio/stream.py), an Engine (model/interface.py), and the segment record's rows
+(outputs/record.py: Row, FIELDS).
 
-`cut` is the CPU half (decode, resample, VAD) and `score` the model half, so that an engine
+`cut` is the CPU half (decode, resample, VAD) and `FileScorer.score` the model half, so that an engine
 may run them in different processes (Ray: tasks, then actors); `score_file` runs both in
 one. A file streams through in blocks: memory holds the open segments and the rows, never
 the whole recording. What a file that breaks off gave before the break is kept, and the
