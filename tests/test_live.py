@@ -247,7 +247,7 @@ def test_input_that_goes_silent_ends_the_run(virtual_mic: str, tmp_path: Path) -
         subprocess.run(["pactl", "suspend-sink", virtual_mic, "0"], timeout=10)
     assert proc.returncode == 1, stdout + stderr
     # not before the timeout, counted from the last block (PulseAudio delivers in bursts of up to ~0.5 s)
-    assert 0.9 <= elapsed < 5.0
+    assert 0.9 <= elapsed < 20  # the 1.5 s watchdog, then the stop: bounded against a hang, not timed
     assert stderr == (
         "emomon: Input device 'pulse' stopped delivering audio (1.5 s without any); "
         "it was unplugged or its sound server stopped.\n"
@@ -255,7 +255,7 @@ def test_input_that_goes_silent_ends_the_run(virtual_mic: str, tmp_path: Path) -
 
 
 def test_input_lost_while_the_loop_stalls_is_a_lost_row_and_times_stay_true(
-    virtual_mic: str, tmp_path: Path, monkeypatch
+    virtual_mic: str, tmp_path: Path, monkeypatch, default_predictor
 ) -> None:
     """The live loop stalls for 2 s (as under a CPU starved by other work) while the capture
     queue holds 0.2 s: the blocks that find it full are lost. They become one `lost` row of
@@ -267,7 +267,6 @@ def test_input_lost_while_the_loop_stalls_is_a_lost_row_and_times_stay_true(
 
     from rich.console import Console
 
-    from emomon.model.predictor import Predictor
     from emomon.streamer.audio import capture
     from emomon.streamer.audio.segmenter import VadSettings
     from emomon.streamer.monitor import live as live_module
@@ -275,7 +274,7 @@ def test_input_lost_while_the_loop_stalls_is_a_lost_row_and_times_stay_true(
     from emomon.streamer.monitor.settings import MonitorSettings
 
     monkeypatch.setattr(live_module, "Microphone", partial(capture.Microphone, max_blocks=4))
-    predictor = Predictor.from_bundle()
+    predictor = default_predictor
     monitor = MonitorSettings(csv=str(tmp_path / "live.csv"), jsonl=str(tmp_path / "live.jsonl"), interim_s=0.0)
 
     def scorer(display):
