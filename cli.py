@@ -161,12 +161,14 @@ def run_batch(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     require("batch", "emomon batch", "pyarrow")
     from .streamer.batch.run import batch
 
-    names = ("out", "model", "engine", "address", "workers", "threads", "gpus_per_worker", "channels", "resume")
+    names = ("out", "engine", "address", "workers", "threads", "gpus_per_worker", "channels", "resume")
     flags = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     try:
         settings = replace(cfg.batch, **flags)
     except ValueError as e:
         raise ConfigError(f"emomon batch: {e}.") from e
+    if args.model:  # what every command runs: [model] bundle
+        cfg = replace(cfg, model=replace(cfg.model, bundle=args.model))
     return batch(args.inputs, settings, cfg, console, speaker_settings(args, cfg))
 
 

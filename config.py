@@ -23,10 +23,10 @@ from .training.settings import AugmentSettings, DatasetSettings, EvaluationSetti
 
 @dataclass(frozen=True)
 class Config:
-    """The whole of config.toml: one frozen dataclass per table."""
+    """The whole of config.toml: one frozen dataclass per table (TABLES: where each is)."""
 
-    encoder: EncoderSpec = EncoderSpec()
-    regressor: RegressorSpec = RegressorSpec()
+    encoder: EncoderSpec = EncoderSpec()  # [train.encoder]: what `emomon train` trains on
+    regressor: RegressorSpec = RegressorSpec()  # [train.regressor]: the head it trains
     runtime: RuntimeSettings = RuntimeSettings()
     train: TrainSettings = TrainSettings()
     dataset: DatasetSettings = DatasetSettings()
@@ -40,20 +40,41 @@ class Config:
     speakers: SpeakerSettings = SpeakerSettings()
 
 
+# Config's fields whose table sits inside another: training's encoder and head are
+# training's (a bundle carries its own; every command runs [model]).
+NESTED = {"encoder": ("train", "encoder"), "regressor": ("train", "regressor")}
+TABLES = {name: ".".join(NESTED.get(name, (name,))) for name in Config.__dataclass_fields__}  # field -> table
+MOVED = {"encoder": "train.encoder", "regressor": "train.regressor"}  # old top-level tables -> their table now
+MOVED_KEYS = {("batch", "model"): "[model] bundle"}  # old keys -> the one that says it now
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Read config.toml (or the file at `path`); missing tables and keys keep their defaults."""
     data = read_toml(path) if path is not None else {}
+    moved = sorted(set(data) & set(MOVED))
+    if moved:
+        raise ConfigError(
+            f"Config file '{path}': table [{moved[0]}] is now [{MOVED[moved[0]]}] (the encoder and head training "
+            "uses; what the commands run is [model])."
+        )
+    for (table, key), now in MOVED_KEYS.items():
+        if isinstance(data.get(table), dict) and key in data[table]:
+            raise ConfigError(f"Config file '{path}': [{table}] {key} is now {now} (what all commands run).")
     hints = typing.get_type_hints(Config)
-    unknown = sorted(set(data) - set(hints))
+    top = [n for n in hints if n not in NESTED]
+    unknown = sorted(set(data) - set(top))
     if unknown:
-        raise ConfigError(f"Config file '{path}' has an unknown table [{unknown[0]}] (known: {', '.join(hints)}).")
+        raise ConfigError(f"Config file '{path}' has an unknown table [{unknown[0]}] (known: {', '.join(top)}).")
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     sections = {}
-    for name, cls in hints.items():
-        table = data.get(name, {})
+    for name in [*NESTED, *top]:  # a nested table leaves its parent before the parent is read
+        where = NESTED.get(name, (name,))
+        parent = data if len(where) == 1 else data.get(where[0], {})
+        table = parent.pop(where[-1], {}) if isinstance(parent, dict) else {}
         if not isinstance(table, dict):
-            raise ConfigError(f"Config file '{path}': '{name}' must be a table ([{name}]).")
+            raise ConfigError(f"Config file '{path}': '{TABLES[name]}' must be a table ([{TABLES[name]}]).")
         try:
-            sections[name] = from_dict(cls, table, name)
+            sections[name] = from_dict(hints[name], table, TABLES[name])
         except ConfigError as e:
             raise ConfigError(f"Config file '{path}': {e}") from e
     return Config(**sections)

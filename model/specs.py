@@ -1,4 +1,4 @@
-"""What a model is made of and where it runs: the [encoder], [regressor], [model] and
+"""What a model is made of and where it runs: the [train.encoder], [train.regressor], [model] and
 [runtime] tables of config.toml.
 
 Plain frozen dataclasses with no heavy import, so that config.toml and bundle.json can be

@@ -32,12 +32,12 @@ from emomon.training.encoder_top import start_layer, trained_layers
 from emomon.training.settings import EvaluationSettings, TrainSettings
 
 EXPERIMENT = """
-[encoder]
+[train.encoder]
 kind = "whisper"
 name = "{encoder}"
 layer = 2
 
-[regressor]
+[train.regressor]
 arch = 3
 head = "shared"
 pooling = ["mean", "std", "p50"]

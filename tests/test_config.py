@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support.data import REPO
 
-from emomon.config import Config, load_config
+from emomon.config import TABLES, Config, load_config
 from emomon.model.errors import ConfigError
 from emomon.model.settings import from_dict, to_dict
 from emomon.model.specs import EncoderSpec, RegressorSpec
@@ -22,7 +22,7 @@ def test_shipped_config_matches_the_defaults() -> None:
 
 
 def test_defaults_describe_the_shipped_model() -> None:
-    """The [encoder] and [regressor] defaults are model/default's (they described HuBERT-Large
+    """The [train.encoder] and [train.regressor] defaults are model/default's (they described HuBERT-Large
     arch 2 before, while the shipped model is Whisper base arch 3); `.paper()` is the paper's."""
     shipped = json.loads((REPO / "model" / "default" / "bundle.json").read_text())
     assert from_dict(EncoderSpec, shipped["encoder"], "encoder") == EncoderSpec() == Config().encoder
@@ -52,7 +52,7 @@ def test_docs_config_is_generated_from_config_toml_and_covers_every_setting() ->
             key, default, meaning = (c.strip() for c in line.strip("|").split(" | ", 2))
             assert meaning, f"[{table}] {key} says nothing of what it means"
             documented.setdefault(table, set()).add(key.strip("`"))
-    tables = {t.name: {f.name for f in fields(getattr(Config(), t.name))} for t in fields(Config)}
+    tables = {TABLES[t.name]: {f.name for f in fields(getattr(Config(), t.name))} for t in fields(Config)}
     assert documented == tables
 
 
@@ -65,12 +65,12 @@ def write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     "text,message",
     [
-        ("[encoder]\nlayre = 3\n", "Unknown setting 'encoder.layre'"),
-        ("[encoder]\nlayer = -1\n", "layer must be 'last', 'weighted' or an index >= 0"),
-        ("[encoder]\nlayer = 'first'\n", "'encoder.layer' must be 'last' or 'weighted' or an integer"),
-        ("[regressor]\narch = 4\n", "'regressor.arch' must be 1 or 2 or 3, not 4"),
-        ("[regressor]\nconv_channels = [64, 'x']\n", "'regressor.conv_channels[1]' must be an integer"),
-        ("[regressor]\nlstm_hidden = 1.5\n", "'regressor.lstm_hidden' must be an integer"),
+        ("[train.encoder]\nlayre = 3\n", "Unknown setting 'train.encoder.layre'"),
+        ("[train.encoder]\nlayer = -1\n", "layer must be 'last', 'weighted' or an index >= 0"),
+        ("[train.encoder]\nlayer = 'first'\n", "'train.encoder.layer' must be 'last' or 'weighted' or an integer"),
+        ("[train.regressor]\narch = 4\n", "'train.regressor.arch' must be 1 or 2 or 3, not 4"),
+        ("[train.regressor]\nconv_channels = [64, 'x']\n", "'train.regressor.conv_channels[1]' must be an integer"),
+        ("[train.regressor]\nlstm_hidden = 1.5\n", "'train.regressor.lstm_hidden' must be an integer"),
         ("[runtime]\ndtype = 'float64'\n", "'runtime.dtype' must be 'auto' or 'float32' or 'float16' or 'bfloat16' or"),
         ("[runtim]\n", "unknown table [runtim]"),
         ("runtime = 3\n", "'runtime' must be a table"),
@@ -90,9 +90,26 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_partial_tables_keep_defaults(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, "[encoder]\nlayer = 5\n[regressor]\nconv_channels = [64, 32]\n"))
+    cfg = load_config(write(tmp_path, "[train.encoder]\nlayer = 5\n[train.regressor]\nconv_channels = [64, 32]\n"))
     assert cfg.encoder == EncoderSpec(layer=5)
     assert cfg.regressor.conv_channels == (64, 32) and cfg.regressor.lstm_hidden == 512
+
+
+def test_the_old_training_tables_are_refused_with_their_new_names(tmp_path: Path) -> None:
+    for old, new in (("encoder", "train.encoder"), ("regressor", "train.regressor")):
+        with pytest.raises(ConfigError, match=rf"table \[{old}\] is now \[{new}\] \(the encoder and head"):
+            load_config(write(tmp_path, f"[{old}]\nlayer = 3\n"))
+
+
+def test_a_key_said_twice_before_is_refused_with_the_one_that_says_it_now(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[batch\] model is now \[model\] bundle"):
+        load_config(write(tmp_path, '[batch]\nmodel = "models/x"\n'))
+
+
+def test_a_nested_table_leaves_its_parent(tmp_path: Path) -> None:
+    """[train.encoder] is the encoder's table, not a key of [train]; [train] keeps its own keys."""
+    cfg = load_config(write(tmp_path, "[train]\nepochs = 7\n[train.encoder]\nlayer = 2\n"))
+    assert cfg.train.epochs == 7 and cfg.encoder.layer == 2 and cfg.regressor == RegressorSpec()
 
 
 def test_to_dict_inverts_from_dict() -> None:

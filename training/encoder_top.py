@@ -21,12 +21,14 @@ def trained_layers(cfg: Config) -> tuple[int, ...]:
     enc, t = cfg.encoder, cfg.train
     if enc.kind != "whisper" or not isinstance(enc.layer, int) or enc.layer < 1:
         raise ConfigError(
-            '[train] adapt trains a Whisper encoder\'s layers: it needs [encoder] kind = "whisper" and a layer '
+            '[train] adapt trains a Whisper encoder\'s layers: it needs [train.encoder] kind = "whisper" and a layer '
             f"number >= 1 (not kind '{enc.kind}', layer {enc.layer!r})."
         )
     spec = cfg.regressor
     if spec.arch != 3 or spec.attentive:
-        raise ConfigError("[train] adapt trains under the pooled head: it needs [regressor] arch 3 without attention.")
+        raise ConfigError(
+            "[train] adapt trains under the pooled head: it needs [train.regressor] arch 3 without attention."
+        )
     layers = tuple(sorted(set(t.adapt_layers))) or tuple(range(1, enc.layer + 1))
     if layers[-1] > enc.layer:
         raise ConfigError(f"[train] adapt_layers names layer {layers[-1]}, but the model reads layer {enc.layer}.")

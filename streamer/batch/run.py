@@ -66,7 +66,7 @@ def batch(
 
     if not settings.out:
         raise ConfigError("Say where the results go: --out DIR (or [batch] out).")
-    bundle_path = Path(settings.model or cfg.model.bundle or DEFAULT_BUNDLE)
+    bundle_path = Path(cfg.model.bundle or DEFAULT_BUNDLE)  # --model is applied there
     bundle = load_bundle(bundle_path)  # a bad bundle is one sentence here, before any worker starts
     items, extra = expand(inputs, output_columns(bundle.emotions, speakers is not None))
     run_settings = {"channels": settings.channels, "max_batch": settings.max_batch, "vad": asdict(cfg.vad),

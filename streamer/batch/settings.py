@@ -12,7 +12,6 @@ class BatchSettings:
     """[batch]: recorded archives scored into a Parquet dataset."""
 
     out: str = ""  # output folder (segments/, files.parquet, errors.csv, summary.json); required
-    model: str = ""  # model bundle folder; "" = [model] bundle, else the shipped default
     engine: Literal["local", "ray"] = "local"  # local: worker processes on this machine; ray: a Ray Data pipeline
     address: str = ""  # ray: an existing cluster ("127.0.0.1:6379", "auto"); "" = start a local one for the run
     workers: int = 0  # model workers (processes, or Ray actors); 0 = this machine's cores / threads
