@@ -177,3 +177,19 @@ def test_a_worker_keeps_nothing_of_ended_streams() -> None:
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert grown < 100_000, grown
+
+
+def test_cuts_become_jobs_in_one_place() -> None:
+    """submit_cuts: finals queued and counted, interim ones offered; a channel is its speaker."""
+    from emomon.streamer.audio.stream import Cut
+
+    engine, results = StubEngine(), []
+    worker = InferenceWorker(engine, results.append, queue_size=8)
+    cuts = [Cut(segment(0), channel=1), Cut(segment(1), interim=True), Cut(segment(2), channel=None)]
+    assert worker.submit_cuts("call.wav", cuts, stream=7) == 2
+    assert worker._interim is not None and worker._interim.segment.index == 1
+    worker.start().close()
+    finals = [r for r in results if not r.job.interim]
+    assert [(r.job.segment.index, r.job.speaker, r.job.channel, r.job.stream) for r in finals] == [
+        (0, "channel 1", 1, 7), (2, None, None, 7),
+    ]  # fmt: skip

@@ -201,11 +201,7 @@ class LocalFeed:
         self.scorer, self.source, self.stream = scorer, source, stream
 
     def _submit(self, cuts) -> None:
-        worker = self.scorer.worker
-        for cut in cuts:
-            speaker = None if cut.channel is None else f"channel {cut.channel}"
-            job = Job(self.source, cut.segment, interim=cut.interim, speaker=speaker, channel=cut.channel)
-            (worker.submit_interim if cut.interim else worker.submit)(job)
+        self.scorer.worker.submit_cuts(self.source, cuts)
 
     def push(self, block: np.ndarray, lost: int | None = None) -> None:
         self._submit(self.stream.push(block))

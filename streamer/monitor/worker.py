@@ -39,6 +39,7 @@ from ..scoring import score, split_by_speaker
 if TYPE_CHECKING:
     from ...model.interface import Engine
     from ...model.tracker import Speakers
+    from ..audio.stream import Cut
 
 log = logging.getLogger("emomon")
 
@@ -111,6 +112,20 @@ class InferenceWorker:
                     continue
                 self.dropped += 1
                 self._dropped_results.put(Result(old, "dropped", error="model busy: queue full"))
+
+    def submit_cuts(self, source: str, cuts: list[Cut], stream: int | None = None) -> int:
+        """A stream's cuts (audio/stream.py) as jobs: finals queued, interim ones offered; a
+        file's channel (`each`) is its speaker, "channel N". Returns how many finals went in."""
+        finals = 0
+        for cut in cuts:
+            speaker = None if cut.channel is None else f"channel {cut.channel}"
+            job = Job(source, cut.segment, interim=cut.interim, stream=stream, speaker=speaker, channel=cut.channel)
+            if cut.interim:
+                self.submit_interim(job)
+            else:
+                self.submit(job)
+                finals += 1
+        return finals
 
     def close(self, timeout: float = 60.0) -> None:
         """Finish everything queued, then stop the thread. Idempotent."""

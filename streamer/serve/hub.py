@@ -72,7 +72,6 @@ class Hub:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         from ..monitor.worker import InferenceWorker
-        from ..outputs.record import Job
         from ..outputs.sinks import Outputs
 
         self.predictor, self.settings, self.vad, self.monitor = predictor, settings, vad, monitor
@@ -110,7 +109,6 @@ class Hub:
               ).set_function(lambda: predictor.health()["restarts"])  # fmt: skip
         self.logs = Outputs.open(monitor, predictor.emotions, save_audio=False, streams=True,
                                  speakers=self.speakers is not None)  # fmt: skip
-        self.Job = Job  # the worker's job type, without an import on every audio message
         self.worker = InferenceWorker(
             predictor, self._on_result, settings.queue_size, settings.max_batch, drop_oldest=True,
             speakers=self.speakers,
@@ -166,16 +164,13 @@ class Hub:
             self.speakers.forget(stream.key)
 
     def feed(self, stream: Stream, cuts: list[Cut]) -> None:
-        """A stream's cuts to the worker: `stream.cuts.push(audio)`, or `finish()` at its end."""
-        Job = self.Job
-        for cut in cuts:
-            job = Job(stream.key, cut.segment, interim=cut.interim, stream=stream.id)
-            if cut.interim:
-                self.worker.submit_interim(job)
-                continue
-            stream.pending += 1
+        """A stream's cuts to the worker: `stream.cuts.push(audio)`, or `finish()` at its end.
+        Runs on the event loop, as the results' delivery does: `pending` counts before any of
+        them can come back."""
+        finals = self.worker.submit_cuts(stream.key, cuts, stream.id)  # the live policy: never blocks
+        if finals:
+            stream.pending += finals
             stream.idle.clear()
-            self.worker.submit(job)
 
     def health(self) -> dict[str, Any]:
         model = self.predictor.health()
