@@ -44,7 +44,7 @@ class Config:
 # training's (a bundle carries its own; every command runs [model]).
 NESTED = {"encoder": ("train", "encoder"), "regressor": ("train", "regressor")}
 TABLES = {name: ".".join(NESTED.get(name, (name,))) for name in Config.__dataclass_fields__}  # field -> table
-MOVED = {"encoder": "train.encoder", "regressor": "train.regressor"}  # old top-level tables -> their table now
+MOVED = {name: TABLES[name] for name in NESTED}  # once top-level tables ([encoder]) -> their table now
 MOVED_KEYS = {("batch", "model"): "[model] bundle"}  # old keys -> the one that says it now
 
 

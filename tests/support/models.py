@@ -135,7 +135,9 @@ class StubEngine:
         self.states[key] = np.asarray(state, np.float64)
 
     def health(self) -> dict:
-        return {"up": True, "restarts": 0, "fatal": ""}
+        from emomon.model.interface import IN_PROCESS_HEALTH
+
+        return dict(IN_PROCESS_HEALTH)
 
     def close(self) -> None:
         self.closed = True
