@@ -233,7 +233,7 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     require("live", "emomon live", "sounddevice")
     if args.server:
         require("serve", "emomon live --server", "websockets")
-    from .streamer.audio.capture import quiet_native_stderr
+    from .streamer.audio.capture import Microphone, quiet_native_stderr
     from .streamer.monitor.live import live
 
     monitor = monitor_settings(args, cfg)
@@ -241,10 +241,10 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration {args.duration} must be a positive number of seconds.")
     duration = args.duration or monitor.duration_s or None
-    device = args.input or monitor.input or None
-    scorer = make_scorer(args, cfg, monitor, speakers, live=True)
     with quiet_native_stderr(not args.verbose):  # PortAudio's own lines only with -v
-        return live(scorer, device, monitor, duration, console, _dashboard(args, cfg, console))
+        mic = Microphone(args.input or monitor.input or None, timeout_s=monitor.input_timeout_s)  # a wrong device:
+        scorer = make_scorer(args, cfg, monitor, speakers, live=True)  # said before the model loads
+        return live(scorer, mic, monitor, duration, console, _dashboard(args, cfg, console))
 
 
 def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:

@@ -7,7 +7,11 @@ Tiers. A test is in the fast tier (`make test-fast`) unless marked:
 - `weights`: loads the real pinned Whisper-base or speaker-encoder weights;
 - `system`: starts processes, a sound server, a browser, nginx, Ray, or builds the wheel.
 The fast tier runs without the corpora, and a test outside `system` that starts a process
-fails, so the tiers stay what they say. `make test` runs them all, as CI does.
+fails, so the tiers stay what they say. `make test` runs them all, as CI does, on two
+pytest-xdist workers: while one waits on real-time audio, a server or a browser, the other
+computes. A module runs on one worker (test_live's sound server with it); tests that share a
+machine-wide resource name it as their group (`pytest.mark.xdist_group`): "ray", Ray's
+local instances and their ports.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if CORPUS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.corpora)
+        if item.get_closest_marker("xdist_group") is None:  # a module stays on one worker (its fixtures)
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     import torch
 
     if torch.cuda.is_available():

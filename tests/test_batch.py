@@ -26,7 +26,7 @@ from emomon.model.audio import SAMPLE_RATE
 from emomon.streamer.batch.inputs import expand
 from emomon.streamer.batch.store import output_columns
 
-pytestmark = [pytest.mark.system, pytest.mark.corpora, pytest.mark.weights]
+pytestmark = [pytest.mark.system, pytest.mark.corpora, pytest.mark.weights, pytest.mark.xdist_group("ray")]
 
 CLI = [sys.executable, "-m", "emomon.cli"]
 # int8 scores every segment in its own encoder pass (model/compute.py: configure), so batch and replay,

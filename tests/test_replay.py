@@ -14,7 +14,8 @@ from support.data import SAMPLE
 
 from emomon.cli import main
 from emomon.model.audio import SAMPLE_RATE
-from emomon.streamer.audio.sources import file_blocks
+from emomon.streamer.audio.sources import FileSource
+from emomon.streamer.audio.stream import Resampler
 
 EMOTIONS = ("neutral", "anger", "sadness", "happiness", "boredom", "fear")  # the sample's clips, in order
 
@@ -68,10 +69,17 @@ def test_a_folder_with_bad_files_goes_on_and_fails_at_the_end(tmp_path: Path, ca
     assert sources == {"a.wav", "b.flac"}
 
 
-def test_file_blocks_resample_in_constant_size_pieces(tmp_path: Path) -> None:
+def test_a_file_streams_in_constant_size_blocks_at_its_rate_and_resamples_in_the_stream(tmp_path: Path) -> None:
     stereo = tmp_path / "s.wav"
     t = np.arange(44100 * 3) / 44100
-    sf.write(stereo, np.stack([np.sin(2 * np.pi * 440 * t)] * 2, 1).astype(np.float32), 44100)
-    blocks = list(file_blocks(stereo, block_s=0.5))
-    total = sum(len(b) for b in blocks)
-    assert abs(total - 3 * SAMPLE_RATE) <= 2 and max(len(b) for b in blocks) <= 0.6 * SAMPLE_RATE
+    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    sf.write(stereo, np.stack([tone, -tone], 1), 44100, subtype="FLOAT")
+    source = FileSource(stereo, block_s=0.5)
+    blocks = list(source.blocks())
+    assert source.rate == 44100 and [len(b) for b in blocks] == [22050] * 6
+    assert all(b.ndim == 1 and np.abs(b).max() < 1e-6 for b in blocks)  # mono: the channels averaged
+    both = list(FileSource(stereo, block_s=0.5, each=True).blocks())
+    assert both[0].shape == (22050, 2) and np.allclose(np.concatenate(both)[:, 0], tone, atol=1e-4)
+    resampler = Resampler(source.rate, 2, each=True)
+    total = sum(len(resampler.push(b)) for b in both) + len(resampler.finish())
+    assert abs(total - 3 * SAMPLE_RATE) <= 2

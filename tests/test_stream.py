@@ -78,8 +78,8 @@ def test_paced_blocks_arrive_in_real_time_at_speed(monkeypatch) -> None:
     asked: list[float] = []
     monkeypatch.setattr(time, "sleep", asked.append)
     blocks = [np.zeros(1600, np.float32)] * 5  # 0.5 s
-    assert len(list(paced(blocks, 2.0))) == 5
+    assert len(list(paced(blocks, 2.0, SAMPLE_RATE))) == 5
     # time stands still here: each block waits for its own end, 0.05 s further; the last for 0.5 s at 2x
     assert len(asked) == 5 and asked == sorted(asked) and 0.2 <= asked[-1] <= 0.25
     asked.clear()
-    assert len(list(paced(blocks, 0.0))) == 5 and asked == []
+    assert len(list(paced(blocks, 0.0, SAMPLE_RATE))) == 5 and asked == []

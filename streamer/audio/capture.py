@@ -2,9 +2,9 @@
 
 The stream runs at the device's native rate (many devices have no 16 kHz mode). The
 PortAudio callback only copies the block into a bounded queue and returns, as in
-python-sounddevice's rec_unlimited example; downmixing and resampling happen in the
-consuming thread. Input overflows reported by PortAudio and blocks the queue had no room
-for are both counted, never silent, and the audio lost keeps its place in time: `blocks()`
+python-sounddevice's rec_unlimited example; the blocks keep the device's rate and the
+stream they feed resamples them (stream.py). Input overflows reported by PortAudio and
+blocks the queue had no room for are both counted, never silent, and the audio lost keeps its place in time: `blocks()`
 yields silence as long as what was lost (the blocks dropped, or for an overflow the gap in
 PortAudio's ADC clock where the host gives one), so stream time stays the device's time
 and wall times stay true, and each gap is recorded in `gaps` (stream seconds, and why) for
@@ -32,7 +32,6 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from ...model.audio import SAMPLE_RATE
 from ...model.errors import EmomonError
 
 NO_DEVICE = "No audio input device found (is a microphone connected, or PulseAudio running?)."
@@ -92,7 +91,7 @@ def resolve_device(device: str | int | None) -> dict:
 
 
 class Microphone:
-    """A running input stream: iterate `blocks()` for float32 mono 16 kHz audio."""
+    """A running input stream: iterate `blocks()` for float32 mono audio at the device's `rate`."""
 
     def __init__(
         self, device: str | int | None = None, block_s: float = 0.05, max_blocks: int = 400, timeout_s: float = 3.0
@@ -160,18 +159,13 @@ class Microphone:
         closer.join(1.0)
 
     def blocks(self, stop: threading.Event) -> Iterator[np.ndarray]:
-        """Resampled blocks until `stop` is set (checked at least every 0.1 s)."""
-        import soxr
-
-        resampler = (
-            soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="float32") if self.rate != SAMPLE_RATE else None
-        )
+        """Blocks at the device's rate until `stop` is set (checked at least every 0.1 s);
+        audio lost before a block comes as silence in its place (and in `gaps`)."""
         last = time.monotonic()
         frames = 0  # at the device's rate, silence for lost audio included: stream time
         while not stop.is_set():
             try:
                 lost, why, data = self.q.get(timeout=0.1)
-                block = data[:, 0]
             except queue.Empty:
                 if self._ended.is_set():
                     raise DeviceError(f"Input device '{self.name}' stopped: PortAudio ended its stream.") from None
@@ -184,15 +178,10 @@ class Microphone:
             last = time.monotonic()
             if lost:
                 self.gaps.put((frames / self.rate, (frames + lost) / self.rate, why))
-                silence = np.zeros(lost, np.float32)
                 frames += lost
-                out = resampler.resample_chunk(silence) if resampler is not None else silence
-                if len(out):
-                    yield out
-            frames += len(block)
-            out = resampler.resample_chunk(block) if resampler is not None else block
-            if len(out):
-                yield out
+                yield np.zeros(lost, np.float32)
+            frames += len(data)
+            yield data[:, 0]
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
-"""Audio sources: files read block by block and resampled to 16 kHz mono as they stream.
+"""Audio sources: files read block by block at their own rate, as a sound card gives blocks.
 
-Memory stays constant for hour-long files: libsndfile reads `block_s` at a time and a
-streaming soxr resampler carries its state across blocks.
+Memory stays constant for hour-long files: libsndfile reads `block_s` at a time. The
+stream they feed (stream.py: AudioStream) resamples, as it does a microphone's blocks.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...model.audio import SAMPLE_RATE, open_audio
+from ...model.audio import open_audio
 from ...model.errors import AudioError
 
 
@@ -40,27 +40,28 @@ def audio_files(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, st
     return files, problems
 
 
-def file_blocks(path: str | Path, block_s: float = 0.5, each: bool = False) -> Iterator[np.ndarray]:
-    """Yield float32 blocks at SAMPLE_RATE from any file libsndfile reads: mono (channels
-    averaged, then resampled), or with `each` one column per channel, shape (n, channels)."""
-    import soundfile as sf
-    import soxr
+class FileSource:
+    """A file libsndfile reads, as a stream: `rate` (the file's) and `blocks()`, float32 at
+    that rate, mono (channels averaged) or with `each` one column per channel, shape
+    (n, channels). Opening it says in one sentence when the file cannot be read."""
 
-    with open_audio(path) as f:
-        rate, width = f.samplerate, f.channels if each else 1
-        stream = soxr.ResampleStream(rate, SAMPLE_RATE, width, dtype="float32") if rate != SAMPLE_RATE else None
-        frames = max(1, int(block_s * rate))
-        while True:
-            try:
-                block = f.read(frames, dtype="float32", always_2d=True)
-            except (sf.LibsndfileError, RuntimeError) as e:
-                raise AudioError(f"Audio file '{path}' is corrupt after {f.tell() / rate:.1f} s ({e}).") from e
-            last = len(block) < frames
-            if not each:
-                block = block.mean(axis=1) if len(block) else np.zeros(0, np.float32)
-            if stream is not None:
-                block = stream.resample_chunk(block, last=last)
-            if len(block):
-                yield np.ascontiguousarray(block, dtype=np.float32)
-            if last:
-                return
+    def __init__(self, path: str | Path, block_s: float = 0.5, each: bool = False) -> None:
+        self.path, self.block_s, self.each = path, block_s, each
+        with open_audio(path) as f:
+            self.rate, self.channels = f.samplerate, f.channels
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        import soundfile as sf
+
+        with open_audio(self.path) as f:
+            frames = max(1, int(self.block_s * f.samplerate))
+            while True:
+                try:
+                    block = f.read(frames, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as e:
+                    at = f.tell() / f.samplerate
+                    raise AudioError(f"Audio file '{self.path}' is corrupt after {at:.1f} s ({e}).") from e
+                if len(block):
+                    yield np.ascontiguousarray(block if self.each else block.mean(axis=1), dtype=np.float32)
+                if len(block) < frames:
+                    return

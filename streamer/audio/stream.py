@@ -6,9 +6,10 @@ and, while a segment stays open, its audio so far every `interim_s` seconds of i
 `finish()` closes the stream. In the spirit of silero's `VADIterator`, a caller that owns
 the timing (live, replay, serve, batch, Ray) only feeds blocks and forwards cuts.
 
-Inside: a streaming resampler to 16 kHz (soxr) when the stream has another rate, and one
-`Segmenter` per channel (by channel, `each`: a file recorded with one person per
-channel; else the caller's blocks are mono).
+Inside: a `Resampler` to 16 kHz when the stream has another rate (sources and the
+microphone deliver blocks at their own rate: this is the one place audio is resampled as it
+streams), and one `Segmenter` per channel (by channel, `each`: a file recorded with one
+person per channel; else the caller's blocks are mono).
 """
 
 from __future__ import annotations
@@ -54,19 +55,43 @@ class InterimClock:
         return so_far
 
 
+class Resampler:
+    """A stream's blocks at `rate` as 16 kHz blocks (soxr's streaming resampler keeps its
+    state across blocks); `finish()` gives the tail. At 16 kHz blocks pass as they are."""
+
+    def __init__(self, rate: int, width: int = 1, each: bool = False) -> None:
+        self.rate, self.width, self.each = rate, width, each
+        self._soxr = None
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        if self.rate == SAMPLE_RATE:
+            return block
+        if self._soxr is None:
+            import soxr
+
+            self._soxr = soxr.ResampleStream(self.rate, SAMPLE_RATE, self.width, dtype="float32")
+        return self._soxr.resample_chunk(block)
+
+    def finish(self) -> np.ndarray:
+        tail = np.zeros((0, self.width) if self.each else 0, np.float32)
+        return tail if self._soxr is None else self._soxr.resample_chunk(tail, last=True)
+
+
 class AudioStream:
     def __init__(self, vad: VadSettings, rate: int = SAMPLE_RATE, each: bool = False, interim_s: float = 0.0) -> None:
         self.vad, self.rate, self.each, self.interim_s = vad, rate, each, interim_s
         self.segmenters: list[Segmenter] = [] if each else [Segmenter(vad)]  # by channel: once the first block comes
         self.clocks = [InterimClock(interim_s) for _ in self.segmenters]
-        self._resampler = None
+        self._resampler: Resampler | None = None
 
     def push(self, block: np.ndarray) -> list[Cut]:
         """The cuts this block completes: mono float32, or (n, channels) with `each`."""
         if not self.segmenters:
             self.segmenters = [Segmenter(self.vad) for _ in range(block.shape[1])]
             self.clocks = [InterimClock(self.interim_s) for _ in self.segmenters]
-        return list(self._cut(self._resample(block)))
+        if self._resampler is None:
+            self._resampler = Resampler(self.rate, len(self.segmenters), self.each)
+        return list(self._cut(self._resampler.push(block)))
 
     def cut_all(self, audio: np.ndarray, block: int = 0) -> list[Cut]:
         """A whole recording: every cut push() and finish() give, in order, the audio pushed
@@ -78,9 +103,7 @@ class AudioStream:
         """The end of the stream: the resampler's tail, then every open segment long enough."""
         cuts = []
         if self._resampler is not None:
-            width = len(self.segmenters) if self.each else 1
-            tail = np.zeros((0, width) if self.each else 0, np.float32)
-            cuts += self._cut(self._resampler.resample_chunk(tail, last=True), interim=False)
+            cuts += self._cut(self._resampler.finish(), interim=False)
         for c, seg in enumerate(self.segmenters):
             last = seg.finish()
             if last is not None:
@@ -91,16 +114,6 @@ class AudioStream:
     def loudest(self) -> Segmenter | None:
         """The channel the dashboard's input meter shows (None before the first block)."""
         return max(self.segmenters, key=lambda s: s.level) if self.segmenters else None
-
-    def _resample(self, block: np.ndarray) -> np.ndarray:
-        if self.rate == SAMPLE_RATE:
-            return block
-        if self._resampler is None:
-            import soxr
-
-            width = block.shape[1] if self.each else 1
-            self._resampler = soxr.ResampleStream(self.rate, SAMPLE_RATE, width, dtype="float32")
-        return self._resampler.resample_chunk(block)
 
     def _cut(self, block: np.ndarray, interim: bool = True) -> Iterator[Cut]:
         for c, (seg, clock) in enumerate(zip(self.segmenters, self.clocks)):

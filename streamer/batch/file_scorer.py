@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...model.errors import AudioError
 from ..audio.segmenter import Segment, VadSettings
-from ..audio.sources import file_blocks
+from ..audio.sources import FileSource
 from ..audio.stream import AudioStream
 from ..outputs.record import Job, Row, segment_id
 from ..scoring import score, split_by_speaker
@@ -109,9 +109,10 @@ def cut(item: Item, vad: VadSettings, each: bool) -> Iterator[tuple[int | None, 
     """(channel, segment) as the file streams in (audio/stream.py): channel None when the
     channels are mixed. A file that breaks off still gives the segments heard before the
     break, then raises."""
-    stream, broke = AudioStream(vad, each=each), None
+    source = FileSource(item.source, each=each)
+    stream, broke = AudioStream(vad, source.rate, each=each), None
     try:
-        for block in file_blocks(item.source, each=each):
+        for block in source.blocks():
             for c in stream.push(block):
                 yield c.channel, c.segment
     except AudioError as e:

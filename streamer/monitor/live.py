@@ -25,19 +25,19 @@ from .settings import MonitorSettings
 
 def live(
     scorer: Callable[[Display], Scorer],
-    device: str | None,
+    mic: Microphone,
     monitor: MonitorSettings,
     duration: float | None,
     console: Console,
     dashboard: bool = False,
 ) -> int:
-    """`scorer` makes the run's scorer around its Display."""
-    mic = Microphone(device, timeout_s=monitor.input_timeout_s)  # first: a wrong device fails before anything opens
+    """`scorer` makes the run's scorer around its Display; `mic` is resolved, not yet open
+    (a wrong device is said before the model loads)."""
     display = Display(monitor, console, dashboard, f"{mic.name} ({mic.rate} Hz)", stream_start=lambda: mic.started)
     fault: EmomonError | None = None
     try:
         run = scorer(display)
-        feed = run.open(mic.name)
+        feed = run.open(mic.name, mic.rate)
         by = f", scored by {run.server}" if run.server else ""
         console.print(f"listening on {mic.name} ({mic.rate} Hz){by}; Ctrl-C stops", soft_wrap=True)
         with stop_signal(duration) as stop:

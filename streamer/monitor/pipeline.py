@@ -55,8 +55,8 @@ class Feed(Protocol):
     """One stream (a file, the microphone) on its way to a scorer."""
 
     def push(self, block: np.ndarray, lost: int | None = None) -> None:
-        """The next block: 16 kHz float32 mono, or (n, channels) by channel. `lost`: input
-        blocks the source lost so far (for the dashboard)."""
+        """The next block: float32 mono at the stream's rate, or (n, channels) by channel.
+        `lost`: input blocks the source lost so far (for the dashboard)."""
 
     def finish(self) -> None:
         """The end of the stream: what is still open is scored; may raise EmomonError."""
@@ -71,8 +71,8 @@ class Scorer(Protocol):
 
     server: str  # the `emomon serve` that scores, or "" for this process
 
-    def open(self, source: str, each: bool = False) -> Feed:
-        """A new stream; `each`: every channel is its own stream and speaker."""
+    def open(self, source: str, rate: int, each: bool = False) -> Feed:
+        """A new stream of blocks at `rate` Hz; `each`: every channel is its own stream and speaker."""
 
     def drain(self) -> None:
         """Wait until every result of the streams finished so far reached the Display."""
@@ -180,8 +180,8 @@ class LocalScorer:
             predictor, display, monitor.queue_size, monitor.max_batch, drop_oldest, speakers=stage
         ).start()  # fmt: skip
 
-    def open(self, source: str, each: bool = False) -> LocalFeed:
-        return LocalFeed(self, source, AudioStream(self.vad, each=each, interim_s=self.interim_s))
+    def open(self, source: str, rate: int, each: bool = False) -> LocalFeed:
+        return LocalFeed(self, source, AudioStream(self.vad, rate, each=each, interim_s=self.interim_s))
 
     def drain(self) -> None:
         self.worker.close()

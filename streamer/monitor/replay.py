@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 from rich.console import Console
 
-from ...model.audio import SAMPLE_RATE
 from ...model.errors import EmomonError, printable
-from ..audio.sources import audio_files, file_blocks
+from ..audio.sources import FileSource, audio_files
 from .pipeline import Display, Scorer, last_line
 from .settings import MonitorSettings
 
@@ -45,9 +44,15 @@ def replay(
         run = scorer(display)
         try:
             for f in files:
-                feed = run.open(str(f), each)
                 try:
-                    for block in paced(file_blocks(f, each=each), monitor.speed):
+                    source = FileSource(f, each=each)
+                except EmomonError as e:  # opened here, so that only a file that opens is a stream
+                    console.print(f"emomon: {e}", markup=False, highlight=False, soft_wrap=True)
+                    failed += 1
+                    continue
+                feed = run.open(str(f), source.rate, each)
+                try:
+                    for block in paced(source.blocks(), monitor.speed, source.rate):
                         feed.push(block)
                 except EmomonError as e:
                     console.print(f"emomon: {e}", markup=False, highlight=False, soft_wrap=True)
@@ -70,14 +75,14 @@ def replay(
     return 1 if failed or display.failed_outputs else 0
 
 
-def paced(blocks: Iterable[np.ndarray], speed: float) -> Iterator[np.ndarray]:
-    """Blocks of 16 kHz audio at `speed` x real time, like a sound card gives them (a block
+def paced(blocks: Iterable[np.ndarray], speed: float, rate: int) -> Iterator[np.ndarray]:
+    """Blocks of audio at `rate` Hz at `speed` x real time, like a sound card gives them (a block
     is there once it has been "recorded"); at 0 as fast as the caller takes them."""
     import time
 
     t0, pos = time.perf_counter(), 0.0
     for block in blocks:
-        pos += len(block) / SAMPLE_RATE
+        pos += len(block) / rate
         if speed > 0:
             time.sleep(max(0.0, t0 + pos / speed - time.perf_counter()))
         yield block

@@ -21,6 +21,7 @@ from ...model.audio import SAMPLE_RATE, to_pcm16
 from ...model.errors import EmomonError
 from ...model.predictor import Prediction
 from ..audio.segmenter import Segment
+from ..audio.stream import Resampler
 from ..monitor.pipeline import Counts, Display
 from ..monitor.settings import MonitorSettings
 from ..outputs.record import Job, Result, Row
@@ -141,14 +142,14 @@ class RemoteScorer:
         self.server, self.token, self.display = server, token, display
         self.streams: list[RemoteStream] = []
 
-    def open(self, source: str, each: bool = False) -> RemoteFeed:
+    def open(self, source: str, rate: int, each: bool = False) -> RemoteFeed:
         if each:
             raise ServerError("replay --channels each runs where the model runs, not with --server.")
         remote = RemoteStream(self.server, self.token, source, self.display)
         describe = {"model": f"{remote.model} @ {self.server}", "emotions": f"{len(remote.emotions)} emotions"}
         self.display.open(remote.emotions, describe, speakers=False, save_audio=False)
         self.streams.append(remote)
-        return RemoteFeed(remote, self.display)
+        return RemoteFeed(remote, self.display, Resampler(rate))
 
     def drain(self) -> None:
         """Nothing waits here: each stream's finish() waited for its results."""
@@ -164,16 +165,22 @@ class RemoteScorer:
 
 
 class RemoteFeed:
-    def __init__(self, remote: RemoteStream, display: Display) -> None:
-        self.remote, self.display = remote, display
+    """A stream sent as 16 kHz PCM (the stream's own resampler, audio/stream.py): the rate
+    every server takes, and a third of a 48 kHz device's bytes."""
+
+    def __init__(self, remote: RemoteStream, display: Display, resampler: Resampler) -> None:
+        self.remote, self.display, self.resampler = remote, display, resampler
 
     def push(self, block: np.ndarray, lost: int | None = None) -> None:
-        self.remote.send(block)
+        self.remote.send(self.resampler.push(block))
         if self.display.state is not None:  # the dashboard's meter
             level = float(np.sqrt(np.mean(block**2))) if len(block) else 0.0
             self.display.set_input("server", level, 0, -100.0, lost, self.remote.source)
 
     def finish(self) -> None:
+        tail = self.resampler.finish()
+        if len(tail):
+            self.remote.send(tail)
         self.remote.finish()
 
     def lost(self, start_s: float, end_s: float, why: str) -> None:
