@@ -42,7 +42,7 @@ system-deps:
 	else echo "emomon: microphone support and the live test need:$$missing (sudo apt install$$missing)"; fi
 
 test: install system-deps
-	$(PY) -m pytest -q -n auto --maxprocesses 2 --dist loadgroup --durations=25  # two workers (tests/conftest.py); the slowest 25 printed
+	$(PY) -m pytest -q -n auto --maxprocesses 2 --dist loadfile --durations=25  # two workers (tests/conftest.py); the slowest 25 printed
 
 test-fast: install
 	$(PY) -m pytest -q -m "not (corpora or weights or system)"

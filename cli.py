@@ -225,8 +225,8 @@ def make_scorer(args: argparse.Namespace, cfg, monitor, speakers, live: bool, ea
     from .streamer.monitor.pipeline import LocalScorer
 
     predictor = load_predictor(cfg, args.model, None if live else args.device)
-    return lambda display: LocalScorer(predictor, display, cfg.vad, monitor, drop_oldest=live, speakers=speakers,
-                                       by_channel=each)  # fmt: skip
+    return lambda display: LocalScorer(predictor, display, cfg.vad, monitor, cfg.runtime.max_batch, drop_oldest=live,
+                                       speakers=speakers, by_channel=each)  # fmt: skip
 
 
 def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
@@ -278,7 +278,7 @@ def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
         )  # fmt: skip
     else:
         predictor = load_predictor(cfg, args.model, args.device)
-    return serve(predictor, settings, cfg.vad, monitor, console, speakers)
+    return serve(predictor, settings, cfg.vad, monitor, cfg.runtime.max_batch, console, speakers)
 
 
 def monitor_settings(args: argparse.Namespace, cfg):

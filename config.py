@@ -45,7 +45,9 @@ class Config:
 NESTED = {"encoder": ("train", "encoder"), "regressor": ("train", "regressor")}
 TABLES = {name: ".".join(NESTED.get(name, (name,))) for name in Config.__dataclass_fields__}  # field -> table
 MOVED = {name: TABLES[name] for name in NESTED}  # once top-level tables ([encoder]) -> their table now
-MOVED_KEYS = {("batch", "model"): "[model] bundle"}  # old keys -> the one that says it now
+MOVED_KEYS = {("batch", "model"): "[model] bundle"} | {
+    (table, "max_batch"): "[runtime] max_batch" for table in ("monitor", "serve", "batch")
+}  # old keys -> the one that says it now
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -59,7 +61,7 @@ def load_config(path: str | Path | None = None) -> Config:
         )
     for (table, key), now in MOVED_KEYS.items():
         if isinstance(data.get(table), dict) and key in data[table]:
-            raise ConfigError(f"Config file '{path}': [{table}] {key} is now {now} (what all commands run).")
+            raise ConfigError(f"Config file '{path}': [{table}] {key} is now {now}, one key for every command.")
     hints = typing.get_type_hints(Config)
     top = [n for n in hints if n not in NESTED]
     unknown = sorted(set(data) - set(top))

@@ -164,3 +164,10 @@ class RuntimeSettings:
     # under ONNX Runtime (Whisper bundles, float32 or int8; pip install 'emomon[onnx]');
     # "auto", whichever of the two measured faster on this machine (measured once, cached).
     engine: Literal["auto", "torch", "onnx"] = "torch"
+    # Segments run through the model together when they queue up: live, replay and serve's
+    # worker, batch's model calls (one key for every command).
+    max_batch: int = 8
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be 1 or more, not {self.max_batch}")

@@ -9,9 +9,9 @@ Tiers. A test is in the fast tier (`make test-fast`) unless marked:
 The fast tier runs without the corpora, and a test outside `system` that starts a process
 fails, so the tiers stay what they say. `make test` runs them all, as CI does, on two
 pytest-xdist workers: while one waits on real-time audio, a server or a browser, the other
-computes. A module runs on one worker (test_live's sound server with it); tests that share a
-machine-wide resource name it as their group (`pytest.mark.xdist_group`): "ray", Ray's
-local instances and their ports.
+computes. A module runs on one worker (`--dist loadfile`: its fixtures, test_live's sound
+server); Ray, whose `ray stop` ends every Ray process on the machine, runs one test (or
+test_batch's cluster) at a time: the `ray_alone` fixture, a lock across processes.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from support.data import ASED, BANGLASER, EMODB, EYASE, INDOWAVE, NEMO, RAVDESS, load_clip
 from support.models import save_tiny_ssl
+from support.processes import machine_lock
 
 from emomon.model.audio import SAMPLE_RATE
 
@@ -39,8 +40,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if CORPUS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.corpora)
-        if item.get_closest_marker("xdist_group") is None:  # a module stays on one worker (its fixtures)
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     import torch
 
     if torch.cuda.is_available():
@@ -87,6 +86,13 @@ def _tiers_hold(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     if "weights" not in request.keywords:
         for module in (speaker, whisper):
             monkeypatch.setattr(module, "read_pinned", refuse("reads the pinned weights", "weights"))
+
+
+@pytest.fixture
+def ray_alone():
+    """This test is the only one on the machine using Ray while it runs (tests/support/processes.py)."""
+    with machine_lock("ray"):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -20,13 +20,22 @@ import soundfile as sf
 import soxr
 from support.data import load_clip
 from support.outputs import segment_marks
+from support.processes import machine_lock
 
 from emomon.cli import main
 from emomon.model.audio import SAMPLE_RATE
 from emomon.streamer.batch.inputs import expand
 from emomon.streamer.batch.store import output_columns
 
-pytestmark = [pytest.mark.system, pytest.mark.corpora, pytest.mark.weights, pytest.mark.xdist_group("ray")]
+pytestmark = [pytest.mark.system, pytest.mark.corpora, pytest.mark.weights]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_alone():
+    """Ray runs here (its two-node cluster, a local instance): no other test's Ray meanwhile."""
+    with machine_lock("ray"):
+        yield
+
 
 CLI = [sys.executable, "-m", "emomon.cli"]
 # int8 scores every segment in its own encoder pass (model/compute.py: configure), so batch and replay,

@@ -96,7 +96,7 @@ def test_bench_serve_quick_run(tmp_path: Path) -> None:
     assert "Largest N that keeps up" in out.stdout
 
 
-@pytest.mark.xdist_group("ray")  # a local Ray instance (conftest.py)
+@pytest.mark.usefixtures("ray_alone")  # a local Ray instance
 def test_bench_batch_quick_run(tmp_path: Path) -> None:
     """Replay and two local workers on six minutes of corpus speech: the same segments, numbers for each."""
     doc = tmp_path / "benchmarks.md"

@@ -104,6 +104,10 @@ def test_the_old_training_tables_are_refused_with_their_new_names(tmp_path: Path
 def test_a_key_said_twice_before_is_refused_with_the_one_that_says_it_now(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[batch\] model is now \[model\] bundle"):
         load_config(write(tmp_path, '[batch]\nmodel = "models/x"\n'))
+    for table in ("monitor", "serve", "batch"):
+        with pytest.raises(ConfigError, match=rf"\[{table}\] max_batch is now \[runtime\] max_batch, one key"):
+            load_config(write(tmp_path, f"[{table}]\nmax_batch = 4\n"))
+    assert load_config(write(tmp_path, "[runtime]\nmax_batch = 4\n")).runtime.max_batch == 4
 
 
 def test_a_nested_table_leaves_its_parent(tmp_path: Path) -> None:

@@ -11,7 +11,12 @@ from emomon.model.audio import SAMPLE_RATE
 from emomon.model.predictor import Predictor
 from emomon.streamer.audio.segmenter import Segment
 from emomon.streamer.monitor.dashboard import Header, MonitorState, fit, render, spark
-from emomon.streamer.outputs.record import Job, Result
+from emomon.streamer.outputs.record import Job, Result, Row
+
+
+def add(state: MonitorState, result: Result) -> None:
+    """A result scored here, as the outputs hand it to the dashboard."""
+    state.add(Row.of(result), result.prediction)
 
 
 def fed_state(predictor: Predictor) -> MonitorState:
@@ -22,8 +27,8 @@ def fed_state(predictor: Predictor) -> MonitorState:
         a, b = 1 + 3 * i, 3 + 3 * i
         seg = Segment(audio[a * SAMPLE_RATE : b * SAMPLE_RATE], a, b, i)
         (p,) = predictor.predict([seg.audio])
-        state.add(Result(Job("sample", seg), "ok", p, latency_ms=40.0 + 10 * i, queue_ms=1.0))
-    state.add(Result(Job("sample", Segment(audio[:8000], 20.0, 20.5, 3)), "dropped", error="queue full"))
+        add(state, Result(Job("sample", seg), "ok", p, latency_ms=40.0 + 10 * i, queue_ms=1.0))
+    add(state, Result(Job("sample", Segment(audio[:8000], 20.0, 20.5, 3)), "dropped", error="queue full"))
     state.set_input("speech", 0.05, 2, -47.0, lost=3)
     return state
 
@@ -115,7 +120,7 @@ def test_interim_result_shows_in_the_bars_not_in_the_counts(default_predictor) -
     audio, _ = sf.read(SAMPLE, dtype="float32")
     seg = Segment(audio[4 * SAMPLE_RATE : 9 * SAMPLE_RATE], 4.0, 9.0, 3)
     (p,) = default_predictor.predict([seg.audio])
-    state.add(Result(Job("sample", seg, interim=True), "ok", p, latency_ms=30.0))
+    add(state, Result(Job("sample", seg, interim=True), "ok", p, latency_ms=30.0))
     text = screen(state)
     assert "#3  4.00-9.00 s  (interim, still talking)" in text
     assert "segments 3   dropped 1   failed 0   interim 1" in text
@@ -132,7 +137,7 @@ def test_a_row_per_speaker_beside_the_overall_view(default_predictor) -> None:
         a, b = 1 + 3 * i, 3 + 3 * i
         seg = Segment(audio[a * SAMPLE_RATE : b * SAMPLE_RATE], a, b, i)
         (p,) = predictor.predict([seg.audio])
-        state.add(Result(Job("sample", seg, speaker=who), "ok", p, latency_ms=40.0, queue_ms=1.0))
+        add(state, Result(Job("sample", seg, speaker=who), "ok", p, latency_ms=40.0, queue_ms=1.0))
     snap = state.snapshot()
     assert [(r.name, r.segments, r.seconds) for r in snap.speakers] == [("speaker 1", 2, 4.0), ("agent", 1, 2.0)]
     text = screen(state)

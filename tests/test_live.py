@@ -255,7 +255,7 @@ def test_input_that_goes_silent_ends_the_run(virtual_mic: str, tmp_path: Path) -
 
 
 def test_input_lost_while_the_loop_stalls_is_a_lost_row_and_times_stay_true(
-    virtual_mic: str, tmp_path: Path, monkeypatch, default_predictor
+    virtual_mic: str, tmp_path: Path, default_predictor
 ) -> None:
     """The live loop stalls for 2 s (as under a CPU starved by other work) while the capture
     queue holds 0.2 s: the blocks that find it full are lost. They become one `lost` row of
@@ -263,7 +263,6 @@ def test_input_lost_while_the_loop_stalls_is_a_lost_row_and_times_stay_true(
     stay on the sample's 3 s grid, measured from the first sentence before it."""
     import io
     import threading
-    from functools import partial
 
     from rich.console import Console
 
@@ -273,16 +272,16 @@ def test_input_lost_while_the_loop_stalls_is_a_lost_row_and_times_stay_true(
     from emomon.streamer.monitor.pipeline import LocalScorer
     from emomon.streamer.monitor.settings import MonitorSettings
 
-    monkeypatch.setattr(live_module, "Microphone", partial(capture.Microphone, max_blocks=4))
     predictor = default_predictor
     monitor = MonitorSettings(csv=str(tmp_path / "live.csv"), jsonl=str(tmp_path / "live.jsonl"), interim_s=0.0)
+    mic = capture.Microphone("pulse", max_blocks=4, timeout_s=monitor.input_timeout_s)
 
     def scorer(display):
-        local = LocalScorer(predictor, display, VadSettings(), monitor, drop_oldest=True)
+        local = LocalScorer(predictor, display, VadSettings(), monitor, 8, drop_oldest=True)
         opened = local.open
 
-        def open_stalling(source: str, each: bool = False):
-            feed, pushed = opened(source, each), [0]
+        def open_stalling(source: str, rate: int, each: bool = False):
+            feed, pushed = opened(source, rate, each), [0]
             push = feed.push
 
             def stall_once(block, lost=None):
@@ -300,7 +299,7 @@ def test_input_lost_while_the_loop_stalls_is_a_lost_row_and_times_stay_true(
     player = threading.Timer(1.0, lambda: subprocess.run(["paplay", f"--device={virtual_mic}", str(SAMPLE)],
                                                          timeout=60))  # fmt: skip
     player.start()
-    code = live_module.live(scorer, "pulse", monitor, 24.0, Console(file=io.StringIO()))
+    code = live_module.live(scorer, mic, monitor, 24.0, Console(file=io.StringIO()))
     player.join(30)
     assert code == 0
     with (tmp_path / "live.csv").open(newline="") as f:

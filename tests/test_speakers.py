@@ -181,7 +181,7 @@ def test_bad_speaker_options_are_one_sentence(
     assert err.startswith("emomon: ") and message in err and err.count("\n") == 1, err
 
 
-@pytest.mark.xdist_group("ray")  # a local Ray instance (conftest.py)
+@pytest.mark.usefixtures("ray_alone")  # a local Ray instance
 def test_batch_names_speakers_as_replay_does_on_both_engines_and_a_channel_is_its_speaker(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 

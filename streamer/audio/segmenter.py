@@ -160,6 +160,11 @@ class Segment:
     def duration_s(self) -> float:
         return self.end_s - self.start_s
 
+    @property
+    def span(self) -> tuple[int, float, float]:
+        """(index, start_s, end_s): where it is in its stream, what a record keeps of it."""
+        return self.index, self.start_s, self.end_s
+
     def part(self, start: int, end: int) -> Segment:
         """Samples [start, end) of this segment (a speaker's part of it), with its times and index."""
         return Segment(self.audio[start:end], self.start_s + start / SAMPLE_RATE, self.start_s + end / SAMPLE_RATE,

@@ -133,16 +133,18 @@ def row_of(
     run: str,
     emotions: tuple[str, ...],
     channel: int | None,
-    seg: Segment,
+    span: tuple[int, float, float],
     shares,
     status: str,
     speaker: str | None = None,
     part: int = 0,
 ) -> dict[str, Any]:
-    """The output row of one segment (outputs/record.py's table, record p)."""
+    """The output row of one segment, `span` its (index, start_s, end_s) (outputs/record.py's
+    table, record p)."""
     tag = hashlib.sha1(os.fsencode(item.key)).hexdigest()[:6] + ("" if channel is None else f"-c{channel}")
-    row = Row(item.source, seg.index, seg.start_s, seg.end_s, shares=shares, status=status,
-              id=segment_id(run, item.source, seg.index, tag, part), speaker=speaker, channel=channel)  # fmt: skip
+    index, start_s, end_s = span
+    row = Row(item.source, index, start_s, end_s, shares=shares, status=status,
+              id=segment_id(run, item.source, index, tag, part), speaker=speaker, channel=channel)  # fmt: skip
     return row.flat("p", emotions, speaker=speaker is not None)
 
 
@@ -191,7 +193,7 @@ class FileScorer:
         errors = [r.error for r in results if r.status != "ok"]
         if errors:  # as in replay: an error row per segment, the run goes on
             failed.append(f"{len(errors)} segment(s) could not be scored ({errors[0]})")
-        return [row_of(item, self.run, self.emotions, channel, r.job.segment, r.prediction and r.prediction.shares,
+        return [row_of(item, self.run, self.emotions, channel, r.job.segment.span, r.prediction and r.prediction.shares,
                        r.status, r.job.speaker, r.job.part) for r in results]  # fmt: skip
 
 

@@ -259,7 +259,6 @@ class Assembler:
         return done
 
     def _whole(self, key: str, f: dict[str, Any]) -> tuple[Item, list[dict[str, Any]], dict[str, Any]]:
-        from ..audio.segmenter import Segment
         from .file_scorer import ROW_FILE_INFO, close_record, new_record, row_of
 
         self.whole.add(key)
@@ -269,11 +268,10 @@ class Assembler:
         failed = [info["error"]] if info["error"] else []
         rows = []
         for (channel, index, part), (start, end, shares, status, error, who) in sorted(f["rows"].items()):
-            seg = Segment(np.zeros(0, np.float32), start, end, index)
             ch = None if channel == MIX else channel
             values = dict(zip(self.emotions, map(float, shares))) if status == "ok" else None
             info = {k: record[k] for k in ROW_FILE_INFO}
-            row = row_of(item, self.job.run, self.emotions, ch, seg, values, status, who, part)
+            row = row_of(item, self.job.run, self.emotions, ch, (index, start, end), values, status, who, part)
             rows.append({**row, **info, **item.extra})
             if error and error not in failed:
                 failed.insert(0, error)

@@ -69,7 +69,7 @@ def batch(
     bundle_path = Path(cfg.model.bundle or DEFAULT_BUNDLE)  # --model is applied there
     bundle = load_bundle(bundle_path)  # a bad bundle is one sentence here, before any worker starts
     items, extra = expand(inputs, output_columns(bundle.emotions, speakers is not None))
-    run_settings = {"channels": settings.channels, "max_batch": settings.max_batch, "vad": asdict(cfg.vad),
+    run_settings = {"channels": settings.channels, "max_batch": cfg.runtime.max_batch, "vad": asdict(cfg.vad),
                     "dtype": cfg.runtime.dtype, "engine": cfg.runtime.engine, "encoder": cfg.model.encoder,
                     **({"speakers": asdict(speakers)} if speakers else {})}  # fmt: skip
     if speakers is not None:
@@ -97,7 +97,7 @@ def _score(store, items, extra, settings, cfg, console, engine, workers, bundle,
     todo = [it for it in items if it.key not in done]
     device = "cuda" if settings.gpus_per_worker > 0 and cfg.runtime.device in ("auto", "cpu") else cfg.runtime.device
     engine.job = BatchJob(str(store.out), str(bundle_path), device, cfg.runtime.dtype, cfg.model.encoder or None,
-                          cfg.vad, settings.channels == "each", store.run["run"], settings.max_batch,
+                          cfg.vad, settings.channels == "each", store.run["run"], cfg.runtime.max_batch,
                           settings.threads, settings.part_s,
                           segment_schema(bundle.emotions, extra, speakers is not None), tuple(bundle.emotions),
                           speakers, bundle.norm_mode != "global", cfg.runtime.engine)  # fmt: skip

@@ -19,12 +19,11 @@ class BatchSettings:
     gpus_per_worker: float = 0.0  # ray: GPUs per actor (0.5 = two actors share one); local: > 0 runs on cuda
     channels: Literal["mix", "each"] = "mix"  # mix: channels averaged, as replay does; each: one stream per channel
     resume: bool = False  # score only the files the output folder does not hold yet
-    max_batch: int = 8  # segments per model call, as [monitor] max_batch is for replay
     part_s: float = 60.0  # a worker commits a part file at least this often: a crash loses at most this much
 
     def __post_init__(self) -> None:
-        if self.workers < 0 or self.threads < 1 or self.max_batch < 1:
-            raise ValueError("workers must be 0 (automatic) or more, threads and max_batch 1 or more")
+        if self.workers < 0 or self.threads < 1:
+            raise ValueError("workers must be 0 (automatic) or more, threads 1 or more")
         if self.gpus_per_worker < 0:
             raise ValueError(f"gpus_per_worker must be 0 or more, not {self.gpus_per_worker}")
         if self.part_s < 0:

@@ -12,6 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console, Group
@@ -20,7 +21,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ..outputs.record import Result
+from ..outputs.record import Row
+
+if TYPE_CHECKING:
+    from ...model.predictor import Prediction
 
 SPARK = "▁▂▃▄▅▆▇█"
 TREND_ALPHA = 0.3  # exponential smoothing of the per-emotion trend
@@ -97,45 +101,47 @@ class MonitorState:
         self.started = time.monotonic()
         self.speakers: dict[str, dict] = {}  # name -> latest, trend, segments, seconds
 
-    def add(self, result: Result) -> None:
-        """Called by the worker thread for every segment."""
-        seg = result.job.segment
+    def add(self, row: Row, prediction: Prediction | None = None) -> None:
+        """Called for every record (the worker's thread, or --server's receiver); `prediction`
+        where the model ran here (its attention and cost)."""
         with self._lock:
-            if result.job.interim:  # the audio so far of an open segment: the bars only
-                if result.prediction is not None:
+            if row.interim:  # the audio so far of an open segment: the bars only
+                if row.shares is not None:
                     self.interim += 1
-                    self.latest = dict(result.prediction.shares)
-                    self.latest_label = f"#{seg.index}  {seg.start_s:.2f}-{seg.end_s:.2f} s  (interim, still talking)"
+                    self.latest = dict(row.shares)
+                    self.latest_label = f"#{row.segment}  {row.start_s:.2f}-{row.end_s:.2f} s  (interim, still talking)"
                 return
-            if result.status == "dropped":
+            if row.status == "dropped":
                 self.dropped += 1
-            elif result.status == "lost":  # the input panel counts lost blocks
+            elif row.status == "lost":  # the input panel counts lost blocks
                 pass
-            elif result.status == "error" or result.prediction is None:
+            elif row.status == "error" or row.shares is None:
                 self.failed += 1
-            if result.status != "ok" or result.prediction is None:
-                self.recent.append((seg.index, seg.start_s, seg.end_s, "", 0.0, None, result.status, ""))
+            if row.status != "ok" or row.shares is None:
+                self.recent.append((row.segment, row.start_s, row.end_s, "", 0.0, None, row.status, ""))
                 return
-            p = result.prediction
+            shares, top = row.shares, row.top_emotion
             self.segments += 1
-            self.latest = dict(p.shares)
-            self.latest_label = f"#{seg.index}  {seg.start_s:.2f}-{seg.end_s:.2f} s"
-            prev = self.trend[-1] if self.trend else list(p.shares.values())
-            self.trend.append([(1 - TREND_ALPHA) * a + TREND_ALPHA * b for a, b in zip(prev, p.shares.values())])
-            self.attention = [] if p.attention is None else list(np.asarray(p.attention).mean(0))
-            self.latencies.append(result.latency_ms or 0.0)
-            self.model_s += (p.encoder_ms + p.regressor_ms) / 1e3 / max(1, p.batch_size)
-            self.audio_s += p.duration_s
-            self.recent.append((seg.index, seg.start_s, seg.end_s, p.top_emotion, p.shares[p.top_emotion],
-                                result.latency_ms, "ok", result.job.speaker or ""))  # fmt: skip
-            if result.job.speaker:
-                who = self.speakers.setdefault(result.job.speaker, {"trend": deque(maxlen=self.history),
-                                                                    "segments": 0, "seconds": 0.0})  # fmt: skip
-                last = who["trend"][-1] if who["trend"] else list(p.shares.values())
-                who["trend"].append([(1 - TREND_ALPHA) * a + TREND_ALPHA * b for a, b in zip(last, p.shares.values())])
-                who["latest"] = dict(p.shares)
+            self.latest = dict(shares)
+            self.latest_label = f"#{row.segment}  {row.start_s:.2f}-{row.end_s:.2f} s"
+            prev = self.trend[-1] if self.trend else list(shares.values())
+            self.trend.append([(1 - TREND_ALPHA) * a + TREND_ALPHA * b for a, b in zip(prev, shares.values())])
+            attention = None if prediction is None else prediction.attention
+            self.attention = [] if attention is None else list(np.asarray(attention).mean(0))
+            self.latencies.append(row.latency_ms or 0.0)
+            if prediction is not None:
+                self.model_s += (prediction.encoder_ms + prediction.regressor_ms) / 1e3 / max(1, prediction.batch_size)
+            self.audio_s += row.end_s - row.start_s
+            self.recent.append((row.segment, row.start_s, row.end_s, top, shares[top], row.latency_ms, "ok",
+                                row.speaker or ""))  # fmt: skip
+            if row.speaker:
+                who = self.speakers.setdefault(row.speaker, {"trend": deque(maxlen=self.history),
+                                                             "segments": 0, "seconds": 0.0})  # fmt: skip
+                last = who["trend"][-1] if who["trend"] else list(shares.values())
+                who["trend"].append([(1 - TREND_ALPHA) * a + TREND_ALPHA * b for a, b in zip(last, shares.values())])
+                who["latest"] = dict(shares)
                 who["segments"] += 1
-                who["seconds"] += seg.end_s - seg.start_s
+                who["seconds"] += row.end_s - row.start_s
 
     def set_input(
         self,

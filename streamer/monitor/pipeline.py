@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ..audio.segmenter import Segment
 from ..audio.stream import AudioStream
-from ..outputs.record import Job, Result
+from ..outputs.record import Result, Row
 from ..outputs.sinks import Outputs
 from .dashboard import Dashboard, Header, MonitorState
 from .settings import MonitorSettings
@@ -116,14 +115,22 @@ class Display:
         self._screen.__enter__()
 
     def __call__(self, result: Result) -> None:
+        """A result scored in this process (the worker's thread)."""
         if self.outputs is not None:
             with self._lock:
                 self.outputs(result)
 
+    def write(self, row: Row) -> None:
+        """A record made elsewhere: --server's (its receiver's thread), lost input (the source's)."""
+        if self.outputs is not None:
+            with self._lock:
+                self.outputs.write(row)
+
     def lost(self, source: str, start_s: float, end_s: float, why: str) -> None:
         """A row with status `lost` for input that never reached the segmenter."""
-        seg = Segment(np.zeros(0, np.float32), start_s, end_s, -1)
-        self(Result(Job(source, seg), "lost", error=f"{end_s - start_s:.2f} s of input lost: {why}"))
+        self.write(
+            Row(source, -1, start_s, end_s, status="lost", error=f"{end_s - start_s:.2f} s of input lost: {why}")
+        )
 
     def set_input(self, vad: str, level: float, queue: int, background_dbfs: float, lost: int | None, source: str):
         if self.state is not None:
@@ -160,11 +167,13 @@ class LocalScorer:
         display: Display,
         vad: VadSettings,
         monitor: MonitorSettings,
+        max_batch: int,
         drop_oldest: bool,
         speakers: SpeakerSettings | None = None,
         by_channel: bool = False,
     ) -> None:
-        """`drop_oldest`: a live source never waits for the model (worker.py). `by_channel`:
+        """`max_batch`: [runtime]'s, segments per model call. `drop_oldest`: a live source never
+        waits for the model (worker.py). `by_channel`:
         each channel of the input is its own stream and speaker (replay --channels each); no
         speaker encoder is needed then."""
         self.vad, self.display = vad, display
@@ -177,7 +186,7 @@ class LocalScorer:
         display.open(predictor.emotions, predictor.describe(), speakers=stage is not None or by_channel,
                      save_audio=True)  # fmt: skip
         self.worker = InferenceWorker(
-            predictor, display, monitor.queue_size, monitor.max_batch, drop_oldest, speakers=stage
+            predictor, display, monitor.queue_size, max_batch, drop_oldest, speakers=stage
         ).start()  # fmt: skip
 
     def open(self, source: str, rate: int, each: bool = False) -> LocalFeed:

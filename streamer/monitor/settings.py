@@ -20,12 +20,11 @@ class MonitorSettings:
     dashboard: bool = True  # the Rich dashboard on a terminal; false = one plain line per segment
     speed: float = 1.0  # replay: 1 = real time, 0 = as fast as possible (back-pressure, nothing dropped)
     queue_size: int = 8  # segments waiting for the model; live mode drops the oldest beyond this
-    max_batch: int = 8  # segments run through the model together when they queue up
     input_timeout_s: float = 3.0  # live: no audio from the device for this long ends the run (device gone)
 
     def __post_init__(self) -> None:
-        if self.speed < 0 or self.duration_s < 0 or self.queue_size < 1 or self.max_batch < 1:
-            raise ValueError("speed and duration_s must be >= 0, queue_size and max_batch >= 1")
+        if self.speed < 0 or self.duration_s < 0 or self.queue_size < 1:
+            raise ValueError("speed and duration_s must be >= 0, queue_size >= 1")
         if self.interim_s < 0:
             raise ValueError(f"interim_s must be 0 (off) or a positive number of seconds, not {self.interim_s}")
         if self.input_timeout_s <= 0:

@@ -27,24 +27,24 @@ from .record import Row, segment_id
 log = logging.getLogger("emomon")
 
 if TYPE_CHECKING:
+    import numpy as np
     from rich.console import Console
 
+    from ...model.predictor import Prediction
     from ..monitor.dashboard import MonitorState
     from .record import Result
 
 
-def describe(result: Result) -> str:
+def describe(row: Row) -> str:
     """One plain line for a segment."""
-    seg, job = result.job.segment, result.job
-    part = f".{job.part}" if job.part else ""
-    number = "lost" if result.status == "lost" else f"#{seg.index}{part}"
-    where = f"{printable(Path(job.source).name)} {number} {seg.start_s:7.2f}-{seg.end_s:7.2f} s"
-    where += f"  {job.speaker}" if job.speaker else ""
-    if result.status != "ok" or result.prediction is None:
-        return f"{where}  {result.status.upper()}: {result.error}"
-    top = sorted(result.prediction.shares.items(), key=lambda kv: -kv[1])[:3]
+    number = "lost" if row.status == "lost" else f"#{row.segment}" + (f".{row.part}" if row.part else "")
+    where = f"{printable(Path(row.source).name)} {number} {row.start_s:7.2f}-{row.end_s:7.2f} s"
+    where += f"  {row.speaker}" if row.speaker else ""
+    if row.status != "ok" or row.shares is None:
+        return f"{where}  {row.status.upper()}: {row.error}"
+    top = sorted(row.shares.items(), key=lambda kv: -kv[1])[:3]
     shares = "  ".join(f"{e} {v:.2f}" for e, v in top)
-    return f"{where}  {shares}  ({result.latency_ms:.0f} ms)" + ("  interim" if result.job.interim else "")
+    return f"{where}  {shares}  ({row.latency_ms or 0:.0f} ms)" + ("  interim" if row.interim else "")
 
 
 class Outputs:
@@ -97,26 +97,32 @@ class Outputs:
         return cls(run, csv, jsonl, saver, console, state, stream_start, monitor.csv_interim, speakers)
 
     def __call__(self, result: Result) -> None:
-        seg, interim, p, c = result.job.segment, result.job.interim, result.prediction, result.job.channel
+        """A result scored here: its record, the prediction's attention, the segment's audio."""
+        self.write(Row.of(result, speaker=self.speakers), result.prediction, result.job.segment.audio)
+
+    def write(self, row: Row, prediction: Prediction | None = None, audio: np.ndarray | None = None) -> None:
+        """A record to every output (one scored here, --server's, lost input): its id and
+        wall time are this run's."""
         t0 = self.stream_start() if self.stream_start else None
-        wall = (t0 + timedelta(seconds=seg.start_s)).isoformat(timespec="milliseconds") if t0 else ""
-        if result.status == "lost":  # input that never reached the segmenter: numbered on its own
+        row.wall_time = (t0 + timedelta(seconds=row.start_s)).isoformat(timespec="milliseconds") if t0 else ""
+        if row.status == "lost":  # input that never reached the segmenter: numbered on its own
             self.lost += 1
-            sid = segment_id(self.run, result.job.source, self.lost, "lost")
+            row.id = segment_id(self.run, row.source, self.lost, "lost")
         else:
-            sid = segment_id(self.run, result.job.source, seg.index, "" if c is None else f"c{c}", result.job.part)
-        row = Row.of(result, sid, wall, speaker=self.speakers)
-        if self.csv is not None and (self.csv_interim or not interim):
+            tag = "" if row.channel is None else f"c{row.channel}"
+            row.id = segment_id(self.run, row.source, row.segment, tag, row.part)
+        if self.csv is not None and (self.csv_interim or not row.interim):
             self._each("csv", lambda: self.csv.write(row))
         if self.jsonl is not None:
-            attention = None if p is None else p.attention
-            self._each("jsonl", lambda: self.jsonl.write(row, attention, 0.0 if p is None else p.attention_hop_s))
-        if self.saver is not None and not interim and result.status == "ok":
-            self.saver.save(row.id, seg.audio)  # says its own failures, once, and goes on
+            attention = None if prediction is None else prediction.attention
+            hop = 0.0 if prediction is None else prediction.attention_hop_s
+            self._each("jsonl", lambda: self.jsonl.write(row, attention, hop))
+        if self.saver is not None and audio is not None and not row.interim and row.status == "ok":
+            self.saver.save(row.id, audio)  # says its own failures, once, and goes on
         if self.state is not None:
-            self._each("state", lambda: self.state.add(result))
+            self._each("state", lambda: self.state.add(row, prediction))
         if self.console is not None:
-            self._each("console", lambda: self.console.print(describe(result), markup=False, highlight=False,
+            self._each("console", lambda: self.console.print(describe(row), markup=False, highlight=False,
                                                              soft_wrap=True))  # fmt: skip
 
     def _each(self, name: str, write: Callable[[], None]) -> None:

@@ -67,8 +67,10 @@ class Hub:
         settings: ServeSettings,
         vad: VadSettings,
         monitor: MonitorSettings,
+        max_batch: int,
         speakers: SpeakerSettings | None = None,
     ) -> None:
+        """`max_batch`: [runtime]'s, the worker's segments per model call."""
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         from ..monitor.worker import InferenceWorker
@@ -110,7 +112,7 @@ class Hub:
         self.logs = Outputs.open(monitor, predictor.emotions, save_audio=False, streams=True,
                                  speakers=self.speakers is not None)  # fmt: skip
         self.worker = InferenceWorker(
-            predictor, self._on_result, settings.queue_size, settings.max_batch, drop_oldest=True,
+            predictor, self._on_result, settings.queue_size, max_batch, drop_oldest=True,
             speakers=self.speakers,
         ).start()  # fmt: skip
         queued = Gauge("emomon_queue", "Segments waiting for the model (drops start when it is full)",

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
 from ...model.audio import SAMPLE_RATE, to_pcm16
 from ...model.errors import EmomonError
-from ...model.predictor import Prediction
-from ..audio.segmenter import Segment
 from ..audio.stream import Resampler
 from ..monitor.pipeline import Counts, Display
 from ..monitor.settings import MonitorSettings
-from ..outputs.record import Job, Result, Row
+from ..outputs.record import Row
 
 
 class ServerError(EmomonError):
@@ -41,7 +38,7 @@ def stream_url(server: str) -> str:
 
 
 class RemoteStream:
-    """One stream to the server; `results` go to `on_result` from the receiver thread."""
+    """One stream to the server; its records (Row) go to `on_result` from the receiver thread."""
 
     def __init__(self, server: str, token: str | None, source: str, on_result) -> None:
         from websockets.exceptions import InvalidStatus, WebSocketException
@@ -113,23 +110,16 @@ class RemoteStream:
         finally:
             self.done.set()
 
-    def _result(self, msg: dict) -> Result:
-        """The server's message (outputs/record.py's table, record w) as this client's result."""
+    def _result(self, msg: dict) -> Row:
+        """The server's message (outputs/record.py's table, record w) as this client's record."""
         row = Row.from_json(msg, self.source, self.emotions)
-        seg = Segment(np.zeros(0, np.float32), row.start_s, row.end_s, row.segment)
-        job = Job(self.source, seg, interim=row.interim, speaker=row.speaker, part=row.part)
-        job.ready = time.perf_counter() - (row.latency_ms or 0.0) / 1e3
-        prediction = None
-        if row.shares is not None:
-            prediction = Prediction(shares=row.shares, attention=None, attention_hop_s=0.0, duration_s=seg.duration_s,
-                                    encoder_ms=0.0, regressor_ms=0.0, batch_size=1)  # fmt: skip
         if not row.interim:
             self.processed += row.status == "ok"
             self.dropped += row.status == "dropped"
             self.failed += row.status == "error"
         else:
             self.interim += 1
-        return Result(job, row.status, prediction, error=row.error, latency_ms=row.latency_ms)
+        return row
 
 
 class RemoteScorer:
@@ -145,7 +135,7 @@ class RemoteScorer:
     def open(self, source: str, rate: int, each: bool = False) -> RemoteFeed:
         if each:
             raise ServerError("replay --channels each runs where the model runs, not with --server.")
-        remote = RemoteStream(self.server, self.token, source, self.display)
+        remote = RemoteStream(self.server, self.token, source, self.display.write)
         describe = {"model": f"{remote.model} @ {self.server}", "emotions": f"{len(remote.emotions)} emotions"}
         self.display.open(remote.emotions, describe, speakers=False, save_audio=False)
         self.streams.append(remote)

@@ -71,6 +71,7 @@ def serve(
     settings: ServeSettings,
     vad: VadSettings,
     monitor: MonitorSettings,
+    max_batch: int,
     console,
     speakers: SpeakerSettings | None = None,
 ) -> int:
@@ -79,7 +80,7 @@ def serve(
     import uvicorn
 
     check_bind(settings)
-    hub = Hub(predictor, settings, vad, monitor, speakers)
+    hub = Hub(predictor, settings, vad, monitor, max_batch, speakers)
     app = create_app(hub)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, ws="websockets-sansio", ws_max_size=2 * MAX_MESSAGE_BYTES,

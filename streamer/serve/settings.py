@@ -15,7 +15,6 @@ class ServeSettings:
     token: str = ""  # clients send "Authorization: Bearer TOKEN" (or ?token=TOKEN); "" = none (loopback only)
     max_streams: int = 64  # open streams at once; one more is refused (close 1013)
     queue_size: int = 64  # segments of all streams waiting for the model; beyond, the oldest is dropped
-    max_batch: int = 16  # segments run through the model together
     max_speed: float = 4.0  # a stream's audio is read at most this many times faster than real time
     model_process: bool = True  # run the model in a child process, off the event loop's interpreter (GIL)
     # Web pages of these origins ("https://app.example:8443") may open streams besides the server's
@@ -37,8 +36,8 @@ class ServeSettings:
         for origin in self.origins:
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(f"origins: {origin!r} is not an origin such as 'https://app.example' (or '*')")
-        if self.max_streams < 1 or self.queue_size < 1 or self.max_batch < 1 or self.max_speed <= 0:
-            raise ValueError("max_streams, queue_size and max_batch must be >= 1, max_speed > 0")
+        if self.max_streams < 1 or self.queue_size < 1 or self.max_speed <= 0:
+            raise ValueError("max_streams and queue_size must be >= 1, max_speed > 0")
         for host in self.allow_hosts:
             if host != "*" and not re.fullmatch(r"[A-Za-z0-9.-]+", host):
                 raise ValueError(f"allow_hosts: {host!r} is not a host name such as 'emomon.example' (or '*')")

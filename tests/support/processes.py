@@ -3,8 +3,10 @@ and a WebSocket client."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from emomon.model.audio import to_pcm16
@@ -29,6 +31,21 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     finally:
         os.chdir(before)
     return subprocess.CompletedProcess(["emomon", *args], code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def machine_lock(name: str) -> Iterator[None]:
+    """Held by one process of the machine at a time (flock on a file in the temp folder):
+    for what tests running side by side (make test's two workers) cannot share."""
+    import fcntl
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / f"emomon-tests-{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def free_port() -> int:
