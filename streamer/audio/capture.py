@@ -4,8 +4,8 @@ The stream runs at the device's native rate (many devices have no 16 kHz mode). 
 PortAudio callback only copies the block into a bounded queue and returns, as in
 python-sounddevice's rec_unlimited example; the blocks keep the device's rate and the
 stream they feed resamples them (stream.py). Input overflows reported by PortAudio and
-blocks the queue had no room for are both counted, never silent, and the audio lost keeps its place in time: `blocks()`
-yields silence as long as what was lost (the blocks dropped, or for an overflow the gap in
+blocks the queue had no room for are both counted, never silent, and the audio lost keeps
+its place in time: `blocks()` yields silence as long as what was lost (the blocks dropped, or for an overflow the gap in
 PortAudio's ADC clock where the host gives one), so stream time stays the device's time
 and wall times stay true, and each gap is recorded in `gaps` (stream seconds, and why) for
 the outputs to log as a row with status `lost`.
