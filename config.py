@@ -17,6 +17,7 @@ from .model.tracker import SpeakerSettings
 from .streamer.audio.segmenter import VadSettings
 from .streamer.batch.settings import BatchSettings
 from .streamer.monitor.settings import MonitorSettings
+from .streamer.outputs.settings import OutputSettings
 from .streamer.serve.settings import ServeSettings
 from .training.settings import AugmentSettings, DatasetSettings, EvaluationSettings, TrainSettings
 
@@ -34,6 +35,7 @@ class Config:
     augment: AugmentSettings = AugmentSettings()
     model: ModelSettings = ModelSettings()
     vad: VadSettings = VadSettings()
+    outputs: OutputSettings = OutputSettings()
     monitor: MonitorSettings = MonitorSettings()
     serve: ServeSettings = ServeSettings()
     batch: BatchSettings = BatchSettings()
@@ -45,9 +47,11 @@ class Config:
 NESTED = {"encoder": ("train", "encoder"), "regressor": ("train", "regressor")}
 TABLES = {name: ".".join(NESTED.get(name, (name,))) for name in Config.__dataclass_fields__}  # field -> table
 MOVED = {name: TABLES[name] for name in NESTED}  # once top-level tables ([encoder]) -> their table now
-MOVED_KEYS = {("batch", "model"): "[model] bundle"} | {
-    (table, "max_batch"): "[runtime] max_batch" for table in ("monitor", "serve", "batch")
-}  # old keys -> the one that says it now
+MOVED_KEYS = (
+    {("batch", "model"): "[model] bundle"}
+    | {(table, "max_batch"): "[runtime] max_batch" for table in ("monitor", "serve", "batch")}
+    | {("monitor", key): f"[outputs] {key}" for key in OutputSettings.__dataclass_fields__}
+)  # old keys -> the one that says it now
 
 
 def load_config(path: str | Path | None = None) -> Config:

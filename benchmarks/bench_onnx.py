@@ -2,7 +2,8 @@
 
 Speed: milliseconds per 2 s segment of real speech (an Emo-DB sentence cut to 2 s), one
 segment per call, on one core and on two, for torch in float32, int8 and bfloat16 (where
-this CPU has fast bf16) and for the exported graph in float32 and int8.
+this CPU has fast bf16) and for the exported graph in float32 and int8 (taken from the ONNX
+cache, or exported into it first, as `engine = "onnx"` does).
 Agreement: every Emo-DB sentence (a fresh session each, as a new speaker) through torch
 float32 and the exported float32 and int8 graphs (and torch's own int8, for comparison):
 the largest share difference and how often the top emotion is the same.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,16 +44,14 @@ def main() -> None:
     import torch
 
     from emomon.model.compute import fast_bf16
-    from emomon.model.export import export_bundle
-    from emomon.model.onnx_engine import OnnxPredictor
+    from emomon.model.onnx_engine import OnnxPredictor, cached_export
     from emomon.model.predictor import Predictor
 
     files = sorted(DATA.glob("*.wav"))[: 20 if args.quick else None]
     audio = [read_audio(f) for f in files]
     two_s = next(a for a in audio if len(a) >= 2 * SAMPLE_RATE)[: 2 * SAMPLE_RATE]
     repeats = 3 if args.quick else 30
-    tmp = Path(tempfile.mkdtemp(prefix="emomon-bench-onnx-"))
-    exports = {p: export_bundle(None, tmp / f"default-{p}.onnx", p).path for p in ("float32", "int8")}
+    exports = {p: cached_export(None, p)[0] for p in ("float32", "int8")}  # what `engine = "onnx"` runs
 
     dtypes = ["float32", "int8"] + (["bfloat16"] if fast_bf16("cpu") else [])
     speed = []

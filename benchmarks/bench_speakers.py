@@ -305,11 +305,11 @@ def main() -> None:
     ap.add_argument("--per-speaker", type=int, default=24, help="sentences loaded per speaker")
     ap.add_argument("--backends", default="none,default", help="comma-separated: none, default or a folder")
     ap.add_argument("--tune", action="store_true", help="choose same/turn on the dev speakers first")
-    ap.add_argument("--quick", action="store_true", help="4 conversations per condition, no doc")
+    ap.add_argument("--quick", action="store_true", help="2 conversations per condition, no doc")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="folder for the JSON")
     ap.add_argument("--doc", default=str(REPO / "docs" / "benchmarks.md"))
     args = ap.parse_args()
-    n = 4 if args.quick else args.conversations
+    n = 2 if args.quick else args.conversations
     voices = load_voices(args.per_speaker, seed=0)
     dev = prepare(split_speakers(voices, "dev"), n, seed=1) if args.tune else None
     test = prepare(split_speakers(voices, "test"), n, seed=2)

@@ -88,6 +88,26 @@ def _tiers_hold(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
             monkeypatch.setattr(module, "read_pinned", refuse("reads the pinned weights", "weights"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX cache for the whole run, shared by both xdist workers and the processes the
+    tests start: the shipped default is exported once per precision, and never into the
+    user's own ~/.cache (a test about the cache itself sets a folder of its own)."""
+    root = tmp_path_factory.getbasetemp()
+    folder = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "onnx-cache"
+    os.environ["EMOMON_ONNX_CACHE"] = str(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def default_export():
+    """The shipped default's ONNX export in a precision, through the run's cache
+    (model/onnx_engine.py: cached_export): (path, SHA-256)."""
+    from emomon.model.onnx_engine import cached_export
+
+    return lambda precision="float32": cached_export(None, precision)
+
+
 @pytest.fixture
 def ray_alone():
     """This test is the only one on the machine using Ray while it runs (tests/support/processes.py)."""

@@ -108,6 +108,10 @@ def test_a_key_said_twice_before_is_refused_with_the_one_that_says_it_now(tmp_pa
         with pytest.raises(ConfigError, match=rf"\[{table}\] max_batch is now \[runtime\] max_batch, one key"):
             load_config(write(tmp_path, f"[{table}]\nmax_batch = 4\n"))
     assert load_config(write(tmp_path, "[runtime]\nmax_batch = 4\n")).runtime.max_batch == 4
+    with pytest.raises(ConfigError, match=r"\[monitor\] csv is now \[outputs\] csv, one key for every command"):
+        load_config(write(tmp_path, '[monitor]\ncsv = "x.csv"\n'))
+    cfg = load_config(write(tmp_path, '[outputs]\ncsv = "x.csv"\ninterim_s = 0.0\n'))
+    assert cfg.outputs.csv == "x.csv" and cfg.outputs.interim_s == 0.0 and cfg.monitor.speed == 1.0
 
 
 def test_a_nested_table_leaves_its_parent(tmp_path: Path) -> None:

@@ -271,9 +271,11 @@ def test_input_lost_while_the_loop_stalls_is_a_lost_row_and_times_stay_true(
     from emomon.streamer.monitor import live as live_module
     from emomon.streamer.monitor.pipeline import LocalScorer
     from emomon.streamer.monitor.settings import MonitorSettings
+    from emomon.streamer.outputs.settings import OutputSettings
 
     predictor = default_predictor
-    monitor = MonitorSettings(csv=str(tmp_path / "live.csv"), jsonl=str(tmp_path / "live.jsonl"), interim_s=0.0)
+    monitor = MonitorSettings()
+    outputs = OutputSettings(csv=str(tmp_path / "live.csv"), jsonl=str(tmp_path / "live.jsonl"), interim_s=0.0)
     mic = capture.Microphone("pulse", max_blocks=4, timeout_s=monitor.input_timeout_s)
 
     def scorer(display):
@@ -299,7 +301,7 @@ def test_input_lost_while_the_loop_stalls_is_a_lost_row_and_times_stay_true(
     player = threading.Timer(1.0, lambda: subprocess.run(["paplay", f"--device={virtual_mic}", str(SAMPLE)],
                                                          timeout=60))  # fmt: skip
     player.start()
-    code = live_module.live(scorer, mic, monitor, 24.0, Console(file=io.StringIO()))
+    code = live_module.live(scorer, mic, outputs, 24.0, Console(file=io.StringIO()))
     player.join(30)
     assert code == 0
     with (tmp_path / "live.csv").open(newline="") as f:

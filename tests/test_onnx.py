@@ -228,14 +228,13 @@ def test_config_and_flag_choose_the_engine(tmp_path):
 
 @pytest.mark.weights
 @pytest.mark.corpora
-def test_default_model_export_on_emodb(tmp_path):
+def test_default_model_export_on_emodb(default_export):
     """float32 within 1e-4 of the Predictor through one adaptive session of real sentences;
     int8 close, with the same top emotion on nearly all (over all 535 sentences: 98.1 %,
     benchmarks/bench_onnx.py; a 60-sentence sample may hold a few of the near-ties)."""
     from support.data import EMODB
 
     from emomon.model.audio import read_audio
-    from emomon.model.export import export_bundle
     from emomon.model.onnx_engine import OnnxPredictor
     from emomon.model.predictor import Predictor
 
@@ -243,10 +242,12 @@ def test_default_model_export_on_emodb(tmp_path):
     audio = [read_audio(f) for f in files]
     ref = Predictor.from_bundle(None, "cpu", "float32")
     want = np.concatenate([shares(ref.predict([a])) for a in audio])
-    f32 = OnnxPredictor(export_bundle(None, tmp_path / "f.onnx").path, "cpu")
+    path, sha = default_export("float32")
+    f32 = OnnxPredictor(path, "cpu", sha256=sha)
     got = np.concatenate([shares(f32.predict([a])) for a in audio])
     assert np.abs(got - want).max() < 1e-4
-    q8 = OnnxPredictor(export_bundle(None, tmp_path / "q.onnx", "int8").path, "cpu")
+    path, sha = default_export("int8")
+    q8 = OnnxPredictor(path, "cpu", sha256=sha)
     fresh = []
     for a in audio:  # each sentence a fresh session: no drift carried from one to the next
         ref.reset_session()
@@ -264,7 +265,7 @@ NODE_EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "node
 
 @pytest.mark.system
 @pytest.mark.weights
-def test_node_example_scores_like_the_predictor(tmp_path):
+def test_node_example_scores_like_the_predictor(default_export):
     """docs/examples/node/score.mjs under onnxruntime-node (npm ci from its lock file, the
     CPU binaries the package bundles): the shipped default's shares of the bundled sample,
     scored as one segment in a fresh session, within 1e-3 of the Predictor's."""
@@ -274,13 +275,12 @@ def test_node_example_scores_like_the_predictor(tmp_path):
     from support.data import SAMPLE
 
     from emomon.model.audio import read_audio
-    from emomon.model.export import export_bundle
     from emomon.model.predictor import Predictor
 
     assert shutil.which("node") and shutil.which("npm"), "Node.js 20 and npm are part of the machine"
     if not (NODE_EXAMPLE / "node_modules" / "onnxruntime-node").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_EXAMPLE, check=True, timeout=600)
-    model = export_bundle(None, tmp_path / "default.onnx").path
+    model, _ = default_export("float32")
     run = subprocess.run(
         ["node", "score.mjs", str(model), str(SAMPLE)], cwd=NODE_EXAMPLE, capture_output=True, text=True, timeout=120
     )

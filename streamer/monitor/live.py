@@ -19,21 +19,21 @@ from rich.console import Console
 
 from ...model.errors import EmomonError
 from ..audio.capture import Microphone, stop_signal
+from ..outputs.settings import OutputSettings
 from .pipeline import Display, Scorer, last_line
-from .settings import MonitorSettings
 
 
 def live(
     scorer: Callable[[Display], Scorer],
     mic: Microphone,
-    monitor: MonitorSettings,
+    outputs: OutputSettings,
     duration: float | None,
     console: Console,
     dashboard: bool = False,
 ) -> int:
     """`scorer` makes the run's scorer around its Display; `mic` is resolved, not yet open
     (a wrong device is said before the model loads)."""
-    display = Display(monitor, console, dashboard, f"{mic.name} ({mic.rate} Hz)", stream_start=lambda: mic.started)
+    display = Display(outputs, console, dashboard, f"{mic.name} ({mic.rate} Hz)", stream_start=lambda: mic.started)
     fault: EmomonError | None = None
     try:
         run = scorer(display)

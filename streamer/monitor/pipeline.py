@@ -8,7 +8,7 @@ inference worker (worker.py), whose model is the Predictor in this process or th
 Predictor in a process of its own (serve/model_process.py); `RemoteScorer`
 (serve/remote.py) sends the audio to an `emomon serve`, which cuts and scores it there.
 
-Interim results: while a segment stays open longer than [monitor] interim_s, the audio
+Interim results: while a segment stays open longer than [outputs] interim_s, the audio
 so far is offered to the worker every interim_s seconds of it (worker.py: interim work
 waits in a slot of its own and is skipped before any final segment waits).
 """
@@ -26,6 +26,7 @@ import numpy as np
 
 from ..audio.stream import AudioStream
 from ..outputs.record import Result, Row
+from ..outputs.settings import OutputSettings
 from ..outputs.sinks import Outputs
 from .dashboard import Dashboard, Header, MonitorState
 from .settings import MonitorSettings
@@ -83,19 +84,19 @@ class Scorer(Protocol):
 
 
 class Display:
-    """The outputs [monitor] asks for and the dashboard, opened once the scorer knows the
+    """The outputs [outputs] asks for and the dashboard, opened once the scorer knows the
     model's emotions (a server tells them when the first stream opens). Results arrive on
     the scorer's thread; `close()` stops the dashboard and closes the logs."""
 
     def __init__(
         self,
-        monitor: MonitorSettings,
+        settings: OutputSettings,
         console: Console,
         dashboard: bool,
         input_name: str,
         stream_start: Callable[[], datetime | None] | None = None,
     ) -> None:
-        self.monitor, self.console, self.dashboard = monitor, console, dashboard
+        self.settings, self.console, self.dashboard = settings, console, dashboard
         self.input_name, self.stream_start = input_name, stream_start
         self.outputs: Outputs | None = None
         self.state: MonitorState | None = None
@@ -109,7 +110,7 @@ class Display:
         if self.dashboard:
             self.state = MonitorState(emotions, header=Header(self.input_name, **describe))
         console = None if self.dashboard else self.console
-        self.outputs = Outputs.open(self.monitor, emotions, console, self.state, self.stream_start,
+        self.outputs = Outputs.open(self.settings, emotions, console, self.state, self.stream_start,
                                     save_audio=save_audio, speakers=speakers)  # fmt: skip
         self._screen = Dashboard(self.state, self.console) if self.state is not None else contextlib.nullcontext()
         self._screen.__enter__()
@@ -177,7 +178,8 @@ class LocalScorer:
         each channel of the input is its own stream and speaker (replay --channels each); no
         speaker encoder is needed then."""
         self.vad, self.display = vad, display
-        self.interim_s = monitor.interim_s if (drop_oldest or monitor.speed > 0) else 0.0  # off as fast as possible
+        interim_s = display.settings.interim_s
+        self.interim_s = interim_s if (drop_oldest or monitor.speed > 0) else 0.0  # off as fast as possible
         stage = None
         if speakers is not None and speakers.enabled and not by_channel:
             from ...model.tracker import Speakers

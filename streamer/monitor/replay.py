@@ -19,19 +19,21 @@ from rich.console import Console
 
 from ...model.errors import EmomonError, printable
 from ..audio.sources import FileSource, audio_files
+from ..outputs.settings import OutputSettings
 from .pipeline import Display, Scorer, last_line
-from .settings import MonitorSettings
 
 
 def replay(
     paths: list[str],
     scorer: Callable[[Display], Scorer],
-    monitor: MonitorSettings,
+    outputs: OutputSettings,
+    speed: float,
     console: Console,
     dashboard: bool = False,
     each: bool = False,
 ) -> int:
-    """`scorer` makes the run's scorer around its Display. `each`: every channel of a file
+    """`scorer` makes the run's scorer around its Display; `speed`: 1 real time, 0 as fast as
+    the model takes the audio. `each`: every channel of a file
     is its own stream, spoken by "channel N" (a call recorded with one person per channel);
     else the channels are averaged."""
     files, problems = audio_files(paths)
@@ -39,7 +41,7 @@ def replay(
         console.print(f"emomon: {printable(f)}: {why}", markup=False, highlight=False, soft_wrap=True)
     failed = len(problems)
     name = printable(files[0].name) + (f" (+{len(files) - 1} more)" if len(files) > 1 else "") if files else "no file"
-    display = Display(monitor, console, dashboard, name)
+    display = Display(outputs, console, dashboard, name)
     try:
         run = scorer(display)
         try:
@@ -52,7 +54,7 @@ def replay(
                     continue
                 feed = run.open(str(f), source.rate, each)
                 try:
-                    for block in paced(source.blocks(), monitor.speed, source.rate):
+                    for block in paced(source.blocks(), speed, source.rate):
                         feed.push(block)
                 except EmomonError as e:
                     console.print(f"emomon: {e}", markup=False, highlight=False, soft_wrap=True)

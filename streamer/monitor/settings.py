@@ -7,14 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class MonitorSettings:
-    """[monitor]: the live and replay pipeline."""
+    """[monitor]: the live and replay pipeline (where the records go: [outputs])."""
 
-    csv: str = ""  # per-segment CSV log; "" = none
-    jsonl: str = ""  # per-segment JSON Lines log; "-" = stdout (the human output then goes to stderr); "" = none
-    attention: bool = False  # JSON Lines: add each segment's attention weights (Architecture 2 models)
-    save_audio: str = ""  # folder for each scored segment as 16 kHz FLAC named by its id; "" = off
-    interim_s: float = 3.0  # score a segment still open every this many seconds (dashboard, JSONL); 0 = off
-    csv_interim: bool = False  # also write interim results to the CSV (status "interim")
     input: str = ""  # live: input device index or (part of its) name; "" = the system default
     duration_s: float = 0.0  # live: stop after this long; 0 = until Ctrl-C or SIGTERM
     dashboard: bool = True  # the Rich dashboard on a terminal; false = one plain line per segment
@@ -25,7 +19,5 @@ class MonitorSettings:
     def __post_init__(self) -> None:
         if self.speed < 0 or self.duration_s < 0 or self.queue_size < 1:
             raise ValueError("speed and duration_s must be >= 0, queue_size >= 1")
-        if self.interim_s < 0:
-            raise ValueError(f"interim_s must be 0 (off) or a positive number of seconds, not {self.interim_s}")
         if self.input_timeout_s <= 0:
             raise ValueError(f"input_timeout_s must be a positive number of seconds, not {self.input_timeout_s}")

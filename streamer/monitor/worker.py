@@ -17,7 +17,7 @@ or, with speakers, each speaker in it.
 Segments of different sources share one model call unless the model adapts to its session
 ("speaker"-mode normalisation), so that a server batches across its streams.
 
-Interim work (the audio so far of a segment still open, [monitor] interim_s) waits in a
+Interim work (the audio so far of a segment still open, [outputs] interim_s) waits in a
 slot of its own, never in the queue: it runs only when no final segment waits, a newer
 interim replaces an older one, and an interim whose segment has meanwhile closed is
 thrown away; each of those is counted in `interim_skipped`. An interim result never

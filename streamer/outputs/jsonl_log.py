@@ -2,7 +2,7 @@
 
 One JSON object per line and segment: the CSV's fields with `shares` as an object,
 `type` "segment" for final results and "interim" for the audio so far of a segment that
-is still open ([monitor] interim_s), and with `--attention` the attention weights
+is still open ([outputs] interim_s), and with `--attention` the attention weights
 (`attention.weights`, one row per regressor, `attention.hop_s` seconds apart) where the
 model has them. Each line goes to the operating system whole as it is written, and one that
 fails is cut back (line_file.py), so a run killed even with SIGKILL, or a disk that fills,

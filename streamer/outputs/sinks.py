@@ -23,6 +23,7 @@ from .audio_saver import AudioSaver
 from .csv_log import CsvLog
 from .jsonl_log import JsonlLog
 from .record import Row, segment_id
+from .settings import OutputSettings
 
 log = logging.getLogger("emomon")
 
@@ -71,7 +72,7 @@ class Outputs:
     @classmethod
     def open(
         cls,
-        monitor,
+        settings: OutputSettings,
         emotions: tuple[str, ...],
         console: Console | None = None,
         state: MonitorState | None = None,
@@ -80,21 +81,21 @@ class Outputs:
         streams: bool = False,
         speakers: bool = False,
     ) -> Outputs:
-        """The outputs [monitor] asks for (CSV, JSON Lines, saved audio), for a new run: the one
+        """The outputs [outputs] asks for (CSV, JSON Lines, saved audio), for a new run: the one
         place that opens them, for live, replay, --server and serve (`streams`: a stream column;
         `speakers`: a speaker column and field)."""
         from datetime import UTC
 
-        csv = CsvLog(monitor.csv, emotions, streams=streams, speakers=speakers) if monitor.csv else None
+        csv = CsvLog(settings.csv, emotions, streams=streams, speakers=speakers) if settings.csv else None
         try:
-            jsonl = JsonlLog(monitor.jsonl, monitor.attention) if monitor.jsonl else None
+            jsonl = JsonlLog(settings.jsonl, settings.attention) if settings.jsonl else None
         except BaseException:
             if csv is not None:
                 csv.close()
             raise
-        saver = AudioSaver(monitor.save_audio) if monitor.save_audio and save_audio else None
+        saver = AudioSaver(settings.save_audio) if settings.save_audio and save_audio else None
         run = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        return cls(run, csv, jsonl, saver, console, state, stream_start, monitor.csv_interim, speakers)
+        return cls(run, csv, jsonl, saver, console, state, stream_start, settings.csv_interim, speakers)
 
     def __call__(self, result: Result) -> None:
         """A result scored here: its record, the prediction's attention, the segment's audio."""

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from ...model.interface import Engine
     from ...model.tracker import SpeakerSettings
     from ..audio.segmenter import VadSettings
-    from ..monitor.settings import MonitorSettings
     from ..outputs.record import Result
+    from ..outputs.settings import OutputSettings
 
 log = logging.getLogger("emomon")
 
@@ -66,7 +66,7 @@ class Hub:
         predictor: Engine,
         settings: ServeSettings,
         vad: VadSettings,
-        monitor: MonitorSettings,
+        outputs: OutputSettings,
         max_batch: int,
         speakers: SpeakerSettings | None = None,
     ) -> None:
@@ -76,7 +76,7 @@ class Hub:
         from ..monitor.worker import InferenceWorker
         from ..outputs.sinks import Outputs
 
-        self.predictor, self.settings, self.vad, self.monitor = predictor, settings, vad, monitor
+        self.predictor, self.settings, self.vad, self.outputs = predictor, settings, vad, outputs
         self.streams: dict[str, Stream] = {}
         self.next_id = 1
         self.closing = False  # SIGTERM or SIGINT: no new streams; open ones finish and close with 1001
@@ -109,7 +109,7 @@ class Hub:
         )  # fmt: skip
         Gauge("emomon_model_restarts", "Model processes started after one died", registry=self.registry
               ).set_function(lambda: predictor.health()["restarts"])  # fmt: skip
-        self.logs = Outputs.open(monitor, predictor.emotions, save_audio=False, streams=True,
+        self.logs = Outputs.open(outputs, predictor.emotions, save_audio=False, streams=True,
                                  speakers=self.speakers is not None)  # fmt: skip
         self.worker = InferenceWorker(
             predictor, self._on_result, settings.queue_size, max_batch, drop_oldest=True,
@@ -150,7 +150,7 @@ class Hub:
                 stream.idle.set()
 
     def open(self, rate: int) -> Stream:
-        stream = Stream(self.next_id, rate, self.vad, self.monitor.interim_s)
+        stream = Stream(self.next_id, rate, self.vad, self.outputs.interim_s)
         self.next_id += 1
         with self.lock:
             self.streams[stream.key] = stream

@@ -20,7 +20,6 @@ from ...model.audio import SAMPLE_RATE, to_pcm16
 from ...model.errors import EmomonError
 from ..audio.stream import Resampler
 from ..monitor.pipeline import Counts, Display
-from ..monitor.settings import MonitorSettings
 from ..outputs.record import Row
 
 
@@ -126,8 +125,8 @@ class RemoteScorer:
     """The monitor's Scorer (monitor/pipeline.py) for --server: each stream is a WebSocket to
     the server, which cuts and scores it; results come back to the Display."""
 
-    def __init__(self, server: str, token: str | None, display: Display, monitor: MonitorSettings) -> None:
-        if monitor.save_audio:
+    def __init__(self, server: str, token: str | None, display: Display) -> None:
+        if display.settings.save_audio:
             raise ServerError("--save-audio needs the segments' audio, which stays on the server with --server.")
         self.server, self.token, self.display = server, token, display
         self.streams: list[RemoteStream] = []

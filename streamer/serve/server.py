@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from ...model.interface import Engine
     from ...model.tracker import SpeakerSettings
     from ..audio.segmenter import VadSettings
-    from ..monitor.settings import MonitorSettings
+    from ..outputs.settings import OutputSettings
 
 log = logging.getLogger("emomon")
 
@@ -70,7 +70,7 @@ def serve(
     predictor: Engine,
     settings: ServeSettings,
     vad: VadSettings,
-    monitor: MonitorSettings,
+    outputs: OutputSettings,
     max_batch: int,
     console,
     speakers: SpeakerSettings | None = None,
@@ -80,7 +80,7 @@ def serve(
     import uvicorn
 
     check_bind(settings)
-    hub = Hub(predictor, settings, vad, monitor, max_batch, speakers)
+    hub = Hub(predictor, settings, vad, outputs, max_batch, speakers)
     app = create_app(hub)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, ws="websockets-sansio", ws_max_size=2 * MAX_MESSAGE_BYTES,
