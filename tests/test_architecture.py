@@ -11,7 +11,8 @@ from pathlib import Path
 
 from support.data import REPO
 
-TOP = {"cli.py", "commands.py", "config.py", "__init__.py"}  # the package's root: the command, config.toml's loader, the API
+# the package's root: the command (parser, what each does), config.toml's loader, the API
+TOP = {"cli.py", "commands.py", "config.py", "__init__.py"}
 # area -> the areas it may import (besides itself)
 ALLOWED = {
     "model": set(),
