@@ -155,7 +155,7 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=2.0, help="audio in all (default 2)")
     ap.add_argument("--file-min", type=float, default=5.0, help="minutes per file (default 5)")
     ap.add_argument("--runs", default=",".join(RUNS), help=f"which of {', '.join(RUNS)} (default: all)")
-    ap.add_argument("--quick", action="store_true", help="6 minutes of audio in 1-minute files, no doc")
+    ap.add_argument("--quick", action="store_true", help="3 minutes of audio in 1-minute files, no doc")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
     ap.add_argument("--table", action="store_true", help="only rewrite the doc section from the saved results")
@@ -164,7 +164,7 @@ def main() -> None:
         update_doc(args.doc, report(json.loads((args.out / "bench_batch.json").read_text())), "batch", "Batch")
         return
     if args.quick:
-        args.hours, args.file_min = 0.1, 1.0
+        args.hours, args.file_min = 0.05, 1.0
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     unknown = set(runs) - set(RUNS)
     if unknown:
