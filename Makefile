@@ -2,7 +2,7 @@
 #   make demo    install, then replay the bundled sample with the default model (offline)
 #   make test    install, then run the test suite (what CI runs)
 #   make test-fast  install, then the fast tier: no corpora, processes, sound server or real weights (seconds)
-#   make bench   install, then run the model, live, VAD, default-model, serve, batch, speaker, ONNX and plot benchmarks (docs/benchmarks.md)
+#   make bench   install, then run the model, live, VAD, default-model, serve, batch, speaker, ONNX, plot and decoding benchmarks (docs/benchmarks.md)
 # TORCH picks the torch build: the default is the CPU wheel these machines keep on disk;
 # elsewhere use e.g. `make test TORCH=torch` for your platform's default build.
 
@@ -58,6 +58,7 @@ bench: install system-deps
 	$(PY) benchmarks/bench_plot.py
 	$(PY) benchmarks/bench_batch.py
 	$(PY) benchmarks/bench_speakers.py --tune
+	$(PY) benchmarks/bench_decode.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

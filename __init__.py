@@ -12,6 +12,7 @@ _API = {
     "Predictor": "emomon.model.predictor",
     "Prediction": "emomon.model.predictor",
     "load_bundle": "emomon.model.bundle",
+    "read_audio": "emomon.model.audio",
     "DEFAULT_BUNDLE": "emomon.model.bundle",
     "EmomonError": "emomon.model.errors",
     "load_config": "emomon.config",
@@ -20,6 +21,7 @@ __all__ = [*_API, "__version__"]
 
 if TYPE_CHECKING:
     from emomon.config import load_config as load_config
+    from emomon.model.audio import read_audio as read_audio
     from emomon.model.bundle import DEFAULT_BUNDLE as DEFAULT_BUNDLE
     from emomon.model.bundle import load_bundle as load_bundle
     from emomon.model.errors import EmomonError as EmomonError

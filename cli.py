@@ -57,11 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         parents=[common, outputs, who, runtime],
         help="run recorded audio through the monitor",
-        description="Replay audio files (or folders of them) through VAD and the model, as the microphone would.",
+        description="Replay recordings (files, folders, standard input, network streams) through VAD and the model, "
+        "as the microphone would.",
     )
-    r.add_argument("paths", nargs="*", metavar="PATH", help="audio file or folder (its audio files, sorted)")
+    r.add_argument(
+        "paths", nargs="*", metavar="INPUT",
+        help="audio or video file, folder (its audio files, sorted), - (standard input) or a URL (http(s), rtsp, "
+        "rtmp, srt); anything but libsndfile's formats needs emomon[media]",
+    )  # fmt: skip
     r.add_argument("--sample", action="store_true", help="replay the bundled sample (six Emo-DB sentences)")
-    r.add_argument("--speed", type=float, help="1 = real time (default), 0 = as fast as possible")
+    r.add_argument("--speed", type=float, help="1 = real time (default), 0 = as fast as possible (not a live stream)")
+    r.add_argument("--duration", type=float, metavar="S", help="read at most S seconds of each input")
+    r.add_argument(
+        "--stream", type=int, metavar="N", help="the N-th audio stream of a container (default 0, the first)"
+    )
+    r.add_argument("--format", choices=("s16le", "f32le"), help="standard input is headerless PCM of this sample type")
+    r.add_argument("--rate", type=int, metavar="HZ", help="with --format: its sample rate (default 16000)")
+    r.add_argument("--pcm-channels", type=int, metavar="C", help="with --format: its channels (default 1)")
     r.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--no-dashboard", action="store_true", help="print one plain line per segment")
     r.add_argument(

@@ -8,7 +8,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .model.errors import ConfigError, require
+from .model.errors import ConfigError, EmomonError, require
 
 SAMPLE = Path(__file__).resolve().parent / "streamer" / "samples" / "emodb_speaker11.wav"  # shipped in the package
 
@@ -206,7 +206,8 @@ def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 
     paths = [*args.paths, *([str(SAMPLE)] if args.sample else [])]
     if not paths:
-        raise ConfigError("Say what to replay: one or more audio files or folders, or --sample.")
+        raise ConfigError("Say what to replay: audio files, folders, - (standard input) or a URL, or --sample.")
+    opener = input_opener(args, cfg, paths)  # what a bad input flag or a missing emomon[media] says: before the model
     outputs, monitor = output_settings(args, cfg), cfg.monitor
     speakers = speaker_settings(args, cfg)
     if args.speed is not None:
@@ -219,4 +220,34 @@ def run_replay(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
         if each:
             raise ConfigError("replay --channels each runs where the model runs, not with --server.")
     scorer = make_scorer(args, cfg, monitor, speakers, live=False, each=each)
-    return replay(paths, scorer, outputs, monitor.speed, console, _dashboard(args, cfg, console), each=each)
+    return replay(paths, scorer, outputs, monitor.speed, console, _dashboard(args, cfg, console), each=each,
+                  opener=opener, duration_s=args.duration)  # fmt: skip
+
+
+def input_opener(args: argparse.Namespace, cfg, paths: list[str]):
+    """How replay opens each input (audio/sources.py: open_source) with --stream, --format,
+    --rate and --pcm-channels; refuses in one sentence what cannot work, before any model loads."""
+    from .model import media
+    from .streamer.audio.sources import RawFormat, open_source
+
+    if args.duration is not None and args.duration <= 0:
+        raise ConfigError(f"--duration {args.duration} must be a positive number of seconds.")
+    if paths.count(media.STDIN) > 1:
+        raise ConfigError("Standard input ('-') can be read once in a run.")
+    raw = None
+    if args.format or args.rate or args.pcm_channels:
+        if not args.format:
+            raise ConfigError("--rate and --pcm-channels describe raw PCM: say its --format (s16le or f32le) too.")
+        if paths != [media.STDIN]:
+            raise ConfigError("--format, --rate and --pcm-channels describe raw PCM on standard input: replay - alone.")
+        try:
+            raw = RawFormat(args.format, args.rate or 16000, args.pcm_channels or 1)
+        except EmomonError as e:
+            raise ConfigError(str(e)) from e
+    elif not media.available():
+        needs = next((p for p in paths if p == media.STDIN or media.is_url(p)), None)
+        if needs is not None:
+            what = "standard input" if needs == media.STDIN else f"the stream '{media.shown(needs)}'"
+            raise ConfigError(f"Reading {what} goes through FFmpeg: pip install 'emomon[media]'.")
+    each = args.channels == "each"
+    return lambda target: open_source(target, each, args.stream, raw if target == media.STDIN else None, cfg.input)

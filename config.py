@@ -15,6 +15,7 @@ from .model.settings import from_dict, read_toml
 from .model.specs import EncoderSpec, ModelSettings, RegressorSpec, RuntimeSettings
 from .model.tracker import SpeakerSettings
 from .streamer.audio.segmenter import VadSettings
+from .streamer.audio.sources import InputSettings
 from .streamer.batch.settings import BatchSettings
 from .streamer.monitor.settings import MonitorSettings
 from .streamer.outputs.settings import OutputSettings
@@ -34,6 +35,7 @@ class Config:
     evaluation: EvaluationSettings = EvaluationSettings()
     augment: AugmentSettings = AugmentSettings()
     model: ModelSettings = ModelSettings()
+    input: InputSettings = InputSettings()
     vad: VadSettings = VadSettings()
     outputs: OutputSettings = OutputSettings()
     monitor: MonitorSettings = MonitorSettings()

@@ -54,7 +54,9 @@ def open_audio(path: str | Path):
 
 
 def read_audio(path: str | Path) -> np.ndarray:
-    """A whole audio file as float32 mono at SAMPLE_RATE (channels averaged, soxr resampling).
+    """A whole audio file as float32 mono at SAMPLE_RATE (channels averaged, soxr resampling):
+    libsndfile's formats through libsndfile, any other (M4A, WebM, the audio of a video)
+    through FFmpeg with emomon[media] (model/media.py).
 
     Raises AudioError with one sentence naming the file when it is missing, unreadable,
     corrupt or empty.
@@ -62,15 +64,30 @@ def read_audio(path: str | Path) -> np.ndarray:
     import soundfile as sf
     import soxr
 
-    with open_audio(path) as f:
+    from . import media
+
+    try:
+        f = open_audio(path)
+    except AudioError as e:
+        if not Path(path).is_file() or not media.available():
+            raise
         try:
-            audio = f.read(dtype="float32", always_2d=True)  # (N, channels)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as e:
-            raise AudioError(f"Audio file '{path}' cannot be read as audio ({_first_line(e)}).") from e
-        rate = f.samplerate
-    if audio.shape[0] == 0:
-        raise AudioError(f"Audio file '{path}' holds no samples.")
-    mono = audio.mean(axis=1)
+            with media.MediaReader(path) as reader:
+                mono, rate = np.concatenate([frame.mean(axis=0) for frame in reader.frames()]), reader.rate
+        except AudioError as ffmpeg:
+            if "broke off" in str(ffmpeg):  # FFmpeg read some of it: its sentence says how far
+                raise
+            raise AudioError(f"{str(e).rstrip('.')}; FFmpeg cannot read it either.") from ffmpeg
+    else:
+        with f:
+            try:
+                audio = f.read(dtype="float32", always_2d=True)  # (N, channels)
+            except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+                raise AudioError(f"Audio file '{path}' cannot be read as audio ({_first_line(e)}).") from e
+            rate = f.samplerate
+        if audio.shape[0] == 0:
+            raise AudioError(f"Audio file '{path}' holds no samples.")
+        mono = audio.mean(axis=1)
     if rate != SAMPLE_RATE:
         mono = soxr.resample(mono, rate, SAMPLE_RATE)
     return np.ascontiguousarray(mono, dtype=np.float32)

@@ -209,3 +209,15 @@ def test_bench_adapt_quick_run(tmp_path: Path) -> None:
     rows = {r["variant"]: r for r in quick_rows(tmp_path, "bench_adapt.py")}
     assert list(rows) == ["lora", "layer3", "layers1-3"] and all(r["ms_per_clip"] > 0 for r in rows.values())
     assert rows["lora"]["trainable_m"] < 1 < rows["layer3"]["trainable_m"] < rows["layers1-3"]["trainable_m"]
+
+
+def test_bench_decode_quick_run(tmp_path: Path) -> None:
+    """Every input through both decoders where both read it, the two resamplers, memory over
+    five minutes of AAC; --quick saves nothing."""
+    lines = quick_rows(tmp_path, "bench_decode.py")
+    decoding, resampling, memory = lines[:6], lines[6], lines[7]
+    assert [r["input"] for r in decoding] == ["wav", "flac", "m4a", "webm", "mp3", "mp4"]
+    assert all(r["FFmpeg %"] > 0 and r["MB per hour"] > 0 for r in decoding)
+    assert [r["libsndfile %"] == "-" for r in decoding] == [False, False, True, True, False, True]
+    assert resampling["soxr %"] > 0 and 0 < resampling["soxr round trip"] < 0.05
+    assert memory["minutes"] == 5 and memory["rss after 1 min MB"] > 0

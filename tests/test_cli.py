@@ -69,4 +69,6 @@ def test_config_goes_before_or_after_the_command(tmp_path: Path) -> None:
 def test_replay_without_audio_says_what_is_missing(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "emomon.cli", "replay"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 2
-    assert out.stderr.strip() == "emomon: Say what to replay: one or more audio files or folders, or --sample."
+    assert out.stderr.strip() == (
+        "emomon: Say what to replay: audio files, folders, - (standard input) or a URL, or --sample."
+    )

@@ -91,7 +91,8 @@ def test_wheel_in_a_fresh_venv_replays_the_bundled_sample_without_extras(wheel: 
                              capture_output=True, text=True)  # fmt: skip
     assert missing.returncode != 0  # the extras are not there
     for args, extra in ((["serve"], "serve"), (["batch", "x.wav", "--out", "o"], "batch"), (["live"], "live"),
-                        (["train", "--dataset", "emodb", "--data", "x"], "train")):  # fmt: skip
+                        (["train", "--dataset", "emodb", "--data", "x"], "train"),
+                        (["replay", "-"], "media")):  # fmt: skip
         out = subprocess.run([emomon, *args], cwd=work, capture_output=True, text=True, timeout=120)
         assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
         assert out.stderr.strip().endswith(f"pip install 'emomon[{extra}]'."), out.stderr

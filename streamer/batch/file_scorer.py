@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...model.errors import AudioError
 from ..audio.segmenter import Segment, VadSettings
-from ..audio.sources import FileSource
+from ..audio.sources import open_source
 from ..audio.stream import AudioStream
 from ..outputs.record import Job, Row, segment_id
 from ..scoring import score, split_by_speaker
@@ -90,11 +90,13 @@ class FileResult:
 
 
 def file_info(item: Item) -> dict[str, Any]:
-    """Duration, sample rate, channels and SHA-256 of a file (read in 1 MiB chunks)."""
-    from ...model.audio import open_audio
-
-    with open_audio(item.source) as f:
-        info = {"file_duration_s": f.frames / f.samplerate, "sample_rate": f.samplerate, "channels": f.channels}
+    """Duration (as the file says it), sample rate, channels and SHA-256 of a file (read in
+    1 MiB chunks)."""
+    source = open_source(item.source)
+    try:
+        info = {"file_duration_s": source.duration_s, "sample_rate": source.rate, "channels": source.channels}
+    finally:
+        source.close()
     digest = hashlib.sha256()
     try:
         with open(item.source, "rb") as raw:
@@ -109,7 +111,7 @@ def cut(item: Item, vad: VadSettings, each: bool) -> Iterator[tuple[int | None, 
     """(channel, segment) as the file streams in (audio/stream.py): channel None when the
     channels are mixed. A file that breaks off still gives the segments heard before the
     break, then raises."""
-    source = FileSource(item.source, each=each)
+    source = open_source(item.source, each)
     stream, broke = AudioStream(vad, source.rate, each=each), None
     try:
         for block in source.blocks():
@@ -117,6 +119,8 @@ def cut(item: Item, vad: VadSettings, each: bool) -> Iterator[tuple[int | None, 
                 yield c.channel, c.segment
     except AudioError as e:
         broke = e
+    finally:
+        source.close()
     for c in stream.finish():
         yield c.channel, c.segment
     if broke is not None:

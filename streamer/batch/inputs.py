@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...model.errors import ConfigError
+from ..audio.sources import audio_suffixes
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -35,13 +36,6 @@ class Item:
     source: str  # the path as given (the rows' `source`, as replay writes it)
     size: int  # bytes (0 when missing): the largest go first
     extra: dict[str, Any] = field(default_factory=dict)  # the manifest's other columns
-
-
-def audio_suffixes() -> set[str]:
-    """File name endings of the formats libsndfile reads (a folder's other files are skipped)."""
-    import soundfile as sf
-
-    return {"." + k.lower() for k in sf.available_formats()} | {".aif", ".oga", ".opus"}
 
 
 def expand(inputs: list[str], taken: Collection[str] = ()) -> tuple[list[Item], pa.Schema]:
