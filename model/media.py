@@ -64,7 +64,7 @@ class MediaReader:
         self,
         target: str | os.PathLike | BinaryIO,
         stream: int | None = None,
-        timeout_s: float = 10.0,
+        timeout_s: float | None = 10.0,
         name: str | None = None,
     ) -> None:
         require("media", "Reading this input", "av")
@@ -74,7 +74,7 @@ class MediaReader:
         self.timeout_s = timeout_s
         what = f"'{self.name}'"
         options = {}
-        if is_url(target):
+        if is_url(target) and timeout_s:
             options = {"rw_timeout": str(int(timeout_s * 1e6))}
             if str(target).lower().startswith(("http://", "https://")):
                 # a file over HTTP that drops is asked for again from where it was (a range

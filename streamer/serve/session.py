@@ -1,5 +1,6 @@
 """One WebSocket stream of `emomon serve` from handshake to close: the Origin and token
-checks, the stream's parameters, the read loop (bounded messages, at most max_speed x
+checks, the stream's parameters (sample_rate; format: 16-bit PCM, or WebM/Opus or Ogg/Opus
+chunks decoded by compressed.py), the read loop (bounded messages, at most max_speed x
 real time, an idle timeout) and the send loop (docs/serve.md)."""
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import json
 import re
 from urllib.parse import urlsplit
 
+from ...model import media
 from ...model.audio import SAMPLE_RATE
+from .compressed import FORMATS, OPUS_RATE, ChunkDecoder
 from .hub import Hub, Stream
 
 MAX_MESSAGE_BYTES = 1 << 20  # one binary message: 1 MiB, about 33 s at 16 kHz
@@ -20,6 +23,8 @@ RATE_TEXT = re.compile(r"[0-9]{1,6}")  # sample_rate as ASCII digits, parsed bef
 
 class StreamSession:
     """One WebSocket connection from handshake to close."""
+
+    decoder: ChunkDecoder | None = None  # a compressed stream's (format=webm or ogg)
 
     def __init__(self, hub: Hub, ws) -> None:
         self.hub, self.ws = hub, ws
@@ -59,8 +64,18 @@ class StreamSession:
                 return
         raw = ws.query_params.get("sample_rate", str(SAMPLE_RATE))
         rate = int(raw) if RATE_TEXT.fullmatch(raw) else 0  # ASCII digits only: '²' passes str.isdigit()
+        fmt = ws.query_params.get("format", "pcm16")
         await ws.accept()
-        if not RATES[0] <= rate <= RATES[1]:
+        if fmt not in ("pcm16", *FORMATS):
+            await self._refuse(1008, f"format {fmt[:20]!r} is not one of pcm16, {', '.join(FORMATS)}.", "format")
+            return
+        if fmt != "pcm16":
+            if not media.available():
+                await self._refuse(1008, f"This server decodes {FORMATS[fmt]} streams once emomon[media] is "
+                                   "installed there; send 16-bit PCM (format=pcm16).", "format")  # fmt: skip
+                return
+            rate = OPUS_RATE  # the decoder's, whatever sample_rate says
+        elif not RATES[0] <= rate <= RATES[1]:
             await self._refuse(1008, f"sample_rate {raw[:20]!r} is not a whole number from 8000 to 48000.", "rate")
             return
         if hub.closing:
@@ -71,12 +86,20 @@ class StreamSession:
             return
         stream = hub.open(rate)
         sender = asyncio.create_task(self._send(stream))
+        if fmt != "pcm16":
+            self.decoder = ChunkDecoder(fmt, asyncio.get_running_loop(), lambda audio: self._decoded(stream, audio),
+                                        name=f"stream {stream.id} ({FORMATS[fmt]})")  # fmt: skip
         try:
             await ws.send_json({
                 "type": "ready", "stream": stream.id, "model": hub.predictor.name,
                 "emotions": list(hub.predictor.emotions), "sample_rate": stream.rate,
             })  # fmt: skip
             code, text, finish = await self._receive(stream)
+            if finish and self.decoder is not None:  # what is still in the pipe, decoded first
+                self.decoder.end()
+                await self.decoder.done.wait()
+                if self.decoder.failed.done():
+                    code, text, finish = self._undecodable(self.decoder.failed.result())
             if finish:
                 hub.feed(stream, stream.cuts.finish())  # the resampler's tail and the open segment
                 wait_s = hub.settings.model_timeout_s
@@ -95,7 +118,19 @@ class StreamSession:
             pass  # the client went away: its segments still in the queue cost one model call, no more
         finally:
             sender.cancel()
+            if self.decoder is not None:
+                self.decoder.close()
             hub.close(stream)
+
+    def _decoded(self, stream: Stream, audio) -> None:
+        """A block the stream's decoder gave (on the loop): cut as 16-bit PCM is."""
+        if stream.key in self.hub.streams:
+            stream.samples_in += len(audio)
+            self.hub.feed(stream, stream.cuts.push(audio))
+
+    def _undecodable(self, sentence: str) -> tuple[int, str, bool]:
+        self.hub.m_refused.labels("undecodable").inc()
+        return 1007, sentence, False
 
     async def _send(self, stream: Stream) -> None:
         while True:
@@ -118,8 +153,12 @@ class StreamSession:
                 return 1001, "", True
             receive = asyncio.ensure_future(ws.receive())
             closing = asyncio.ensure_future(hub.closing_event.wait())
-            done, _ = await asyncio.wait({receive, closing}, timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
+            waits = {receive, closing} | ({self.decoder.failed} if self.decoder is not None else set())
+            done, _ = await asyncio.wait(waits, timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
             closing.cancel()
+            if self.decoder is not None and self.decoder.failed.done():
+                receive.cancel()
+                return self._undecodable(self.decoder.failed.result())
             if receive not in done:
                 receive.cancel()
                 if closing in done:
@@ -136,6 +175,9 @@ class StreamSession:
                 if len(data) > MAX_MESSAGE_BYTES:
                     why = f"A binary message holds at most {MAX_MESSAGE_BYTES} bytes; this one had {len(data)}."
                     return 1009, why, False
+                if self.decoder is not None:
+                    await self.decoder.put(data)
+                    continue
                 if len(data) % 2:
                     return (
                         1003,
