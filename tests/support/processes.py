@@ -103,8 +103,9 @@ def pcm(rate: int = 16000, path: Path = SAMPLE) -> bytes:
     return to_pcm16(audio).tobytes()
 
 
-def stream(url: str, data: bytes, chunk_s: float = 0.25, rate: int = 16000, end: bool = True, **kw):
-    """Send `data` in chunks, then {"type": "end"}; return every message and the close code."""
+def stream(url: str, data: bytes, chunk_s: float = 0.25, rate: int = 16000, end: bool = True, step: int = 0, **kw):
+    """Send `data` in chunks (of chunk_s of 16-bit PCM at `rate`, or of `step` bytes), then
+    {"type": "end"}; return every message and the close code."""
     import json
 
     from websockets.exceptions import ConnectionClosed
@@ -113,7 +114,7 @@ def stream(url: str, data: bytes, chunk_s: float = 0.25, rate: int = 16000, end:
     messages = []
     with connect(url, max_size=None, open_timeout=20, **kw) as ws:
         messages.append(json.loads(ws.recv(timeout=20)))
-        step = int(chunk_s * rate) * 2
+        step = step or int(chunk_s * rate) * 2
         for i in range(0, len(data), step):
             ws.send(data[i : i + step])
         if end:
