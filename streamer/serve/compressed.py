@@ -89,10 +89,8 @@ class ChunkDecoder:
         self.pipe.write(data)
 
     def end(self) -> None:
-        self.pipe.end()
-
-    def close(self) -> None:
-        """The stream is over, however it ended: the thread reads the end and stops."""
+        """No more chunks (the client's end, or the stream closed however it did): the
+        thread decodes what it holds and stops."""
         self.pipe.end()
 
     def _run(self) -> None:
@@ -116,7 +114,7 @@ class ChunkDecoder:
                 if parts:
                     self._post(self.on_audio, np.concatenate(parts))
         except AudioError as e:
-            self._post(self._fail, str(e))
+            self._post(self.fail, str(e))
         finally:
             self._post(self.done.set)
 
@@ -126,6 +124,6 @@ class ChunkDecoder:
         except RuntimeError:  # the loop is gone (the server stopped): nobody is waiting
             pass
 
-    def _fail(self, sentence: str) -> None:
+    def fail(self, sentence: str) -> None:
         if not self.failed.done():
             self.failed.set_result(sentence)

@@ -97,7 +97,10 @@ class StreamSession:
             code, text, finish = await self._receive(stream)
             if finish and self.decoder is not None:  # what is still in the pipe, decoded first
                 self.decoder.end()
-                await self.decoder.done.wait()
+                try:
+                    await asyncio.wait_for(self.decoder.done.wait(), hub.settings.model_timeout_s)
+                except TimeoutError:
+                    self.decoder.fail(f"The decoder did not finish within {hub.settings.model_timeout_s:g} s.")
                 if self.decoder.failed.done():
                     code, text, finish = self._undecodable(self.decoder.failed.result())
             if finish:
@@ -119,7 +122,7 @@ class StreamSession:
         finally:
             sender.cancel()
             if self.decoder is not None:
-                self.decoder.close()
+                self.decoder.end()
             hub.close(stream)
 
     def _decoded(self, stream: Stream, audio) -> None:
