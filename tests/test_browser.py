@@ -202,3 +202,38 @@ def test_readme_pictures_are_made_by_one_command(tmp_path: Path) -> None:
     page, plot = (matplotlib.image.imread(tmp_path / n) for n in ("page.png", "plot.png"))
     assert page.shape[1] == 1000 and page.shape[0] > 800, page.shape  # the window's width, the page's height
     assert plot.shape[1] > 1000 and plot.shape[0] > 300
+
+
+def test_the_page_can_send_opus_from_mediarecorder(browser, tmp_path: Path) -> None:
+    """With the Opus box ticked (?send=opus), the page streams Chromium's MediaRecorder
+    chunks (WebM/Opus, 32 kb/s) instead of PCM; the server decodes them at 48 kHz and the
+    sample's sentences come back as long as they are, its angry one heard as such."""
+    from selenium.webdriver.common.by import By
+
+    sent = tmp_path / "sent.csv"
+    server = Server("--csv", str(sent))
+    try:
+        browser.get(f"http://127.0.0.1:{server.port}/?send=opus")
+        assert browser.find_element(By.ID, "opus").is_selected()
+        browser.find_element(By.ID, "start").click()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(server_rows(sent)) < 6:
+            time.sleep(0.5)
+        status = browser.find_element(By.ID, "status").text
+        assert browser.execute_script("return recorder && recorder.mimeType").startswith("audio/webm")
+        browser.find_element(By.ID, "stop").click()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "ended" not in browser.find_element(By.ID, "status").text:
+            time.sleep(0.2)  # the recorder's last chunk, then the end: the server closes with 1000
+        ended = browser.find_element(By.ID, "status").text
+        rows = server_rows(sent)
+        _, metrics = server.get("/metrics")
+    finally:
+        server.stop()
+    assert status.startswith("listening (stream 1, 48000 Hz"), status
+    assert ended == "ended", ended
+    assert len(rows) >= 6 and all(r["status"] == "ok" for r in rows)
+    lengths = [float(r["end_s"]) - float(r["start_s"]) for r in rows[1:-1]]  # the first and last may be cut
+    assert all(1.2 <= d <= 2.8 for d in lengths), lengths
+    assert "anger" in {r["top_emotion"] for r in rows}
+    assert 'emomon_refused_total{reason="undecodable"}' not in metrics
