@@ -77,6 +77,15 @@ def test_empty_state_renders() -> None:
     assert "waiting for speech" in text and "latency p50 -" in text
 
 
+def test_a_network_streams_state_shows_beside_its_name() -> None:
+    state = MonitorState(("a", "b"), header=Header("live.mp3"))
+    state.set_source_state("http://radio.example/live.mp3", "reconnecting: lost at 7.5 s")
+    assert "live.mp3 (reconnecting: lost at 7.5 s)" in screen(state)
+    state.set_input("speech", 0.1, 0, source="http://radio.example/live.mp3")  # a block: the state stays
+    state.set_source_state("http://radio.example/live.mp3", "live, reconnected 1x")
+    assert "live.mp3 (live, reconnected 1x)" in screen(state)
+
+
 def test_spark_and_fit() -> None:
     assert spark([0.0, 0.5, 1.0], 0.0, 1.0) == "▁▅█"
     assert fit(list(range(10)), 5) == [0.5, 2.5, 4.5, 6.5, 8.5]

@@ -18,7 +18,7 @@ import os
 import queue
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -155,6 +155,7 @@ class MediaSource:
         self.name = shown(target)
         self.gaps: queue.SimpleQueue = queue.SimpleQueue()
         self.reconnects = 0
+        self.on_state: Callable[[str], object] = lambda state: None  # a live stream's state, as it changes
         self.reader = self._open(pipe)
         self.rate, self.channels = self.reader.rate, self.reader.channels
         self.duration_s = self.reader.duration_s
@@ -194,6 +195,8 @@ class MediaSource:
 
     def _frames(self) -> Iterator[np.ndarray]:
         done = 0  # samples given, silence for lost input included: stream time
+        if self.live:
+            self.on_state("live")
         while True:
             try:
                 for frame in self.reader.frames():
@@ -210,10 +213,12 @@ class MediaSource:
                 return
             self.reader.close()
             dropped = time.monotonic()
+            self.on_state(f"reconnecting: lost at {done / self.rate:.1f} s")
             self.reader, back = self._reconnect(why, done / self.rate)
             away = int((back - dropped) * self.rate)
             self.gaps.put((done / self.rate, (done + away) / self.rate, f"the stream dropped and came back ({why})"))
             self.reconnects += 1
+            self.on_state(f"live, reconnected {self.reconnects}x")
             yield np.zeros((self.channels, away), np.float32)
             done += away
 

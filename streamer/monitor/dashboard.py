@@ -159,6 +159,11 @@ class MonitorState:
             if source is not None and lost is None and not self.header.input.startswith(Path(source).name):
                 self.header = replace(self.header, input=Path(source).name)
 
+    def set_source_state(self, name: str, state: str) -> None:
+        """A network stream's state beside its name in the header ("reconnecting", ...)."""
+        with self._lock:
+            self.header = replace(self.header, input=f"{Path(name).name} ({state})" if state else Path(name).name)
+
     def set_queue(self, queue: int) -> None:
         with self._lock:
             self.queue = queue

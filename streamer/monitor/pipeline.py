@@ -137,6 +137,11 @@ class Display:
         if self.state is not None:
             self.state.set_input(vad, level, queue, background_dbfs, lost, source)
 
+    def source_state(self, name: str, state: str) -> None:
+        """A network stream's state (connected, reconnecting) for the dashboard's header."""
+        if self.state is not None:
+            self.state.set_source_state(name, state)
+
     @property
     def failed_outputs(self) -> int:
         """How many outputs failed during the run (each said once when it did)."""

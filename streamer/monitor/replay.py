@@ -22,7 +22,7 @@ from rich.console import Console
 
 from ...model.errors import EmomonError, printable
 from ...model.media import shown
-from ..audio.sources import Source, audio_files, open_source
+from ..audio.sources import MediaSource, Source, audio_files, open_source
 from ..outputs.settings import OutputSettings
 from .pipeline import Display, Scorer, last_line
 
@@ -60,6 +60,8 @@ def replay(
                     console.print(f"emomon: {e}", markup=False, highlight=False, soft_wrap=True)
                     failed += 1
                     continue
+                if isinstance(source, MediaSource):  # a network stream's state in the dashboard's header
+                    source.on_state = lambda state, name=source.name: display.source_state(name, state)
                 feed = run.open(source.name, source.rate, each)
                 try:
                     blocks = upto(source.blocks(), duration_s, source.rate)
