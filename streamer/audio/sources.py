@@ -320,7 +320,7 @@ def open_source(
     not answer, an input that needs emomon[media] without it."""
     if raw is not None:
         if target != STDIN:
-            raise AudioError("--format, --rate and --channels describe raw PCM on standard input ('-').")
+            raise AudioError("--format, --rate and --pcm-channels describe raw PCM on standard input ('-').")
         return RawSource(raw, block_s, each)
     network = target == STDIN or is_url(target)
     if not network:
