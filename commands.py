@@ -228,7 +228,7 @@ def input_opener(args: argparse.Namespace, cfg, paths: list[str]):
     """How replay opens each input (audio/sources.py: open_source) with --stream, --format,
     --rate and --pcm-channels; refuses in one sentence what cannot work, before any model loads."""
     from .model import media
-    from .streamer.audio.sources import RawFormat, open_source
+    from .streamer.audio.sources import RawFormat, media_missing, open_source
 
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration {args.duration} must be a positive number of seconds.")
@@ -244,10 +244,7 @@ def input_opener(args: argparse.Namespace, cfg, paths: list[str]):
             raw = RawFormat(args.format, args.rate or 16000, args.pcm_channels or 1)
         except EmomonError as e:
             raise ConfigError(str(e)) from e
-    elif not media.available():
-        needs = next((p for p in paths if p == media.STDIN or media.is_url(p)), None)
-        if needs is not None:
-            what = "standard input" if needs == media.STDIN else f"the stream '{media.shown(needs)}'"
-            raise ConfigError(f"Reading {what} goes through FFmpeg: pip install 'emomon[media]'.")
+    elif missing := next(filter(None, map(media_missing, paths)), ""):
+        raise ConfigError(missing)
     each = args.channels == "each"
     return lambda target: open_source(target, each, args.stream, raw if target == media.STDIN else None, cfg.input)

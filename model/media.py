@@ -176,6 +176,24 @@ class MediaReader:
         self.close()
 
 
+def rechunk(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Decoded frames (channels, n) of any lengths as blocks of exactly `size` samples (the
+    last one shorter), as a sound card gives them."""
+    parts: list[np.ndarray] = []
+    held = 0
+    for frame in frames:
+        parts.append(frame)
+        held += frame.shape[1]
+        if held >= size:
+            audio = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+            whole = held - held % size
+            for at in range(0, whole, size):
+                yield audio[:, at : at + size]
+            parts, held = ([audio[:, whole:]], held - whole) if held > whole else ([], 0)
+    if held:
+        yield np.concatenate(parts, axis=1)
+
+
 def reason(e: Exception) -> str:
     """FFmpeg's own words for a failure, without the file name it repeats."""
     text = getattr(e, "strerror", None) or str(e) or type(e).__name__
@@ -183,21 +201,30 @@ def reason(e: Exception) -> str:
 
 
 class Spool:
-    """Standard input, kept as it is read: a container whose index sits at its end (an MP4
-    or M4A written without "faststart") cannot be probed from a pipe, so the bytes read so
-    far and the rest of the pipe go to a temporary file, which FFmpeg then seeks in."""
+    """Standard input, kept as it is read until FFmpeg has opened it: a container whose index
+    sits at its end (an MP4 or M4A written without "faststart") cannot be probed from a pipe,
+    so the bytes read so far and the rest of the pipe go to a temporary file, which FFmpeg
+    then seeks in. Once an input opened from the pipe itself, `release` stops keeping a copy
+    (an hour-long pipe would otherwise fill the disk)."""
 
     def __init__(self, pipe: BinaryIO) -> None:
         self.pipe = pipe
-        self.file = tempfile.TemporaryFile(prefix="emomon-stdin-")
+        self.file: BinaryIO | None = tempfile.TemporaryFile(prefix="emomon-stdin-")
 
     def read(self, n: int = -1) -> bytes:
         data = self.pipe.read(n)
-        self.file.write(data)
+        if self.file is not None:
+            self.file.write(data)
         return data
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
     def rest(self) -> BinaryIO:
         """The whole input as a seekable file: what was read, then the rest of the pipe."""
+        assert self.file is not None, "released: the input opened from the pipe"
         shutil.copyfileobj(self.pipe, self.file, 1 << 20)
         self.file.seek(0)
         return self.file

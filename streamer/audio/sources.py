@@ -27,7 +27,7 @@ import numpy as np
 
 from ...model.audio import PCM_SCALE, open_audio
 from ...model.errors import AudioError
-from ...model.media import STDIN, MediaReader, Spool, available, is_url, shown
+from ...model.media import STDIN, MediaReader, Spool, available, is_url, rechunk, shown
 
 # what a folder's file is called by when the formats libsndfile reads are not enough (the
 # containers and codecs people record in; FFmpeg reads many more, named one by one)
@@ -166,7 +166,9 @@ class MediaSource:
             return MediaReader(self.target, self.stream, self.timeout_s)
         spool = Spool(pipe or sys.stdin.buffer)
         try:
-            return MediaReader(spool, self.stream, self.timeout_s, name="stdin")
+            reader = MediaReader(spool, self.stream, self.timeout_s, name="stdin")
+            spool.release()  # it opened from the pipe: no copy of the rest is needed
+            return reader
         except AudioError as e:  # an index at the end (MP4 without faststart): read it from a file
             whole = spool.rest()
             if whole.seek(0, os.SEEK_END) == 0:
@@ -175,20 +177,8 @@ class MediaSource:
             return MediaReader(whole, self.stream, self.timeout_s, name="stdin")
 
     def blocks(self) -> Iterator[np.ndarray]:
-        size = max(1, int(self.block_s * self.rate))
-        parts: list[np.ndarray] = []
-        held = 0
-        for frame in self._frames():
-            parts.append(frame)
-            held += frame.shape[1]
-            if held >= size:
-                audio = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-                whole = held - held % size
-                for at in range(0, whole, size):
-                    yield self._block(audio[:, at : at + size])
-                parts, held = ([audio[:, whole:]], held - whole) if held > whole else ([], 0)
-        if held:
-            yield self._block(np.concatenate(parts, axis=1))
+        for audio in rechunk(self._frames(), max(1, int(self.block_s * self.rate))):
+            yield self._block(audio)
 
     def _block(self, audio: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(audio.T if self.each else audio.mean(axis=0), dtype=np.float32)
@@ -306,6 +296,15 @@ class RawSource:
         pass
 
 
+def media_missing(target: str | Path) -> str:
+    """The sentence for standard input or a stream when FFmpeg (emomon[media]) is not
+    installed, else "": what replay says before any model loads, and open_source."""
+    if (target != STDIN and not is_url(target)) or available():
+        return ""
+    what = "Standard input" if target == STDIN else f"The stream '{shown(target)}'"
+    return f"{what} is read through FFmpeg: pip install 'emomon[media]'."
+
+
 def open_source(
     target: str | Path,
     each: bool = False,
@@ -335,7 +334,6 @@ def open_source(
                     f"Audio file '{path}' is not a format libsndfile reads (WAV, FLAC, Ogg, MP3); "
                     "other formats need FFmpeg: pip install 'emomon[media]'."
                 ) from None
-    elif not available():
-        what = "Standard input" if target == STDIN else f"The stream '{shown(target)}'"
-        raise AudioError(f"{what} is read through FFmpeg: pip install 'emomon[media]'.")
+    elif missing := media_missing(target):
+        raise AudioError(missing)
     return MediaSource(target, block_s, each, stream, settings.reconnect_s, settings.timeout_s)

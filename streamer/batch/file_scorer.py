@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...model.errors import AudioError
 from ..audio.segmenter import Segment, VadSettings
-from ..audio.sources import open_source
+from ..audio.sources import Source, open_source
 from ..audio.stream import AudioStream
 from ..outputs.record import Job, Row, segment_id
 from ..scoring import score, split_by_speaker
@@ -89,29 +89,27 @@ class FileResult:
     audio_s: float = 0.0
 
 
-def file_info(item: Item) -> dict[str, Any]:
-    """Duration (as the file says it), sample rate, channels and SHA-256 of a file (read in
-    1 MiB chunks)."""
-    source = open_source(item.source)
-    try:
-        info = {"file_duration_s": source.duration_s, "sample_rate": source.rate, "channels": source.channels}
-    finally:
-        source.close()
+def open_file(item: Item, each: bool) -> tuple[Source, dict[str, Any]]:
+    """The file opened once, as the source `cut` reads (audio/sources.py), and what its rows
+    carry of it: duration (as the file says it), sample rate, channels and SHA-256 (read in
+    1 MiB chunks). Raises AudioError in one sentence."""
+    source = open_source(item.source, each)
+    info = {"file_duration_s": source.duration_s, "sample_rate": source.rate, "channels": source.channels}
     digest = hashlib.sha256()
     try:
         with open(item.source, "rb") as raw:
             while chunk := raw.read(HASH_CHUNK):
                 digest.update(chunk)
     except OSError as e:
+        source.close()
         raise AudioError(f"Audio file '{item.source}' cannot be read: {e.strerror}.") from e
-    return {**info, "sha256": digest.hexdigest()}
+    return source, {**info, "sha256": digest.hexdigest()}
 
 
-def cut(item: Item, vad: VadSettings, each: bool) -> Iterator[tuple[int | None, Segment]]:
+def cut(source: Source, vad: VadSettings, each: bool) -> Iterator[tuple[int | None, Segment]]:
     """(channel, segment) as the file streams in (audio/stream.py): channel None when the
     channels are mixed. A file that breaks off still gives the segments heard before the
-    break, then raises."""
-    source = open_source(item.source, each)
+    break, then raises. The source is closed at the end."""
     stream, broke = AudioStream(vad, source.rate, each=each), None
     try:
         for block in source.blocks():
@@ -233,10 +231,11 @@ def score_file(
     """A whole file: its record says ok, or error with one sentence (rows before a break stay)."""
     record = new_record(item)
     try:
-        record.update(file_info(item))
+        source, info = open_file(item, each)
     except AudioError as e:
         return FileResult([], {**record, "status": "error", "error": str(e)})
-    rows, failed = scorer.score(item, cut(item, vad, each), stop)
+    record.update(info)
+    rows, failed = scorer.score(item, cut(source, vad, each), stop)
     info = {k: record[k] for k in ROW_FILE_INFO}
     rows = [{**r, **info} for r in rows]
     return FileResult(rows, close_record(record, len(rows), failed), audio_s=record["file_duration_s"] or 0.0)

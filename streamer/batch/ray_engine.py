@@ -118,7 +118,7 @@ def cut_rows(
     `scorers` (actors of a bundle whose normalisation follows the stream) each stream's
     segments are scored here, piece by piece (Pieces), and the rows come out scored."""
     from ...model.errors import AudioError
-    from .file_scorer import cut, file_info, jobs_of, session_key
+    from .file_scorer import cut, jobs_of, open_file, session_key
     from .inputs import Item
 
     item = Item(os.fsdecode(row["key"]), os.fsdecode(row["source"]), int(row["size"]))
@@ -127,7 +127,7 @@ def cut_rows(
     if scorers:  # the rows come out scored: every row has the scores' columns
         base.update(shares=np.zeros(width, np.float32), status="file", error="")
     try:
-        info = file_info(item)
+        source, info = open_file(item, each)
     except AudioError as e:
         yield {**base, "kind": "file", "info": json.dumps({"error": str(e), "segments": 0})}
         return
@@ -146,7 +146,7 @@ def cut_rows(
 
     try:
         try:
-            for channel, seg in cut(item, vad, each):
+            for channel, seg in cut(source, vad, each):
                 waiting = pending.setdefault(channel, [])
                 waiting.append(seg)
                 if len(waiting) >= (batch if stage else 1):

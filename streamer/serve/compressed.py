@@ -94,7 +94,7 @@ class ChunkDecoder:
         self.pipe.end()
 
     def _run(self) -> None:
-        from ...model.media import MediaReader
+        from ...model.media import MediaReader, rechunk
 
         try:
             with MediaReader(self.pipe, timeout_s=None, name=self.name) as reader:
@@ -104,15 +104,8 @@ class ChunkDecoder:
                         f"The {FORMATS[self.fmt]} stream holds {codec} at {reader.rate} Hz; a compressed stream is "
                         "Opus (what MediaRecorder writes)."
                     )
-                size, held, parts = int(self.block_s * reader.rate), 0, []
-                for frame in reader.frames():
-                    parts.append(frame.mean(axis=0))
-                    held += frame.shape[1]
-                    if held >= size:
-                        self._post(self.on_audio, np.concatenate(parts))
-                        parts, held = [], 0
-                if parts:
-                    self._post(self.on_audio, np.concatenate(parts))
+                for block in rechunk(reader.frames(), int(self.block_s * reader.rate)):
+                    self._post(self.on_audio, block.mean(axis=0))
         except AudioError as e:
             self._post(self.fail, str(e))
         finally:
