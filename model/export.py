@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import uuid
 from collections.abc import Callable
@@ -51,10 +52,12 @@ if TYPE_CHECKING:
 
     from .predictor import Predictor
 
-EXPORT_VERSION = 1  # bump when the graph's inputs, outputs or maths change: old cached exports are redone
+EXPORT_VERSION = 2  # bump when the graph's inputs, outputs or maths change: old cached exports are redone
 OPSET = 18
 PRECISIONS = ("float32", "int8")
 EXPORTABLE_KINDS = ("whisper",)
+RANGES = "int8_ranges.json"  # a bundle's int8 calibration (read_ranges)
+MAX_BATCH = 1024  # segments per graph call; the engine sends at most [runtime] max_batch
 
 
 class ExportError(EmomonError):
@@ -73,12 +76,16 @@ class ExportInfo:
 
 def bundle_digest(folder: str | Path) -> str:
     """Names a bundle's exact content: the SHA-256 of its bundle.json, which records its
-    weights' SHA-256 and its encoder weights' digest, with the export format's version."""
+    weights' SHA-256 and its encoder weights' digest, and of its int8 calibration, with the
+    export format's version."""
     manifest = Path(folder) / MANIFEST
     try:
         data = manifest.read_bytes()
+        ranges = Path(folder) / RANGES
+        if ranges.exists():
+            data += ranges.read_bytes()
     except OSError as e:
-        raise BundleError(f"Model bundle '{folder}' cannot be read ({manifest}: {e.strerror}).") from e
+        raise BundleError(f"Model bundle '{folder}' cannot be read ({e.filename}: {e.strerror}).") from e
     return hashlib.sha256(data + f"\nemomon-onnx-{EXPORT_VERSION}".encode()).hexdigest()
 
 
@@ -114,6 +121,7 @@ def _graph_module(predictor: Predictor):
 
     from .normalize import ADAPTIVE
     from .regressor import temper
+    from .whisper import CONV_STRIDE, HOP
 
     bundle, enc = predictor.bundle, predictor.encoder
     adaptive = bundle.norm_mode in ADAPTIVE
@@ -121,18 +129,23 @@ def _graph_module(predictor: Predictor):
     prior_var = torch.tensor(bundle.norm_std, dtype=torch.float64) ** 2
     pf, cap = float(bundle.norm_prior_frames), float(bundle.norm_session_frames)
 
-    def standardise(h: torch.Tensor, session: torch.Tensor | None, update: torch.Tensor | None):
-        """h (1, T, D) or (1, K, T, D) -> standardised h and the new session state."""
-        D = h.shape[-1]
+    def standardise(h: torch.Tensor, frames: torch.Tensor, session: torch.Tensor | None, update: torch.Tensor | None):
+        """h (B, T, D) or (B, K, T, D) of true lengths `frames` (B,) -> standardised h (zero
+        past each segment's end) and each segment's new session state (B, 3, D)."""
+        B, T, D = h.shape[0], h.shape[-2], h.shape[-1]
+        valid = torch.arange(T)[None, :] < frames[:, None]  # (B, T)
+        valid = (valid[:, None, :, None] if h.dim() == 4 else valid[:, :, None]).expand_as(h[..., :1])
         if session is None:  # "global": the training statistics
             std = prior_var.sqrt().clamp(min=1e-5)
-            return (h - prior_mean.float()) / std.float(), None
-        x = h[0].reshape(-1, D).double()  # the segment's frames
-        keep = update.double()
-        nb = torch.ones_like(x[0]) * x.shape[0] * keep
-        mb = x.mean(0)
-        m2b = ((x - mb) ** 2).sum(0) * keep
-        na, ma, m2a = session.unbind(0)
+            return (h - prior_mean.float()) / std.float() * valid, None
+        v = valid.reshape(B, -1, 1).double()  # (B, F, 1): each segment's frames (all K layers)
+        x = h.reshape(B, -1, D).double() * v
+        count = v.sum(1)  # (B, 1)
+        keep = update.double()[:, None]  # (B, 1)
+        nb = count * keep
+        mb = x.sum(1) / count.clamp(min=1.0)
+        m2b = (((x - mb[:, None]) * v) ** 2).sum(1) * keep
+        na, ma, m2a = session.unbind(1)  # each (B, D)
         total = na + nb
         delta = mb - ma
         safe = total.clamp(min=1.0)
@@ -145,22 +158,26 @@ def _graph_module(predictor: Predictor):
         mean = prior_mean + d * (w / n.clamp(min=1.0))
         m2 = prior_var * pf + m2s * scale + d**2 * (pf * w / n.clamp(min=1.0))
         std = torch.where(n > 0, (m2 / n.clamp(min=1.0)).sqrt(), prior_var.sqrt()).clamp(min=1e-5)
-        return (h - mean.float()) / std.float(), torch.stack([total, ms, m2s])
+        shape = (B, 1, 1, D) if h.dim() == 4 else (B, 1, D)
+        out = (h - mean.float().reshape(shape)) / std.float().reshape(shape) * valid
+        return out, torch.stack([total, ms, m2s], dim=1)
 
     class ScoringGraph(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.encoder, self.bank = enc.model, bundle.bank
 
-        def forward(self, samples, session=None, update=None):
-            mel = enc.log_mel(samples)[None]  # (1, n_mels, Tm)
-            h = enc.forward(mel, torch.ones(1, dtype=torch.long) * mel.shape[-1])
-            h, state = standardise(h, session, update)
-            lengths = torch.ones(1, dtype=torch.long) * h.shape[-2]
-            shares, attn = self.bank(h, lengths)
-            out = [temper(shares, bundle.temperature).clamp(0.0, 1.0)[0]]
+        def forward(self, samples, lengths, session=None, update=None):
+            samples = samples * (torch.arange(samples.shape[1])[None, :] < lengths[:, None])  # zero past the end
+            mel = enc.log_mels(samples, lengths)  # (B, n_mels, Tm)
+            mel_lengths = lengths // HOP
+            h = enc.forward(mel, mel_lengths, mask=True)
+            frames = (mel_lengths - 1) // CONV_STRIDE + 1
+            h, state = standardise(h, frames, session, update)
+            shares, attn = self.bank(h, frames)
+            out = [temper(shares, bundle.temperature).clamp(0.0, 1.0)]
             if attn is not None:
-                out.append(attn[0])
+                out.append(attn)
             if state is not None:
                 out.append(state)
             return tuple(out)
@@ -203,15 +220,16 @@ def export_bundle(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.partial")  # one of its own per writer
-    example = torch.zeros(32000)
-    example[::7] = 0.1  # any sound: the graph does not depend on the values
-    args: tuple = (example,)
-    names = ["samples"]
-    shapes: dict = {"samples": {0: torch.export.Dim.DYNAMIC}}
+    example = torch.zeros(2, 32000)
+    example[:, ::7] = 0.1  # any sound: the graph does not depend on the values
+    batch = torch.export.Dim("batch", max=MAX_BATCH)
+    args: tuple = (example, torch.tensor([32000, 24000]))
+    names = ["samples", "lengths"]
+    shapes: dict = {"samples": {0: batch, 1: torch.export.Dim.DYNAMIC}, "lengths": {0: batch}}
     if adaptive:
-        args += (torch.zeros(3, bundle.input_dim, dtype=torch.float64), torch.tensor(True))
+        args += (torch.zeros(2, 3, bundle.input_dim, dtype=torch.float64), torch.tensor([True, False]))
         names += ["session", "update"]
-        shapes.update(session=None, update=None)
+        shapes.update(session={0: batch}, update={0: batch})
     outputs = ["shares"]
     attention = bundle.regressor.arch == 2 or bundle.regressor.attentive
     if attention:
@@ -233,7 +251,10 @@ def export_bundle(
         "licence": str(bundle.provenance.get("licence", "")),
         "normalization": bundle.norm_mode,
         "attention_hop_s": str(bundle.regressor.attention_stride * predictor.encoder.frame_hop_s),
+        "attention_stride": str(bundle.regressor.attention_stride),
         "precision": precision,
+        "batch_independent": "true",  # float32; _quantise says whether its int8 is
+        "quantisation": "",
         "encoder": f"{bundle.encoder.name} layer {bundle.encoder.layer}",
         "adapter": bundle.adapter.describe() if bundle.adapter else "",  # folded into the graph's weights
     }
@@ -245,7 +266,7 @@ def export_bundle(
     try:
         onnx.save_model(model, str(tmp), save_as_external_data=False)
         if precision == "int8":
-            _quantise(tmp)
+            _quantise(tmp, read_ranges(folder))
         info = ExportInfo(out, file_sha256(tmp), precision, digest)
         if before_rename is not None:
             before_rename(info)  # the cache writes its digest record first, so the two always agree
@@ -295,30 +316,137 @@ def _quiet_export(graph, args, names, outputs, shapes):
         )
 
 
+def _module(node) -> str:
+    """The torch module a node came from ("encoder.layers.0.fc1"), by the exporter's record."""
+    import ast
+
+    scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "[]")
+    try:
+        names = [n for n in ast.literal_eval(scopes) if isinstance(n, str) and "." in n]
+    except (ValueError, SyntaxError):
+        return ""
+    return names[-1] if names else ""
+
+
 def _is_feed_forward(node) -> bool:
-    """A matrix product of an encoder layer's feed-forward block (fc1, fc2), by the exporter's
-    record of the module it came from. Those hold two thirds of a layer's multiply-adds;
-    quantising the attention projections as well moved the top emotion of 5 % of Emo-DB
-    sentences, the feed-forward blocks alone none of 60 (docs/onnx.md)."""
-    scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
-    return "encoder.layers." in scopes and (".fc1'" in scopes or ".fc2'" in scopes)
+    """A matrix product of an encoder layer's feed-forward block (fc1, fc2). Those hold two
+    thirds of a layer's multiply-adds; quantising the attention projections as well moved
+    the top emotion of 5 % of Emo-DB sentences, the feed-forward blocks alone none of 60
+    (docs/onnx.md)."""
+    return node.op_type == "MatMul" and re.fullmatch(r"encoder\.layers\.\d+\.fc[12]", _module(node)) is not None
 
 
-def _quantise(path: Path) -> None:
-    """ONNX Runtime's dynamic int8 quantisation of the encoder's feed-forward blocks, in place."""
+def read_ranges(folder: str | Path) -> dict[str, tuple[float, float]] | None:
+    """The bundle's int8 calibration (RANGES, written by `activation_ranges`): the smallest
+    and largest input of each quantised layer, by module; None when it has none."""
+    path = Path(folder) / RANGES
+    if not path.exists():
+        return None
+    try:
+        tensors = json.loads(path.read_text())["inputs"]
+        return {str(k): (float(lo), float(hi)) for k, (lo, hi) in tensors.items()}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise BundleError(f"The int8 calibration '{path}' cannot be read ({e}).") from e
+
+
+def activation_ranges(predictor: Predictor, segments) -> dict[str, tuple[float, float]]:
+    """Calibration for static int8: the smallest and largest input each feed-forward layer of
+    the encoder sees over `segments` (speech), each segment run alone in float32."""
+    import torch
+
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+
+    def hook(name):
+        def record(_module, inputs):
+            x = inputs[0]
+            lo[name] = min(lo.get(name, 0.0), float(x.min()))
+            hi[name] = max(hi.get(name, 0.0), float(x.max()))
+
+        return record
+
+    handles = [getattr(layer, fc).register_forward_pre_hook(hook(f"encoder.layers.{i}.{fc}"))
+               for i, layer in enumerate(predictor.encoder.model.layers) for fc in ("fc1", "fc2")]  # fmt: skip
+    try:
+        with torch.inference_mode():
+            for s in segments:
+                predictor.encoder.encode([s])
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: (lo[k], hi[k]) for k in lo}
+
+
+def write_ranges(folder: str | Path, ranges: dict[str, tuple[float, float]], source: str) -> Path:
+    """Store a calibration in the bundle (its export cache key changes with it)."""
+    from .files import write_atomic
+
+    path = Path(folder) / RANGES
+    body = {"method": "minmax over each segment alone, float32", "source": source,
+            "inputs": {k: [lo, hi] for k, (lo, hi) in sorted(ranges.items())}}  # fmt: skip
+    write_atomic(path, (json.dumps(body, indent=1) + "\n").encode())
+    return path
+
+
+def _quantise(path: Path, ranges: dict[str, tuple[float, float]] | None) -> bool:
+    """int8 quantisation of the encoder's feed-forward blocks (weights per output channel),
+    in place; returns whether a segment's result is independent of its batch-mates.
+
+    With the bundle's calibration ranges: static QDQ, activations with fixed scales, so a
+    segment gives the same result in any batch. Without: ONNX Runtime's dynamic
+    quantisation, whose activation scales come from each call's whole input."""
+    import logging
+
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model = onnx.load(str(path))
-    encoder_nodes = [n.name for n in model.graph.node if n.op_type == "MatMul" and _is_feed_forward(n)]
+    nodes = [n for n in onnx.load(str(path)).graph.node if _is_feed_forward(n)]
     out = path.with_name(path.name + ".int8")
-    quantize_dynamic(
-        path, out, weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=encoder_nodes,
-        op_types_to_quantize=["MatMul"],
-    )  # fmt: skip
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser's advice to pre-process goes to the root logger
+    try:
+        if ranges is None:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(path, out, weight_type=QuantType.QInt8, per_channel=True,
+                             nodes_to_quantize=[n.name for n in nodes], op_types_to_quantize=["MatMul"])  # fmt: skip
+        else:
+            _quantise_static(path, out, nodes, ranges)
+    finally:
+        root.setLevel(level)
     q = onnx.load(str(out))
+    static = ranges is not None
+    values = {"precision": "int8", "batch_independent": str(static).lower(),
+              "quantisation": "static" if static else "dynamic"}  # fmt: skip
     for p in q.metadata_props:
-        if p.key == "precision":
-            p.value = "int8"
+        p.value = values.get(p.key, p.value)
     onnx.save_model(q, str(path), save_as_external_data=False)
     out.unlink()
+    return static
+
+
+def _quantise_static(path: Path, out: Path, nodes: list, ranges: dict[str, tuple[float, float]]) -> None:
+    """ONNX Runtime's static QDQ quantisation of `nodes` (MatMuls), their inputs' ranges taken
+    from the calibration instead of a calibration run: uint8 activations, int8 weights per
+    output channel, outputs in float32."""
+    import inspect
+
+    import numpy as np
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData, save_tensors_data
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        raise ExportError("A calibrated int8 export needs onnxruntime 1.32 or later (pip install -U onnxruntime).")
+    missing = sorted({_module(n) for n in nodes} - set(ranges))
+    if missing:
+        raise ExportError(f"The bundle's int8 calibration has no range for {', '.join(missing)}.")
+    table = {n.input[0]: tuple(np.float32(v) for v in ranges[_module(n)]) for n in nodes}
+    cache = path.with_name(path.name + ".ranges.json")
+    try:
+        save_tensors_data(TensorsData(CalibrationMethod.MinMax, table), cache)
+        quantize_static(path, out, None, quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_quantize=[n.name for n in nodes], calibration_cache_path=cache,
+                        extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]})  # fmt: skip
+    finally:
+        cache.unlink(missing_ok=True)

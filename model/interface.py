@@ -38,7 +38,7 @@ class Engine(Protocol):
     @property
     def adapts(self) -> bool:
         """Whether results depend on the session (speaker-adaptive normalisation): then
-        segments of different sessions must not share a call."""
+        each segment goes with its session's key."""
         ...
 
     def describe(self) -> dict[str, str]:
@@ -46,9 +46,13 @@ class Engine(Protocol):
         adapter ("" when the encoder is not adapted), emotions, device, dtype."""
         ...
 
-    def predict(self, segments: Sequence[np.ndarray], update_session: bool = True) -> list[Prediction]:
-        """A Prediction per segment, in order; `update_session=False` (interim results)
-        leaves the current session's statistics as they were."""
+    def predict(
+        self, segments: Sequence[np.ndarray], update_session: bool = True, sessions: Sequence[str] | None = None
+    ) -> list[Prediction]:
+        """A Prediction per segment, in order. Segment i belongs to session `sessions[i]`
+        (None: all to the current session); segments of different sessions may share a
+        model call, a session's own in the order given. `update_session=False` (interim
+        results) leaves the sessions' statistics as they were."""
         ...
 
     def use_session(self, key: str) -> None:

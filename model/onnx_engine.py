@@ -26,11 +26,12 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .bundle import DEFAULT_BUNDLE
+from .compute import plan_batches
 from .errors import ConfigError, require
 from .export import EXPORT_VERSION, ExportError, bundle_digest, cache_dir, export_bundle
 from .files import exclusive, write_atomic
 from .interface import IN_PROCESS_HEALTH
-from .predictor import Prediction, SessionStates, check_segment
+from .predictor import Prediction, SessionStates, check_segment, check_sessions
 
 log = logging.getLogger("emomon")
 
@@ -84,7 +85,12 @@ class OnnxPredictor:
     """An exported bundle under ONNX Runtime: the ONNX Engine (model/interface.py)."""
 
     def __init__(
-        self, path: str | Path, device: str = "auto", threads: int | None = None, sha256: str | None = None
+        self,
+        path: str | Path,
+        device: str = "auto",
+        threads: int | None = None,
+        sha256: str | None = None,
+        max_batch_s: float = 64.0,
     ) -> None:
         require("onnx", "The ONNX engine", "onnxruntime")
         import onnxruntime as ort
@@ -111,6 +117,7 @@ class OnnxPredictor:
         try:
             self.emotions = tuple(json.loads(meta["emotions"]))
             self.attention_hop_s = float(meta.get("attention_hop_s", "0.02"))
+            self._stride = int(meta.get("attention_stride", "1"))
             version = int(meta["export_version"])
         except (KeyError, ValueError, TypeError) as e:
             raise ExportError(f"ONNX file '{path}' is not an emomon export (its metadata lacks {e}).") from e
@@ -123,7 +130,11 @@ class OnnxPredictor:
         inputs = {i.name: i for i in self.session.get_inputs()}
         self._adaptive = "session" in inputs
         self._outputs = [o.name for o in self.session.get_outputs() if o.name != "emotions"]
-        self._dim = inputs["session"].shape[1] if self._adaptive else 0
+        self._dim = inputs["session"].shape[2] if self._adaptive else 0
+        # float32 and static int8 give a segment the same result in any batch; an export with
+        # dynamic int8 (scales from each call's activations) runs one segment per call
+        self.batches = meta.get("batch_independent", "false") == "true"
+        self.max_batch_samples = int(max_batch_s * SAMPLE_RATE)
         self._sessions = SessionStates(self._new_state)
         self.state = self._new_state()
         self._ort_version = ort.__version__
@@ -191,19 +202,49 @@ class OnnxPredictor:
     def close(self) -> None:
         """Nothing to free: the session goes with the object."""
 
-    def run(self, samples: np.ndarray, update_session: bool = True) -> dict[str, Any]:
-        """One segment through the graph: its outputs by name (the session state updated)."""
-        feed: dict[str, Any] = {"samples": np.ascontiguousarray(samples, dtype=np.float32)}
+    def run(self, segments: Sequence[np.ndarray], states: list[np.ndarray], update_session: bool = True) -> dict:
+        """One graph call on segments of different sessions (`states`, one each, updated in
+        place): its outputs by name, batch first."""
+        n = np.array([len(s) for s in segments], dtype=np.int64)
+        samples = np.zeros((len(segments), int(n.max())), dtype=np.float32)
+        for i, s in enumerate(segments):
+            samples[i, : len(s)] = s
+        feed: dict[str, Any] = {"samples": samples, "lengths": n}
         if self._adaptive:
-            feed["session"] = self.state
-            feed["update"] = np.array(update_session)
+            feed["session"] = np.stack(states)
+            feed["update"] = np.full(len(segments), update_session)
         out = dict(zip(self._outputs, self.session.run(self._outputs, feed)))
         if self._adaptive and update_session:
-            self.state[:] = out["session_out"]
+            for state, new in zip(states, out["session_out"]):
+                state[:] = new
         return out
 
-    def predict(self, segments: Sequence[np.ndarray], update_session: bool = True) -> list[Prediction]:
-        """Emotion shares for each segment, one graph call each, in order (a session's timeline)."""
+    def calls(self, sizes: Sequence[int], keys: Sequence[str | None]) -> list[list[int]]:
+        """Which segments share a graph call, in the order the calls run. A session's segments
+        go in order, one per call (each one folds into the statistics the next one reads);
+        segments of similar length share a call, within max_batch_s of padded audio; an
+        export whose results could depend on its batch-mates runs every segment alone."""
+        if not self.batches:
+            return [[i] for i in range(len(sizes))]
+        seen: dict[str | None, int] = {}
+        waves: list[list[int]] = []
+        for i, key in enumerate(keys):
+            k = seen[key] = seen.get(key, -1) + 1 if self._adaptive else 0
+            if k == len(waves):
+                waves.append([])
+            waves[k].append(i)
+        out = []
+        for wave in waves:
+            plan = plan_batches([sizes[i] for i in wave], True, self.max_batch_samples)
+            out += [[wave[j] for j in call] for call in plan]
+        return out
+
+    def predict(
+        self, segments: Sequence[np.ndarray], update_session: bool = True, sessions: Sequence[str] | None = None
+    ) -> list[Prediction]:
+        """Emotion shares for each segment, in order: segments of different sessions (`sessions`,
+        one key each; None: the current session) share graph calls, a session's own run in
+        its timeline's order."""
         for i, s in enumerate(segments):
             check_segment(i, s)
             if len(s) > MAX_SAMPLES:
@@ -211,21 +252,29 @@ class OnnxPredictor:
                     f"Segment {i} lasts {len(s) / SAMPLE_RATE:.1f} s; the Whisper encoder takes at most 30 s "
                     "(set [vad] max_segment_s lower)."
                 )
-        results = []
-        for s in segments:
+        check_sessions(segments, sessions)
+        keys = list(sessions) if sessions is not None else [None] * len(segments)
+        states = [self.state if k is None else self._sessions.use(k) for k in keys]
+        results: list[Prediction | None] = [None] * len(segments)
+        for call in self.calls([len(s) for s in segments], keys):
             t0 = time.perf_counter()
-            out = self.run(s, update_session)
+            out = self.run([segments[i] for i in call], [states[i] for i in call], update_session)
             ms = (time.perf_counter() - t0) * 1e3
             attn = out.get("attention")
-            results.append(
-                Prediction(
-                    shares={e: float(v) for e, v in zip(self.emotions, out["shares"])},
-                    attention=None if attn is None else np.asarray(attn, dtype=np.float32),
+            for j, i in enumerate(call):
+                pooled = max(1, self._frames(len(segments[i])) // self._stride)
+                results[i] = Prediction(
+                    shares={e: float(v) for e, v in zip(self.emotions, out["shares"][j])},
+                    attention=None if attn is None else np.asarray(attn[j, :, :pooled], dtype=np.float32),
                     attention_hop_s=self.attention_hop_s,
-                    duration_s=len(s) / SAMPLE_RATE,
+                    duration_s=len(segments[i]) / SAMPLE_RATE,
                     encoder_ms=ms,  # the whole graph: encoder and head run as one call
                     regressor_ms=0.0,
-                    batch_size=1,
+                    batch_size=len(call),
                 )
-            )
-        return results
+        return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _frames(n_samples: int) -> int:
+        """Encoder frames of a segment: Whisper's stride-2 convolution over its 10 ms log-mel."""
+        return (n_samples // 160 - 1) // 2 + 1

@@ -151,31 +151,43 @@ class Predictor:
         self._sessions.use(key).set_state(state)
 
     def regress(
-        self, features: torch.Tensor, lengths: torch.Tensor, update_session: bool = True
+        self,
+        features: torch.Tensor,
+        lengths: torch.Tensor,
+        update_session: bool = True,
+        sessions: Sequence[str] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Encoder features (B, T, D) or (B, K, T, D) -> calibrated shares (B, E), attention (B, M, T')."""
+        """Encoder features (B, T, D) or (B, K, T, D) -> calibrated shares (B, E), attention
+        (B, M, T'); segment i normalised in session `sessions[i]` (None: all in the current one)."""
         from .regressor import temper
 
         torch = self._torch
-        x = self.norm(features.to(self.device), lengths.to(self.device), update=update_session)
-        lengths = lengths.to(self.device)
+        features, lengths = features.to(self.device), lengths.to(self.device)
+        if sessions is None or not self.adapts:
+            x = self.norm(features, lengths, update=update_session)
+        else:  # each in its own session, in order: a session's segments fold in one after another
+            x = torch.cat([self._sessions.use(k)(features[i : i + 1], lengths[i : i + 1], update=update_session)
+                           for i, k in enumerate(sessions)])  # fmt: skip
         with torch.inference_mode():
             shares, attn = self.bank(x, lengths)
             return temper(shares, self.temperature), attn
 
-    def predict(self, segments: Sequence[np.ndarray], update_session: bool = True) -> list[Prediction]:
-        """Emotion shares for each segment, batched where that gives the lone result.
-        `update_session=False` (interim results) leaves a speaker-adaptive bundle's session
-        statistics as they were."""
+    def predict(
+        self, segments: Sequence[np.ndarray], update_session: bool = True, sessions: Sequence[str] | None = None
+    ) -> list[Prediction]:
+        """Emotion shares for each segment, batched where that gives the lone result; segment
+        i in session `sessions[i]` (None: the current session). `update_session=False`
+        (interim results) leaves a speaker-adaptive bundle's session statistics as they were."""
         if not segments:
             return []
         for i, s in enumerate(segments):
             check_segment(i, s)
+        check_sessions(segments, sessions)
         t0 = time.perf_counter()
         emb = self.encoder.encode(segments)
         self._sync()
         t1 = time.perf_counter()
-        shares, attn = self.regress(emb.features, emb.lengths, update_session)
+        shares, attn = self.regress(emb.features, emb.lengths, update_session, sessions)
         # Shares are proportions of listeners: a linear output head can stray past [0, 1].
         shares = np.clip(shares.float().cpu().numpy(), 0.0, 1.0)
         attn = None if attn is None else attn.float().cpu()
@@ -218,3 +230,8 @@ def check_segment(i: int, s: np.ndarray) -> None:
         raise ValueError(f"Segment {i} lasts {len(a) / SAMPLE_RATE:.3f} s; the model needs at least {MIN_SEGMENT_S} s.")
     if not np.isfinite(a).all():
         raise ValueError(f"Segment {i} contains NaN or infinite samples.")
+
+
+def check_sessions(segments: Sequence[np.ndarray], sessions: Sequence[str] | None) -> None:
+    if sessions is not None and len(sessions) != len(segments):
+        raise ValueError(f"{len(segments)} segments came with {len(sessions)} session keys.")

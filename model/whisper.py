@@ -185,13 +185,14 @@ def load_whisper(spec: EncoderSpec):
     return model, np.asarray(extractor.mel_filters, dtype=np.float32), source
 
 
-def key_padding_mask(lengths: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+def key_padding_mask(lengths: torch.Tensor, x: torch.Tensor, always: bool = False) -> torch.Tensor | None:
     """The additive attention mask for a padded batch x (B, T, D) of true lengths (B,), so
-    that no frame attends to another segment's padding: (B, 1, T, T), or None for one segment."""
+    that no frame attends to another segment's padding: (B, 1, T, T), or None for one
+    segment unless `always`."""
     import torch
 
     B, T = x.shape[:2]
-    if B == 1:
+    if B == 1 and not always:
         return None
     keys = torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None]  # (B, T)
     attn = torch.zeros(B, 1, T, T, device=x.device, dtype=x.dtype)
@@ -249,9 +250,15 @@ class WhisperSpeechEncoder:
         return max(0, (self.mel_frames(n_samples) - 1) // CONV_STRIDE + 1)
 
     def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
-        """(N,) samples -> (n_mels, N // 160) log-mel, as Whisper's front end computes it for
-        a segment followed by silence (its 30 s window's zero padding), normalised over the
-        segment's own frames.
+        """(N,) samples -> (n_mels, N // 160) log-mel: `log_mels` of a batch of one."""
+        return self.log_mels(wave[None], self._torch.tensor([wave.shape[0]], device=wave.device))[0]
+
+    def log_mels(self, waves: torch.Tensor, n_samples: torch.Tensor) -> torch.Tensor:
+        """(B, N) samples, zero past each segment's true length (B,) -> (B, n_mels, N // 160)
+        log-mel, each as Whisper's front end computes it for that segment followed by silence
+        (its 30 s window's zero padding), normalised over the segment's own frames; frames
+        past a segment's end are zero. A segment gives the same log-mel alone and in a batch:
+        the frames it owns read only its samples and the zeros after them.
 
         The STFT (torch.stft's, centred with reflected edges) is one matrix product of the
         frames with a windowed DFT basis: in float64 it is as exact as an FFT, barely slower
@@ -259,18 +266,21 @@ class WhisperSpeechEncoder:
         times faster than ONNX Runtime's STFT operator (2 against 8 ms)."""
         torch = self._torch
         F = torch.nn.functional
-        n = self.mel_frames(wave.shape[0])
-        x = F.pad(wave.double(), (0, N_FFT // 2))  # the zeros that follow the segment in a 30 s window
-        x = F.pad(x[None, None], (N_FFT // 2, N_FFT // 2), mode="reflect")[0, 0]  # torch.stft's centring
-        spectrum = x.unfold(0, N_FFT, HOP)[:n] @ self.dft  # (n, 2 * n_freq): real parts, then imaginary
-        half = spectrum.shape[1] // 2
-        power = spectrum[:, :half] ** 2 + spectrum[:, half:] ** 2  # (n, n_freq)
-        logmel = (power @ self.filters).clamp(min=1e-10).log10().T  # (n_mels, n)
-        logmel = torch.maximum(logmel, logmel.max() - 8.0)
-        return ((logmel + 4.0) / 4.0).float()
+        n = self.mel_frames(waves.shape[1])
+        x = F.pad(waves.double(), (0, N_FFT // 2))  # the zeros that follow the segment in a 30 s window
+        x = F.pad(x[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")[:, 0]  # torch.stft's centring
+        spectrum = x.unfold(1, N_FFT, HOP)[:, :n] @ self.dft  # (B, n, 2 * n_freq): real parts, then imaginary
+        half = spectrum.shape[-1] // 2
+        power = spectrum[..., :half] ** 2 + spectrum[..., half:] ** 2  # (B, n, n_freq)
+        logmel = (power @ self.filters).clamp(min=1e-10).log10().transpose(1, 2)  # (B, n_mels, n)
+        valid = (torch.arange(n, device=waves.device)[None, :] < (n_samples // HOP)[:, None])[:, None, :]
+        peak = logmel.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)  # each segment's own
+        logmel = torch.maximum(logmel, peak - 8.0)
+        return (((logmel + 4.0) / 4.0) * valid).float()
 
-    def forward(self, mel: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
-        """Padded log-mel (B, n_mels, Tm), true lengths (B,) -> (B, T, D) or (B, K, T, D)."""
+    def forward(self, mel: torch.Tensor, mel_lengths: torch.Tensor, mask: bool = False) -> torch.Tensor:
+        """Padded log-mel (B, n_mels, Tm), true lengths (B,) -> (B, T, D) or (B, K, T, D).
+        `mask`: the key-padding mask even for a batch of one (a graph traced for any batch size)."""
         torch, m = self._torch, self.model
         F = torch.nn.functional
         B, _, Tm = mel.shape
@@ -280,7 +290,7 @@ class WhisperSpeechEncoder:
         x = F.gelu(m.conv2(x)).transpose(1, 2)  # (B, T, D)
         T = x.shape[1]
         x = x + m.embed_positions.weight[:T]
-        attn = key_padding_mask(lengths, x)
+        attn = key_padding_mask(lengths, x, always=mask)
         want, L = self.spec.layer, self.n_layers
         depth = want if isinstance(want, int) else L  # layers to run
         states = [x]
@@ -304,9 +314,10 @@ class WhisperSpeechEncoder:
         per_segment: list[torch.Tensor | None] = [None] * len(waves)
         with torch.inference_mode():
             for idx in plan_batches([len(w) for w in waves], True, self.max_batch_samples):
-                mels = [self.log_mel(waves[i].to(self.device)).T for i in idx]  # each (Tm, n_mels)
-                mel, n = pad_sequences(mels)  # (b, Tm, n_mels), (b,)
-                hidden = self.forward(mel.transpose(1, 2).to(self.dtype), n.to(self.device)).float()
+                wave, n = pad_sequences([waves[i] for i in idx])  # (b, N) zero-padded, (b,) samples
+                n = n.to(self.device)
+                mel = self.log_mels(wave.to(self.device), n)  # (b, n_mels, Tm)
+                hidden = self.forward(mel.to(self.dtype), n // HOP).float()
                 for j, i in enumerate(idx):
                     per_segment[i] = hidden[j, ..., : self.frames(len(waves[i])), :]
         return collect(per_segment, self.spec.layer == "weighted", self.frame_hop_s, self.device)

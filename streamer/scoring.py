@@ -3,15 +3,14 @@ serve (monitor/worker.py), batch's worker processes (batch/file_scorer.py) and i
 (batch/ray_engine.py).
 
 `split_by_speaker` cuts each segment where its speaker changes and names every part (the
-tracker of model/tracker.py, one per source); `score` runs segments through the model, one
-call per normalisation session (a source's, or with speakers each speaker's in it) when the
-model adapts to its session, one call for all otherwise, and gives an error result per
-segment of a call that fails, so that a run goes on.
+tracker of model/tracker.py, one per source); `score` runs segments through the model in
+one call, each with its normalisation session (a source's, or with speakers each
+speaker's in it) when the model adapts to its session, and gives an error result per
+segment that fails, so that a run goes on.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -38,22 +37,24 @@ def split_by_speaker(speakers: Speakers, jobs: list[Job]) -> list[Job]:
 def score(
     predictor: Engine, jobs: list[Job], sessions: set[str] | None = None, update_session: bool = True
 ) -> list[Result]:
-    """A result per job, in order: ok with its prediction and latency, or error. The sessions
-    used are added to `sessions`, for a caller that ends them when its source ends.
+    """A result per job, in order: ok with its prediction and latency, or error. The jobs go
+    to the model in one call, each with its session's key where the model adapts to its
+    session (the engine batches across sessions); a call that fails on a bad segment is
+    tried again job by job, so that only that segment's row is an error. The sessions used
+    are added to `sessions`, for a caller that ends them when its source ends.
     `update_session=False` (interim results) leaves the sessions' statistics as they were."""
-    runs = [jobs] if not predictor.adapts else [list(r) for _, r in itertools.groupby(jobs, key=lambda j: j.session)]
-    results: list[Result] = []
-    for run in runs:
-        started = time.perf_counter()
-        if sessions is not None:
-            sessions.add(run[0].session)
-        try:
-            predictor.use_session(run[0].session)
-            predictions = predictor.predict([j.segment.audio for j in run], update_session)
-        except Exception as e:  # noqa: BLE001 - a bad segment or a dead model process must not end the run
-            results += [Result(j, "error", error=str(e) or type(e).__name__) for j in run]
-            continue
-        done = time.perf_counter()
-        results += [Result(j, "ok", p, latency_ms=(done - j.ready) * 1e3, queue_ms=(started - j.ready) * 1e3)
-                    for j, p in zip(run, predictions)]  # fmt: skip
-    return results
+    if sessions is not None:
+        sessions.update(j.session for j in jobs)
+    started = time.perf_counter()
+    try:
+        keys = [j.session for j in jobs] if predictor.adapts else None
+        predictions = predictor.predict([j.segment.audio for j in jobs], update_session, keys)
+    except ValueError as e:  # a segment the model refuses (too short, NaN): find which
+        if len(jobs) == 1:
+            return [Result(jobs[0], "error", error=str(e) or type(e).__name__)]
+        return [r for j in jobs for r in score(predictor, [j], None, update_session)]
+    except Exception as e:  # noqa: BLE001 - a dead model process must not end the run
+        return [Result(j, "error", error=str(e) or type(e).__name__) for j in jobs]
+    done = time.perf_counter()
+    return [Result(j, "ok", p, latency_ms=(done - j.ready) * 1e3, queue_ms=(started - j.ready) * 1e3)
+            for j, p in zip(jobs, predictions)]  # fmt: skip

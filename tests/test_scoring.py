@@ -51,9 +51,10 @@ def test_sessions_stay_apart_when_the_model_adapts(parts) -> None:
 
 def test_a_failing_call_gives_error_results_and_the_others_go_on(parts) -> None:
     encoder, bundle = parts
-    adaptive = Predictor(replace(bundle, norm_mode="speaker"), encoder, "cpu")
-    batch = jobs(["a", "b"])
-    batch[1] = replace(batch[1], segment=Segment(np.zeros(0, np.float32), 1.0, 1.0, 1))  # no audio at all
-    results = score(adaptive, batch)
-    assert [r.status for r in results] == ["ok", "error"]
-    assert results[1].prediction is None and results[1].error
+    for mode in ("speaker", "global"):  # one call for all three: the bad one fails alone
+        model = Predictor(replace(bundle, norm_mode=mode), encoder, "cpu")
+        batch = jobs(["a", "b", "c"])
+        batch[1] = replace(batch[1], segment=Segment(np.zeros(0, np.float32), 1.0, 1.0, 1))  # no audio at all
+        results = score(model, batch)
+        assert [r.status for r in results] == ["ok", "error", "ok"]
+        assert results[1].prediction is None and "Segment 0 lasts 0.000 s" in results[1].error

@@ -73,8 +73,10 @@ def test_replay_policy_makes_the_producer_wait_and_drops_nothing() -> None:
     assert [r.job for r in results] == jobs and [r.status for r in results] == ["ok"] * 3 and worker.dropped == 0
 
 
-def test_an_adapting_model_gets_a_call_per_session() -> None:
-    for adapts, calls in ((True, [("a", 2), ("b", 1), ("a", 1)]), (False, [("a", 4)])):
+def test_an_adapting_model_gets_each_segments_session() -> None:
+    """One call for what waits; an adapting model is told each segment's session (it batches
+    across sessions and keeps each session's order), another only the segments."""
+    for adapts, calls in ((True, [(("a", "a", "b", "a"), 4)]), (False, [("", 4)])):
         engine, results = StubEngine(adapts=adapts, gate=threading.Event()), []
         worker = InferenceWorker(engine, results.append, queue_size=8, max_batch=8).start()
         first, *rest = [Job(src, segment(i)) for i, src in enumerate(["x", "a", "a", "b", "a"])]

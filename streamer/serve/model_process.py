@@ -269,8 +269,11 @@ class ModelProcess:
             raise RuntimeError(value)
         return value
 
-    def predict(self, segments: Sequence[np.ndarray], update_session: bool = True) -> list[Prediction]:
-        return self._call("predict", [np.asarray(s, np.float32) for s in segments], update_session)
+    def predict(
+        self, segments: Sequence[np.ndarray], update_session: bool = True, sessions: Sequence[str] | None = None
+    ) -> list[Prediction]:
+        return self._call("predict", [np.asarray(s, np.float32) for s in segments], update_session,
+                          None if sessions is None else list(sessions))  # fmt: skip
 
     def use_session(self, key: str) -> None:
         self._call("use_session", key)

@@ -88,7 +88,7 @@ class StubEngine:
     """An Engine (model/interface.py) that scores without a model: each segment's shares
     follow its loudness, so results are known in advance. `gate` (an Event) holds every call
     until it is set; `entered` is set when a call starts; `fail` makes calls raise it. Every
-    call is recorded as (session, segment count, update_session)."""
+    call is recorded as (session, or each segment's session, segment count, update_session)."""
 
     name = "stub"
     emotions = ("loud", "quiet")
@@ -111,13 +111,13 @@ class StubEngine:
         return {"model": self.name, "encoder": "none", "adapter": "", "emotions": "2 emotions", "device": "cpu",
                 "dtype": "float32"}  # fmt: skip
 
-    def predict(self, segments, update_session: bool = True):
+    def predict(self, segments, update_session: bool = True, sessions=None):
         from emomon.model.predictor import Prediction
 
         self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(30), "the test never opened the gate"
-        self.calls.append((self.session, len(segments), update_session))
+        self.calls.append((self.session if sessions is None else tuple(sessions), len(segments), update_session))
         if self.fail is not None:
             raise self.fail
         return [Prediction(self.shares_of(s), None, 0.02, len(s) / 16000, 0.0, 0.0, len(segments)) for s in segments]

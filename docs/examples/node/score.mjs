@@ -38,11 +38,15 @@ if (!model || !wav) { console.error("usage: node score.mjs model.onnx speech.wav
 try {
   const session = await ort.InferenceSession.create(model);
   const samples = readWav(wav);
-  const feeds = { samples: new ort.Tensor("float32", samples, [samples.length]) };
+  // a batch of one segment: samples (1, N) and its length; a batch of several is zero-padded
+  const feeds = {
+    samples: new ort.Tensor("float32", samples, [1, samples.length]),
+    lengths: new ort.Tensor("int64", BigInt64Array.from([BigInt(samples.length)]), [1]),
+  };
   if (session.inputNames.includes("session")) {  // a speaker-adaptive model: a fresh session
-    const dim = session.inputMetadata.find((i) => i.name === "session").shape[1];
-    feeds.session = new ort.Tensor("float64", new Float64Array(3 * dim), [3, dim]);
-    feeds.update = new ort.Tensor("bool", [true], []);
+    const dim = session.inputMetadata.find((i) => i.name === "session").shape[2];
+    feeds.session = new ort.Tensor("float64", new Float64Array(3 * dim), [1, 3, dim]);
+    feeds.update = new ort.Tensor("bool", [true], [1]);
   }
   const { shares, emotions } = await session.run(feeds, ["shares", "emotions"]);
   console.log(JSON.stringify(Object.fromEntries(emotions.data.map((e, i) => [e, shares.data[i]]))));
