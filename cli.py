@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a host name clients may reach the server by, besides loopback names and IP addresses (DNS "
         "rebinding); repeatable; '*' = any (default: [serve] allow_hosts)",
     )  # fmt: skip
+    sv.add_argument(
+        "--workers", type=int, metavar="N",
+        help="model processes, each with cores/N threads and its own streams; 0 = one per core (default: [serve] "
+        "workers, 1)",
+    )  # fmt: skip
     sv.add_argument("--csv", help="append every stream's segments to this CSV file (with a stream column)")
     sv.add_argument("--jsonl", help="append every stream's segments to this JSON Lines file")
     sv.add_argument("--device", help="compute device: auto, cpu, cuda or cuda:N")

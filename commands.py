@@ -106,6 +106,7 @@ def run_live(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 
 
 def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
+    import os
     from dataclasses import replace
 
     require("serve", "emomon serve", "starlette", "uvicorn", "websockets", "prometheus_client")
@@ -113,7 +114,7 @@ def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 
     flags = {"host": args.host, "port": args.port, "token": args.token, "max_streams": args.max_streams,
              "origins": tuple(args.origin) if args.origin else None,
-             "allow_hosts": tuple(args.allow_host) if args.allow_host else None}  # fmt: skip
+             "allow_hosts": tuple(args.allow_host) if args.allow_host else None, "workers": args.workers}  # fmt: skip
     try:
         settings = replace(cfg.serve, **{k: v for k, v in flags.items() if v is not None})
     except ValueError as e:
@@ -130,10 +131,21 @@ def run_serve(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
 
         path = args.model or cfg.model.bundle or DEFAULT_BUNDLE
         load_bundle(path)  # a bad bundle is one sentence here, not in the child
-        predictor = ModelProcess(
-            path, args.device or cfg.runtime.device, cfg.runtime.dtype, encoder_name=cfg.model.encoder or None,
-            engine=cfg.runtime.engine, call_timeout_s=settings.model_timeout_s, max_restarts=settings.model_restarts,
-        )  # fmt: skip
+        cores = os.cpu_count() or 1
+        n = settings.workers or cores
+        threads = max(1, cores // n) if n > 1 else 0  # one worker: the engine's default, every core
+        predictor = []
+        try:
+            for _ in range(n):  # one at a time: loading is memory- and CPU-heavy
+                predictor.append(ModelProcess(
+                    path, args.device or cfg.runtime.device, cfg.runtime.dtype, encoder_name=cfg.model.encoder or None,
+                    engine=cfg.runtime.engine, call_timeout_s=settings.model_timeout_s,
+                    max_restarts=settings.model_restarts, threads=threads,
+                ))  # fmt: skip
+        except BaseException:
+            for p in predictor:
+                p.close()
+            raise
     else:
         predictor = load_predictor(cfg, args.model, args.device)
     return serve(predictor, settings, cfg.vad, outputs, cfg.runtime.max_batch, console, speakers)

@@ -10,7 +10,9 @@ closes a segment in the same instant, a burst of N segments, the worst case.
 For each N: sentences sent, segments returned and dropped, the latency from the client
 sending a sentence's last sample to receiving its segment (p50/p95; the VAD's 0.6 s
 hang-over is part of it), and the server's CPU (of the machine's cores, from /proc).
-The clients run in this process with asyncio and share the machine with the server.
+The clients run with asyncio in `--client-procs` processes of their own (2), apart from the
+server's, and share the machine's cores with it; `--workers N` starts the server with N
+model processes.
 
     python benchmarks/bench_serve.py        # N = 1, 8, 32, 64, 96, 128, and 64 aligned; updates docs/benchmarks.md
     python benchmarks/bench_serve.py --streams 1 4 --sentences 2 --no-doc   # a quick check
@@ -183,23 +185,50 @@ def _score(spans: list[tuple], received: list[tuple[float, dict]], sent_end: dic
     return dict(sent=len(spans), returned=len(received) - dropped, dropped=dropped, latencies=latencies)
 
 
-async def run_load(port: int, n: int, sentences: list[np.ndarray], k: int, seed: int, aligned: bool) -> list[dict]:
+async def run_clients(port: int, plans: list[tuple[np.ndarray, list[tuple], float]]) -> list[dict]:
+    return await asyncio.gather(*(client(f"ws://127.0.0.1:{port}/v1/stream", *plan) for plan in plans))
+
+
+def client_process(port: int, plans: list, out) -> None:
+    """A share of the clients in a process of their own (multiprocessing target)."""
+    out.send(asyncio.run(run_clients(port, plans)))
+    out.close()
+
+
+def run_load(port: int, n: int, sentences: list[np.ndarray], k: int, seed: int, aligned: bool, procs: int) -> list:
+    """N clients, each with its programme and start time, spread over `procs` processes (0:
+    in this one). time.perf_counter is CLOCK_MONOTONIC on Linux: one clock for all of them."""
+    import multiprocessing as mp
+
     rng = np.random.default_rng(seed)
-    start_at = time.perf_counter() + 2.0 + n * 0.01  # every client connected before the audio starts
-    jobs = []
+    start_at = time.perf_counter() + 3.0 + n * 0.02  # every client connected before the audio starts
+    plans = []
     for _ in range(n):
         audio, spans = programme(sentences, k, rng)
         offset = 0.0 if aligned else float(rng.uniform(0.0, PERIOD_S))
-        jobs.append(client(f"ws://127.0.0.1:{port}/v1/stream", audio, spans, start_at + offset))
-    return await asyncio.gather(*jobs)
+        plans.append((audio, spans, start_at + offset))
+    if procs <= 0:
+        return asyncio.run(run_clients(port, plans))
+    ctx = mp.get_context("spawn")
+    pipes, workers = [], []
+    for i in range(procs):
+        mine, theirs = ctx.Pipe(duplex=False)
+        w = ctx.Process(target=client_process, args=(port, plans[i::procs], theirs), daemon=True)
+        w.start()
+        pipes.append(mine)
+        workers.append(w)
+    results = [r for pipe in pipes for r in pipe.recv()]
+    for w in workers:
+        w.join(30)
+    return results
 
 
-def bench(n: int, sentences: list[np.ndarray], k: int, extra: list[str], aligned: bool = False) -> dict:
+def bench(n: int, sentences: list[np.ndarray], k: int, extra: list[str], aligned: bool = False, procs: int = 0) -> dict:
     port = free_port()
     server = start_server(port, max(n, 1), extra)
     try:
         cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
-        results = asyncio.run(run_load(port, n, sentences, k, seed=n, aligned=aligned))
+        results = run_load(port, n, sentences, k, seed=n, aligned=aligned, procs=procs)
         cpu = (cpu_seconds(server.pid) - cpu0) / (time.perf_counter() - t0)
     finally:
         server.terminate()
@@ -217,7 +246,7 @@ def bench(n: int, sentences: list[np.ndarray], k: int, extra: list[str], aligned
         p95_s=round(float(np.percentile(lat, 95)), 3) if lat else None,
         first_p50_s=round(statistics.median(first), 3) if first else None,
         last_p50_s=round(statistics.median(last), 3) if last else None,
-        server_cpu_cores=round(cpu, 2),
+        server_cpu_cores=round(cpu, 2), streams_per_core=round(n / (os.cpu_count() or 1), 1),
     )  # fmt: skip
     in_time = row["p95_s"] is not None and row["p95_s"] <= GOAL_P95_S
     steady = bool(first and last) and row["last_p50_s"] <= row["first_p50_s"] + BACKLOG_S
@@ -242,7 +271,8 @@ def render(result: dict) -> str:
         f"Run {m['date']} on {m['cpu']} ({os.cpu_count()} cores), torch {m['torch']}, model "
         f"`{result['model']}`. Command: `python benchmarks/bench_serve.py{result['args']}`.\n"
         f"Each client streams {result['sentences_per_client']} Emo-DB sentences between 1 s pauses in real time "
-        "(100 ms messages) on loopback; the clients run in the benchmark's process on the same machine. Clients "
+        f"(100 ms messages) on loopback; the clients run {result.get('clients', 'in the benchmark process')} on "
+        "the same machine, sharing its cores with the server. Clients "
         f"start at random offsets within {PERIOD_S:.0f} s (staggered) or all at once (aligned: every stream closes "
         "a segment in the same instant). Latency: the client sending a sentence's last sample -> its segment "
         "received (VAD hang-over included).\n\n"
@@ -259,6 +289,7 @@ def render(result: dict) -> str:
                 ("p50_s", "p50 (s)"),
                 ("p95_s", "p95 (s)"),
                 ("server_cpu_cores", "server CPU (cores)"),
+                ("streams_per_core", "streams per core"),
                 ("first_p50_s", "first sentences p50 (s)"),
                 ("last_p50_s", "last sentences p50 (s)"),
                 ("keeps_up", "keeps up"),
@@ -293,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--also-aligned", type=int, nargs="*", default=[64], help="after the staggered runs, these N aligned too"
     )
+    ap.add_argument("--workers", type=int, help="the server's model processes (serve --workers)")
+    ap.add_argument(
+        "--client-procs", type=int, default=2,
+        help="processes the clients run in, apart from the server and this one (0: in this process); default 2",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     files = sorted(EMODB.glob("*.wav"))
     if not files:
@@ -305,18 +341,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.random_ssl:
             model = str(random_ssl_bundle(args.random_ssl, Path(tmp)))
         extra = (["--model", model] if model else []) + (["--onnx"] if args.onnx else [])
-        rows = [bench(n, sentences, args.sentences, extra, aligned=args.aligned) for n in args.streams]
+        extra += ["--workers", str(args.workers)] if args.workers is not None else []
+        procs = args.client_procs
+        rows = [bench(n, sentences, args.sentences, extra, args.aligned, procs) for n in args.streams]
         if not args.aligned:
-            rows += [bench(n, sentences, args.sentences, extra, aligned=True) for n in args.also_aligned]
+            rows += [bench(n, sentences, args.sentences, extra, True, procs) for n in args.also_aligned]
     name = f"hubert-{args.random_ssl} (random weights)" if args.random_ssl else args.model or "default"
     name += " under ONNX Runtime (int8)" if args.onnx else ""
+    name += f", {args.workers or os.cpu_count()} model processes" if args.workers not in (None, 1) else ""
     result = dict(
         machine=machine("cpu"), rows=rows, model=name, sentences_per_client=args.sentences,
+        clients=f"in {args.client_procs} processes of their own" if args.client_procs else "in the benchmark process",
+        workers=args.workers if args.workers is not None else 1,
         args="".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
     )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     key = f"bench_serve_hubert_{args.random_ssl}" if args.random_ssl else "bench_serve"
     key += "_onnx" if args.onnx else ""
+    key += f"_workers{args.workers}" if args.workers not in (None, 1) else ""
     (args.out / f"{key}.json").write_text(json.dumps(result, indent=2) + "\n")
     body = render(result)
     print(body)

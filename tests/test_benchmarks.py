@@ -78,15 +78,17 @@ def test_bench_default_model_quick_run(tmp_path: Path) -> None:
 
 
 def test_bench_serve_quick_run(tmp_path: Path) -> None:
-    """Two real-time clients against a real server, staggered and then aligned: every sentence
-    comes back with a latency."""
+    """Two real-time clients (each in a process of its own) against a real server, staggered
+    and then aligned: every sentence comes back with a latency."""
     out = subprocess.run(
         [sys.executable, "benchmarks/bench_serve.py", "--streams", "2", "--sentences", "2", "--no-doc",
          "--also-aligned", "2", "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = json.loads((tmp_path / "bench_serve.json").read_text())["rows"]
+    result = json.loads((tmp_path / "bench_serve.json").read_text())
+    rows = result["rows"]
+    assert result["clients"] == "in 2 processes of their own"  # apart from the server and the benchmark
     assert [r["starts"] for r in rows] == ["staggered", "aligned"]
     for row in rows:
         assert row["streams"] == 2 and row["sentences"] == 4 and row["dropped"] == 0

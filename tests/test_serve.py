@@ -259,6 +259,34 @@ def test_the_model_in_the_servers_own_process_gives_the_same_results(server: Ser
         assert a["segment"] == b["segment"] and a["shares"] == b["shares"]
 
 
+def test_two_model_processes_share_the_streams(server: Server) -> None:
+    """serve --workers 2: two model processes of one core each; streams opened together go
+    one to each (the least loaded) and score as on one model process."""
+    two = Server("--workers", "2")
+    try:
+        health = json.loads(two.get("/healthz")[1])["model_process"]
+        assert health["workers"] == 2 and health["streams"] == [0, 0] and health["up"]
+        out: dict[int, tuple] = {}
+        clients = [threading.Thread(target=lambda i=i: out.update({i: stream(two.url, pcm(), chunk_s=0.5)}))
+                   for i in range(2)]  # fmt: skip
+        for c in clients:
+            c.start()
+        seen = []
+        while any(c.is_alive() for c in clients):
+            seen.append(json.loads(two.get("/healthz")[1])["model_process"]["streams"])
+            time.sleep(0.05)
+        assert [1, 1] in seen and [2, 0] not in seen and [0, 2] not in seen
+        assert "emomon_workers 2.0" in two.get("/metrics")[1]
+    finally:
+        _, err = two.stop()
+    assert "Traceback" not in err
+    one, _ = stream(server.url, pcm())
+    for messages, code in out.values():
+        assert code == 1000 and len(segments(messages)) == 6
+        for a, b in zip(segments(messages), segments(one)):
+            assert a["segment"] == b["segment"] and a["shares"] == pytest.approx(b["shares"], abs=1e-3)
+
+
 def test_replay_through_the_server_logs_what_a_local_replay_logs(tmp_path: Path) -> None:
     # int8 scores each segment in its own encoder pass (model/compute.py: configure), so the server and a
     # local replay, which batch segments differently, give the same shares on any CPU (under

@@ -1,6 +1,10 @@
-"""The streams of `emomon serve` and the one inference worker they share: each stream's
-audio state (`Stream`), and the `Hub` that bridges the worker thread to the event loop
-(results back to their stream's outbox, in order), with the server's metrics."""
+"""The streams of `emomon serve` and the inference workers they share: each stream's audio
+state (`Stream`), and the `Hub` that bridges the worker threads to the event loop (results
+back to their stream's outbox, in order), with the server's metrics.
+
+With `--workers N` there are N model processes, each with its own worker thread and queue
+(a share of [serve] queue_size); a new stream goes to the one with the fewest open streams
+and stays there, since its normalisation session lives in that process."""
 
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ class Stream:
 
     def __init__(self, sid: int, rate: int, vad: VadSettings, interim_s: float) -> None:
         self.id, self.key, self.rate = sid, f"stream-{sid}", rate
+        self.worker = 0  # which model process scores it (Hub.open)
         self.cuts = AudioStream(vad, rate, interim_s=interim_s)
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.pending = 0  # final segments submitted, result not yet in the outbox
@@ -59,30 +64,33 @@ def message(result: Result, emotions: tuple[str, ...]) -> dict[str, Any]:
 
 
 class Hub:
-    """The streams and the one worker; the bridge from the worker thread to the event loop."""
+    """The streams and the workers; the bridge from the worker threads to the event loop."""
 
     def __init__(
         self,
-        predictor: Engine,
+        predictors: Engine | list[Engine],
         settings: ServeSettings,
         vad: VadSettings,
         outputs: OutputSettings,
         max_batch: int,
         speakers: SpeakerSettings | None = None,
     ) -> None:
-        """`max_batch`: [runtime]'s, the worker's segments per model call."""
+        """`predictors`: one engine per worker (a model process each with --workers);
+        `max_batch`: [runtime]'s, a worker's segments per model call."""
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         from ..monitor.worker import InferenceWorker
         from ..outputs.sinks import Outputs
 
-        self.predictor, self.settings, self.vad, self.outputs = predictor, settings, vad, outputs
+        self.predictors = predictors if isinstance(predictors, list) else [predictors]
+        self.predictor = self.predictors[0]  # name and emotions: the same bundle in every one
+        self.settings, self.vad, self.outputs = settings, vad, outputs
         self.streams: dict[str, Stream] = {}
         self.next_id = 1
         self.closing = False  # SIGTERM or SIGINT: no new streams; open ones finish and close with 1001
         self.closing_event: asyncio.Event | None = None  # set in the loop, wakes every stream's reader
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.lock = threading.Lock()  # self.streams is read by the worker thread
+        self.lock = threading.Lock()  # self.streams is read by the worker threads
         self.registry = CollectorRegistry()
         Gauge("emomon_streams", "Open streams", registry=self.registry).set_function(lambda: len(self.streams))
         self.m_opened = Counter("emomon_streams_opened", "Streams accepted", registry=self.registry)
@@ -100,25 +108,38 @@ class Hub:
             from ...model.tracker import Speakers
 
             self.speakers = Speakers(speakers)
-        self.fatal = ""  # the model process keeps dying: the server stops with this sentence
+        self.fatal = ""  # a model process keeps dying: the server stops with this sentence
         self.stop_server: Callable[[], None] | None = None  # set by serve(): a graceful stop, as SIGTERM
-        if isinstance(predictor, ModelProcess):  # supervised: it says when it gives up
-            predictor.on_fatal = self._model_lost
-        Gauge("emomon_model_up", "1 while the model (its process) is ready", registry=self.registry).set_function(
-            lambda: float(predictor.health()["up"])
+        for predictor in self.predictors:
+            if isinstance(predictor, ModelProcess):  # supervised: it says when it gives up
+                predictor.on_fatal = self._model_lost
+        Gauge("emomon_model_up", "1 while every model (process) is ready", registry=self.registry).set_function(
+            lambda: float(self.model_health()["up"])
         )  # fmt: skip
         Gauge("emomon_model_restarts", "Model processes started after one died", registry=self.registry
-              ).set_function(lambda: predictor.health()["restarts"])  # fmt: skip
-        self.logs = Outputs.open(outputs, predictor.emotions, save_audio=False, streams=True,
+              ).set_function(lambda: self.model_health()["restarts"])  # fmt: skip
+        Gauge("emomon_workers", "Model processes (--workers)", registry=self.registry).set(len(self.predictors))
+        self.logs = Outputs.open(outputs, self.predictor.emotions, save_audio=False, streams=True,
                                  speakers=self.speakers is not None)  # fmt: skip
-        self.worker = InferenceWorker(
-            predictor, self._on_result, settings.queue_size, max_batch, drop_oldest=True,
-            speakers=self.speakers,
-        ).start()  # fmt: skip
+        share = max(1, -(-settings.queue_size // len(self.predictors)))  # each worker's part of the queue
+        self.workers = [
+            InferenceWorker(p, self._on_result, share, max_batch, drop_oldest=True, speakers=self.speakers).start()
+            for p in self.predictors
+        ]
+        self.assigned = [0] * len(self.workers)  # open streams per worker
         queued = Gauge("emomon_queue", "Segments waiting for the model (drops start when it is full)",
                        registry=self.registry)  # fmt: skip
-        queued.set_function(self.worker.queue.qsize)
-        Gauge("emomon_queue_size", "Capacity of that queue", registry=self.registry).set(settings.queue_size)
+        queued.set_function(lambda: sum(w.queue.qsize() for w in self.workers))
+        Gauge("emomon_queue_size", "Capacity of that queue", registry=self.registry).set(share * len(self.workers))
+
+    def model_health(self) -> dict[str, Any]:
+        """Up while every model process is; restarts summed over them."""
+        each = [p.health() for p in self.predictors]
+        return {"up": all(h["up"] for h in each), "restarts": sum(h["restarts"] for h in each)}
+
+    def totals(self) -> dict[str, int]:
+        """Segments processed, dropped and failed over every worker."""
+        return {k: sum(getattr(w, k) for w in self.workers) for k in ("processed", "dropped", "failed")}
 
     # -- worker thread -------------------------------------------------------------------
     def _on_result(self, result: Result) -> None:
@@ -152,6 +173,8 @@ class Hub:
     def open(self, rate: int) -> Stream:
         stream = Stream(self.next_id, rate, self.vad, self.outputs.interim_s)
         self.next_id += 1
+        stream.worker = min(range(len(self.workers)), key=lambda i: (self.assigned[i], i))  # the least loaded
+        self.assigned[stream.worker] += 1
         with self.lock:
             self.streams[stream.key] = stream
         self.m_opened.inc()
@@ -160,31 +183,38 @@ class Hub:
     def close(self, stream: Stream) -> None:
         with self.lock:
             self.streams.pop(stream.key, None)
-        self.worker.forget(stream.key)
-        self.predictor.end_session(stream.key)
+        self.assigned[stream.worker] -= 1
+        self.workers[stream.worker].forget(stream.key)
+        self.predictors[stream.worker].end_session(stream.key)
         if self.speakers is not None:
             self.speakers.forget(stream.key)
 
     def feed(self, stream: Stream, cuts: list[Cut]) -> None:
-        """A stream's cuts to the worker: `stream.cuts.push(audio)`, or `finish()` at its end.
+        """A stream's cuts to its worker: `stream.cuts.push(audio)`, or `finish()` at its end.
         Runs on the event loop, as the results' delivery does: `pending` counts before any of
         them can come back."""
-        finals = self.worker.submit_cuts(stream.key, cuts, stream.id)  # the live policy: never blocks
+        finals = self.workers[stream.worker].submit_cuts(stream.key, cuts, stream.id)  # the live policy: never blocks
         if finals:
             stream.pending += finals
             stream.idle.clear()
 
     def health(self) -> dict[str, Any]:
-        model = self.predictor.health()
+        model = self.model_health()
         status = "closing" if self.closing else "ok" if model["up"] else "degraded"
         return {
             "status": status,
             "model": self.predictor.name,
             "emotions": list(self.predictor.emotions),
             "streams": len(self.streams),
-            "model_process": {"up": model["up"], "restarts": model["restarts"]},
+            "model_process": {
+                "up": model["up"],
+                "restarts": model["restarts"],
+                "workers": len(self.workers),
+                "streams": list(self.assigned),
+            },  # fmt: skip
         }
 
     def shutdown(self) -> None:
-        self.worker.close()
+        for w in self.workers:
+            w.close()
         self.logs.close()

@@ -52,12 +52,16 @@ class ModelUnavailable(EmomonError):
 CALLS = ("predict", "use_session", "end_session", "session_state", "set_session_state")  # Engine's, over the pipe
 
 
-def _child(conn, path: str, device: str, dtype: str, encoder_name: str | None, engine: str) -> None:
+def _child(conn, path: str, device: str, dtype: str, encoder_name: str | None, engine: str, threads: int) -> None:
     from ...model.engines import open_predictor
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle; it stops the child
     try:
-        predictor = open_predictor(path, device, dtype, engine, encoder_name)
+        if threads:  # this process's share of the cores (serve --workers)
+            import torch
+
+            torch.set_num_threads(threads)
+        predictor = open_predictor(path, device, dtype, engine, encoder_name, threads or None)
     except Exception as e:  # noqa: BLE001 - reported to the parent as one sentence
         conn.send(("error", str(e)))
         return
@@ -117,8 +121,10 @@ class ModelProcess:
         max_restarts: int = 5,
         window_s: float = 60.0,
         on_fatal: Callable[[str], None] | None = None,
+        threads: int = 0,
     ) -> None:
-        self._args = (str(path), device, dtype, encoder_name, engine)
+        """`threads`: the engine's threads in the child (0: its default, every core)."""
+        self._args = (str(path), device, dtype, encoder_name, engine, threads)
         self.call_timeout_s, self.start_timeout_s = call_timeout_s, start_timeout_s
         self.max_restarts, self.window_s, self.on_fatal = max_restarts, window_s, on_fatal
         self._ctx = mp.get_context("spawn")  # no fork of a process that has threads and torch

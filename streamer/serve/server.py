@@ -67,7 +67,7 @@ def check_bind(settings: ServeSettings) -> None:
 
 
 def serve(
-    predictor: Engine,
+    predictor: Engine | list[Engine],
     settings: ServeSettings,
     vad: VadSettings,
     outputs: OutputSettings,
@@ -81,6 +81,7 @@ def serve(
 
     check_bind(settings)
     hub = Hub(predictor, settings, vad, outputs, max_batch, speakers)
+    predictor = hub.predictor
     app = create_app(hub)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, ws="websockets-sansio", ws_max_size=2 * MAX_MESSAGE_BYTES,
@@ -93,6 +94,7 @@ def serve(
     console.print(
         f"emomon serve on http://{settings.host}:{settings.port} (model {predictor.name}, "
         f"{len(predictor.emotions)} emotions, up to {settings.max_streams} streams"
+        + (f", {len(hub.predictors)} model processes" if len(hub.predictors) > 1 else "")
         + (", token required)" if settings.token else ")"),
         markup=False, highlight=False, soft_wrap=True,
     )  # fmt: skip
@@ -100,9 +102,11 @@ def serve(
         server.run()
     finally:
         hub.shutdown()
-        predictor.close()
-    w = hub.worker
-    console.print(f"{w.processed} segment(s), {w.dropped} dropped, {w.failed} failed, {hub.next_id - 1} stream(s)")
+        for p in hub.predictors:
+            p.close()
+    n = hub.totals()
+    console.print(f"{n['processed']} segment(s), {n['dropped']} dropped, {n['failed']} failed, "
+                  f"{hub.next_id - 1} stream(s)")  # fmt: skip
     if hub.fatal:
         raise EmomonError(hub.fatal.replace("no new one is started", "the server stopped"))
     return 0

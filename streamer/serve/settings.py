@@ -29,6 +29,9 @@ class ServeSettings:
     # stream's end waits at most this long for its results.
     model_timeout_s: float = 120.0
     model_restarts: int = 5  # the model process dying this many times within a minute stops the server
+    # Model processes, each with its own share of the cores and its own streams (the least loaded
+    # takes a new one); 0 = one per core. Needs model_process.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -43,5 +46,9 @@ class ServeSettings:
                 raise ValueError(f"allow_hosts: {host!r} is not a host name such as 'emomon.example' (or '*')")
         if self.model_timeout_s <= 0 or self.model_restarts < 1:
             raise ValueError("model_timeout_s must be > 0 and model_restarts >= 1")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 (one per core) or more, not {self.workers}")
+        if self.workers != 1 and not self.model_process:
+            raise ValueError("workers > 1 needs model_process = true (each worker is a model process)")
         if self.idle_timeout_s < 0:
             raise ValueError(f"idle_timeout_s must be 0 (never) or more, not {self.idle_timeout_s}")
