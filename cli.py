@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .commands import run_batch, run_devices, run_export, run_live, run_plot, run_replay, run_serve
+from .commands import run_batch, run_devices, run_doctor, run_export, run_live, run_plot, run_replay, run_serve
 from .model.errors import EmomonError
 
 DEFAULT_CONFIG = Path("config.toml")
@@ -29,10 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     bundle = argparse.ArgumentParser(add_help=False)  # which model: every command that runs or writes one
     bundle.add_argument("--model", help="model bundle folder (default: [model] bundle, else the shipped default)")
     runtime = argparse.ArgumentParser(add_help=False, parents=[bundle])  # what runs it, for the commands that score
-    runtime.add_argument(
+    engines = runtime.add_mutually_exclusive_group()
+    engines.add_argument(
         "--onnx", action="store_true",
         help="run the model's ONNX export under ONNX Runtime ([runtime] engine = \"onnx\"; emomon[onnx])",
     )  # fmt: skip
+    engines.add_argument(
+        "--torch", action="store_true", help="run the model on torch ([runtime] engine = \"torch\"; default: auto)"
+    )
     outputs.add_argument("--csv", help="append one row per segment to this CSV file")
     outputs.add_argument("--jsonl", help="append one JSON object per segment to this file; - = stdout")
     outputs.add_argument("--attention", action="store_true", help="JSON Lines: add the attention weights")
@@ -168,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(run=run_plot)
     dv = sub.add_parser("devices", parents=[common], help="list audio input devices")
     dv.set_defaults(run=run_devices)
+    dr = sub.add_parser(
+        "doctor", parents=[common, runtime],
+        help="what this machine offers the model, and which dtype and engine emomon chose and why",
+    )  # fmt: skip
+    dr.add_argument("--device", help="compute device: auto, cpu, cuda or cuda:N")
+    dr.set_defaults(run=run_doctor)
     add_training(sub, [common])
     return parser
 
@@ -189,10 +199,11 @@ def main(argv: list[str] | None = None) -> int:
 
         path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
         cfg = load_config(path)
-        if getattr(args, "onnx", False):
+        engine = "onnx" if getattr(args, "onnx", False) else "torch" if getattr(args, "torch", False) else None
+        if engine:
             from dataclasses import replace
 
-            cfg = replace(cfg, runtime=replace(cfg.runtime, engine="onnx"))
+            cfg = replace(cfg, runtime=replace(cfg.runtime, engine=engine))
         console = Console(stderr=json_on_stdout(args, cfg))
         from .model.memory import bound_this_process
 

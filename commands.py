@@ -1,4 +1,4 @@
-"""What the runtime commands do (replay, live, serve, batch, export, plot, devices): each
+"""What the runtime commands do (replay, live, serve, batch, export, plot, devices, doctor): each
 `run_*` takes the parsed arguments and config.toml's Config and returns the exit code.
 cli.py parses the command line and calls them; heavy libraries load inside each."""
 
@@ -70,6 +70,18 @@ def run_devices(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
     for d in devices:
         mark = "*" if d["default"] else " "
         console.print(f"{mark} {d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['rate']} Hz)", markup=False)
+    return 0
+
+
+def run_doctor(args: argparse.Namespace, cfg, console, argv: list[str]) -> int:
+    from .model.bundle import DEFAULT_BUNDLE
+    from .model.doctor import report
+
+    bundle = args.model or cfg.model.bundle or DEFAULT_BUNDLE
+    rows = report(bundle, args.device or cfg.runtime.device, cfg.runtime.dtype, cfg.runtime.engine)
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        console.print(f"{k:<{width}}  {v}", markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

@@ -78,7 +78,7 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     return table[dtype]
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
@@ -114,7 +114,7 @@ def fast_bf16(device: str | torch.device) -> bool:
         onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a private op: treat its absence as "no"
         onednn = False
-    return onednn and bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    return onednn and bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 def choose_dtype(dtype: str, device: str | torch.device) -> tuple[str, str]:

@@ -4,10 +4,12 @@
 - "torch": the Predictor, any bundle, any dtype;
 - "onnx": the bundle's exported graph under onnxruntime (Whisper bundles with pooled,
   Architecture-3 regressors, as the shipped default; float32 or int8);
-- "auto": whichever of the two is faster here. Where ONNX Runtime can run the bundle
-  (onnxruntime and the exporter installed, a Whisper bundle, a CPU, dtype auto, float32 or
-  int8) both score a 2 s segment a few times on first use, and the faster one is kept
-  in the cache (~/.cache/emomon/onnx/auto-*.json, one per bundle, CPU, threads and dtype);
+- "auto" (the default): whichever of the two is faster here. Where ONNX Runtime can run
+  the bundle (onnxruntime and the exporter installed, a Whisper bundle, a CPU, dtype auto,
+  float32 or int8) both score a 2 s segment a few times once the export is in the cache,
+  and the faster one is kept (~/.cache/emomon/onnx/auto-*.json, one per bundle, CPU,
+  threads and dtype). Until the export is there, torch scores while a background process
+  makes it (model/auto_engine.py), so the first run starts as fast as torch alone.
   torch everywhere else. Which one wins depends on the CPU (docs/benchmarks.md, "ONNX
   Runtime").
 
@@ -60,10 +62,34 @@ def choose_engine(engine: str, bundle: Path, device: str, dtype: str) -> tuple[s
     return "measure", "auto"
 
 
-def _faster(folder: Path, device: str, dtype: str, threads: int | None):
-    """Time both engines on a 2 s segment (or read the last such measurement here) and
-    return the faster one, loaded, with why."""
+def _record(folder: Path, dtype: str, threads: int) -> Path:
+    """Where auto keeps its measurement for this bundle, CPU, thread count and dtype."""
     import hashlib
+
+    from .compute import cpu_name
+    from .export import bundle_digest, cache_dir
+
+    key = hashlib.sha256(f"{bundle_digest(folder)} {cpu_name()} {threads} {dtype}".encode()).hexdigest()[:24]
+    return cache_dir() / f"auto-{key}.json"
+
+
+def measured(folder: Path, dtype: str, threads: int) -> tuple[str, str] | None:
+    """The engine auto chose here before, and why; None when it has not measured yet."""
+    import json
+
+    try:
+        seen = json.loads(_record(folder, dtype, threads).read_text())
+        if seen["engine"] in ("torch", "onnx"):
+            ms = f"{seen['torch_ms']:.1f} ms torch, {seen['onnx_ms']:.1f} ms onnx"
+            return seen["engine"], f"auto: measured faster here ({ms})"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def measure(folder: Path, device: str, dtype: str, threads: int | None, torch_engine):
+    """Time the torch engine and the (cached) ONNX export on a 2 s segment, record which is
+    faster, and return the ONNX engine if it is (else None), with why."""
     import json
     import statistics
     import time
@@ -72,27 +98,12 @@ def _faster(folder: Path, device: str, dtype: str, threads: int | None):
     import torch
 
     from .compute import cpu_name
-    from .export import bundle_digest, cache_dir
     from .files import write_atomic
     from .onnx_engine import OnnxPredictor
-    from .predictor import Predictor
 
     threads = threads or torch.get_num_threads()
-    key = hashlib.sha256(f"{bundle_digest(folder)} {cpu_name()} {threads} {dtype}".encode()).hexdigest()[:24]
-    record = cache_dir() / f"auto-{key}.json"
-    try:
-        seen = json.loads(record.read_text())
-        chosen = seen["engine"] if seen["engine"] in ("torch", "onnx") else None
-    except (OSError, ValueError, KeyError, TypeError):
-        chosen = None
-    if chosen is not None:
-        why = f"auto: measured faster here ({seen['torch_ms']:.1f} ms torch, {seen['onnx_ms']:.1f} ms onnx)"
-        if chosen == "onnx":
-            return OnnxPredictor.from_bundle(folder, device, dtype, threads), why
-        return Predictor.from_bundle(folder, device, dtype), why
     segment = (np.random.default_rng(0).standard_normal(32000) * 0.1).astype(np.float32)
-    engines = {"torch": Predictor.from_bundle(folder, device, dtype), "onnx": None}
-    engines["onnx"] = OnnxPredictor.from_bundle(folder, device, dtype, threads)
+    engines = {"torch": torch_engine, "onnx": OnnxPredictor.from_bundle(folder, device, dtype, threads)}
     ms = {}
     for name, p in engines.items():
         p.predict([segment], update_session=False)  # warm-up
@@ -105,15 +116,40 @@ def _faster(folder: Path, device: str, dtype: str, threads: int | None):
     chosen = min(ms, key=ms.__getitem__)
     seen = {"engine": chosen, "torch_ms": ms["torch"], "onnx_ms": ms["onnx"], "cpu": cpu_name(), "threads": threads,
             "dtype": dtype}  # fmt: skip
-    write_atomic(record, (json.dumps(seen) + "\n").encode())
-    return engines[chosen], f"auto: measured faster here ({ms['torch']:.1f} ms torch, {ms['onnx']:.1f} ms onnx)"
+    write_atomic(_record(folder, dtype, threads), (json.dumps(seen) + "\n").encode())
+    why = f"auto: measured faster here ({ms['torch']:.1f} ms torch, {ms['onnx']:.1f} ms onnx)"
+    return (engines["onnx"] if chosen == "onnx" else None), why
+
+
+def _auto(folder: Path, device: str, dtype: str, threads: int | None):
+    """auto where ONNX Runtime can run the bundle: the engine measured here before; else,
+    with the export in the cache, measure now; else torch at once, the export made in the
+    background and measured when it is there (model/auto_engine.py)."""
+    import torch
+
+    from .auto_engine import AutoEngine, exported
+    from .onnx_engine import OnnxPredictor, onnx_precision
+    from .predictor import Predictor
+
+    seen = measured(folder, dtype, threads or torch.get_num_threads())
+    if seen is not None:
+        chosen, why = seen
+        if chosen == "onnx":
+            return OnnxPredictor.from_bundle(folder, device, dtype, threads), why
+        return Predictor.from_bundle(folder, device, dtype), why
+    torch_engine = Predictor.from_bundle(folder, device, dtype)
+    if exported(folder, onnx_precision(dtype, device)):
+        onnx, why = measure(folder, device, dtype, threads, torch_engine)
+        return (onnx or torch_engine), why
+    engine = AutoEngine(torch_engine, folder, device, dtype, threads)
+    return engine, engine.why
 
 
 def open_predictor(
     bundle: str | Path | None = None,
     device: str = "auto",
     dtype: str = "auto",
-    engine: str = "torch",
+    engine: str = "auto",
     encoder_name: str | None = None,
     threads: int | None = None,
 ):
@@ -123,7 +159,7 @@ def open_predictor(
     if chosen == "measure" and encoder_name:
         chosen, why = "torch", "auto: a local encoder folder runs on torch only"
     if chosen == "measure":
-        predictor, why = _faster(folder, device, dtype, threads)
+        predictor, why = _auto(folder, device, dtype, threads)
         log.info("engine %s (%s)", "onnx" if type(predictor).__name__ == "OnnxPredictor" else "torch", why)
         return predictor
     log.info("engine %s (%s)", chosen, why)

@@ -150,6 +150,10 @@ class Predictor:
     def set_session_state(self, key: str, state: np.ndarray) -> None:
         self._sessions.use(key).set_state(state)
 
+    def sessions(self) -> dict[str, np.ndarray]:
+        """Every kept session's statistics by key (to carry them to another engine)."""
+        return {k: norm.state().numpy() for k, norm in self._sessions.states.items()}
+
     def regress(
         self,
         features: torch.Tensor,

@@ -162,8 +162,9 @@ class RuntimeSettings:
     dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = "auto"
     # What runs the model (model/engines.py): "torch"; "onnx", the bundle's exported graph
     # under ONNX Runtime (Whisper bundles, float32 or int8; pip install 'emomon[onnx]');
-    # "auto", whichever of the two measured faster on this machine (measured once, cached).
-    engine: Literal["auto", "torch", "onnx"] = "torch"
+    # "auto", whichever of the two measured faster on this machine (measured once, cached;
+    # torch meanwhile, while the export is made in the background).
+    engine: Literal["auto", "torch", "onnx"] = "auto"
     # Segments run through the model together when they queue up: live, replay and serve's
     # worker, batch's model calls (one key for every command).
     max_batch: int = 8

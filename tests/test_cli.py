@@ -72,3 +72,27 @@ def test_replay_without_audio_says_what_is_missing(tmp_path: Path) -> None:
     assert out.stderr.strip() == (
         "emomon: Say what to replay: audio files, folders, - (standard input) or a URL, or --sample."
     )
+
+
+@pytest.mark.system
+def test_doctor_says_what_runs_and_why(tmp_path: Path) -> None:
+    """A cold ONNX cache: auto runs torch for now and says so; --torch is as configured; an
+    impossible device is one finding, not a traceback."""
+    import os
+
+    env = {**os.environ, "EMOMON_ONNX_CACHE": str(tmp_path)}
+
+    def doctor(*args: str) -> dict[str, str]:
+        out = subprocess.run([sys.executable, "-m", "emomon.cli", "doctor", *args], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        return {line.split("  ", 1)[0]: line.split("  ", 1)[1].strip() for line in out.stdout.splitlines()}
+
+    found = doctor()
+    assert found["CPU"].endswith(f"{os.cpu_count()} cores") and "capability" in found["torch"]
+    assert "CPUExecutionProvider" in found["onnxruntime"] and found["device"] == "cpu (setting auto)"
+    assert found["engine"].startswith("torch (auto: not measured here yet")
+    assert found["dtype"].split()[0] in ("int8", "bfloat16")
+    assert doctor("--torch")["engine"] == "torch (as configured)"
+    if found["CUDA"].startswith("no CUDA GPU"):  # asking for one is the finding
+        assert "no CUDA GPU is available" in doctor("--device", "cuda")["problem"]

@@ -253,9 +253,10 @@ def test_bad_inputs_are_one_sentence(bundles, exported, tmp_path):
 
 
 def test_engine_setting(bundles, tmp_path, monkeypatch):
-    """torch, onnx and auto: auto times both once, keeps the faster, and reads that next time."""
+    """torch, onnx and auto: with the export cached, auto times both once, keeps the faster,
+    and reads that next time."""
     from emomon.model.engines import choose_engine, open_predictor
-    from emomon.model.onnx_engine import OnnxPredictor
+    from emomon.model.onnx_engine import OnnxPredictor, cached_export
     from emomon.model.predictor import Predictor
 
     monkeypatch.setenv("EMOMON_ONNX_CACHE", str(tmp_path))
@@ -267,6 +268,7 @@ def test_engine_setting(bundles, tmp_path, monkeypatch):
     assert choose_engine("auto", b, "cpu", "bfloat16")[0] == "torch"
     with pytest.raises(ConfigError, match="'bfloat16' is not one the ONNX engine runs"):
         open_predictor(b, "cpu", "bfloat16", "onnx")
+    cached_export(b, "float32")  # made above by engine = "onnx"
     auto = open_predictor(b, "cpu", "float32", "auto")
     [record] = list(tmp_path.glob("auto-*.json"))
     seen = json.loads(record.read_text())
@@ -275,6 +277,39 @@ def test_engine_setting(bundles, tmp_path, monkeypatch):
     record.write_text(json.dumps({**seen, "engine": "onnx" if seen["engine"] == "torch" else "torch"}))
     again = open_predictor(b, "cpu", "float32", "auto")  # the record decides, without timing again
     assert type(again) is not type(auto)
+
+
+@pytest.mark.system  # the detached exporter
+def test_auto_scores_with_torch_at_once_and_takes_over_its_sessions(bundles, tmp_path, monkeypatch):
+    """A cold cache: auto returns at once with torch and starts the export in a detached
+    process; when it is there, the next call measures, and scoring goes on in the same
+    sessions, as a torch engine alone goes on (float32: the engines agree to 1e-4)."""
+    import time
+
+    from emomon.model.auto_engine import AutoEngine, exported
+    from emomon.model.engines import open_predictor
+    from emomon.model.predictor import Predictor
+
+    monkeypatch.setenv("EMOMON_ONNX_CACHE", str(tmp_path))
+    b = bundles["adaptive"]
+    t0 = time.monotonic()
+    auto = open_predictor(b, "cpu", "float32", "auto")
+    assert isinstance(auto, AutoEngine) and time.monotonic() - t0 < 5  # no export in the way
+    assert auto.describe()["encoder"] == str(bundles["adaptive"].parent / "whisper")  # torch's
+    alone = Predictor.from_bundle(b, "cpu", "float32")
+    segs, keys = sounds(12), ["a", "b", "a", "c", "b", "a", "c", "b", "a", "a", "b", "c"]
+    got, want = [], []
+    half = 6
+    for engine, out in ((auto, got), (alone, want)):
+        out += engine.predict(segs[:half], sessions=keys[:half])
+    deadline = time.monotonic() + 120
+    while not exported(b, "float32"):
+        assert time.monotonic() < deadline, "the background export did not finish within 120 s"
+        time.sleep(0.2)
+    for engine, out in ((auto, got), (alone, want)):
+        out += engine.predict(segs[half:], sessions=keys[half:])
+    assert auto.settled and list(tmp_path.glob("auto-*.json"))
+    assert np.abs(shares(got) - shares(want)).max() < 1e-4
 
 
 def test_config_and_flag_choose_the_engine(tmp_path):

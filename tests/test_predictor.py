@@ -120,9 +120,9 @@ def test_every_compute_dtype_keeps_the_shares_within_001_of_float32(tiny_hubert:
 
 def test_auto_dtype_follows_the_cpu(tiny_hubert: Path) -> None:
     """bfloat16 only with native bf16 instructions (AMX or AVX512-BF16), int8 on other CPUs."""
-    from emomon.model.compute import _cpu_flags, choose_dtype
+    from emomon.model.compute import cpu_flags, choose_dtype
 
-    native = bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    native = bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
     chosen, why = choose_dtype("auto", "cpu")
     assert chosen == ("bfloat16" if native else "int8") and why.startswith("auto: ")
     assert choose_dtype("float16", "cpu") == ("float16", "as configured")

@@ -1,0 +1,158 @@
+"""`engine = "auto"` without the wait: torch scores while the ONNX export is made elsewhere.
+
+Choosing between the engines needs the bundle's ONNX export, which takes half a minute
+or more to make. Where it is not in the cache yet, `AutoEngine` starts the torch engine
+at once and a detached, low-priority process (`python -m emomon.model.auto_engine`) that
+exports the bundle into the cache; a run that ends first leaves it to finish, and the
+next run finds the export there. While this run goes on, each call first looks whether
+the export has appeared: then both engines score a 2 s segment a few times (engines.py:
+`measure`), the choice is recorded, and the faster one scores from the next call on,
+with every session's normalisation statistics carried over (the same (3, D) state in
+both engines).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .predictor import Prediction
+
+log = logging.getLogger("emomon")
+
+
+def export_path(folder: Path, precision: str) -> tuple[Path, Path]:
+    """Where cached_export puts the bundle's export in this precision, and its lock file."""
+    from .export import bundle_digest, cache_dir
+
+    path = cache_dir() / f"{bundle_digest(folder)[:32]}-{precision}.onnx"
+    return path, path.with_name(f"{path.stem}.lock")
+
+
+def exported(folder: Path, precision: str) -> bool:
+    path, _ = export_path(folder, precision)
+    return path.exists() and path.with_suffix(".sha256").exists()
+
+
+def start_export(folder: Path, precision: str) -> bool:
+    """Start the detached exporter unless one holds the export's lock; whether one runs now."""
+    from .files import try_lock
+
+    _, lock = export_path(folder, precision)
+    fd = try_lock(lock)
+    if fd is None:
+        return True  # another process is exporting it
+    os.close(fd)
+    subprocess.Popen(
+        [sys.executable, "-m", "emomon.model.auto_engine", str(folder), precision],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # outlives this run; Ctrl-C here does not reach it
+    )  # fmt: skip
+    return True
+
+
+class AutoEngine:
+    """The torch engine until the export is there and measured, then the faster engine: an
+    Engine itself (model/interface.py)."""
+
+    def __init__(self, torch_engine, folder: Path, device: str, dtype: str, threads: int | None) -> None:
+        from .onnx_engine import onnx_precision
+
+        self.current = torch_engine
+        self.folder, self.device, self.dtype, self.threads = folder, device, dtype, threads
+        self.precision = onnx_precision(dtype, device)
+        self.why = "auto: torch while the ONNX export is made in the background"
+        self.settled = False
+        start_export(folder, self.precision)
+
+    @property
+    def name(self) -> str:
+        return self.current.name
+
+    @property
+    def emotions(self) -> tuple[str, ...]:
+        return self.current.emotions
+
+    @property
+    def adapts(self) -> bool:
+        return self.current.adapts
+
+    def describe(self) -> dict[str, str]:
+        return self.current.describe()
+
+    def _settle(self) -> None:
+        """Once the export is in the cache: measure, record, and switch if ONNX is faster."""
+        if self.settled or not exported(self.folder, self.precision):
+            return
+        from .engines import measure
+
+        self.settled = True
+        try:
+            onnx, self.why = measure(self.folder, self.device, self.dtype, self.threads, self.current)
+        except Exception as e:  # noqa: BLE001 - a failed export or measurement keeps torch, said once
+            log.warning("engine auto: the ONNX engine could not be measured (%s); torch goes on.", e)
+            return
+        if onnx is None:
+            log.info("engine torch (%s)", self.why)
+            return
+        carry_sessions(self.current, onnx)
+        self.current = onnx
+        log.info("engine onnx from now on (%s)", self.why)
+
+    def predict(
+        self, segments: Sequence[np.ndarray], update_session: bool = True, sessions: Sequence[str] | None = None
+    ) -> list[Prediction]:
+        self._settle()
+        return self.current.predict(segments, update_session, sessions)
+
+    def use_session(self, key: str) -> None:
+        self.current.use_session(key)
+
+    def end_session(self, key: str) -> None:
+        self.current.end_session(key)
+
+    def session_state(self, key: str) -> np.ndarray:
+        return self.current.session_state(key)
+
+    def set_session_state(self, key: str, state: np.ndarray) -> None:
+        self.current.set_session_state(key, state)
+
+    def reset_session(self) -> None:
+        self.current.reset_session()
+
+    def health(self) -> dict[str, Any]:
+        return self.current.health()
+
+    def close(self) -> None:
+        self.current.close()
+
+
+def carry_sessions(torch_engine, onnx_engine) -> None:
+    """Every session's statistics, and the current one's, from the torch engine to the ONNX one."""
+    for key, state in torch_engine.sessions().items():
+        onnx_engine.set_session_state(key, state)
+    onnx_engine.state[:] = torch_engine.norm.state().numpy()
+
+
+def main(argv: list[str]) -> int:
+    """The detached exporter: the bundle's export in one precision into the cache, at low priority."""
+    os.nice(10)
+    import torch
+
+    from .onnx_engine import cached_export
+
+    torch.set_num_threads(1)
+    cached_export(Path(argv[0]), argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
