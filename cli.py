@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the model's ONNX export under ONNX Runtime ([runtime] engine = \"onnx\"; emomon[onnx])",
     )  # fmt: skip
     engines.add_argument(
-        "--torch", action="store_true", help="run the model on torch ([runtime] engine = \"torch\"; default: auto)"
+        "--torch", action="store_true", help='run the model on torch ([runtime] engine = "torch"; default: auto)'
     )
     outputs.add_argument("--csv", help="append one row per segment to this CSV file")
     outputs.add_argument("--jsonl", help="append one JSON object per segment to this file; - = stdout")

@@ -22,7 +22,7 @@ def report(bundle: str | Path, device: str, dtype: str, engine: str) -> list[tup
     import torch
 
     from .. import __version__
-    from .compute import cpu_flags, choose_dtype, cpu_name, resolve_device
+    from .compute import choose_dtype, cpu_flags, cpu_name, resolve_device
     from .engines import choose_engine, measured
 
     folder = Path(bundle)
@@ -31,8 +31,11 @@ def report(bundle: str | Path, device: str, dtype: str, engine: str) -> list[tup
         ("emomon", f"{__version__} (Python {platform.python_version()}, {platform.system()} {platform.machine()})"),
         ("CPU", f"{cpu_name()}, {os.cpu_count()} cores"),
         ("instruction sets", ", ".join(f for f in ISA if f in flags) or "none of " + ", ".join(ISA)),
-        ("torch", f"{torch.__version__}, {torch.get_num_threads()} threads, capability "
-                  f"{torch.backends.cpu.get_cpu_capability()}"),  # fmt: skip
+        (
+            "torch",
+            f"{torch.__version__}, {torch.get_num_threads()} threads, capability "
+            f"{torch.backends.cpu.get_cpu_capability()}",
+        ),  # fmt: skip
     ]
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

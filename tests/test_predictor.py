@@ -120,7 +120,7 @@ def test_every_compute_dtype_keeps_the_shares_within_001_of_float32(tiny_hubert:
 
 def test_auto_dtype_follows_the_cpu(tiny_hubert: Path) -> None:
     """bfloat16 only with native bf16 instructions (AMX or AVX512-BF16), int8 on other CPUs."""
-    from emomon.model.compute import cpu_flags, choose_dtype
+    from emomon.model.compute import choose_dtype, cpu_flags
 
     native = bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
     chosen, why = choose_dtype("auto", "cpu")
