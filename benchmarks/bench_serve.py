@@ -319,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--no-doc", action="store_true", help="print and save JSON only")
-    ap.add_argument("--onnx", action="store_true", help="the server runs the model under ONNX Runtime (--onnx)")
+    engine = ap.add_mutually_exclusive_group()
+    engine.add_argument("--onnx", action="store_true", help="the server runs the model under ONNX Runtime (--onnx)")
+    engine.add_argument("--torch", action="store_true", help="the server runs the model on torch (--torch)")
     ap.add_argument("--aligned", action="store_true", help="start every client at once (a burst); default: staggered")
     ap.add_argument(
         "--also-aligned", type=int, nargs="*", default=[64], help="after the staggered runs, these N aligned too"
@@ -340,14 +342,14 @@ def main(argv: list[str] | None = None) -> int:
         model = args.model
         if args.random_ssl:
             model = str(random_ssl_bundle(args.random_ssl, Path(tmp)))
-        extra = (["--model", model] if model else []) + (["--onnx"] if args.onnx else [])
+        extra = (["--model", model] if model else []) + (["--onnx"] if args.onnx else ["--torch"] if args.torch else [])
         extra += ["--workers", str(args.workers)] if args.workers is not None else []
         procs = args.client_procs
         rows = [bench(n, sentences, args.sentences, extra, args.aligned, procs) for n in args.streams]
         if not args.aligned:
             rows += [bench(n, sentences, args.sentences, extra, True, procs) for n in args.also_aligned]
     name = f"hubert-{args.random_ssl} (random weights)" if args.random_ssl else args.model or "default"
-    name += " under ONNX Runtime (int8)" if args.onnx else ""
+    name += " under ONNX Runtime (int8)" if args.onnx else " on torch" if args.torch else " (engine auto)"
     name += f", {args.workers or os.cpu_count()} model processes" if args.workers not in (None, 1) else ""
     result = dict(
         machine=machine("cpu"), rows=rows, model=name, sentences_per_client=args.sentences,
@@ -357,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     key = f"bench_serve_hubert_{args.random_ssl}" if args.random_ssl else "bench_serve"
-    key += "_onnx" if args.onnx else ""
+    key += "_onnx" if args.onnx else "_torch" if args.torch else ""
     key += f"_workers{args.workers}" if args.workers not in (None, 1) else ""
     (args.out / f"{key}.json").write_text(json.dumps(result, indent=2) + "\n")
     body = render(result)

@@ -22,8 +22,9 @@ def report(bundle: str | Path, device: str, dtype: str, engine: str) -> list[tup
     import torch
 
     from .. import __version__
+    from .auto_engine import measured
     from .compute import choose_dtype, cpu_flags, cpu_name, resolve_device
-    from .engines import choose_engine, measured
+    from .engines import choose_engine
 
     folder = Path(bundle)
     flags = cpu_flags()

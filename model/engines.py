@@ -62,72 +62,13 @@ def choose_engine(engine: str, bundle: Path, device: str, dtype: str) -> tuple[s
     return "measure", "auto"
 
 
-def _record(folder: Path, dtype: str, threads: int) -> Path:
-    """Where auto keeps its measurement for this bundle, CPU, thread count and dtype."""
-    import hashlib
-
-    from .compute import cpu_name
-    from .export import bundle_digest, cache_dir
-
-    key = hashlib.sha256(f"{bundle_digest(folder)} {cpu_name()} {threads} {dtype}".encode()).hexdigest()[:24]
-    return cache_dir() / f"auto-{key}.json"
-
-
-def measured(folder: Path, dtype: str, threads: int) -> tuple[str, str] | None:
-    """The engine auto chose here before, and why; None when it has not measured yet."""
-    import json
-
-    try:
-        seen = json.loads(_record(folder, dtype, threads).read_text())
-        if seen["engine"] in ("torch", "onnx"):
-            ms = f"{seen['torch_ms']:.1f} ms torch, {seen['onnx_ms']:.1f} ms onnx"
-            return seen["engine"], f"auto: measured faster here ({ms})"
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
-
-
-def measure(folder: Path, device: str, dtype: str, threads: int | None, torch_engine):
-    """Time the torch engine and the (cached) ONNX export on a 2 s segment, record which is
-    faster, and return the ONNX engine if it is (else None), with why."""
-    import json
-    import statistics
-    import time
-
-    import numpy as np
-    import torch
-
-    from .compute import cpu_name
-    from .files import write_atomic
-    from .onnx_engine import OnnxPredictor
-
-    threads = threads or torch.get_num_threads()
-    segment = (np.random.default_rng(0).standard_normal(32000) * 0.1).astype(np.float32)
-    engines = {"torch": torch_engine, "onnx": OnnxPredictor.from_bundle(folder, device, dtype, threads)}
-    ms = {}
-    for name, p in engines.items():
-        p.predict([segment], update_session=False)  # warm-up
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            p.predict([segment], update_session=False)
-            times.append((time.perf_counter() - t) * 1e3)
-        ms[name] = statistics.median(times)
-    chosen = min(ms, key=ms.__getitem__)
-    seen = {"engine": chosen, "torch_ms": ms["torch"], "onnx_ms": ms["onnx"], "cpu": cpu_name(), "threads": threads,
-            "dtype": dtype}  # fmt: skip
-    write_atomic(_record(folder, dtype, threads), (json.dumps(seen) + "\n").encode())
-    why = f"auto: measured faster here ({ms['torch']:.1f} ms torch, {ms['onnx']:.1f} ms onnx)"
-    return (engines["onnx"] if chosen == "onnx" else None), why
-
-
 def _auto(folder: Path, device: str, dtype: str, threads: int | None):
     """auto where ONNX Runtime can run the bundle: the engine measured here before; else,
     with the export in the cache, measure now; else torch at once, the export made in the
     background and measured when it is there (model/auto_engine.py)."""
     import torch
 
-    from .auto_engine import AutoEngine, exported
+    from .auto_engine import AutoEngine, exported, measure, measured
     from .onnx_engine import OnnxPredictor, onnx_precision
     from .predictor import Predictor
 

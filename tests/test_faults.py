@@ -116,7 +116,11 @@ def test_a_killed_model_process_fails_its_segments_and_the_streams_go_on(tmp_pat
     finally:
         _, stderr = server.stop()
     assert 503 in seen and seen[-1] == 200 and seen.index(503) < len(seen) - 1  # degraded, then ok again
-    assert status == 200 and body["status"] == "ok" and body["model_process"] == {"up": True, "restarts": 1}
+    assert (
+        status == 200
+        and body["status"] == "ok"
+        and body["model_process"] == {"up": True, "restarts": 1, "workers": 1, "streams": [0]}
+    )
     failed = []
     for messages, code, waited in out.values():
         got = segments(messages)

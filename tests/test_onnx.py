@@ -312,6 +312,34 @@ def test_auto_scores_with_torch_at_once_and_takes_over_its_sessions(bundles, tmp
     assert np.abs(shares(got) - shares(want)).max() < 1e-4
 
 
+def test_cuda_is_chosen_where_there_is_one_and_refused_in_one_sentence_where_not(bundles, exported):
+    """device = "cuda" on either engine: the GPU (ONNX Runtime's CUDA provider first) where
+    there is one; elsewhere one sentence that says what is missing."""
+    import onnxruntime as ort
+    import torch
+
+    from emomon.model.engines import choose_engine, open_predictor
+    from emomon.model.onnx_engine import OnnxPredictor
+
+    b = bundles["attention"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert OnnxPredictor(exported["attention"], "cuda").session.get_providers()[0] == "CUDAExecutionProvider"
+    else:
+        with pytest.raises(ConfigError, match="this onnxruntime has no CUDA provider .pip install onnxruntime-gpu"):
+            OnnxPredictor(exported["attention"], "cuda")
+    assert OnnxPredictor(exported["attention"], "cpu").describe()["device"].startswith("cpu")
+    if torch.cuda.is_available():
+        assert open_predictor(b, "cuda", "float32", "torch").device.type == "cuda"
+        assert choose_engine("auto", b, "cuda", "auto") == ("torch", "auto: ONNX Runtime is measured on CPUs only")
+    else:
+        for engine in ("torch", "auto"):
+            with pytest.raises(ConfigError, match="asks for CUDA, but no CUDA GPU is available") as e:
+                open_predictor(b, "cuda", "auto", engine)
+            assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="'tpu' is not a device"):
+        OnnxPredictor(exported["attention"], "tpu")
+
+
 def test_config_and_flag_choose_the_engine(tmp_path):
     from emomon.cli import build_parser
     from emomon.config import load_config
