@@ -365,11 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     body = render(result)
     print(body)
     if not args.no_doc:
+        n = args.workers if args.workers not in (None, 1) else 1
         title = (
             f"Serve: HuBERT-{args.random_ssl.capitalize()} on the CPU"
             if args.random_ssl
             else "Serve: streams on one model"
-        ) + (" (ONNX Runtime)" if args.onnx else "")
+            if n == 1
+            else f"Serve: streams on {n or 'one per core'} model processes"
+        ) + (" (ONNX Runtime)" if args.onnx else " (torch)" if args.torch else "")
         update_doc(args.doc, body, key, title)
     return 0
 

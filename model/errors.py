@@ -40,6 +40,10 @@ class BundleError(EmomonError):
     """A model bundle folder is missing, incomplete, corrupt or inconsistent."""
 
 
+class ExportError(EmomonError):
+    """A bundle cannot be exported to ONNX, or an exported file is damaged."""
+
+
 class AudioError(EmomonError):
     """An audio file is missing, unreadable, corrupt, empty or of an unsupported format."""
 

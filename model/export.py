@@ -23,9 +23,11 @@ arithmetic in float64 with the training prior baked in: fold the segment into th
 standardise. State lives outside the graph, so one file serves any number of streams.
 
 Metadata (`metadata_props`): emotions (JSON list), emomon version, bundle name and digest,
-licence, normalisation mode, attention hop, precision, encoder and adapter. The int8 variant is ONNX Runtime's
-dynamic quantisation of the encoder layers' feed-forward blocks (weights int8 per channel,
-activations quantised per call); the front end, attention and head stay float32.
+licence, normalisation mode, attention hop, precision, encoder and adapter. The int8 variant
+(model/quantise.py) quantises the encoder layers' matrix products with weights: statically
+with the bundle's calibration (fixed activation scales, so batching cannot change a
+result), else dynamically (the feed-forward blocks, scales per call); the front end,
+attention scores and head stay float32.
 
 Export needs torch, onnx and onnxscript (`pip install 'emomon[onnx]'`); running the file
 needs only onnxruntime (model/onnx_engine.py), or onnxruntime-node (docs/onnx.md).
@@ -36,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import stat
 import uuid
 from collections.abc import Callable
@@ -45,7 +46,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .bundle import DEFAULT_BUNDLE, MANIFEST, file_sha256
-from .errors import BundleError, EmomonError, require
+from .errors import BundleError, ExportError, require
+from .quantise import RANGES
 
 if TYPE_CHECKING:
     import torch
@@ -56,12 +58,7 @@ EXPORT_VERSION = 2  # bump when the graph's inputs, outputs or maths change: old
 OPSET = 18
 PRECISIONS = ("float32", "int8")
 EXPORTABLE_KINDS = ("whisper",)
-RANGES = "int8_ranges.json"  # a bundle's int8 calibration (read_ranges)
 MAX_BATCH = 1024  # segments per graph call; the engine sends at most [runtime] max_batch
-
-
-class ExportError(EmomonError):
-    """A bundle cannot be exported, or an exported file is damaged."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,7 @@ def bundle_digest(folder: str | Path) -> str:
     manifest = Path(folder) / MANIFEST
     try:
         data = manifest.read_bytes()
-        ranges = Path(folder) / RANGES
+        ranges = Path(folder) / RANGES  # the int8 calibration (model/quantise.py)
         if ranges.exists():
             data += ranges.read_bytes()
     except OSError as e:
@@ -202,6 +199,7 @@ def export_bundle(
     from .. import __version__
     from .bundle import load_bundle
     from .predictor import Predictor
+    from .quantise import Calibration, quantise, smooth
 
     folder = Path(DEFAULT_BUNDLE if folder is None else folder)
     bundle = load_bundle(folder)
@@ -216,6 +214,9 @@ def export_bundle(
             "exports pooled (Architecture 3) bundles to ONNX, as the shipped default."
         )
     predictor = Predictor.from_bundle(folder, device="cpu", dtype="float32")
+    calibration = Calibration.read(folder) if precision == "int8" else None
+    if calibration is not None:
+        smooth(predictor.encoder.model, calibration.smooth)  # exact in float; int8 then fits (model/quantise.py)
     graph, adaptive = _graph_module(predictor)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -266,7 +267,7 @@ def export_bundle(
     try:
         onnx.save_model(model, str(tmp), save_as_external_data=False)
         if precision == "int8":
-            _quantise(tmp, read_ranges(folder))
+            quantise(tmp, calibration)
         info = ExportInfo(out, file_sha256(tmp), precision, digest)
         if before_rename is not None:
             before_rename(info)  # the cache writes its digest record first, so the two always agree
@@ -314,139 +315,3 @@ def _quiet_export(graph, args, names, outputs, shapes):
             optimize=True,
             verbose=False,
         )
-
-
-def _module(node) -> str:
-    """The torch module a node came from ("encoder.layers.0.fc1"), by the exporter's record."""
-    import ast
-
-    scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "[]")
-    try:
-        names = [n for n in ast.literal_eval(scopes) if isinstance(n, str) and "." in n]
-    except (ValueError, SyntaxError):
-        return ""
-    return names[-1] if names else ""
-
-
-def _is_feed_forward(node) -> bool:
-    """A matrix product of an encoder layer's feed-forward block (fc1, fc2). Those hold two
-    thirds of a layer's multiply-adds; quantising the attention projections as well moved
-    the top emotion of 5 % of Emo-DB sentences, the feed-forward blocks alone none of 60
-    (docs/onnx.md)."""
-    return node.op_type == "MatMul" and re.fullmatch(r"encoder\.layers\.\d+\.fc[12]", _module(node)) is not None
-
-
-def read_ranges(folder: str | Path) -> dict[str, tuple[float, float]] | None:
-    """The bundle's int8 calibration (RANGES, written by `activation_ranges`): the smallest
-    and largest input of each quantised layer, by module; None when it has none."""
-    path = Path(folder) / RANGES
-    if not path.exists():
-        return None
-    try:
-        tensors = json.loads(path.read_text())["inputs"]
-        return {str(k): (float(lo), float(hi)) for k, (lo, hi) in tensors.items()}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise BundleError(f"The int8 calibration '{path}' cannot be read ({e}).") from e
-
-
-def activation_ranges(predictor: Predictor, segments) -> dict[str, tuple[float, float]]:
-    """Calibration for static int8: the smallest and largest input each feed-forward layer of
-    the encoder sees over `segments` (speech), each segment run alone in float32."""
-    import torch
-
-    lo: dict[str, float] = {}
-    hi: dict[str, float] = {}
-
-    def hook(name):
-        def record(_module, inputs):
-            x = inputs[0]
-            lo[name] = min(lo.get(name, 0.0), float(x.min()))
-            hi[name] = max(hi.get(name, 0.0), float(x.max()))
-
-        return record
-
-    handles = [getattr(layer, fc).register_forward_pre_hook(hook(f"encoder.layers.{i}.{fc}"))
-               for i, layer in enumerate(predictor.encoder.model.layers) for fc in ("fc1", "fc2")]  # fmt: skip
-    try:
-        with torch.inference_mode():
-            for s in segments:
-                predictor.encoder.encode([s])
-    finally:
-        for h in handles:
-            h.remove()
-    return {k: (lo[k], hi[k]) for k in lo}
-
-
-def write_ranges(folder: str | Path, ranges: dict[str, tuple[float, float]], source: str) -> Path:
-    """Store a calibration in the bundle (its export cache key changes with it)."""
-    from .files import write_atomic
-
-    path = Path(folder) / RANGES
-    body = {"method": "minmax over each segment alone, float32", "source": source,
-            "inputs": {k: [lo, hi] for k, (lo, hi) in sorted(ranges.items())}}  # fmt: skip
-    write_atomic(path, (json.dumps(body, indent=1) + "\n").encode())
-    return path
-
-
-def _quantise(path: Path, ranges: dict[str, tuple[float, float]] | None) -> bool:
-    """int8 quantisation of the encoder's feed-forward blocks (weights per output channel),
-    in place; returns whether a segment's result is independent of its batch-mates.
-
-    With the bundle's calibration ranges: static QDQ, activations with fixed scales, so a
-    segment gives the same result in any batch. Without: ONNX Runtime's dynamic
-    quantisation, whose activation scales come from each call's whole input."""
-    import logging
-
-    import onnx
-
-    nodes = [n for n in onnx.load(str(path)).graph.node if _is_feed_forward(n)]
-    out = path.with_name(path.name + ".int8")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantiser's advice to pre-process goes to the root logger
-    try:
-        if ranges is None:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(path, out, weight_type=QuantType.QInt8, per_channel=True,
-                             nodes_to_quantize=[n.name for n in nodes], op_types_to_quantize=["MatMul"])  # fmt: skip
-        else:
-            _quantise_static(path, out, nodes, ranges)
-    finally:
-        root.setLevel(level)
-    q = onnx.load(str(out))
-    static = ranges is not None
-    values = {"precision": "int8", "batch_independent": str(static).lower(),
-              "quantisation": "static" if static else "dynamic"}  # fmt: skip
-    for p in q.metadata_props:
-        p.value = values.get(p.key, p.value)
-    onnx.save_model(q, str(path), save_as_external_data=False)
-    out.unlink()
-    return static
-
-
-def _quantise_static(path: Path, out: Path, nodes: list, ranges: dict[str, tuple[float, float]]) -> None:
-    """ONNX Runtime's static QDQ quantisation of `nodes` (MatMuls), their inputs' ranges taken
-    from the calibration instead of a calibration run: uint8 activations, int8 weights per
-    output channel, outputs in float32."""
-    import inspect
-
-    import numpy as np
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData, save_tensors_data
-
-    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
-        raise ExportError("A calibrated int8 export needs onnxruntime 1.32 or later (pip install -U onnxruntime).")
-    missing = sorted({_module(n) for n in nodes} - set(ranges))
-    if missing:
-        raise ExportError(f"The bundle's int8 calibration has no range for {', '.join(missing)}.")
-    table = {n.input[0]: tuple(np.float32(v) for v in ranges[_module(n)]) for n in nodes}
-    cache = path.with_name(path.name + ".ranges.json")
-    try:
-        save_tensors_data(TensorsData(CalibrationMethod.MinMax, table), cache)
-        quantize_static(path, out, None, quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_quantize=[n.name for n in nodes], calibration_cache_path=cache,
-                        extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]})  # fmt: skip
-    finally:
-        cache.unlink(missing_ok=True)

@@ -156,18 +156,26 @@ def alone_and_batched(path: Path, segs: list[np.ndarray], keys: list[str]) -> tu
 def test_a_segment_scores_the_same_alone_and_in_any_batch(bundles, tmp_path, precision):
     """Segments of three sessions (one of them twice, so its order matters) and of 0.3 to
     7.3 s in one predict(): the graph runs them padded, in calls of several; each result is
-    the one it gets alone, in float32 and in int8 calibrated on speech-like sound."""
+    the one it gets alone, in float32 and in int8 calibrated on speech-like sound (smoothed,
+    the attention projections and feed-forward blocks static)."""
     import shutil
 
-    from emomon.model.export import RANGES, activation_ranges, export_bundle, read_ranges, write_ranges
+    from emomon.model.export import export_bundle
     from emomon.model.predictor import Predictor
+    from emomon.model.quantise import RANGES, Calibration, calibrate
 
     bundle = shutil.copytree(bundles["adaptive"], tmp_path / "b")
-    ranges = activation_ranges(Predictor.from_bundle(bundle, "cpu", "float32"), sounds(6, seed=7))
-    assert set(ranges) == {"encoder.layers.0.fc1", "encoder.layers.0.fc2"}
-    assert all(lo < hi for lo, hi in ranges.values())
-    write_ranges(bundle, ranges, "test sounds")
-    assert read_ranges(bundle) == ranges and (bundle / RANGES).exists()
+    calibrating = Predictor.from_bundle(bundle, "cpu", "float32")
+    before = shares(calibrating.predict(sounds(3), update_session=False))
+    calibration = calibrate(calibrating, sounds(6, seed=7), "test sounds")
+    after = shares(calibrating.predict(sounds(3), update_session=False))
+    assert np.abs(after - before).max() < 1e-5  # smoothing is exact in float
+    assert set(calibration.inputs) == {f"encoder.layers.0.{p}" for p in ("self_attn.q_proj", "self_attn.k_proj",
+                                       "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2")}  # fmt: skip
+    assert all(lo < hi for lo, hi in calibration.inputs.values())
+    assert sorted(calibration.smooth) == ["encoder.layers.0.final_layer_norm", "encoder.layers.0.self_attn_layer_norm"]
+    calibration.write(bundle)
+    assert Calibration.read(bundle) == calibration and (bundle / RANGES).exists()
     info = export_bundle(bundle, tmp_path / f"{precision}.onnx", precision)
     segs = sounds(12)
     keys = ["a", "b", "c", "a", "b", "c", "a", "b", "c", "a", "c", "b"]

@@ -2,9 +2,10 @@
 
     python -m emomon.training.calibrate model/default --data ../shared/data --per-corpus 24
 
-A static int8 export (model/export.py) quantises each feed-forward layer's input with a
-fixed scale, so that a segment's result does not depend on the segments it shares a
-graph call with. The scales come from the smallest and largest input each layer sees over
+A static int8 export (model/quantise.py) quantises each encoder layer's projections with
+fixed activation scales, so that a segment's result does not depend on the segments it
+shares a graph call with. The calibration first equalises the LayerNorm outputs'
+channels (SmoothQuant), then takes the smallest and largest input each layer sees over
 this speech: `--per-corpus` clips drawn (seeded) from every corpus under `--data` (each
 with a `labels.csv` whose `file` column names its clips), each cut to at most
 `--max-s` seconds as the VAD would, run alone through the bundle's encoder in float32.
@@ -44,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..model.audio import SAMPLE_RATE, read_audio
     from ..model.errors import EmomonError
-    from ..model.export import activation_ranges, write_ranges
     from ..model.predictor import Predictor
+    from ..model.quantise import calibrate
 
     try:
         paths = clips(args.data, args.per_corpus)
@@ -53,15 +54,15 @@ def main(argv: list[str] | None = None) -> int:
             raise EmomonError(f"No corpus with a labels.csv is under '{args.data}'.")
         predictor = Predictor.from_bundle(args.bundle, device="cpu", dtype="float32")
         segments = [read_audio(p)[: int(args.max_s * SAMPLE_RATE)] for p in paths]
-        ranges = activation_ranges(predictor, segments)
         corpora = sorted({q.relative_to(args.data).parts[0] for q in paths})
         source = f"{len(paths)} clips, up to {args.per_corpus} from each of {len(corpora)} corpora: "
         source += ", ".join(corpora)
-        path = write_ranges(args.bundle, ranges, source)
+        calibration = calibrate(predictor, segments, source)
+        path = calibration.write(args.bundle)
     except EmomonError as e:
         print(f"calibrate: {e}", file=sys.stderr)
         return 1
-    print(f"{path}: {len(ranges)} layers from {source}")
+    print(f"{path}: {len(calibration.inputs)} layers from {source}")
     return 0
 
 
