@@ -6,10 +6,12 @@ onnxruntime's CUDA provider and a GPU are there. The export happens once per bun
 precision and is cached under ~/.cache/emomon/onnx by the bundle's digest, with a
 record of the file's SHA-256 that is checked before every load.
 
-One segment per call: the graph takes one segment of any length, so a result never
-depends on the segments it shares a call with (dynamic int8 quantisation scales each
-call by its own activations). Adaptive bundles keep each session's statistics here, as
-(3, D) float64 arrays that go into the graph and come back updated.
+Batched: the graph takes a padded batch of segments, each with its own session's
+statistics, and gives each the result it gets alone (float32, and int8 with fixed scales:
+model/quantise.py), so the engine runs what waits from several streams in one call; an
+export with dynamic int8, whose scales come from the whole call, runs one segment per
+call. Adaptive bundles keep each session's statistics here, as (3, D) float64 arrays that
+go into the graph and come back updated; a session's segments go in successive calls.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ class Calibration:
     inputs: dict[str, tuple[float, float]]
     smooth: dict[str, list[float]] = field(default_factory=dict)
     source: str = ""
+    alpha: float | None = ALPHA
 
     @classmethod
     def read(cls, folder: str | Path) -> Calibration | None:
@@ -61,7 +62,7 @@ class Calibration:
             body = json.loads(path.read_text())
             inputs = {str(k): (float(lo), float(hi)) for k, (lo, hi) in body["inputs"].items()}
             smooth = {str(k): [float(x) for x in v] for k, v in body.get("smooth", {}).items()}
-            return cls(inputs, smooth, str(body.get("source", "")))
+            return cls(inputs, smooth, str(body.get("source", "")), body.get("alpha"))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise BundleError(f"The int8 calibration '{path}' cannot be read ({e}).") from e
 
@@ -70,7 +71,7 @@ class Calibration:
         from .files import write_atomic
 
         path = Path(folder) / RANGES
-        body = {"method": f"minmax over each segment alone, float32, after smoothing (alpha {ALPHA})",
+        body = {"method": "minmax over each segment alone, float32, after smoothing", "alpha": self.alpha,
                 "source": self.source, "smooth": self.smooth,
                 "inputs": {k: [lo, hi] for k, (lo, hi) in sorted(self.inputs.items())}}  # fmt: skip
         write_atomic(path, (json.dumps(body) + "\n").encode())
@@ -124,26 +125,29 @@ def _record(modules: dict[str, object], segments, encoder, per_channel: bool) ->
     return seen
 
 
-def calibrate(predictor: Predictor, segments, source: str) -> Calibration:
-    """Smoothing scales from the LayerNorm outputs' channel maxima against the weights' (alpha
-    ALPHA), applied to `predictor`'s encoder, then every quantised layer's input range."""
+def calibrate(
+    predictor: Predictor, segments, source: str, alpha: float | None = ALPHA, layers: tuple[str, ...] = PROJECTIONS
+) -> Calibration:
+    """Smoothing scales from the LayerNorm outputs' channel maxima against the weights'
+    (`alpha`; None: no smoothing), applied to `predictor`'s encoder, then the input range of
+    each of `layers` in every encoder layer (the layers a static export quantises)."""
     import torch
 
-    layers = predictor.encoder.model.layers
+    enc = predictor.encoder.model.layers
     norms = {f"encoder.layers.{i}.{n}": layer.get_submodule(lin)
-             for i, layer in enumerate(layers)
+             for i, layer in enumerate(enc)
              for n, lin in (("self_attn_layer_norm", "self_attn.q_proj"), ("final_layer_norm", "fc1"))}  # fmt: skip
-    amax = _record(norms, segments, predictor.encoder, per_channel=True)
+    amax = _record(norms, segments, predictor.encoder, per_channel=True) if alpha is not None else {}
     scales = {}
-    for name in norms:
+    for name in amax:
         i = int(name.split(".")[2])
         fed = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj") if "attn" in name else ("fc1",)
-        w = torch.cat([layers[i].get_submodule(f).weight for f in fed]).abs().amax(0)
-        s = (amax[name].clamp(min=1e-5) ** ALPHA / w.clamp(min=1e-5) ** (1 - ALPHA)).clamp(1e-2, 1e2)
+        w = torch.cat([enc[i].get_submodule(f).weight for f in fed]).abs().amax(0)
+        s = (amax[name].clamp(min=1e-5) ** alpha / w.clamp(min=1e-5) ** (1 - alpha)).clamp(1e-2, 1e2)
         scales[name] = [float(x) for x in s.detach()]
     smooth(predictor.encoder.model, scales)
-    inputs = {f"encoder.layers.{i}.{p}": layer.get_submodule(p) for i, layer in enumerate(layers) for p in PROJECTIONS}
-    return Calibration(_record(inputs, segments, predictor.encoder, per_channel=False), scales, source)
+    inputs = {f"encoder.layers.{i}.{p}": layer.get_submodule(p) for i, layer in enumerate(enc) for p in layers}
+    return Calibration(_record(inputs, segments, predictor.encoder, per_channel=False), scales, source, alpha)
 
 
 def module_of(node) -> str:

@@ -21,6 +21,7 @@ it is long enough. How often a turn change is found, and how near: docs/benchmar
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -208,6 +209,7 @@ class Speakers:
             wav = read_audio(path)  # one sentence when missing or unreadable
             self.enrolled.append((name, self.encoder.embed([wav])[0], len(wav) / SAMPLE_RATE))
         self.trackers: dict[str, SpeakerTracker] = {}
+        self._lock = threading.Lock()  # serve --workers: several worker threads label at once
 
     def tracker(self, source: str) -> SpeakerTracker:
         if source not in self.trackers:
@@ -221,12 +223,14 @@ class Speakers:
 
     def label(self, sources: Sequence[str], audios: Sequence[np.ndarray]) -> list[list[tuple[Part, str]]]:
         """Per segment (in the order they were spoken, per source): its parts and their speakers."""
-        parts = speaker_parts(self.encoder, audios, self.settings.turn)
-        return [
-            [(p, self.tracker(src).assign(p.embedding, (p.end - p.start) / SAMPLE_RATE)) for p in ps]
-            for src, ps in zip(sources, parts)
-        ]
+        with self._lock:
+            parts = speaker_parts(self.encoder, audios, self.settings.turn)
+            return [
+                [(p, self.tracker(src).assign(p.embedding, (p.end - p.start) / SAMPLE_RATE)) for p in ps]
+                for src, ps in zip(sources, parts)
+            ]
 
     def forget(self, source: str) -> None:
         """A source that ended (a closed server stream): its speakers go."""
-        self.trackers.pop(source, None)
+        with self._lock:
+            self.trackers.pop(source, None)
