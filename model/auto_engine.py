@@ -132,23 +132,25 @@ class AutoEngine:
         self.current.close()
 
 
-def _record(folder: Path, dtype: str, threads: int) -> Path:
-    """Where auto keeps its measurement for this bundle, CPU, thread count and dtype."""
+def _record(folder: Path, dtype: str) -> Path:
+    """Where auto keeps its measurement for this bundle, CPU and dtype. Not per thread count:
+    every command on the machine (replay, batch's one-thread workers, serve) then runs the
+    same engine and gives the same shares; it is measured at the first caller's threads."""
     import hashlib
 
     from .compute import cpu_name
     from .export import bundle_digest, cache_dir
 
-    key = hashlib.sha256(f"{bundle_digest(folder)} {cpu_name()} {threads} {dtype}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{bundle_digest(folder)} {cpu_name()} {dtype}".encode()).hexdigest()[:24]
     return cache_dir() / f"auto-{key}.json"
 
 
-def measured(folder: Path, dtype: str, threads: int) -> tuple[str, str] | None:
+def measured(folder: Path, dtype: str) -> tuple[str, str] | None:
     """The engine auto chose here before, and why; None when it has not measured yet."""
     import json
 
     try:
-        seen = json.loads(_record(folder, dtype, threads).read_text())
+        seen = json.loads(_record(folder, dtype).read_text())
         if seen["engine"] in ("torch", "onnx"):
             ms = f"{seen['torch_ms']:.1f} ms torch, {seen['onnx_ms']:.1f} ms onnx"
             return seen["engine"], f"auto: measured faster here ({ms})"
@@ -159,19 +161,37 @@ def measured(folder: Path, dtype: str, threads: int) -> tuple[str, str] | None:
 
 def measure(folder: Path, device: str, dtype: str, threads: int | None, torch_engine):
     """Time the torch engine and the (cached) ONNX export on a 2 s segment, record which is
-    faster, and return the ONNX engine if it is (else None), with why."""
+    faster, and return the ONNX engine if it is (else None), with why. One process measures
+    at a time (a lock per record): one that waited reads what the first chose, so that the
+    workers of one run (batch's, serve's) all take the same engine."""
+    import torch
+
+    from .files import exclusive
+    from .onnx_engine import OnnxPredictor
+
+    threads = threads or torch.get_num_threads()
+    record = _record(folder, dtype)
+    with exclusive(record.with_suffix(".lock"), "The engine measurement"):
+        seen = measured(folder, dtype)
+        if seen is None:
+            return _time_both(folder, device, dtype, threads, torch_engine, record)
+    chosen, why = seen
+    return (OnnxPredictor.from_bundle(folder, device, dtype, threads) if chosen == "onnx" else None), why
+
+
+def _time_both(folder: Path, device: str, dtype: str, threads: int, torch_engine, record: Path):
+    """The median of five calls of each engine on a 2 s segment, after a warm-up; the faster
+    one goes into `record`."""
     import json
     import statistics
     import time
 
     import numpy as np
-    import torch
 
     from .compute import cpu_name
     from .files import write_atomic
     from .onnx_engine import OnnxPredictor
 
-    threads = threads or torch.get_num_threads()
     segment = (np.random.default_rng(0).standard_normal(32000) * 0.1).astype(np.float32)
     engines = {"torch": torch_engine, "onnx": OnnxPredictor.from_bundle(folder, device, dtype, threads)}
     ms = {}
@@ -186,7 +206,7 @@ def measure(folder: Path, device: str, dtype: str, threads: int | None, torch_en
     chosen = min(ms, key=ms.__getitem__)
     seen = {"engine": chosen, "torch_ms": ms["torch"], "onnx_ms": ms["onnx"], "cpu": cpu_name(), "threads": threads,
             "dtype": dtype}  # fmt: skip
-    write_atomic(_record(folder, dtype, threads), (json.dumps(seen) + "\n").encode())
+    write_atomic(record, (json.dumps(seen) + "\n").encode())
     why = f"auto: measured faster here ({ms['torch']:.1f} ms torch, {ms['onnx']:.1f} ms onnx)"
     return (engines["onnx"] if chosen == "onnx" else None), why
 

@@ -60,7 +60,7 @@ def report(bundle: str | Path, device: str, dtype: str, engine: str) -> list[tup
         rows.append(("problem", str(e)))
         return rows
     if chosen == "measure":
-        seen = measured(folder, dtype, torch.get_num_threads())
+        seen = measured(folder, dtype)
         chosen, why = seen if seen else ("torch", _pending(folder, device, dtype))
     rows.append(("engine", f"{chosen} ({why})"))
     return rows

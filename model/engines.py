@@ -7,8 +7,8 @@
 - "auto" (the default): whichever of the two is faster here. Where ONNX Runtime can run
   the bundle (onnxruntime and the exporter installed, a Whisper bundle, a CPU, dtype auto,
   float32 or int8) both score a 2 s segment a few times once the export is in the cache,
-  and the faster one is kept (~/.cache/emomon/onnx/auto-*.json, one per bundle, CPU,
-  threads and dtype). Until the export is there, torch scores while a background process
+  and the faster one is kept (~/.cache/emomon/onnx/auto-*.json, one per bundle, CPU and
+  dtype, so every command here runs the same engine). Until the export is there, torch scores while a background process
   makes it (model/auto_engine.py), so the first run starts as fast as torch alone.
   torch everywhere else. Which one wins depends on the CPU (docs/benchmarks.md, "ONNX
   Runtime").
@@ -66,13 +66,11 @@ def _auto(folder: Path, device: str, dtype: str, threads: int | None):
     """auto where ONNX Runtime can run the bundle: the engine measured here before; else,
     with the export in the cache, measure now; else torch at once, the export made in the
     background and measured when it is there (model/auto_engine.py)."""
-    import torch
-
     from .auto_engine import AutoEngine, exported, measure, measured
     from .onnx_engine import OnnxPredictor, onnx_precision
     from .predictor import Predictor
 
-    seen = measured(folder, dtype, threads or torch.get_num_threads())
+    seen = measured(folder, dtype)
     if seen is not None:
         chosen, why = seen
         if chosen == "onnx":

@@ -99,6 +99,20 @@ def _onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _auto_engine_settled(request: pytest.FixtureRequest, _onnx_cache: Path) -> None:
+    """Processes that load the shipped default run `engine = "auto"` (config.toml): before the
+    first of them (before any module's fixtures start one), the default's int8 export is made
+    in the run's cache, so that every process finds it, one measures (model/auto_engine.py)
+    and all read that choice. Without this, runs that compare two processes could straddle
+    the moment auto switches engines (test_onnx's tests switch for themselves, in caches of
+    their own). Only where the run holds such tests: the fast tier exports nothing."""
+    if any(i.get_closest_marker("system") and i.get_closest_marker("weights") for i in request.session.items):
+        from emomon.model.onnx_engine import cached_export
+
+        cached_export(None, "int8")
+
+
 @pytest.fixture(scope="session")
 def default_export():
     """The shipped default's ONNX export in a precision, through the run's cache

@@ -246,8 +246,9 @@ def test_input_that_goes_silent_ends_the_run(virtual_mic: str, tmp_path: Path) -
         proc.kill()
         subprocess.run(["pactl", "suspend-sink", virtual_mic, "0"], timeout=10)
     assert proc.returncode == 1, stdout + stderr
-    # not before the timeout, counted from the last block (PulseAudio delivers in bursts of up to ~0.5 s)
-    assert 0.9 <= elapsed < 20  # the 1.5 s watchdog, then the stop: bounded against a hang, not timed
+    # not before the timeout, counted from the last block (PulseAudio delivers in bursts of up to
+    # ~0.5 s, up to ~0.7 s on a loaded machine: 0.892 s was seen with two test workers busy)
+    assert 0.75 <= elapsed < 20  # the 1.5 s watchdog, then the stop: bounded against a hang, not timed
     assert stderr == (
         "emomon: Input device 'pulse' stopped delivering audio (1.5 s without any); "
         "it was unplugged or its sound server stopped.\n"
