@@ -23,39 +23,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from .onnx_engine import CacheEntry
     from .predictor import Prediction
 
 log = logging.getLogger("emomon")
 
 
-def export_path(folder: Path, precision: str) -> tuple[Path, Path]:
-    """Where cached_export puts the bundle's export in this precision, and its lock file."""
-    from .export import bundle_digest, cache_dir
-
-    path = cache_dir() / f"{bundle_digest(folder)[:32]}-{precision}.onnx"
-    return path, path.with_name(f"{path.stem}.lock")
-
-
-def exported(folder: Path, precision: str) -> bool:
-    path, _ = export_path(folder, precision)
-    return path.exists() and path.with_suffix(".sha256").exists()
-
-
-def start_export(folder: Path, precision: str) -> bool:
-    """Start the detached exporter unless one holds the export's lock; whether one runs now."""
+def start_export(entry: CacheEntry, folder: Path, precision: str) -> None:
+    """Start the detached exporter, unless one holds the cache entry's lock already."""
     from .files import try_lock
 
-    _, lock = export_path(folder, precision)
-    fd = try_lock(lock)
+    fd = try_lock(entry.lock)
     if fd is None:
-        return True  # another process is exporting it
+        return  # another process is exporting it
     os.close(fd)
     subprocess.Popen(
         [sys.executable, "-m", "emomon.model.auto_engine", str(folder), precision],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,  # outlives this run; Ctrl-C here does not reach it
     )  # fmt: skip
-    return True
 
 
 class AutoEngine:
@@ -63,14 +49,15 @@ class AutoEngine:
     Engine itself (model/interface.py)."""
 
     def __init__(self, torch_engine, folder: Path, device: str, dtype: str, threads: int | None) -> None:
-        from .onnx_engine import onnx_precision
+        from .onnx_engine import CacheEntry, onnx_precision
 
         self.current = torch_engine
         self.folder, self.device, self.dtype, self.threads = folder, device, dtype, threads
-        self.precision = onnx_precision(dtype, device)
+        precision = onnx_precision(dtype, device)
+        self.entry = CacheEntry.of(folder, precision)  # found once: each call only looks for the file
         self.why = "auto: torch while the ONNX export is made in the background"
         self.settled = False
-        start_export(folder, self.precision)
+        start_export(self.entry, folder, precision)
 
     @property
     def name(self) -> str:
@@ -89,7 +76,7 @@ class AutoEngine:
 
     def _settle(self) -> None:
         """Once the export is in the cache: measure, record, and switch if ONNX is faster."""
-        if self.settled or not exported(self.folder, self.precision):
+        if self.settled or not self.entry.ready():
             return
         self.settled = True
         try:
@@ -152,8 +139,7 @@ def measured(folder: Path, dtype: str) -> tuple[str, str] | None:
     try:
         seen = json.loads(_record(folder, dtype).read_text())
         if seen["engine"] in ("torch", "onnx"):
-            ms = f"{seen['torch_ms']:.1f} ms torch, {seen['onnx_ms']:.1f} ms onnx"
-            return seen["engine"], f"auto: measured faster here ({ms})"
+            return seen["engine"], _why(seen["torch_ms"], seen["onnx_ms"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
@@ -207,8 +193,11 @@ def _time_both(folder: Path, device: str, dtype: str, threads: int, torch_engine
     seen = {"engine": chosen, "torch_ms": ms["torch"], "onnx_ms": ms["onnx"], "cpu": cpu_name(), "threads": threads,
             "dtype": dtype}  # fmt: skip
     write_atomic(record, (json.dumps(seen) + "\n").encode())
-    why = f"auto: measured faster here ({ms['torch']:.1f} ms torch, {ms['onnx']:.1f} ms onnx)"
-    return (engines["onnx"] if chosen == "onnx" else None), why
+    return (engines["onnx"] if chosen == "onnx" else None), _why(ms["torch"], ms["onnx"])
+
+
+def _why(torch_ms: float, onnx_ms: float) -> str:
+    return f"auto: measured faster here ({torch_ms:.1f} ms torch, {onnx_ms:.1f} ms onnx)"
 
 
 def carry_sessions(torch_engine, onnx_engine) -> None:

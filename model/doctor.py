@@ -68,14 +68,13 @@ def report(bundle: str | Path, device: str, dtype: str, engine: str) -> list[tup
 
 def _pending(folder: Path, device: str, dtype: str) -> str:
     """Why auto runs torch for now: the export is being made, or not started yet."""
-    from .auto_engine import export_path, exported
     from .files import try_lock
-    from .onnx_engine import onnx_precision
+    from .onnx_engine import CacheEntry, onnx_precision
 
-    precision = onnx_precision(dtype, device)
-    if exported(folder, precision):
+    entry = CacheEntry.of(folder, onnx_precision(dtype, device))
+    if entry.ready():
         return "auto: the ONNX export is cached; the next run measures both engines and keeps the faster"
-    fd = try_lock(export_path(folder, precision)[1])
+    fd = try_lock(entry.lock)
     if fd is None:
         return "auto: the ONNX export is being made in the background; torch until it is there"
     os.close(fd)

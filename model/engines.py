@@ -66,8 +66,8 @@ def _auto(folder: Path, device: str, dtype: str, threads: int | None):
     """auto where ONNX Runtime can run the bundle: the engine measured here before; else,
     with the export in the cache, measure now; else torch at once, the export made in the
     background and measured when it is there (model/auto_engine.py)."""
-    from .auto_engine import AutoEngine, exported, measure, measured
-    from .onnx_engine import OnnxPredictor, onnx_precision
+    from .auto_engine import AutoEngine, measure, measured
+    from .onnx_engine import CacheEntry, OnnxPredictor, onnx_precision
     from .predictor import Predictor
 
     seen = measured(folder, dtype)
@@ -77,7 +77,7 @@ def _auto(folder: Path, device: str, dtype: str, threads: int | None):
             return OnnxPredictor.from_bundle(folder, device, dtype, threads), why
         return Predictor.from_bundle(folder, device, dtype), why
     torch_engine = Predictor.from_bundle(folder, device, dtype)
-    if exported(folder, onnx_precision(dtype, device)):
+    if CacheEntry.of(folder, onnx_precision(dtype, device)).ready():
         onnx, why = measure(folder, device, dtype, threads, torch_engine)
         return (onnx or torch_engine), why
     engine = AutoEngine(torch_engine, folder, device, dtype, threads)

@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from .export import EXPORT_VERSION, ExportError, bundle_digest, cache_dir, expor
 from .files import exclusive, write_atomic
 from .interface import IN_PROCESS_HEALTH
 from .predictor import Prediction, SessionStates, check_segment, check_sessions
+from .whisper import encoder_frames
 
 log = logging.getLogger("emomon")
 
@@ -51,20 +53,42 @@ def onnx_precision(dtype: str, device: str) -> str:
     raise ConfigError(f"Setting dtype = '{dtype}' is not one the ONNX engine runs (float32, int8 or auto).")
 
 
+@dataclass(frozen=True)
+class CacheEntry:
+    """Where the cache keeps a bundle's export in one precision: the file, its SHA-256
+    record and the lock its exporter holds."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, folder: str | Path, precision: str) -> CacheEntry:
+        return cls(cache_dir() / f"{bundle_digest(folder)[:32]}-{precision}.onnx")
+
+    @property
+    def record(self) -> Path:
+        return self.path.with_suffix(".sha256")
+
+    @property
+    def lock(self) -> Path:
+        return self.path.with_name(f"{self.path.stem}.lock")
+
+    def ready(self) -> bool:
+        """Whether the export is there (with its record: it is renamed into place after it)."""
+        return self.path.exists() and self.record.exists()
+
+
 def cached_export(bundle: str | Path | None, precision: str) -> tuple[Path, str]:
     """The bundle's export in this precision and its recorded SHA-256: from the cache, or
     exported into it now. One process exports a key at a time (a lock file per key); the
     others wait and then read what it wrote. The digest record is in place before the
     export is renamed into place, so a file in the cache always has its record."""
     folder = Path(DEFAULT_BUNDLE if bundle is None else bundle)
-    digest = bundle_digest(folder)
-    cache = cache_dir()
-    path = cache / f"{digest[:32]}-{precision}.onnx"
-    record = path.with_suffix(".sha256")
-    if path.exists() and record.exists():
+    entry = CacheEntry.of(folder, precision)
+    path, record = entry.path, entry.record
+    if entry.ready():
         return path, record.read_text().strip()
-    with exclusive(cache / f"{path.stem}.lock", f"The ONNX cache entry '{path.name}'"):
-        if not (path.exists() and record.exists()):  # else another process exported it while this one waited
+    with exclusive(entry.lock, f"The ONNX cache entry '{path.name}'"):
+        if not entry.ready():  # else another process exported it while this one waited
             log.info("exporting %s to ONNX (%s) once: %s", folder, precision, path)
             export_bundle(folder, path, precision, before_rename=lambda info: write_atomic(
                 record, (info.sha256 + "\n").encode()))  # fmt: skip
@@ -228,10 +252,11 @@ class OnnxPredictor:
         export whose results could depend on its batch-mates runs every segment alone."""
         if not self.batches:
             return [[i] for i in range(len(sizes))]
+        waves: list[list[int]] = []  # wave k: each session's k-th segment (one wave if nothing adapts)
         seen: dict[str | None, int] = {}
-        waves: list[list[int]] = []
         for i, key in enumerate(keys):
-            k = seen[key] = seen.get(key, -1) + 1 if self._adaptive else 0
+            k = seen.get(key, -1) + 1 if self._adaptive else 0
+            seen[key] = k
             if k == len(waves):
                 waves.append([])
             waves[k].append(i)
@@ -264,7 +289,7 @@ class OnnxPredictor:
             ms = (time.perf_counter() - t0) * 1e3
             attn = out.get("attention")
             for j, i in enumerate(call):
-                pooled = max(1, self._frames(len(segments[i])) // self._stride)
+                pooled = max(1, encoder_frames(len(segments[i])) // self._stride)
                 results[i] = Prediction(
                     shares={e: float(v) for e, v in zip(self.emotions, out["shares"][j])},
                     attention=None if attn is None else np.asarray(attn[j, :, :pooled], dtype=np.float32),
@@ -275,8 +300,3 @@ class OnnxPredictor:
                     batch_size=len(call),
                 )
         return results  # type: ignore[return-value]
-
-    @staticmethod
-    def _frames(n_samples: int) -> int:
-        """Encoder frames of a segment: Whisper's stride-2 convolution over its 10 ms log-mel."""
-        return (n_samples // 160 - 1) // 2 + 1

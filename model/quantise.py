@@ -41,6 +41,9 @@ RANGES = "int8_ranges.json"  # a bundle's int8 calibration
 ALPHA = 0.8  # SmoothQuant's migration strength: measured 0.5 and 0.8 (docs/onnx.md)
 PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2")
 FEED_FORWARD = r"encoder\.layers\.\d+\.fc[12]"  # what dynamic int8 quantises
+# each layer's two LayerNorms and the projections whose input they are (smoothing's pairs)
+FEEDS = {"self_attn_layer_norm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+         "final_layer_norm": ("fc1",)}  # fmt: skip
 
 
 @dataclass
@@ -82,8 +85,6 @@ def smooth(model, scales: dict[str, list[float]]) -> None:
     """Apply the smoothing scales to a Whisper encoder in place (exact in float)."""
     import torch
 
-    feeds = {"self_attn_layer_norm": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-             "final_layer_norm": ("fc1",)}  # fmt: skip
     with torch.no_grad():
         for name, values in scales.items():
             i, norm = re.fullmatch(r"encoder\.layers\.(\d+)\.(\w+)", name).groups()  # type: ignore[union-attr]
@@ -92,11 +93,11 @@ def smooth(model, scales: dict[str, list[float]]) -> None:
             ln = getattr(layer, norm)
             ln.weight /= s
             ln.bias /= s
-            for lin in feeds[norm]:
+            for lin in FEEDS[norm]:
                 layer.get_submodule(lin).weight *= s[None, :]
 
 
-def _record(modules: dict[str, object], segments, encoder, per_channel: bool) -> dict:
+def _record(modules: dict, segments, encoder, per_channel: bool) -> dict:
     """Each module's input over the segments (each alone): per-channel |max| or (min, max)."""
     import torch
 
@@ -134,17 +135,14 @@ def calibrate(
     import torch
 
     enc = predictor.encoder.model.layers
-    norms = {f"encoder.layers.{i}.{n}": layer.get_submodule(lin)
-             for i, layer in enumerate(enc)
-             for n, lin in (("self_attn_layer_norm", "self_attn.q_proj"), ("final_layer_norm", "fc1"))}  # fmt: skip
+    # a LayerNorm's output is the input of the first projection it feeds
+    norms = {(i, n): layer.get_submodule(fed[0]) for i, layer in enumerate(enc) for n, fed in FEEDS.items()}
     amax = _record(norms, segments, predictor.encoder, per_channel=True) if alpha is not None else {}
     scales = {}
-    for name in amax:
-        i = int(name.split(".")[2])
-        fed = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj") if "attn" in name else ("fc1",)
-        w = torch.cat([enc[i].get_submodule(f).weight for f in fed]).abs().amax(0)
-        s = (amax[name].clamp(min=1e-5) ** alpha / w.clamp(min=1e-5) ** (1 - alpha)).clamp(1e-2, 1e2)
-        scales[name] = [float(x) for x in s.detach()]
+    for (i, norm), a in amax.items():
+        w = torch.cat([enc[i].get_submodule(f).weight for f in FEEDS[norm]]).abs().amax(0)
+        s = (a.clamp(min=1e-5) ** alpha / w.clamp(min=1e-5) ** (1 - alpha)).clamp(1e-2, 1e2)
+        scales[f"encoder.layers.{i}.{norm}"] = [float(x) for x in s.detach()]
     smooth(predictor.encoder.model, scales)
     inputs = {f"encoder.layers.{i}.{p}": layer.get_submodule(p) for i, layer in enumerate(enc) for p in layers}
     return Calibration(_record(inputs, segments, predictor.encoder, per_channel=False), scales, source, alpha)

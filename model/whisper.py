@@ -199,6 +199,11 @@ def key_padding_mask(lengths: torch.Tensor, x: torch.Tensor, always: bool = Fals
     return attn.masked_fill_(~keys[:, None, None, :], torch.finfo(x.dtype).min)
 
 
+def encoder_frames(n_samples: int) -> int:
+    """Encoder frames for a segment of n_samples: the stride-2 convolution over its log-mel."""
+    return max(0, (n_samples // HOP - 1) // CONV_STRIDE + 1)
+
+
 class WhisperSpeechEncoder:
     """Whisper's encoder on each segment's own length (module docstring)."""
 
@@ -245,9 +250,9 @@ class WhisperSpeechEncoder:
     def mel_frames(n_samples: int) -> int:
         return n_samples // HOP
 
-    def frames(self, n_samples: int) -> int:
-        """Encoder frames for a segment of n_samples: the stride-2 convolution over its log-mel."""
-        return max(0, (self.mel_frames(n_samples) - 1) // CONV_STRIDE + 1)
+    @staticmethod
+    def frames(n_samples: int) -> int:
+        return encoder_frames(n_samples)
 
     def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
         """(N,) samples -> (n_mels, N // 160) log-mel: `log_mels` of a batch of one."""

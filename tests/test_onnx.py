@@ -294,8 +294,9 @@ def test_auto_scores_with_torch_at_once_and_takes_over_its_sessions(bundles, tmp
     sessions, as a torch engine alone goes on (float32: the engines agree to 1e-4)."""
     import time
 
-    from emomon.model.auto_engine import AutoEngine, exported
+    from emomon.model.auto_engine import AutoEngine
     from emomon.model.engines import open_predictor
+    from emomon.model.onnx_engine import CacheEntry
     from emomon.model.predictor import Predictor
 
     monkeypatch.setenv("EMOMON_ONNX_CACHE", str(tmp_path))
@@ -311,7 +312,7 @@ def test_auto_scores_with_torch_at_once_and_takes_over_its_sessions(bundles, tmp
     for engine, out in ((auto, got), (alone, want)):
         out += engine.predict(segs[:half], sessions=keys[:half])
     deadline = time.monotonic() + 120
-    while not exported(b, "float32"):
+    while not CacheEntry.of(b, "float32").ready():
         assert time.monotonic() < deadline, "the background export did not finish within 120 s"
         time.sleep(0.2)
     for engine, out in ((auto, got), (alone, want)):
